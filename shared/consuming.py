@@ -1,0 +1,221 @@
+"""At-least-once processing of JetStream batches with classified failures.
+
+The rules every parwatch consumer follows:
+
+* A message that cannot be accepted (bad JSON, schema violation, unknown
+  type, too large) is republished to ``tthc.deadletter`` with a reason, once
+  (the dead letter's id is derived from the stream sequence, so a redelivery
+  does not publish a second one), then acked; the pipeline goes on.
+* A transient failure (database unavailable, lock timeout) naks the batch
+  with a growing delay; after ``max_deliver`` deliveries the message is dead
+  lettered with the reason, so it is never silently dropped and can be
+  replayed from its stream.
+* Any other exception isolates the failing message: the batch is retried one
+  message at a time, the exception is logged with its traceback (never the
+  payload), and the message is retried with delay like a transient failure
+  (a fixed deploy may still take it) before it is dead lettered.
+* Acks happen only after the work is committed. Handlers are idempotent, so
+  a redelivery after a crash between commit and ack changes nothing.
+
+FastStream's default ack policy terminates a message on the first error;
+subscribers here use ``AckPolicy.MANUAL`` and this module decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from nats.aio.msg import Msg
+from prometheus_client import CollectorRegistry, Counter
+
+from shared.db import is_conflict, is_transient
+from shared.events import (
+    DEADLETTER_TYPE,
+    CloudEvent,
+    DeadLetter,
+    EventRejected,
+    new_event,
+    parse_event,
+)
+from shared.streams import DEADLETTER
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(str, Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One parsed message with where it came from."""
+
+    event: CloudEvent[Any]
+    stream: str
+    stream_seq: int
+    subject: str
+    num_delivered: int
+    raw: Msg | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded redeliveries with exponential delay (seconds)."""
+
+    max_deliver: int = 12
+    first_delay: float = 1.0
+    max_delay: float = 120.0
+    ack_wait: float = 60.0
+
+    def delay(self, num_delivered: int) -> float:
+        return min(self.max_delay, self.first_delay * (2 ** max(0, num_delivered - 1)))
+
+
+class Publisher(Protocol):
+    async def publish(self, event: CloudEvent[Any], *, subject: str) -> None: ...
+
+
+Apply = Callable[[Sequence[Delivery]], Awaitable[Sequence[Outcome]]]
+
+
+class EventCounter:
+    """``parwatch_events_total``: one per process that ingests public streams."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.counter = Counter(
+            "parwatch_events_total",
+            "Events taken from the public input streams, by result.",
+            ["stream", "result"],
+            registry=registry,
+        )
+
+    def count(self, stream: str, result: str, n: int = 1) -> None:
+        if n:
+            self.counter.labels(stream=stream, result=result).inc(n)
+
+
+def _clock() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class BatchProcessor:
+    """Parses, applies and acknowledges one batch of JetStream messages."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        accept: frozenset[str],
+        apply: Apply,
+        publisher: Publisher,
+        counter: EventCounter | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], dt.datetime] = _clock,
+    ) -> None:
+        self.service = service
+        self.accept = accept
+        self.apply = apply
+        self.publisher = publisher
+        self.counter = counter
+        self.retry = retry or RetryPolicy()
+        self.clock = clock
+
+    async def handle(self, raws: Sequence[Msg]) -> None:
+        deliveries: list[Delivery] = []
+        for raw in raws:
+            md = raw.metadata
+            try:
+                event = parse_event(raw.data, accept=self.accept)
+            except EventRejected as exc:
+                await self.reject(raw, reason=exc.reason)
+                continue
+            deliveries.append(
+                Delivery(
+                    event=event,
+                    stream=md.stream,
+                    stream_seq=md.sequence.stream,
+                    subject=raw.subject,
+                    num_delivered=md.num_delivered,
+                    raw=raw,
+                )
+            )
+        if deliveries:
+            await self._apply(deliveries, isolate=len(deliveries) > 1)
+
+    async def _apply(self, deliveries: Sequence[Delivery], *, isolate: bool) -> None:
+        try:
+            outcomes = await self.apply(deliveries)
+        except Exception as exc:  # classified below, never swallowed
+            if is_transient(exc) or is_conflict(exc):
+                log.warning(
+                    "transient failure service=%s batch=%d error=%s", self.service, len(deliveries), type(exc).__name__
+                )
+                await self._retry_later(deliveries, why=f"transient failure ({type(exc).__name__})")
+                return
+            if isolate:
+                log.warning("batch failed service=%s batch=%d; retrying one by one", self.service, len(deliveries))
+                for d in deliveries:
+                    await self._apply([d], isolate=False)
+                return
+            d = deliveries[0]
+            log.exception(
+                "processing failed service=%s stream=%s seq=%d delivered=%d",
+                self.service,
+                d.stream,
+                d.stream_seq,
+                d.num_delivered,
+            )
+            await self._retry_later(deliveries, why=f"processing failed ({type(exc).__name__})")
+            return
+        for d, outcome in zip(deliveries, outcomes, strict=True):
+            if self.counter:
+                self.counter.count(d.stream, outcome.value)
+            if d.raw is not None:
+                await d.raw.ack()
+
+    async def _retry_later(self, deliveries: Sequence[Delivery], *, why: str) -> None:
+        for d in deliveries:
+            if d.num_delivered >= self.retry.max_deliver:
+                await self.reject(d.raw, reason=f"{why}; gave up after {d.num_delivered} deliveries", delivery=d)
+            elif d.raw is not None:
+                await d.raw.nak(delay=self.retry.delay(d.num_delivered))
+
+    async def reject(self, raw: Msg | None, *, reason: str, delivery: Delivery | None = None) -> None:
+        """Dead-letter one message (once per stream sequence), then ack it."""
+        if raw is not None:
+            md = raw.metadata
+            stream, seq, subject = md.stream, md.sequence.stream, raw.subject
+        else:
+            assert delivery is not None
+            stream, seq, subject = delivery.stream, delivery.stream_seq, delivery.subject
+        letter = new_event(
+            type=DEADLETTER_TYPE,
+            source=f"parwatch/{self.service}",
+            id=f"deadletter:{stream}:{seq}",
+            subject=subject,
+            data=DeadLetter(
+                stream=stream,
+                stream_seq=seq,
+                subject=subject,
+                reason=reason[:2000],
+                received_at=self.clock(),
+            ),
+        )
+        await self.publisher.publish(letter, subject=DEADLETTER)
+        log.warning("message rejected service=%s stream=%s seq=%d reason=%s", self.service, stream, seq, reason)
+        if self.counter:
+            self.counter.count(stream, "rejected")
+        if raw is not None:
+            await raw.ack()
+
+
+async def run_in_thread(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run blocking database work off the event loop."""
+    return await asyncio.to_thread(fn, *args, **kwargs)

@@ -1,0 +1,46 @@
+"""Database helpers shared by services: engines and error classification."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """A SQLAlchemy engine tuned for SQLite (WAL, busy timeout) or PostgreSQL."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql") and "+" not in url.split("://", 1)[0]:
+        url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    return create_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_recycle=1800)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that may pass by themselves: lost connections, locks, timeouts."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DisconnectionError)):
+        return True
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return False
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A concurrent writer won a race (unique key): retrying the work is safe."""
+    return isinstance(exc, sa_exc.IntegrityError)

@@ -1,0 +1,366 @@
+"""The public event contract (``../shared/contract.md``) as strict pydantic models.
+
+Every message is a CloudEvents 1.0 event in structured JSON mode. Parsing is
+strict: unknown fields, naive datetimes, NaN, wrong JSON types and over-long
+strings are rejected with a message that names the field and never echoes the
+rejected value (see :func:`parse_event`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+CONTENT_TYPE = "application/cloudevents+json"
+SPECVERSION = "1.0"
+
+#: Largest message any parwatch stream accepts (bytes).
+MAX_MESSAGE_BYTES = 64 * 1024
+
+Code = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+DossierCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._/-]+$")]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Period = Annotated[str, StringConstraints(pattern=r"^\d{4}(-W(0[1-9]|[1-4]\d|5[0-3])|-(0[1-9]|1[0-2]))?$")]
+
+
+class Contract(BaseModel):
+    """Base of every contract model: strict, closed, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        allow_inf_nan=False,
+        str_strip_whitespace=False,
+        hide_input_in_errors=True,
+    )
+
+
+# -- vn.tthc.dossier.status_changed -------------------------------------------
+
+DOSSIER_TYPE = "vn.tthc.dossier.status_changed"
+RATING_TYPE = "vn.tthc.rating.submitted"
+PLAN_TYPE = "vn.tthc.plan.task_reported"
+ALERT_FIRING_TYPE = "vn.tthc.alert.firing"
+ALERT_RESOLVED_TYPE = "vn.tthc.alert.resolved"
+DEADLETTER_TYPE = "vn.tthc.deadletter"
+
+# Internal facts published by parwatch's own services (additions to the contract).
+DOSSIER_STATE_TYPE = "vn.parwatch.dossier.state_changed"
+PLAN_TASK_STATE_TYPE = "vn.parwatch.plan.task_state_changed"
+
+RECEIVED = 2
+SUPPLEMENT = 5
+FINANCIAL = 6
+PAUSE_STATUSES = frozenset({SUPPLEMENT, FINANCIAL})
+END_STATUSES = frozenset({3, 7, 8, 9, 10})
+
+
+class StatutoryDuration(Contract):
+    value: float = Field(gt=0, le=10_000)
+    unit: Literal["working_days", "days", "hours"]
+
+
+class DossierStatusChanged(Contract):
+    dossier_code: DossierCode
+    sequence: int | None = Field(default=None, ge=1, le=2**53)
+    status: int = Field(ge=1, le=10)
+    occurred_at: AwareDatetime
+    agency_code: Code
+    procedure_code: Code
+    field_code: Code
+    received_at: AwareDatetime | None = None
+    due_at: AwareDatetime | None = None
+    statutory_duration: StatutoryDuration | None = None
+    channel: int | None = Field(default=None, ge=1, le=3)
+    online_payment: bool | None = None
+    digitized: bool | None = None
+    synced_national: bool | None = None
+
+    @model_validator(mode="after")
+    def _received_at_with_status_2(self) -> DossierStatusChanged:
+        if self.status == RECEIVED and self.received_at is None:
+            raise ValueError("received_at is required when status is 2")
+        return self
+
+
+# -- vn.tthc.rating.submitted ---------------------------------------------------
+
+CriterionId = Literal["c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"]
+
+
+class RatingSubmitted(Contract):
+    dossier_code: DossierCode
+    agency_code: Code
+    rated_at: AwareDatetime
+    overall: Literal["very_satisfied", "satisfied", "unsatisfied"]
+    criteria: dict[CriterionId, Literal[0, 1, 2]] | None = None
+
+
+# -- vn.tthc.plan.task_reported ---------------------------------------------------
+
+
+class PlanTaskReported(Contract):
+    plan_id: Code
+    task_id: Code
+    agency_code: Code
+    state: Literal["done", "in_progress", "blocked"]
+    reported_at: AwareDatetime
+    period: Period | None = None
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+# -- alerts -------------------------------------------------------------------------
+
+AlertKind = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+ALERT_KINDS = (
+    "dossier_due_soon",
+    "dossier_overdue",
+    "dossier_apology_due",
+    "plan_task_due_soon",
+    "plan_task_overdue",
+    "kpi_below_target",
+    "deadletter",
+)
+
+
+class Alert(Contract):
+    alert_key: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    kind: AlertKind
+    severity: Literal["info", "warning", "critical"]
+    agency_code: Code
+    ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime | None = None
+    labels: dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=dict, max_length=32
+    )
+
+
+# -- dead letters -------------------------------------------------------------------
+
+
+class DeadLetter(Contract):
+    stream: Code
+    stream_seq: int = Field(ge=0)
+    subject: Annotated[str, StringConstraints(max_length=256)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    received_at: AwareDatetime
+
+
+# -- internal facts ------------------------------------------------------------------
+
+Timeliness = Literal["early", "on_time", "late"]
+
+
+class DossierStateChanged(Contract):
+    """A dossier's derived state after an accepted event (dossier_tracker -> others).
+
+    ``revision`` grows with every change of the dossier's event history, so a
+    consumer keeps the snapshot with the highest revision and ignores older
+    ones, whatever the arrival order.
+    """
+
+    dossier_code: DossierCode
+    revision: int = Field(ge=1)
+    agency_code: Code
+    procedure_code: Code
+    field_code: Code
+    status: int = Field(ge=1, le=10)
+    counted: bool  # reached status 2 (rule 1)
+    received_at: AwareDatetime | None = None
+    receipt_day: dt.date | None = None
+    due_day: dt.date | None = None
+    due_from_source: bool = False
+    paused: bool = False
+    pause_started_on: dt.date | None = None
+    supplement_requests: int = 0
+    ended_on: dt.date | None = None
+    end_status: int | None = None
+    timeliness: Timeliness | None = None
+    channel: int | None = None
+    online_payment: bool | None = None
+    digitized: bool | None = None
+    synced_national: bool | None = None
+    updated_at: AwareDatetime
+
+
+class PlanTaskStateChanged(Contract):
+    """The state of one occurrence of a plan task (deadline_monitor -> scoring)."""
+
+    plan_id: Code
+    task_id: Code
+    agency_code: Code
+    period: str | None = None
+    due_day: dt.date
+    state: Literal["open", "done", "done_late", "overdue"]
+    done_on: dt.date | None = None
+    updated_at: AwareDatetime
+
+
+DataT = TypeVar("DataT", bound=Contract)
+
+
+class CloudEvent(Contract, Generic[DataT]):
+    specversion: Literal["1.0"]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    source: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    type: str
+    time: AwareDatetime | None = None
+    subject: Annotated[str, StringConstraints(max_length=256)] | None = None
+    datacontenttype: Literal["application/json"] | None = None
+    dataschema: Annotated[str, StringConstraints(max_length=512)] | None = None
+    data: DataT
+
+
+class DossierEvent(CloudEvent[DossierStatusChanged]):
+    type: Literal["vn.tthc.dossier.status_changed"]
+
+    @model_validator(mode="after")
+    def _subject_is_code(self) -> DossierEvent:
+        if self.subject != self.data.dossier_code:
+            raise ValueError("subject must equal data.dossier_code")
+        return self
+
+
+class RatingEvent(CloudEvent[RatingSubmitted]):
+    type: Literal["vn.tthc.rating.submitted"]
+
+
+class PlanEvent(CloudEvent[PlanTaskReported]):
+    type: Literal["vn.tthc.plan.task_reported"]
+
+
+class AlertEvent(CloudEvent[Alert]):
+    type: Literal["vn.tthc.alert.firing", "vn.tthc.alert.resolved"]
+
+    @model_validator(mode="after")
+    def _ends_at_on_resolved(self) -> AlertEvent:
+        if self.type == ALERT_RESOLVED_TYPE and self.data.ends_at is None:
+            raise ValueError("data.ends_at is required on vn.tthc.alert.resolved")
+        return self
+
+
+class DeadLetterEvent(CloudEvent[DeadLetter]):
+    type: Literal["vn.tthc.deadletter"]
+
+
+class DossierStateEvent(CloudEvent[DossierStateChanged]):
+    type: Literal["vn.parwatch.dossier.state_changed"]
+
+
+class PlanTaskStateEvent(CloudEvent[PlanTaskStateChanged]):
+    type: Literal["vn.parwatch.plan.task_state_changed"]
+
+
+ENVELOPES: dict[str, type[CloudEvent[Any]]] = {
+    DOSSIER_TYPE: DossierEvent,
+    RATING_TYPE: RatingEvent,
+    PLAN_TYPE: PlanEvent,
+    ALERT_FIRING_TYPE: AlertEvent,
+    ALERT_RESOLVED_TYPE: AlertEvent,
+    DEADLETTER_TYPE: DeadLetterEvent,
+    DOSSIER_STATE_TYPE: DossierStateEvent,
+    PLAN_TASK_STATE_TYPE: PlanTaskStateEvent,
+}
+
+_ADAPTERS = {t: TypeAdapter(model) for t, model in ENVELOPES.items()}
+
+
+class EventRejected(ValueError):
+    """A message that cannot be accepted; ``reason`` is safe to log and publish."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def describe_validation_error(exc: ValidationError, *, limit: int = 5) -> str:
+    """A readable sentence naming each bad field, never the rejected value."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False)[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - limit
+    if more > 0:
+        parts.append(f"and {more} more error(s)")
+    return "; ".join(parts)
+
+
+def parse_event(raw: bytes | str, *, accept: frozenset[str] | set[str] | None = None) -> CloudEvent[Any]:
+    """Parse and validate one structured-mode CloudEvent.
+
+    Raises :class:`EventRejected` with a clear reason for bad JSON, a missing
+    or unknown ``type``, a type not accepted here, or any schema violation.
+    """
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise EventRejected(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    try:
+        head = json.loads(raw, parse_constant=_refuse_constant)
+    except _NonFiniteNumber as exc:
+        raise EventRejected(f"body holds {exc}, which is not a valid JSON number") from None
+    except (ValueError, RecursionError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise EventRejected(f"body is not valid JSON{where}") from None
+    if not isinstance(head, dict):
+        raise EventRejected("body must be a JSON object (CloudEvents structured mode)")
+    etype = head.get("type")
+    if not isinstance(etype, str):
+        raise EventRejected("type: field required (a CloudEvents type string)")
+    adapter = _ADAPTERS.get(etype)
+    if adapter is None:
+        raise EventRejected(f"type: unknown event type {etype[:80]!r}")
+    if accept is not None and etype not in accept:
+        raise EventRejected(f"type: {etype!r} is not accepted on this subject")
+    try:
+        return adapter.validate_json(raw, strict=True)
+    except ValidationError as exc:
+        raise EventRejected(describe_validation_error(exc)) from None
+
+
+class _NonFiniteNumber(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFiniteNumber(name)
+
+
+def new_event(*, type: str, source: str, data: Contract, subject: str | None = None, id: str | None = None,
+              time: dt.datetime | None = None) -> CloudEvent[Any]:
+    """Build an envelope for one of parwatch's own events."""
+    model = ENVELOPES[type]
+    return model(
+        specversion=SPECVERSION,
+        id=id or str(uuid.uuid4()),
+        source=source,
+        type=type,
+        time=time or dt.datetime.now(dt.timezone.utc),
+        subject=subject,
+        datacontenttype="application/json",
+        data=data,
+    )
+
+
+def encode(event: CloudEvent[Any]) -> bytes:
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def headers_for(event: CloudEvent[Any]) -> dict[str, str]:
+    return {"Content-Type": CONTENT_TYPE, "Nats-Msg-Id": event.id}

@@ -1,0 +1,181 @@
+"""What every service process shares: logging, the HTTP face, the run loop.
+
+A service is a FastStream NATS broker plus a small HTTP app (FastAPI) that
+serves ``/health`` and ``/metrics`` and whatever API the service adds. The
+HTTP app's lifespan starts the broker and the service's background tasks, so
+one uvicorn server runs everything in one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Response
+from faststream.nats import NatsBroker
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from shared.settings import CommonSettings
+from shared.streams import ensure_streams
+
+log = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], Awaitable[bool]]
+Background = Callable[[], Awaitable[None]]
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(settings: CommonSettings, *, service: str) -> None:
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    # FastStream logs every message received/processed at INFO: too much, and
+    # its message ids are not useful to operators.
+    logging.getLogger("faststream").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def make_broker(settings: CommonSettings) -> NatsBroker:
+    return NatsBroker(
+        settings.nats_servers(),
+        logger=logging.getLogger("faststream"),
+        log_level=logging.DEBUG,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        connect_timeout=5,
+        graceful_timeout=15.0,
+    )
+
+
+@dataclass
+class Service:
+    """One running service: its broker, HTTP app and background loops."""
+
+    name: str
+    port: int
+    broker: NatsBroker
+    registry: CollectorRegistry
+    settings: CommonSettings
+    health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    background: list[Background] = field(default_factory=list)
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    http: FastAPI | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def app(self, *, title: str | None = None, description: str = "", extra_routes: Sequence[Any] = ()) -> FastAPI:
+        if self.http is None:
+            self.http = make_http_app(self, title=title or f"parwatch {self.name}", description=description)
+            for router in extra_routes:
+                self.http.include_router(router)
+        return self.http
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        await ensure_streams(self.broker.config.connection_state.stream, replicas=self.settings.stream_replicas)
+        for hook in self.on_start:
+            await hook()
+        await self.broker.start()
+        for loop in self.background:
+            self._tasks.append(asyncio.create_task(_guard(loop, name=f"{self.name}:{loop.__name__}")))
+        log.info("service started name=%s port=%d", self.name, self.port)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.broker.stop()
+        for hook in self.on_stop:
+            await hook()
+        log.info("service stopped name=%s", self.name)
+
+    async def healthy(self) -> dict[str, bool]:
+        results = {"nats": await self.broker.ping(timeout=2.0)}
+        for name, check in self.health_checks.items():
+            try:
+                results[name] = await asyncio.wait_for(check(), timeout=5.0)
+            except Exception:  # a failing check is a health result, logged
+                log.warning("health check failed name=%s", name, exc_info=True)
+                results[name] = False
+        return results
+
+
+async def _guard(loop: Background, *, name: str) -> None:
+    """Run a background loop; if it dies, log it and start it again after a pause."""
+    while True:
+        try:
+            await loop()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background loop crashed name=%s; restarting in 5s", name)
+            await asyncio.sleep(5)
+
+
+def make_http_app(service: Service, *, title: str, description: str) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title=title, description=description, lifespan=lifespan)
+
+    @app.get("/health", tags=["operations"], summary="Liveness and dependencies")
+    async def health() -> Response:
+        checks = await service.healthy()
+        ok = all(checks.values())
+        body = json.dumps({"status": "ok" if ok else "degraded", "service": service.name, "checks": checks})
+        return Response(body, status_code=200 if ok else 503, media_type="application/json")
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        payload = await asyncio.to_thread(generate_latest, service.registry)
+        return Response(payload, media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def serve(service: Service, app: FastAPI) -> None:
+    """Run the service until SIGINT or SIGTERM (uvicorn handles both)."""
+    config = uvicorn.Config(
+        app,
+        host=service.settings.http_host,
+        port=service.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=20,
+    )
+    server = uvicorn.Server(config)
+    log.info("serving name=%s url=http://%s:%d", service.name, service.settings.http_host, service.port)
+    asyncio.run(server.serve())
