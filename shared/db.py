@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event
 from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
@@ -44,3 +45,24 @@ def is_transient(exc: BaseException) -> bool:
 def is_conflict(exc: BaseException) -> bool:
     """A concurrent writer won a race (unique key): retrying the work is safe."""
     return isinstance(exc, sa_exc.IntegrityError)
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Aware datetimes stored in UTC, returned aware, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime: parwatch stores aware datetimes only")
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)

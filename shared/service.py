@@ -19,12 +19,15 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Response
 from faststream.nats import NatsBroker
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 
 from shared.settings import CommonSettings
 from shared.streams import ensure_streams
 
 log = logging.getLogger(__name__)
+
+# `_created` series double every counter's series count for little use here.
+disable_created_metrics()
 
 HealthCheck = Callable[[], Awaitable[bool]]
 Background = Callable[[], Awaitable[None]]

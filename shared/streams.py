@@ -28,6 +28,10 @@ DEADLETTER = "tthc.deadletter"
 # parwatch's own facts (added to the contract, documented in README).
 DOSSIER_STATE = "parwatch.dossier.state"
 PLAN_TASK_STATE = "parwatch.plan.task_state"
+# Public events that dossier_tracker, the ingest point of the public input
+# streams, validated and deduplicated; republished unchanged.
+ACCEPTED_RATINGS = "parwatch.accepted.rating"
+ACCEPTED_PLAN_REPORTS = "parwatch.accepted.plan"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,12 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("TTHC_DEADLETTER", (DEADLETTER,), 90, description="Messages rejected by any service, with reasons"),
     StreamSpec("PARWATCH_DOSSIER_STATE", (DOSSIER_STATE,), 400, description="Derived dossier state (dossier_tracker)"),
     StreamSpec("PARWATCH_PLAN_STATE", (PLAN_TASK_STATE,), 400, description="Plan task occurrence states (deadline_monitor)"),
+    StreamSpec(
+        "PARWATCH_ACCEPTED",
+        (ACCEPTED_RATINGS, ACCEPTED_PLAN_REPORTS),
+        400,
+        description="Ratings and plan reports accepted by dossier_tracker",
+    ),
 )
 
 STREAM_BY_NAME = {s.name: s for s in STREAMS}

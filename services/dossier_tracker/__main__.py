@@ -1,0 +1,3 @@
+from services.dossier_tracker.app import main
+
+main()

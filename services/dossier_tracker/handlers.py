@@ -1,0 +1,155 @@
+"""dossier_tracker's subscriptions: one router, thin handlers.
+
+The tracker is the ingest point of the public input streams: it validates,
+deduplicates and counts every dossier event, rating and plan report
+(``parwatch_events_total``), dead-letters what it cannot accept, derives
+dossier state, and republishes accepted ratings and plan reports for scoring
+and deadline_monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Sequence
+
+from faststream import AckPolicy, Context
+from faststream.nats import JStream, NatsRouter, PullSub
+from faststream.nats.message import NatsBatchMessage
+from nats.js.api import ConsumerConfig
+
+from services.dossier_tracker.domain import DossierState, RecordedEvent
+from services.dossier_tracker.store import Incoming, TrackerStore
+from shared.consuming import BatchProcessor, Delivery, EventCounter, Outcome, Publisher, RetryPolicy
+from shared.events import (
+    DOSSIER_STATE_TYPE,
+    DOSSIER_TYPE,
+    PLAN_TYPE,
+    RATING_TYPE,
+    DossierStateChanged,
+    new_event,
+)
+from shared.streams import (
+    ACCEPTED_PLAN_REPORTS,
+    ACCEPTED_RATINGS,
+    DOSSIER_EVENTS,
+    DOSSIER_STATE,
+    PLAN_EVENTS,
+    RATING_EVENTS,
+)
+
+SOURCE = "parwatch/dossier_tracker"
+
+
+def state_fact(state: DossierState, *, now: dt.datetime) -> DossierStateChanged:
+    return DossierStateChanged(
+        **{k: getattr(state, k) for k in DossierStateChanged.model_fields if k != "updated_at"},
+        updated_at=now,
+    )
+
+
+class DossierIngest:
+    """Stores a batch of status events and publishes the touched dossiers' state."""
+
+    def __init__(self, *, store: TrackerStore, publisher: Publisher, clock: Callable[[], dt.datetime]) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.clock = clock
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        batch = [
+            Incoming(
+                RecordedEvent.from_contract(d.event.data, source=d.event.source, event_id=d.event.id), d.stream_seq
+            )
+            for d in deliveries
+        ]
+        now = self.clock()
+        result = await asyncio.to_thread(self.store.apply_batch, batch, now=now)
+        await asyncio.gather(
+            *(
+                self.publisher.publish(
+                    new_event(
+                        type=DOSSIER_STATE_TYPE,
+                        source=SOURCE,
+                        id=f"{state.dossier_code}:{state.revision}",
+                        subject=state.dossier_code,
+                        data=state_fact(state, now=now),
+                        time=now,
+                    ),
+                    subject=DOSSIER_STATE,
+                )
+                for state in result.states.values()
+            )
+        )
+        return [Outcome.DUPLICATE if dup else Outcome.ACCEPTED for dup in result.duplicate]
+
+
+class Relay:
+    """Deduplicates accepted ratings or plan reports and republishes them unchanged."""
+
+    def __init__(self, *, store: TrackerStore, publisher: Publisher, subject: str, clock: Callable[[], dt.datetime]):
+        self.store = store
+        self.publisher = publisher
+        self.subject = subject
+        self.clock = clock
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        keys = [(d.event.source, d.event.id, d.stream) for d in deliveries]
+        duplicate = await asyncio.to_thread(self.store.record_seen, keys, now=self.clock())
+        # Republished even when a duplicate: the first delivery may have been
+        # stored and then lost before its republish was acked.
+        await asyncio.gather(*(self.publisher.publish(d.event, subject=self.subject) for d in deliveries))
+        return [Outcome.DUPLICATE if dup else Outcome.ACCEPTED for dup in duplicate]
+
+
+def build_router(
+    *,
+    store: TrackerStore,
+    publisher: Publisher,
+    counter: EventCounter,
+    retry: RetryPolicy,
+    clock: Callable[[], dt.datetime],
+    durable: str,
+    batch_size: int,
+    batch_timeout: float,
+) -> NatsRouter:
+    router = NatsRouter()
+
+    def processor(apply: Callable[[Sequence[Delivery]], object], accept: str) -> BatchProcessor:
+        return BatchProcessor(
+            service="dossier_tracker",
+            accept=frozenset({accept}),
+            apply=apply,  # type: ignore[arg-type]
+            publisher=publisher,
+            counter=counter,
+            retry=retry,
+            clock=clock,
+        )
+
+    dossiers = processor(DossierIngest(store=store, publisher=publisher, clock=clock), DOSSIER_TYPE)
+    ratings = processor(Relay(store=store, publisher=publisher, subject=ACCEPTED_RATINGS, clock=clock), RATING_TYPE)
+    plans = processor(Relay(store=store, publisher=publisher, subject=ACCEPTED_PLAN_REPORTS, clock=clock), PLAN_TYPE)
+
+    def subscribe(subject: str, stream: str, name: str):  # type: ignore[no-untyped-def]
+        return router.subscriber(
+            subject,
+            stream=JStream(name=stream, declare=False),
+            durable=name,
+            pull_sub=PullSub(batch_size=batch_size, timeout=batch_timeout, batch=True),
+            ack_policy=AckPolicy.MANUAL,
+            config=ConsumerConfig(max_deliver=retry.max_deliver + 1, ack_wait=retry.ack_wait),
+        )
+
+    @subscribe(DOSSIER_EVENTS, "TTHC_DOSSIER", durable)
+    async def on_dossier_events(msg: NatsBatchMessage = Context("message")) -> None:
+        await dossiers.handle(msg.raw_message)
+
+    @subscribe(RATING_EVENTS, "TTHC_RATING", f"{durable}_ratings")
+    async def on_ratings(msg: NatsBatchMessage = Context("message")) -> None:
+        await ratings.handle(msg.raw_message)
+
+    @subscribe(PLAN_EVENTS, "TTHC_PLAN", f"{durable}_plan")
+    async def on_plan_reports(msg: NatsBatchMessage = Context("message")) -> None:
+        await plans.handle(msg.raw_message)
+
+    return router

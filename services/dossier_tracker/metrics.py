@@ -1,0 +1,59 @@
+"""dossier_tracker's metrics read from the database at scrape time.
+
+``parwatch_dossiers_ended_total`` comes from the ended-count table kept in the
+same transaction as the state, so it survives restarts and never counts a
+dossier twice. ``parwatch_dossiers_open`` is evaluated against the current
+day in Asia/Ho_Chi_Minh at each scrape, from an index-backed GROUP BY.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from services.dossier_tracker.domain import OPEN_STATES, TIMELINESS, open_state
+from services.dossier_tracker.store import TrackerStore
+from shared.calendar import WorkingCalendar, local_date
+
+
+class DossierCollector(Collector):
+    def __init__(self, store: TrackerStore, *, calendar: WorkingCalendar, clock: Callable[[], dt.datetime]) -> None:
+        self.store = store
+        self.calendar = calendar
+        self.clock = clock
+
+    def describe(self) -> list[Metric]:
+        return []  # collected lazily: no database call at registration
+
+    def collect(self) -> Iterator[Metric]:
+        ended = CounterMetricFamily(
+            "parwatch_dossiers_ended",
+            "Dossiers ended (rule 5), by accountable agency and timeliness.",
+            labels=["agency", "timeliness"],
+        )
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(TIMELINESS, 0))
+        for agency, timeliness, n in self.store.ended_counts():
+            counts[agency][timeliness] = n
+        for agency in sorted(counts):
+            for timeliness in TIMELINESS:
+                ended.add_metric([agency, timeliness], counts[agency][timeliness])
+        yield ended
+
+        today = local_date(self.clock())
+        gauge = GaugeMetricFamily(
+            "parwatch_dossiers_open",
+            "Open dossiers at the current day (rule 6), by accountable agency and state.",
+            labels=["agency", "state"],
+        )
+        open_counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(OPEN_STATES, 0))
+        for agency, paused, due_day, n in self.store.open_by_due_day():
+            state = open_state(paused=paused, due_day=due_day, today=today, calendar=self.calendar)
+            open_counts[agency][state] += n
+        for agency in sorted(set(open_counts) | set(counts)):
+            for state in OPEN_STATES:
+                gauge.add_metric([agency, state], open_counts[agency][state])
+        yield gauge

@@ -1,0 +1,260 @@
+"""Storage of dossier_tracker: event history, derived state, ended counts.
+
+One transaction per batch holds the deduplication (the event's (source, id)
+is the history table's primary key), the history insert, the re-derived
+dossier state and the ended-count adjustment, so a crash at any point leaves
+either all of it or none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import Engine, Index, func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Field, Session, SQLModel
+
+from services.dossier_tracker.domain import DossierState, RecordedEvent, derive_state
+from shared.calendar import WorkingCalendar
+from shared.db import UtcDateTime
+
+# SQLite caps bound parameters; keep IN lists well under it.
+CHUNK = 400
+
+
+class DossierEventRow(SQLModel, table=True):
+    __tablename__ = "tracker_dossier_event"
+    __table_args__ = (Index("ix_tracker_event_dossier", "dossier_code"),)
+
+    source: str = Field(primary_key=True, max_length=256)
+    event_id: str = Field(primary_key=True, max_length=256)
+    dossier_code: str = Field(max_length=64)
+    sequence: int | None = None
+    status: int
+    occurred_at: dt.datetime = Field(sa_type=UtcDateTime)
+    agency_code: str = Field(max_length=64)
+    procedure_code: str = Field(max_length=64)
+    field_code: str = Field(max_length=64)
+    received_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    due_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    duration_value: float | None = None
+    duration_unit: str | None = Field(default=None, max_length=16)
+    channel: int | None = None
+    online_payment: bool | None = None
+    digitized: bool | None = None
+    synced_national: bool | None = None
+    stream_seq: int | None = None
+    recorded_at: dt.datetime = Field(sa_type=UtcDateTime)
+
+
+class DossierRow(SQLModel, table=True):
+    __tablename__ = "tracker_dossier"
+    __table_args__ = (Index("ix_tracker_dossier_open", "is_open", "agency_code", "due_day"),)
+
+    dossier_code: str = Field(primary_key=True, max_length=64)
+    revision: int
+    agency_code: str = Field(max_length=64)
+    procedure_code: str = Field(max_length=64)
+    field_code: str = Field(max_length=64)
+    status: int
+    counted: bool
+    is_open: bool
+    received_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    receipt_day: dt.date | None = None
+    due_day: dt.date | None = None
+    due_from_source: bool = False
+    paused: bool = False
+    pause_started_on: dt.date | None = None
+    supplement_requests: int = 0
+    ended_on: dt.date | None = None
+    end_status: int | None = None
+    timeliness: str | None = Field(default=None, max_length=16)
+    channel: int | None = None
+    online_payment: bool | None = None
+    digitized: bool | None = None
+    synced_national: bool | None = None
+    updated_at: dt.datetime = Field(sa_type=UtcDateTime)
+
+
+class EndedCountRow(SQLModel, table=True):
+    __tablename__ = "tracker_ended_count"
+
+    agency_code: str = Field(primary_key=True, max_length=64)
+    timeliness: str = Field(primary_key=True, max_length=16)
+    count: int = 0
+
+
+class SeenEventRow(SQLModel, table=True):
+    """Ratings and plan reports already accepted (dedup on (source, id))."""
+
+    __tablename__ = "tracker_seen_event"
+
+    source: str = Field(primary_key=True, max_length=256)
+    event_id: str = Field(primary_key=True, max_length=256)
+    stream: str = Field(max_length=64)
+    recorded_at: dt.datetime = Field(sa_type=UtcDateTime)
+
+
+TABLES = [DossierEventRow.__table__, DossierRow.__table__, EndedCountRow.__table__, SeenEventRow.__table__]
+
+
+def create_schema(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine, tables=TABLES)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    event: RecordedEvent
+    stream_seq: int | None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    duplicate: list[bool]  # per incoming event, in order
+    states: dict[str, DossierState]  # current state of every dossier the batch touched
+
+
+def _chunks(items: Sequence[object], size: int = CHUNK) -> Iterable[Sequence[object]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class TrackerStore:
+    def __init__(self, engine: Engine, *, calendar: WorkingCalendar) -> None:
+        self.engine = engine
+        self.calendar = calendar
+
+    def apply_batch(self, batch: Sequence[Incoming], *, now: dt.datetime) -> BatchResult:
+        """Record new events, re-derive the touched dossiers, adjust ended counts."""
+        keys = [(i.event.source, i.event.event_id) for i in batch]
+        with Session(self.engine) as session, session.begin():
+            seen = self._existing_keys(session, keys)
+            duplicate: list[bool] = []
+            fresh: list[Incoming] = []
+            for key, item in zip(keys, batch, strict=True):
+                dup = key in seen
+                duplicate.append(dup)
+                if not dup:
+                    seen.add(key)
+                    fresh.append(item)
+            codes = sorted({i.event.dossier_code for i in batch})
+            if fresh:
+                session.add_all(
+                    DossierEventRow(**asdict(i.event), stream_seq=i.stream_seq, recorded_at=now) for i in fresh
+                )
+                session.flush()
+            changed = sorted({i.event.dossier_code for i in fresh})
+            states = self._rederive(session, changed, now=now) if changed else {}
+            unchanged = [c for c in codes if c not in states]
+            states.update(self._load_states(session, unchanged))
+        return BatchResult(duplicate=duplicate, states=states)
+
+    def _existing_keys(self, session: Session, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        cols = tuple_(DossierEventRow.source, DossierEventRow.event_id)
+        for part in _chunks(sorted(set(keys))):
+            rows = session.execute(select(DossierEventRow.source, DossierEventRow.event_id).where(cols.in_(part)))
+            found.update((s, e) for s, e in rows)
+        return found
+
+    def _rederive(self, session: Session, codes: list[str], *, now: dt.datetime) -> dict[str, DossierState]:
+        history: dict[str, list[RecordedEvent]] = defaultdict(list)
+        fields = [c for c in RecordedEvent.__dataclass_fields__]
+        columns = [getattr(DossierEventRow, f) for f in fields]
+        old: dict[str, DossierRow] = {}
+        for part in _chunks(codes):
+            for row in session.execute(select(*columns).where(DossierEventRow.dossier_code.in_(part))):
+                history[row.dossier_code].append(RecordedEvent(**dict(zip(fields, row, strict=True))))
+            for d in session.execute(select(DossierRow).where(DossierRow.dossier_code.in_(part))).scalars():
+                old[d.dossier_code] = d
+        delta: dict[tuple[str, str], int] = defaultdict(int)
+        states: dict[str, DossierState] = {}
+        for code in codes:
+            state = derive_state(history[code], calendar=self.calendar)
+            states[code] = state
+            prev = old.get(code)
+            if prev is not None and prev.timeliness:
+                delta[(prev.agency_code, prev.timeliness)] -= 1
+            if state.counted and state.timeliness:
+                delta[(state.agency_code, state.timeliness)] += 1
+            values = asdict(state) | {"is_open": state.is_open, "updated_at": now}
+            if prev is None:
+                session.add(DossierRow(**values))
+            else:
+                for k, v in values.items():
+                    setattr(prev, k, v)
+        self._adjust_counts(session, {k: v for k, v in delta.items() if v})
+        return states
+
+    def _adjust_counts(self, session: Session, delta: dict[tuple[str, str], int]) -> None:
+        if not delta:
+            return
+        dialect = session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        for (agency, timeliness), n in sorted(delta.items()):
+            stmt = insert(EndedCountRow).values(agency_code=agency, timeliness=timeliness, count=n)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["agency_code", "timeliness"],
+                set_={"count": EndedCountRow.__table__.c["count"] + n},
+            )
+            session.execute(stmt)
+
+    def _load_states(self, session: Session, codes: list[str]) -> dict[str, DossierState]:
+        out: dict[str, DossierState] = {}
+        names = list(DossierState.__dataclass_fields__)
+        for part in _chunks(codes):
+            for d in session.execute(select(DossierRow).where(DossierRow.dossier_code.in_(part))).scalars():
+                out[d.dossier_code] = DossierState(**{n: getattr(d, n) for n in names})
+        return out
+
+    # -- ratings and plan reports -------------------------------------------------
+    def record_seen(self, keys: Sequence[tuple[str, str, str]], *, now: dt.datetime) -> list[bool]:
+        """Mark (source, id, stream) as seen; returns per key whether it was a duplicate."""
+        with Session(self.engine) as session, session.begin():
+            pairs = [(s, i) for s, i, _ in keys]
+            cols = tuple_(SeenEventRow.source, SeenEventRow.event_id)
+            seen: set[tuple[str, str]] = set()
+            for part in _chunks(sorted(set(pairs))):
+                seen.update(session.execute(select(SeenEventRow.source, SeenEventRow.event_id).where(cols.in_(part))))
+            out = []
+            for source, event_id, stream in keys:
+                dup = (source, event_id) in seen
+                out.append(dup)
+                if not dup:
+                    seen.add((source, event_id))
+                    session.add(SeenEventRow(source=source, event_id=event_id, stream=stream, recorded_at=now))
+        return out
+
+    # -- read side (metrics) ------------------------------------------------------------
+    def ended_counts(self) -> list[tuple[str, str, int]]:
+        with Session(self.engine) as session:
+            rows = session.execute(select(EndedCountRow.agency_code, EndedCountRow.timeliness, EndedCountRow.count))
+            return [(a, t, c) for a, t, c in rows]
+
+    def open_by_due_day(self) -> list[tuple[str, bool, dt.date | None, int]]:
+        """Open dossiers grouped by (agency, paused, due day): small, index-backed."""
+        with Session(self.engine) as session:
+            stmt = (
+                select(DossierRow.agency_code, DossierRow.paused, DossierRow.due_day, func.count())
+                .where(DossierRow.is_open.is_(True))
+                .group_by(DossierRow.agency_code, DossierRow.paused, DossierRow.due_day)
+            )
+            return [(a, p, d, n) for a, p, d, n in session.execute(stmt)]
+
+    def get_state(self, code: str) -> DossierState | None:
+        return self._load_one(code)
+
+    def _load_one(self, code: str) -> DossierState | None:
+        with Session(self.engine) as session:
+            states = self._load_states(session, [code])
+        return states.get(code)
+
+    def ping(self) -> bool:
+        with Session(self.engine) as session:
+            session.execute(select(1)).one()
+        return True
+
