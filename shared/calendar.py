@@ -49,7 +49,9 @@ class CalendarOverrides:
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<overrides>") -> CalendarOverrides:
         try:
-            raw = yaml.safe_load(text) or {}
+            # BaseLoader keeps scalars as text, so a bad date is reported by
+            # its key and index rather than as a YAML constructor error.
+            raw = yaml.load(text, Loader=yaml.BaseLoader) or {}
         except yaml.YAMLError as exc:
             raise CalendarOverrideError(f"{source}: not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
