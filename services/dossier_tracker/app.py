@@ -47,6 +47,7 @@ def create_app(
         max_deliver=settings.max_deliver,
         first_delay=settings.retry_first_delay,
         max_delay=settings.retry_max_delay,
+        ack_wait=settings.ack_wait,
     )
     broker.include_router(
         build_router(

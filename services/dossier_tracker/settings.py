@@ -13,6 +13,9 @@ class TrackerSettings(BaseSettings):
     batch_size: int = Field(default=200, ge=1, le=5000, description="messages pulled and stored per transaction")
     batch_timeout: float = Field(default=0.2, gt=0, description="seconds to wait to fill a batch")
     max_deliver: int = Field(default=12, ge=2, description="deliveries before a failing message is dead-lettered")
+    ack_wait: float = Field(
+        default=60.0, gt=0, description="seconds before an unacked message (a crashed consumer's) is redelivered"
+    )
     retry_first_delay: float = Field(default=1.0, gt=0)
     retry_max_delay: float = Field(default=120.0, gt=0)
     durable: str = Field(default="dossier_tracker", description="durable consumer name prefix")

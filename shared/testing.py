@@ -1,0 +1,101 @@
+"""Helpers for tests and benchmarks: contract events, metric reading, polling.
+
+Nothing here is used by the services at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.events import CONTENT_TYPE, DOSSIER_TYPE
+
+
+def metric_samples(source: CollectorRegistry | str | bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a registry or of a /metrics text, keyed by (name, labels)."""
+    if isinstance(source, CollectorRegistry):
+        source = generate_latest(source)
+    if isinstance(source, bytes):
+        source = source.decode()
+    out = {}
+    for family in text_string_to_metric_families(source):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def metric_value(source: CollectorRegistry | str | bytes, name: str, **labels: str) -> float | None:
+    """One sample's value, or None when the series does not exist."""
+    return metric_samples(source).get((name, frozenset(labels.items())))
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool] | bool], *, timeout: float = 15.0, interval: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+            result = await result  # type: ignore[misc]
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def dossier_event(
+    code: str,
+    status: int,
+    occurred_at: str,
+    *,
+    seq: int | None = None,
+    agency: str = "PTP",
+    event_id: str | None = None,
+    source: str = "motcua.test",
+    **data: Any,
+) -> dict[str, Any]:
+    """A contract ``vn.tthc.dossier.status_changed`` CloudEvent as a dict."""
+    body: dict[str, Any] = {
+        "dossier_code": code,
+        "status": status,
+        "occurred_at": occurred_at,
+        "agency_code": agency,
+        "procedure_code": "1.004227",
+        "field_code": "HOTICH",
+    }
+    if seq is not None:
+        body["sequence"] = seq
+    if status == 2 and "received_at" not in data:
+        data["received_at"] = occurred_at
+    body.update(data)
+    return {
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "source": source,
+        "type": DOSSIER_TYPE,
+        "time": occurred_at,
+        "subject": code,
+        "datacontenttype": "application/json",
+        "data": body,
+    }
+
+
+async def publish_event(js: Any, subject: str, event: Mapping[str, Any] | bytes, *, msg_id: str | None = None) -> None:
+    """Publish like an integrating system: JetStream, CloudEvents content type, Nats-Msg-Id."""
+    if isinstance(event, (bytes, bytearray)):
+        payload = bytes(event)
+        headers = {"Content-Type": CONTENT_TYPE}
+        if msg_id:
+            headers["Nats-Msg-Id"] = msg_id
+    else:
+        payload = json.dumps(event).encode()
+        headers = {"Content-Type": CONTENT_TYPE, "Nats-Msg-Id": msg_id or str(event["id"])}
+    await js.publish(subject, payload, headers=headers)

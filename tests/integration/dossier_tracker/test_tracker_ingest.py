@@ -1,0 +1,299 @@
+"""dossier_tracker against a real nats-server and a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from sqlalchemy import exc as sa_exc
+
+from services.dossier_tracker.app import create_app
+from services.dossier_tracker.domain import RecordedEvent, derive_state
+from services.dossier_tracker.settings import TrackerSettings
+from services.dossier_tracker.store import TrackerStore
+from shared.calendar import load_calendar
+from shared.db import make_engine
+from shared.embedded import free_port, wait_for_port
+from shared.events import DeadLetterEvent, DossierStateEvent, RatingEvent, parse_event
+from shared.settings import CommonSettings
+from shared.streams import ensure_streams, ACCEPTED_RATINGS, DEADLETTER, DOSSIER_EVENTS, DOSSIER_STATE, RATING_EVENTS
+from shared.testing import dossier_event, metric_value, publish_event, wait_until
+
+CAL = load_calendar()
+
+
+@contextlib.asynccontextmanager
+async def running_tracker(nats_url: str, database_url: str, **overrides: Any) -> AsyncIterator[Any]:
+    settings = TrackerSettings(
+        **({"batch_timeout": 0.05, "retry_first_delay": 0.2, "retry_max_delay": 0.5} | overrides)
+    )
+    service, _ = create_app(CommonSettings(nats_url=nats_url, database_url=database_url), settings)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+@contextlib.asynccontextmanager
+async def jetstream(url: str) -> AsyncIterator[Any]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        yield js
+    finally:
+        await nc.close()
+
+
+def value(service: Any, name: str, **labels: str) -> float:
+    return metric_value(service.registry, name, **labels) or 0.0
+
+
+async def stream_messages(js: Any, subject: str, *, expect: int, timeout: float = 10.0) -> list[bytes]:
+    sub = await js.subscribe(subject, ordered_consumer=True)
+    out: list[bytes] = []
+    try:
+        while len(out) < expect:
+            msg = await sub.next_msg(timeout=timeout)
+            out.append(msg.data)
+        with contextlib.suppress(nats.errors.TimeoutError):
+            out.append((await sub.next_msg(timeout=0.5)).data)  # one more would be one too many
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+def lifecycle(code: str, *, received: str = "2026-11-23T08:00:00+07:00", end: str = "2026-11-25T09:00:00+07:00",
+              agency: str = "PTP") -> list[dict[str, Any]]:
+    return [
+        dossier_event(code, 2, received, seq=1, agency=agency, statutory_duration={"value": 3, "unit": "working_days"}),
+        dossier_event(code, 4, "2026-11-23T10:00:00+07:00", seq=2, agency=agency),
+        dossier_event(code, 9, end, seq=3, agency=agency),
+    ]
+
+
+async def test_duplicates_are_not_counted_twice(own_nats_server, database_url: str) -> None:
+    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, database_url) as svc:
+        events = lifecycle("H1")
+        for e in events:
+            await publish_event(js, DOSSIER_EVENTS, e)
+        # The same event again under another broker id: only parwatch's own
+        # (source, id) dedup can catch it.
+        await publish_event(js, DOSSIER_EVENTS, events[2], msg_id="another-broker-id")
+        await publish_event(js, DOSSIER_EVENTS, events[0], msg_id="and-another")
+        await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="duplicate") == 2)
+        assert value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") == 3
+        assert value(svc, "parwatch_dossiers_ended_total", agency="PTP", timeliness="early") == 1
+        assert value(svc, "parwatch_dossiers_ended_total", agency="PTP", timeliness="on_time") == 0
+
+
+async def test_any_arrival_order_gives_the_same_final_state(own_nats_server, database_url: str) -> None:
+    rng = random.Random(7)
+    histories: dict[str, list[dict[str, Any]]] = {}
+    for i in range(30):
+        code = f"H.ORDER.{i}"
+        steps = [dossier_event(code, 2, "2026-11-23T08:00:00+07:00", seq=1,
+                               statutory_duration={"value": 2, "unit": "working_days"})]
+        statuses = rng.sample([4, 5, 4, 6, 4], k=rng.randint(1, 5)) + [rng.choice([9, 10, 7])]
+        for seq, status in enumerate(statuses, start=2):
+            steps.append(dossier_event(code, status, f"2026-11-{23 + seq // 2}T{8 + seq}:00:00+07:00", seq=seq))
+        histories[code] = steps
+    shuffled = [e for h in histories.values() for e in h]
+    rng.shuffle(shuffled)
+    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, database_url) as svc:
+        for e in shuffled:
+            await publish_event(js, DOSSIER_EVENTS, e)
+        await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted")
+                         == len(shuffled))
+    store = TrackerStore(make_engine(database_url), calendar=CAL)
+    for code, history in histories.items():
+        expected = derive_state(
+            [RecordedEvent.from_contract(parse_event(json.dumps(e)).data, source=e["source"], event_id=e["id"])
+             for e in history],
+            calendar=CAL,
+        )
+        assert store.get_state(code) == expected
+    store.engine.dispose()
+
+
+async def test_poison_messages_go_to_dead_letters_once_and_the_rest_flows(own_nats_server, sqlite_url: str) -> None:
+    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url) as svc:
+        await publish_event(js, DOSSIER_EVENTS, lifecycle("H.GOOD.1")[0])
+        await publish_event(js, DOSSIER_EVENTS, b'{"specversion": "1.0", "id": ', msg_id="bad-json")
+        unknown = dossier_event("H.BAD.2", 4, "2026-11-23T10:00:00+07:00", seq=2)
+        unknown["data"]["citizen_name"] = "Tran Thi B"
+        await publish_event(js, DOSSIER_EVENTS, unknown)
+        await publish_event(js, DOSSIER_EVENTS, lifecycle("H.GOOD.2")[0])
+        await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") == 2)
+        assert value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="rejected") == 2
+        letters = [parse_event(raw) for raw in await stream_messages(js, DEADLETTER, expect=2)]
+        assert len(letters) == 2
+        assert all(isinstance(letter, DeadLetterEvent) for letter in letters)
+        reasons = sorted(letter.data.reason for letter in letters)
+        assert "not valid JSON" in reasons[0]
+        assert "data.citizen_name" in reasons[1] and "Tran Thi B" not in reasons[1]
+        assert {letter.data.stream for letter in letters} == {"TTHC_DOSSIER"}
+        assert sorted(letter.data.stream_seq for letter in letters) == [2, 3]
+
+
+async def test_state_facts_are_published_for_other_services(own_nats_server, sqlite_url: str) -> None:
+    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url):
+        for e in lifecycle("H.FACT"):
+            await publish_event(js, DOSSIER_EVENTS, e)
+        facts = [parse_event(raw) for raw in await stream_messages(js, DOSSIER_STATE, expect=1)]
+        assert all(isinstance(f, DossierStateEvent) for f in facts)
+        last = max(facts, key=lambda f: f.data.revision)
+        assert last.data.timeliness == "early" and last.data.ended_on.isoformat() == "2026-11-25"
+
+
+async def test_ratings_are_validated_deduplicated_and_relayed(own_nats_server, sqlite_url: str) -> None:
+    rating = {
+        "specversion": "1.0", "id": "rating-1", "source": "kiosk.lienhuong", "type": "vn.tthc.rating.submitted",
+        "data": {"dossier_code": "H1", "agency_code": "TT_LIEN_HUONG", "rated_at": "2026-11-26T09:00:00+07:00",
+                 "overall": "satisfied", "criteria": {"c1": 2, "c7": 1}},
+    }
+    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url) as svc:
+        await publish_event(js, RATING_EVENTS, rating)
+        await publish_event(js, RATING_EVENTS, rating, msg_id="again")
+        bad = json.loads(json.dumps(rating)) | {"id": "rating-2"}
+        bad["data"]["overall"] = "meh"
+        await publish_event(js, RATING_EVENTS, bad)
+        await wait_until(lambda: sum(value(svc, "parwatch_events_total", stream="TTHC_RATING", result=r)
+                                     for r in ("accepted", "duplicate", "rejected")) == 3)
+        assert value(svc, "parwatch_events_total", stream="TTHC_RATING", result="accepted") == 1
+        assert value(svc, "parwatch_events_total", stream="TTHC_RATING", result="duplicate") == 1
+        assert value(svc, "parwatch_events_total", stream="TTHC_RATING", result="rejected") == 1
+        relayed = [parse_event(raw) for raw in await stream_messages(js, ACCEPTED_RATINGS, expect=1)]
+        assert len(relayed) == 1 and isinstance(relayed[0], RatingEvent) and relayed[0].id == "rating-1"
+
+
+async def test_transient_database_failure_is_retried_with_delay(own_nats_server, sqlite_url: str, monkeypatch) -> None:
+    attempts: list[int] = []
+    original = TrackerStore.apply_batch
+
+    def flaky(self, batch, *, now):  # type: ignore[no-untyped-def]
+        attempts.append(len(batch))
+        if len(attempts) <= 2:
+            raise sa_exc.OperationalError("INSERT", {}, Exception("database is locked"))
+        return original(self, batch, now=now)
+
+    monkeypatch.setattr(TrackerStore, "apply_batch", flaky)
+    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url) as svc:
+        await publish_event(js, DOSSIER_EVENTS, lifecycle("H.FLAKY")[0])
+        await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") == 1)
+        assert len(attempts) == 3
+        assert value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="rejected") == 0
+
+
+async def test_a_failure_that_persists_is_dead_lettered_after_bounded_deliveries(
+    own_nats_server, sqlite_url: str, monkeypatch
+) -> None:
+    def broken(self, batch, *, now):  # type: ignore[no-untyped-def]
+        raise sa_exc.OperationalError("INSERT", {}, Exception("could not connect to server"))
+
+    monkeypatch.setattr(TrackerStore, "apply_batch", broken)
+    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url, max_deliver=3):
+        await publish_event(js, DOSSIER_EVENTS, lifecycle("H.DOWN")[0])
+        letters = [parse_event(raw) for raw in await stream_messages(js, DEADLETTER, expect=1)]
+    assert len(letters) == 1
+    assert "gave up after 3 deliveries" in letters[0].data.reason
+    assert "OperationalError" in letters[0].data.reason
+
+
+def _spawn_tracker(nats_url: str, database_url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "PARWATCH_NATS_URL": nats_url,
+        "PARWATCH_DATABASE_URL": database_url,
+        "PARWATCH_TRACKER_PORT": str(port),
+        "PARWATCH_TRACKER_BATCH_SIZE": "50",
+        "PARWATCH_TRACKER_ACK_WAIT": "3",  # the killed consumer's batch comes back after this
+        "PARWATCH_DATA_DIR": str(workdir),
+    }
+    return subprocess.Popen([sys.executable, "-m", "services.dossier_tracker"], env=env, cwd=Path(__file__).parents[3],
+                            stdout=subprocess.DEVNULL, stderr=(workdir / "tracker.log").open("ab"))
+
+
+async def test_a_consumer_killed_mid_stream_loses_nothing(own_nats_server, database_url: str, tmp_path: Path) -> None:
+    dossiers = 300
+    events = [e for i in range(dossiers) for e in lifecycle(f"H.KILL.{i}", agency=f"AG{i % 3}")]
+    async with jetstream(own_nats_server.url) as js:
+        for e in events:
+            await publish_event(js, DOSSIER_EVENTS, e)
+    port = free_port()
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+
+    async def accepted(client: httpx.AsyncClient) -> float:
+        try:
+            text = (await client.get(metrics_url)).text
+        except httpx.HTTPError:
+            return 0.0
+        return metric_value(text, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") or 0.0
+
+    proc = _spawn_tracker(own_nats_server.url, database_url, port, tmp_path)
+    try:
+        await asyncio.to_thread(wait_for_port, "127.0.0.1", port, timeout=30)
+        async with httpx.AsyncClient(timeout=5) as client:
+            await wait_until(lambda: _positive(accepted(client)), timeout=30, interval=0.01)
+        proc.send_signal(signal.SIGKILL)  # no goodbye: mid-batch, unacked work
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stored_before_restart = _stored_events(database_url)
+    assert 0 < stored_before_restart < len(events), "the kill must land mid-stream"
+    proc = _spawn_tracker(own_nats_server.url, database_url, port, tmp_path)
+    try:
+        await asyncio.to_thread(wait_for_port, "127.0.0.1", port, timeout=30)
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def all_ended() -> bool:
+                text = (await client.get(metrics_url)).text
+                total = sum(
+                    metric_value(text, "parwatch_dossiers_ended_total", agency=f"AG{a}", timeliness=t) or 0.0
+                    for a in range(3) for t in ("early", "on_time", "late")
+                )
+                return total >= dossiers
+
+            await wait_until(all_ended, timeout=60)
+            text = (await client.get(metrics_url)).text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    for a in range(3):
+        assert metric_value(text, "parwatch_dossiers_ended_total", agency=f"AG{a}", timeliness="early") == dossiers / 3
+        assert metric_value(text, "parwatch_dossiers_ended_total", agency=f"AG{a}", timeliness="late") == 0
+    store = TrackerStore(make_engine(database_url), calendar=CAL)
+    for i in range(dossiers):
+        state = store.get_state(f"H.KILL.{i}")
+        assert state is not None and state.revision == 3 and state.timeliness == "early"
+    store.engine.dispose()
+
+
+def _stored_events(database_url: str) -> int:
+    from sqlalchemy import func, select
+    from sqlmodel import Session
+
+    from services.dossier_tracker.store import DossierEventRow
+
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        n = session.execute(select(func.count()).select_from(DossierEventRow)).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+async def _positive(value: Any) -> bool:
+    return (await value) > 0
