@@ -96,9 +96,13 @@ class WorkingCalendar:
     overrides: CalendarOverrides = field(default_factory=CalendarOverrides)
 
     # -- days -------------------------------------------------------------
+    # The calendar is immutable, so day arithmetic is memoised: ingest asks
+    # the same few hundred questions for every dossier.
+    @lru_cache(maxsize=8192)  # noqa: B019 - the instance is immutable and long-lived
     def is_working_day(self, day: dt.date) -> bool:
         return _is_working_day(self.overrides, day)
 
+    @lru_cache(maxsize=8192)  # noqa: B019
     def next_working_day(self, day: dt.date) -> dt.date:
         """The first working day strictly after ``day``."""
         day += dt.timedelta(days=1)
@@ -110,6 +114,7 @@ class WorkingCalendar:
         """``day`` if it is a working day, else the next working day."""
         return day if self.is_working_day(day) else self.next_working_day(day)
 
+    @lru_cache(maxsize=16384)  # noqa: B019
     def add_working_days(self, day: dt.date, n: int) -> dt.date:
         """The ``n``-th working day after ``day`` (``day`` itself not counted)."""
         if n < 0:

@@ -81,6 +81,8 @@ class RetryPolicy:
 class Publisher(Protocol):
     async def publish(self, event: CloudEvent[Any], *, subject: str) -> None: ...
 
+    async def publish_many(self, events: Sequence[CloudEvent[Any]], *, subject: str) -> None: ...
+
 
 Apply = Callable[[Sequence[Delivery]], Awaitable[Sequence[Outcome]]]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -27,3 +29,18 @@ class JetStreamPublisher:
             headers=headers_for(event),
             stream=stream_for(subject).name,
         )
+
+    async def publish_many(self, events: Sequence[CloudEvent[Any]], *, subject: str) -> None:
+        """Publish several events pipelined, then wait until the stream acked every one.
+
+        Raises the first publish error, so the caller's batch is retried.
+        """
+        if not events:
+            return
+        js = self.broker.config.connection_state.stream
+        stream = stream_for(subject).name
+        futures = [
+            await js.publish_async(subject, encode(e), headers=headers_for(e) | {"Nats-Expected-Stream": stream})
+            for e in events
+        ]
+        await asyncio.gather(*futures)

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Response
 from faststream.nats import NatsBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 
+from shared.compat import install_fetch_timeout_shim
 from shared.settings import CommonSettings
 from shared.streams import ensure_streams
 
@@ -62,6 +63,7 @@ def setup_logging(settings: CommonSettings, *, service: str) -> None:
 
 
 def make_broker(settings: CommonSettings) -> NatsBroker:
+    install_fetch_timeout_shim()
     return NatsBroker(
         settings.nats_servers(),
         logger=logging.getLogger("faststream"),

@@ -65,22 +65,18 @@ class DossierIngest:
         ]
         now = self.clock()
         result = await asyncio.to_thread(self.store.apply_batch, batch, now=now)
-        await asyncio.gather(
-            *(
-                self.publisher.publish(
-                    new_event(
-                        type=DOSSIER_STATE_TYPE,
-                        source=SOURCE,
-                        id=f"{state.dossier_code}:{state.revision}",
-                        subject=state.dossier_code,
-                        data=state_fact(state, now=now),
-                        time=now,
-                    ),
-                    subject=DOSSIER_STATE,
-                )
-                for state in result.states.values()
+        facts = [
+            new_event(
+                type=DOSSIER_STATE_TYPE,
+                source=SOURCE,
+                id=f"{state.dossier_code}:{state.revision}",
+                subject=state.dossier_code,
+                data=state_fact(state, now=now),
+                time=now,
             )
-        )
+            for state in result.states.values()
+        ]
+        await self.publisher.publish_many(facts, subject=DOSSIER_STATE)
         return [Outcome.DUPLICATE if dup else Outcome.ACCEPTED for dup in result.duplicate]
 
 
@@ -98,7 +94,7 @@ class Relay:
         duplicate = await asyncio.to_thread(self.store.record_seen, keys, now=self.clock())
         # Republished even when a duplicate: the first delivery may have been
         # stored and then lost before its republish was acked.
-        await asyncio.gather(*(self.publisher.publish(d.event, subject=self.subject) for d in deliveries))
+        await self.publisher.publish_many([d.event for d in deliveries], subject=self.subject)
         return [Outcome.DUPLICATE if dup else Outcome.ACCEPTED for dup in duplicate]
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from sqlalchemy import Engine, Index, func, select, tuple_
+from sqlalchemy import Connection, Engine, Index, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel
@@ -123,16 +123,42 @@ def _chunks(items: Sequence[object], size: int = CHUNK) -> Iterable[Sequence[obj
         yield items[i : i + size]
 
 
+EVENT_FIELDS = tuple(RecordedEvent.__dataclass_fields__)
+STATE_FIELDS = tuple(DossierState.__dataclass_fields__)
+EVENTS = DossierEventRow.__table__
+DOSSIERS = DossierRow.__table__
+ENDED = EndedCountRow.__table__
+
+
+def _upsert(dialect: str):  # type: ignore[no-untyped-def]
+    return pg_insert if dialect == "postgresql" else sqlite_insert
+
+
 class TrackerStore:
+    """Batch writes go through SQLAlchemy Core (executemany): the ORM's
+    per-object bookkeeping cost more than the database itself."""
+
     def __init__(self, engine: Engine, *, calendar: WorkingCalendar) -> None:
         self.engine = engine
         self.calendar = calendar
+        self.dialect = engine.dialect.name
+        insert = _upsert(self.dialect)
+        dossier_insert = insert(DOSSIERS)
+        self._upsert_dossier = dossier_insert.on_conflict_do_update(
+            index_elements=["dossier_code"],
+            set_={c.name: dossier_insert.excluded[c.name] for c in DOSSIERS.columns if c.name != "dossier_code"},
+        )
+        count_insert = insert(ENDED)
+        self._adjust_count = count_insert.on_conflict_do_update(
+            index_elements=["agency_code", "timeliness"],
+            set_={"count": ENDED.c["count"] + count_insert.excluded["count"]},
+        )
 
     def apply_batch(self, batch: Sequence[Incoming], *, now: dt.datetime) -> BatchResult:
         """Record new events, re-derive the touched dossiers, adjust ended counts."""
         keys = [(i.event.source, i.event.event_id) for i in batch]
-        with Session(self.engine) as session, session.begin():
-            seen = self._existing_keys(session, keys)
+        with self.engine.begin() as conn:
+            seen = self._existing_keys(conn, keys)
             duplicate: list[bool] = []
             fresh: list[Incoming] = []
             for key, item in zip(keys, batch, strict=True):
@@ -141,74 +167,66 @@ class TrackerStore:
                 if not dup:
                     seen.add(key)
                     fresh.append(item)
-            codes = sorted({i.event.dossier_code for i in batch})
             if fresh:
-                session.add_all(
-                    DossierEventRow(**asdict(i.event), stream_seq=i.stream_seq, recorded_at=now) for i in fresh
+                conn.execute(
+                    EVENTS.insert(),
+                    [
+                        {f: getattr(i.event, f) for f in EVENT_FIELDS} | {"stream_seq": i.stream_seq, "recorded_at": now}
+                        for i in fresh
+                    ],
                 )
-                session.flush()
             changed = sorted({i.event.dossier_code for i in fresh})
-            states = self._rederive(session, changed, now=now) if changed else {}
-            unchanged = [c for c in codes if c not in states]
-            states.update(self._load_states(session, unchanged))
+            states = self._rederive(conn, changed, now=now) if changed else {}
+            unchanged = sorted({i.event.dossier_code for i in batch} - set(states))
+            states.update(self._load_states(conn, unchanged))
         return BatchResult(duplicate=duplicate, states=states)
 
-    def _existing_keys(self, session: Session, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    def _existing_keys(self, conn: Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         found: set[tuple[str, str]] = set()
-        cols = tuple_(DossierEventRow.source, DossierEventRow.event_id)
+        cols = tuple_(EVENTS.c.source, EVENTS.c.event_id)
         for part in _chunks(sorted(set(keys))):
-            rows = session.execute(select(DossierEventRow.source, DossierEventRow.event_id).where(cols.in_(part)))
-            found.update((s, e) for s, e in rows)
+            found.update((s, e) for s, e in conn.execute(select(EVENTS.c.source, EVENTS.c.event_id).where(cols.in_(part))))
         return found
 
-    def _rederive(self, session: Session, codes: list[str], *, now: dt.datetime) -> dict[str, DossierState]:
+    def _rederive(self, conn: Connection, codes: list[str], *, now: dt.datetime) -> dict[str, DossierState]:
         history: dict[str, list[RecordedEvent]] = defaultdict(list)
-        fields = [c for c in RecordedEvent.__dataclass_fields__]
-        columns = [getattr(DossierEventRow, f) for f in fields]
-        old: dict[str, DossierRow] = {}
+        columns = [EVENTS.c[f] for f in EVENT_FIELDS]
+        previous: dict[str, tuple[str, str | None]] = {}
         for part in _chunks(codes):
-            for row in session.execute(select(*columns).where(DossierEventRow.dossier_code.in_(part))):
-                history[row.dossier_code].append(RecordedEvent(**dict(zip(fields, row, strict=True))))
-            for d in session.execute(select(DossierRow).where(DossierRow.dossier_code.in_(part))).scalars():
-                old[d.dossier_code] = d
+            for row in conn.execute(select(*columns).where(EVENTS.c.dossier_code.in_(part))):
+                history[row.dossier_code].append(RecordedEvent(*row))
+            stmt = select(DOSSIERS.c.dossier_code, DOSSIERS.c.agency_code, DOSSIERS.c.timeliness).where(
+                DOSSIERS.c.dossier_code.in_(part)
+            )
+            previous.update((code, (agency, timeliness)) for code, agency, timeliness in conn.execute(stmt))
         delta: dict[tuple[str, str], int] = defaultdict(int)
         states: dict[str, DossierState] = {}
+        rows = []
         for code in codes:
             state = derive_state(history[code], calendar=self.calendar)
             states[code] = state
-            prev = old.get(code)
-            if prev is not None and prev.timeliness:
-                delta[(prev.agency_code, prev.timeliness)] -= 1
+            old_agency, old_timeliness = previous.get(code, (None, None))
+            if old_agency and old_timeliness:
+                delta[(old_agency, old_timeliness)] -= 1
             if state.counted and state.timeliness:
                 delta[(state.agency_code, state.timeliness)] += 1
-            values = asdict(state) | {"is_open": state.is_open, "updated_at": now}
-            if prev is None:
-                session.add(DossierRow(**values))
-            else:
-                for k, v in values.items():
-                    setattr(prev, k, v)
-        self._adjust_counts(session, {k: v for k, v in delta.items() if v})
+            rows.append({f: getattr(state, f) for f in STATE_FIELDS} | {"is_open": state.is_open, "updated_at": now})
+        conn.execute(self._upsert_dossier, rows)
+        changes = [
+            {"agency_code": agency, "timeliness": timeliness, "count": n}
+            for (agency, timeliness), n in sorted(delta.items())
+            if n
+        ]
+        if changes:
+            conn.execute(self._adjust_count, changes)
         return states
 
-    def _adjust_counts(self, session: Session, delta: dict[tuple[str, str], int]) -> None:
-        if not delta:
-            return
-        dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        for (agency, timeliness), n in sorted(delta.items()):
-            stmt = insert(EndedCountRow).values(agency_code=agency, timeliness=timeliness, count=n)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["agency_code", "timeliness"],
-                set_={"count": EndedCountRow.__table__.c["count"] + n},
-            )
-            session.execute(stmt)
-
-    def _load_states(self, session: Session, codes: list[str]) -> dict[str, DossierState]:
+    def _load_states(self, conn: Connection, codes: list[str]) -> dict[str, DossierState]:
         out: dict[str, DossierState] = {}
-        names = list(DossierState.__dataclass_fields__)
+        columns = [DOSSIERS.c[f] for f in STATE_FIELDS]
         for part in _chunks(codes):
-            for d in session.execute(select(DossierRow).where(DossierRow.dossier_code.in_(part))).scalars():
-                out[d.dossier_code] = DossierState(**{n: getattr(d, n) for n in names})
+            for row in conn.execute(select(*columns).where(DOSSIERS.c.dossier_code.in_(part))):
+                out[row.dossier_code] = DossierState(*row)
         return out
 
     # -- ratings and plan reports -------------------------------------------------
@@ -246,12 +264,8 @@ class TrackerStore:
             return [(a, p, d, n) for a, p, d, n in session.execute(stmt)]
 
     def get_state(self, code: str) -> DossierState | None:
-        return self._load_one(code)
-
-    def _load_one(self, code: str) -> DossierState | None:
-        with Session(self.engine) as session:
-            states = self._load_states(session, [code])
-        return states.get(code)
+        with self.engine.connect() as conn:
+            return self._load_states(conn, [code]).get(code)
 
     def ping(self) -> bool:
         with Session(self.engine) as session:

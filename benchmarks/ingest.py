@@ -1,0 +1,283 @@
+"""Ingest benchmark: dossier_tracker against a bare FastStream consumer.
+
+Pre-publishes N dossier status events (N/5 dossiers, five events each,
+interleaved as a district's day would interleave them) into a fresh embedded
+nats-server, then times, in the same run and on the same stream:
+
+1. a bare FastStream consumer: the same durable batch pull subscription,
+   acking every message and doing nothing else (the baseline);
+2. dossier_tracker draining the stream with state persisted (SQLite, and
+   PostgreSQL when ``--postgres URL`` or TEST_DATABASE_URL is given).
+
+Prints events/s for each and the ratio tracker/bare. With ``--rss N`` it also
+runs dossier_tracker as its own process over N events and samples its
+resident memory while it drains.
+
+    .venv/bin/python benchmarks/ingest.py                 # 200,000 events
+    .venv/bin/python benchmarks/ingest.py --events 20000  # quick look
+    .venv/bin/python benchmarks/ingest.py --rss 1000000   # memory over 1M events
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import nats
+import psutil
+from faststream import AckPolicy, Context
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.message import NatsBatchMessage
+from nats.js.api import ConsumerConfig
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from services.dossier_tracker.app import create_app  # noqa: E402
+from services.dossier_tracker.settings import TrackerSettings  # noqa: E402
+from shared.compat import install_fetch_timeout_shim  # noqa: E402
+from shared.embedded import free_port, start_nats_server, stop_process, wait_for_port  # noqa: E402
+from shared.settings import CommonSettings  # noqa: E402
+from shared.streams import DOSSIER_EVENTS, ensure_streams  # noqa: E402
+
+AGENCIES = ["PTP", "PTNMT", "PLDTBXH", "PKTHT", "TT_LIEN_HUONG", "TT_PHAN_RI_CUA", "XA_VINH_TAN", "XA_PHU_LAC"]
+BATCH = 500
+
+
+def generate(n_events: int, *, seed: int = 146) -> list[bytes]:
+    """Five events a dossier (received, processing, supplement or not, resolved, returned), interleaved."""
+    rng = random.Random(seed)
+    start = dt.datetime(2026, 9, 1, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    dossiers = n_events // 5
+    timeline: list[tuple[dt.datetime, bytes]] = []
+    for i in range(dossiers):
+        code = f"000.00.20.H{i % 97:02d}-{i:08d}"
+        agency = AGENCIES[i % len(AGENCIES)]
+        t = start + dt.timedelta(minutes=rng.randint(0, 60 * 24 * 60))
+        statuses = [2, 4, rng.choice([4, 5, 6]), 9, 10]
+        for seq, status in enumerate(statuses, start=1):
+            data = {
+                "dossier_code": code,
+                "sequence": seq,
+                "status": status,
+                "occurred_at": t.isoformat(),
+                "agency_code": agency,
+                "procedure_code": f"1.00{i % 40:04d}",
+                "field_code": "HOTICH",
+            }
+            if status == 2:
+                data |= {
+                    "received_at": t.isoformat(),
+                    "statutory_duration": {"value": rng.choice([1, 3, 5, 15]), "unit": "working_days"},
+                    "channel": rng.choice([1, 2, 2]),
+                    "online_payment": rng.random() < 0.4,
+                }
+            if status == 10:
+                data["synced_national"] = True
+            event = {
+                "specversion": "1.0",
+                "id": str(uuid.UUID(int=rng.getrandbits(128))),
+                "source": "bench.motcua",
+                "type": "vn.tthc.dossier.status_changed",
+                "time": t.isoformat(),
+                "subject": code,
+                "data": data,
+            }
+            timeline.append((t, json.dumps(event).encode()))
+            t += dt.timedelta(hours=rng.randint(1, 60))
+    timeline.sort(key=lambda x: x[0])
+    return [raw for _, raw in timeline]
+
+
+async def prepublish(url: str, payloads: list[bytes]) -> float:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    started = time.perf_counter()
+    window = 2000
+    for i in range(0, len(payloads), window):
+        await asyncio.gather(
+            *(
+                js.publish(DOSSIER_EVENTS, raw, headers={"Content-Type": "application/cloudevents+json"})
+                for raw in payloads[i : i + window]
+            )
+        )
+    elapsed = time.perf_counter() - started
+    await nc.close()
+    return elapsed
+
+
+async def pending(url: str, durable: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().consumer_info("TTHC_DOSSIER", durable)
+        return int(info.num_pending + info.num_ack_pending)
+    except nats.js.errors.NotFoundError:
+        return -1
+    finally:
+        await nc.close()
+
+
+async def wait_drained(url: str, durable: str, *, poll: float = 0.05, timeout: float = 3600) -> float:
+    """Seconds until the durable consumer has nothing pending or unacked."""
+    started = time.perf_counter()
+    while True:
+        left = await pending(url, durable)
+        if left == 0:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"{durable}: {left} messages left after {timeout}s")
+        await asyncio.sleep(poll)
+
+
+async def bare_rate(url: str, n: int) -> float:
+    install_fetch_timeout_shim()  # the same fix the services run with
+    broker = NatsBroker(url, log_level=10)
+    durable = f"bare_{uuid.uuid4().hex[:6]}"
+
+    @broker.subscriber(
+        DOSSIER_EVENTS,
+        stream=JStream(name="TTHC_DOSSIER", declare=False),
+        durable=durable,
+        pull_sub=PullSub(batch_size=BATCH, timeout=0.2, batch=True),
+        ack_policy=AckPolicy.MANUAL,
+        config=ConsumerConfig(ack_wait=60),
+    )
+    async def bare(msg: NatsBatchMessage = Context("message")) -> None:
+        for raw in msg.raw_message:
+            await raw.ack()
+
+    started = time.perf_counter()
+    async with broker:
+        await broker.start()
+        await wait_drained(url, durable)
+    return n / (time.perf_counter() - started)
+
+
+async def tracker_rate(url: str, database_url: str, n: int) -> float:
+    durable = f"tracker_{uuid.uuid4().hex[:6]}"
+    service, _ = create_app(
+        CommonSettings(nats_url=url, database_url=database_url),
+        TrackerSettings(durable=durable, batch_size=BATCH, batch_timeout=0.2),
+    )
+    started = time.perf_counter()
+    await service.start()
+    await wait_drained(url, durable)
+    elapsed = time.perf_counter() - started
+    await service.stop()
+    return n / elapsed
+
+
+def fresh_postgres(admin_url: str) -> str:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from shared.db import make_engine
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    engine = make_engine(admin_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(engine.url).set(database=name).render_as_string(hide_password=False)
+    engine.dispose()
+    return url
+
+
+def rss_run(url: str, n: int, workdir: Path) -> None:
+    port = free_port()
+    env = os.environ | {
+        "PARWATCH_NATS_URL": url,
+        "PARWATCH_DATA_DIR": str(workdir),
+        "PARWATCH_TRACKER_PORT": str(port),
+        "PARWATCH_TRACKER_DURABLE": "rss_tracker",
+        "PARWATCH_TRACKER_BATCH_SIZE": str(BATCH),
+    }
+    env.pop("PARWATCH_DATABASE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "services.dossier_tracker"], cwd=REPO, env=env)
+    samples: list[tuple[float, float]] = []
+    started = time.perf_counter()
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+        ps = psutil.Process(proc.pid)
+        while True:
+            samples.append((time.perf_counter() - started, ps.memory_info().rss / 2**20))
+            left = asyncio.run(pending(url, "rss_tracker"))
+            if left == 0:
+                break
+            time.sleep(1.0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    elapsed = time.perf_counter() - started
+    quarter = max(1, len(samples) // 4)
+    first = max(r for _, r in samples[:quarter])
+    last = max(r for _, r in samples[-quarter:])
+    print(f"rss: {n:,} events drained in {elapsed:.0f} s ({n / elapsed:,.0f} ev/s)")
+    print(f"rss: peak {max(r for _, r in samples):.0f} MiB; first quarter max {first:.0f} MiB, last quarter max {last:.0f} MiB")
+    print("rss: samples (s, MiB): " + ", ".join(f"({t:.0f}, {r:.0f})" for t, r in samples[:: max(1, len(samples) // 12)]))
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()} · {os.cpu_count()} cores · {model} · Python {platform.python_version()}"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--postgres", default=os.environ.get("TEST_DATABASE_URL"), help="admin URL of a PostgreSQL")
+    parser.add_argument("--rss", type=int, default=0, help="also measure memory over this many events")
+    args = parser.parse_args()
+
+    print(f"machine: {machine()}")
+    print(f"date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    with tempfile.TemporaryDirectory(prefix="parwatch-bench-") as tmp:
+        work = Path(tmp)
+        port = free_port()
+        server = start_nats_server(store_dir=work / "nats", port=port)
+        url = f"nats://127.0.0.1:{port}"
+        try:
+            if args.events:
+                payloads = generate(args.events)
+                took = await prepublish(url, payloads)
+                print(f"prepublished {len(payloads):,} events ({len(payloads) // 5:,} dossiers) in {took:.1f} s")
+                bare = await bare_rate(url, len(payloads))
+                print(f"bare FastStream consumer: {bare:,.0f} ev/s")
+                sqlite = await tracker_rate(url, f"sqlite:///{work / 'tracker.db'}", len(payloads))
+                print(f"dossier_tracker, SQLite: {sqlite:,.0f} ev/s  ratio {sqlite / bare:.2f} (target >= 0.5)")
+                if args.postgres:
+                    pg = await tracker_rate(url, fresh_postgres(args.postgres), len(payloads))
+                    print(f"dossier_tracker, PostgreSQL: {pg:,.0f} ev/s  ratio {pg / bare:.2f}")
+                del payloads
+            if args.rss:
+                stop_process(server)
+                port = free_port()
+                server = start_nats_server(store_dir=work / "nats-rss", port=port)
+                url = f"nats://127.0.0.1:{port}"
+                took = await prepublish(url, generate(args.rss, seed=7))
+                print(f"rss: prepublished {args.rss:,} events in {took:.0f} s")
+                await asyncio.to_thread(rss_run, url, args.rss, work)
+        finally:
+            stop_process(server)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
