@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, Index, func, select, tuple_
+from sqlalchemy import Connection, Engine, Index, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel
@@ -158,6 +158,7 @@ class TrackerStore:
         """Record new events, re-derive the touched dossiers, adjust ended counts."""
         keys = [(i.event.source, i.event.event_id) for i in batch]
         with self.engine.begin() as conn:
+            self._lock_dossiers(conn, sorted({i.event.dossier_code for i in batch}))
             seen = self._existing_keys(conn, keys)
             duplicate: list[bool] = []
             fresh: list[Incoming] = []
@@ -180,6 +181,24 @@ class TrackerStore:
             unchanged = sorted({i.event.dossier_code for i in batch} - set(states))
             states.update(self._load_states(conn, unchanged))
         return BatchResult(duplicate=duplicate, states=states)
+
+    def _lock_dossiers(self, conn: Connection, codes: list[str]) -> None:
+        """Serialise work on the same dossier across tracker replicas (PostgreSQL).
+
+        Transaction-scoped advisory locks taken in sorted order (no deadlock);
+        after the lock, READ COMMITTED sees every event the previous holder
+        committed, so re-deriving from the whole history stays correct. SQLite
+        serialises writers by itself.
+        """
+        if self.dialect != "postgresql" or not codes:
+            return
+        conn.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(h) FROM "
+                "(SELECT DISTINCT hashtextextended(c, 146) AS h FROM unnest(CAST(:codes AS text[])) AS c ORDER BY h) s"
+            ),
+            {"codes": codes},
+        )
 
     def _existing_keys(self, conn: Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         found: set[tuple[str, str]] = set()

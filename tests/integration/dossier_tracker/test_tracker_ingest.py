@@ -297,3 +297,46 @@ def _stored_events(database_url: str) -> int:
 
 async def _positive(value: Any) -> bool:
     return (await value) > 0
+
+
+async def test_two_replicas_sharing_the_consumer_agree(own_nats_server, database_url: str) -> None:
+    rng = random.Random(11)
+    histories = {}
+    for i in range(60):
+        code = f"H.REPLICA.{i}"
+        histories[code] = [
+            dossier_event(code, 2, "2026-11-23T08:00:00+07:00", seq=1,
+                          statutory_duration={"value": 1, "unit": "working_days"}),
+            dossier_event(code, 5, "2026-11-23T09:00:00+07:00", seq=2),
+            dossier_event(code, 4, "2026-11-25T09:00:00+07:00", seq=3),
+            dossier_event(code, 9, f"2026-11-2{rng.choice([5, 6, 7])}T15:00:00+07:00", seq=4),
+        ]
+    events = [e for h in histories.values() for e in h]
+    rng.shuffle(events)
+    async with (
+        jetstream(own_nats_server.url) as js,
+        running_tracker(own_nats_server.url, database_url, batch_size=7) as a,
+        running_tracker(own_nats_server.url, database_url, batch_size=5) as b,
+    ):
+        for e in events:
+            await publish_event(js, DOSSIER_EVENTS, e)
+
+        def handled() -> float:
+            return sum(value(s, "parwatch_events_total", stream="TTHC_DOSSIER", result=r)
+                       for s in (a, b) for r in ("accepted", "duplicate"))
+
+        await wait_until(lambda: handled() == len(events), timeout=30)
+        assert value(a, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") > 0
+        assert value(b, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") > 0
+        ended = sum(value(a, "parwatch_dossiers_ended_total", agency="PTP", timeliness=t)
+                    for t in ("early", "on_time", "late"))
+        assert ended == len(histories)
+    store = TrackerStore(make_engine(database_url), calendar=CAL)
+    for code, history in histories.items():
+        expected = derive_state(
+            [RecordedEvent.from_contract(parse_event(json.dumps(e)).data, source=e["source"], event_id=e["id"])
+             for e in history],
+            calendar=CAL,
+        )
+        assert store.get_state(code) == expected
+    store.engine.dispose()
