@@ -340,3 +340,27 @@ async def test_two_replicas_sharing_the_consumer_agree(own_nats_server, database
         )
         assert store.get_state(code) == expected
     store.engine.dispose()
+
+
+async def test_operator_lists_and_replays_dead_letters(own_nats_server, sqlite_url: str, monkeypatch, capsys) -> None:
+    from services.dossier_tracker import cli
+
+    monkeypatch.setenv("PARWATCH_NATS_URL", own_nats_server.url)
+    monkeypatch.setenv("PARWATCH_DATABASE_URL", sqlite_url)
+    bad = dossier_event("H.CLI", 4, "2026-11-23T10:00:00+07:00", seq=2)
+    bad["data"]["status"] = 42
+    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url) as svc:
+        await publish_event(js, DOSSIER_EVENTS, bad)
+        await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="rejected") == 1)
+        letters = await cli._fetch_letters(10)
+        assert [(d["stream"], d["stream_seq"]) for d in letters] == [("TTHC_DOSSIER", 1)]
+        assert "data.status" in letters[0]["reason"]
+        subject = await cli._replay_one("TTHC_DOSSIER", 1)
+        assert subject == DOSSIER_EVENTS
+        await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="rejected") == 2)
+        await publish_event(js, DOSSIER_EVENTS, lifecycle("H.CLI.OK")[0])
+        await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") == 1)
+    args = type("A", (), {"code": "H.CLI.OK"})()
+    assert cli._show(args) == 0
+    out = capsys.readouterr().out
+    assert "Hồ sơ H.CLI.OK" in out and "Được tiếp nhận" in out
