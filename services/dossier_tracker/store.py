@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, Index, func, select, text, tuple_
+from sqlalchemy import Connection, Engine, Index, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel
@@ -30,8 +30,9 @@ class DossierEventRow(SQLModel, table=True):
     __tablename__ = "tracker_dossier_event"
     __table_args__ = (Index("ix_tracker_event_dossier", "dossier_code"),)
 
-    source: str = Field(primary_key=True, max_length=256)
+    # event_id first: the dedup lookup is `event_id IN (...)` on the key's prefix.
     event_id: str = Field(primary_key=True, max_length=256)
+    source: str = Field(primary_key=True, max_length=256)
     dossier_code: str = Field(max_length=64)
     sequence: int | None = None
     status: int
@@ -93,8 +94,8 @@ class SeenEventRow(SQLModel, table=True):
 
     __tablename__ = "tracker_seen_event"
 
-    source: str = Field(primary_key=True, max_length=256)
     event_id: str = Field(primary_key=True, max_length=256)
+    source: str = Field(primary_key=True, max_length=256)
     stream: str = Field(max_length=64)
     recorded_at: dt.datetime = Field(sa_type=UtcDateTime)
 
@@ -201,10 +202,14 @@ class TrackerStore:
         )
 
     def _existing_keys(self, conn: Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        # A row-value IN list is not an index lookup on SQLite (it scans):
+        # look up by the key's first column and match the source here.
+        wanted = set(keys)
         found: set[tuple[str, str]] = set()
-        cols = tuple_(EVENTS.c.source, EVENTS.c.event_id)
-        for part in _chunks(sorted(set(keys))):
-            found.update((s, e) for s, e in conn.execute(select(EVENTS.c.source, EVENTS.c.event_id).where(cols.in_(part))))
+        ids = sorted({event_id for _, event_id in wanted})
+        for part in _chunks(ids):
+            rows = conn.execute(select(EVENTS.c.source, EVENTS.c.event_id).where(EVENTS.c.event_id.in_(part)))
+            found.update(key for key in rows if key in wanted)
         return found
 
     def _rederive(self, conn: Connection, codes: list[str], *, now: dt.datetime) -> dict[str, DossierState]:
@@ -252,11 +257,13 @@ class TrackerStore:
     def record_seen(self, keys: Sequence[tuple[str, str, str]], *, now: dt.datetime) -> list[bool]:
         """Mark (source, id, stream) as seen; returns per key whether it was a duplicate."""
         with Session(self.engine) as session, session.begin():
-            pairs = [(s, i) for s, i, _ in keys]
-            cols = tuple_(SeenEventRow.source, SeenEventRow.event_id)
+            wanted = {(s, i) for s, i, _ in keys}
             seen: set[tuple[str, str]] = set()
-            for part in _chunks(sorted(set(pairs))):
-                seen.update(session.execute(select(SeenEventRow.source, SeenEventRow.event_id).where(cols.in_(part))))
+            for part in _chunks(sorted({i for _, i in wanted})):
+                rows = session.execute(
+                    select(SeenEventRow.source, SeenEventRow.event_id).where(SeenEventRow.event_id.in_(part))
+                )
+                seen.update(key for key in rows if key in wanted)
             out = []
             for source, event_id, stream in keys:
                 dup = (source, event_id) in seen
