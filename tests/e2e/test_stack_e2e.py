@@ -1,0 +1,380 @@
+"""The whole stack started as `make run` starts it, driven only through the contract.
+
+`parwatch up` runs in a subprocess in a temporary working directory, with its
+data folder, the embedded NATS port and every service port moved to free
+ports through the environment. The test publishes CloudEvents with plain
+nats-py JetStream, reads the figures from `/metrics` over HTTP, stops the
+stack with SIGTERM (exit code 0), starts it again on the same data folder and
+checks that it resumed: nothing counted twice, nothing lost, a new event
+counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.embedded import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+PARWATCH = Path(sys.executable).parent / "parwatch"
+
+# With faststream 0.7.8 and nats-py 2.16 a batch pull consumer sometimes drops a
+# fetched batch on a fetch timeout (nats-py raises asyncio.TimeoutError where
+# faststream catches nats.errors.TimeoutError) and JetStream redelivers it only
+# after ack_wait. The stack runs with a short ack_wait so that such a stall
+# costs seconds, and the waits below cover it.
+TRACKER_ACK_WAIT = 10
+EVENT_WAIT = 45.0
+SOURCE = "e2e/one-stop-shop"
+STREAM = "TTHC_DOSSIER"
+
+#: Port variables when a service's settings cannot be read (half-written service).
+FALLBACK_PORT_ENV = {
+    "dossier_tracker": "PARWATCH_TRACKER_PORT",
+    "deadline_monitor": "PARWATCH_MONITOR_PORT",
+    "scoring": "PARWATCH_SCORING_PORT",
+    "notifier": "PARWATCH_NOTIFIER_PORT",
+}
+
+
+def port_env(service: str) -> str:
+    """The port variable of a service, from its own settings class (env prefix + PORT)."""
+    try:
+        module = importlib.import_module(f"services.{service}.settings")
+    except Exception:
+        return FALLBACK_PORT_ENV[service]
+    for obj in vars(module).values():
+        fields = getattr(obj, "model_fields", None)
+        config = getattr(obj, "model_config", None)
+        if isinstance(obj, type) and fields and "port" in fields and config and config.get("env_prefix"):
+            return f"{config['env_prefix']}PORT"
+    return FALLBACK_PORT_ENV[service]
+
+
+@dataclass(frozen=True)
+class ServiceUrls:
+    status: str
+    metrics: str
+    health: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    nats_url: str
+    services: dict[str, ServiceUrls]
+
+
+SERVICE_LINE = re.compile(r"^  (\w+)\s+(up|degraded|starting|crashed)\s+(http://\S+/metrics)\s+(http://\S+/health)\s*$")
+NATS_LINE = re.compile(r"^  NATS\s+(nats://\S+)")
+
+
+class StackProcess:
+    """`parwatch up` in a subprocess, its output in a log file."""
+
+    def __init__(self, *, workdir: Path, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._out = open(log, "wb")  # noqa: SIM115 - closed in stop/kill
+        self.proc = subprocess.Popen(
+            [str(PARWATCH), "up"], cwd=workdir, env=env, stdout=self._out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> Ready:
+        """Parse the URL block `parwatch up` prints once the services answer."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                pytest.fail(f"parwatch up exited with {code} before it was ready:\n{self.text()[-4000:]}")
+            text = self.text()
+            if "parwatch is running" in text and "Stop with Ctrl-C" in text:
+                block = text[text.index("parwatch is running") :].splitlines()
+                nats_url = next(m.group(1) for line in block if (m := NATS_LINE.match(line)))
+                services = {
+                    m.group(1): ServiceUrls(m.group(2), m.group(3), m.group(4))
+                    for line in block
+                    if (m := SERVICE_LINE.match(line))
+                }
+                return Ready(nats_url=nats_url, services=services)
+            time.sleep(0.1)
+        pytest.fail(f"parwatch up printed no URL block in {timeout}s:\n{self.text()[-4000:]}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._out.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._out.close()
+
+
+# -- events, as a one-stop-shop system sends them ------------------------------------
+
+
+def dossier_event(code: str, *, seq: int, status: int, at: str, agency: str, **extra: object) -> dict:
+    data = {
+        "dossier_code": code,
+        "sequence": seq,
+        "status": status,
+        "occurred_at": at,
+        "agency_code": agency,
+        "procedure_code": "1.001193",
+        "field_code": "HO_TICH",
+        "statutory_duration": {"value": 5, "unit": "working_days"},
+        "channel": 2,
+        **extra,
+    }
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": SOURCE,
+        "type": "vn.tthc.dossier.status_changed",
+        "time": at,
+        "subject": code,
+        "data": data,
+    }
+
+
+async def publish(nats_url: str, messages: list[tuple[bytes, str | None]]) -> list[bool]:
+    """Publish with JetStream acks; returns each ack's `duplicate` flag."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        dups = []
+        for body, msg_id in messages:
+            headers = {"Content-Type": "application/cloudevents+json"}
+            if msg_id is not None:
+                headers["Nats-Msg-Id"] = msg_id
+            ack = await js.publish("tthc.dossier.events", body, headers=headers)
+            assert ack.stream == STREAM
+            dups.append(bool(ack.duplicate))
+        return dups
+    finally:
+        await nc.close()
+
+
+def as_message(event: dict, *, with_msg_id: bool = True) -> tuple[bytes, str | None]:
+    return json.dumps(event).encode(), event["id"] if with_msg_id else None
+
+
+async def wait_consumers_settled(nats_url: str, stream: str, *, timeout: float = EVENT_WAIT) -> None:
+    """Every consumer of the stream has taken and acknowledged every message."""
+    nc = await nats.connect(nats_url)
+    try:
+        jsm = nc.jsm()
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = await jsm.consumers_info(stream)
+            if infos and all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"consumers of {stream} still have work after {timeout}s: {infos}")
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+async def stream_messages(nats_url: str, stream: str) -> int:
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jsm().stream_info(stream)
+        return info.state.messages
+    finally:
+        await nc.close()
+
+
+# -- metrics ---------------------------------------------------------------------------
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = httpx.get(url, timeout=5.0)
+    response.raise_for_status()
+    out = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def events(samples: dict, result: str) -> float:
+    return value(samples, "parwatch_events_total", stream=STREAM, result=result)
+
+
+def wait_for_events(url: str, *, total: int, timeout: float = EVENT_WAIT) -> dict:
+    """Scrape until the tracker has counted `total` dossier events (any result)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(url)
+        counted = sum(events(samples, r) for r in ("accepted", "duplicate", "rejected"))
+        if counted >= total or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.2)
+
+
+def assert_health(ready: Ready) -> None:
+    """dossier_tracker must be up; every other service the supervisor reported up must answer too."""
+    assert ready.services["dossier_tracker"].status == "up", ready
+    for name, urls in ready.services.items():
+        if urls.status == "up":
+            r = httpx.get(urls.health, timeout=5.0)
+            assert r.status_code == 200, (name, r.text)
+            assert r.json()["status"] == "ok"
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_until(condition, *, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.1)
+
+
+# -- the test -------------------------------------------------------------------------------
+
+
+def stack_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARWATCH_")}
+    env["PARWATCH_DATA_DIR"] = str(data_dir)
+    env["PARWATCH_EMBEDDED_NATS_PORT"] = str(free_port())  # never the default 14222, nor a system nats on 4222
+    env["PARWATCH_EMBEDDED_NATS_MONITOR_PORT"] = "0"
+    env["PARWATCH_STOP_TIMEOUT"] = "30"
+    env["PARWATCH_TRACKER_ACK_WAIT"] = str(TRACKER_ACK_WAIT)
+    for service in FALLBACK_PORT_ENV:
+        env[port_env(service)] = str(free_port())
+    return env
+
+
+def test_stack_counts_events_stops_cleanly_and_resumes(tmp_path: Path, database_url: str) -> None:
+    """With SQLite files in the data folder (what `make run` does), and on PostgreSQL when one is available."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env = stack_env(tmp_path / "var")
+    if database_url.startswith("postgresql"):
+        env["PARWATCH_DATABASE_URL"] = database_url
+    received, resolved = "2025-03-03T09:00:00+07:00", "2025-03-04T10:00:00+07:00"  # due day 2025-03-10
+
+    d1_received = dossier_event("E2E-PTP-0001", seq=1, status=2, at=received, agency="PTP", received_at=received)
+    d1_resolved = dossier_event("E2E-PTP-0001", seq=2, status=9, at=resolved, agency="PTP")
+    d2_received = dossier_event(
+        "E2E-VH-0002", seq=1, status=2, at=received, agency="XA_VINH_HAO", received_at=received
+    )
+    naive_time = dossier_event("E2E-PTP-0003", seq=1, status=4, at="2025-03-03T09:00:00", agency="PTP")
+
+    stack = StackProcess(workdir=workdir, env=env, log=tmp_path / "run1.log")
+    try:
+        ready = stack.wait_ready()
+        assert_health(ready)
+        tracker = ready.services["dossier_tracker"].metrics
+        dup_flags = asyncio.run(
+            publish(
+                ready.nats_url,
+                [
+                    as_message(d1_received),
+                    as_message(d1_resolved),
+                    as_message(d2_received),
+                    as_message(d1_received),  # same Nats-Msg-Id: the broker drops it
+                    as_message(d1_received, with_msg_id=False),  # resent without the header: the tracker dedups
+                    (b'{"specversion": "1.0", "id": ', str(uuid.uuid4())),  # not JSON
+                    as_message(naive_time),  # a time without an offset
+                ],
+            )
+        )
+        assert dup_flags == [False, False, False, True, False, False, False]
+
+        samples = wait_for_events(tracker, total=6)
+        assert events(samples, "accepted") == 3
+        assert events(samples, "duplicate") == 1
+        assert events(samples, "rejected") == 2
+        assert value(samples, "parwatch_dossiers_ended_total", agency="PTP", timeliness="early") == 1
+        assert value(samples, "parwatch_dossiers_ended_total", agency="PTP", timeliness="on_time") == 0
+        assert value(samples, "parwatch_dossiers_ended_total", agency="PTP", timeliness="late") == 0
+        assert value(samples, "parwatch_dossiers_open", agency="XA_VINH_HAO", state="overdue") == 1
+        assert value(samples, "parwatch_dossiers_open", agency="PTP", state="overdue") == 0
+        asyncio.run(wait_consumers_settled(ready.nats_url, STREAM))
+        assert asyncio.run(stream_messages(ready.nats_url, "TTHC_DEADLETTER")) == 2
+
+        assert stack.stop() == 0, stack.text()[-4000:]
+    finally:
+        stack.kill()
+    assert "parwatch stopped cleanly" in stack.text()
+
+    # Started again on the same data folder: it resumes where it stopped.
+    again = StackProcess(workdir=workdir, env=env, log=tmp_path / "run2.log")
+    try:
+        ready = again.wait_ready()
+        assert_health(ready)
+        tracker = ready.services["dossier_tracker"].metrics
+
+        # A service that dies is started again by the supervisor.
+        pid = int(re.findall(r"started dossier_tracker pid=(\d+)", again.text())[-1])
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: "restarted dossier_tracker" in again.text(), what="the supervisor restarts the tracker")
+        wait_until(lambda: answers(ready.services["dossier_tracker"].health), what="the restarted tracker answers")
+        d2_resolved = dossier_event(
+            "E2E-VH-0002", seq=2, status=9, at="2025-03-20T10:00:00+07:00", agency="XA_VINH_HAO"
+        )
+        asyncio.run(publish(ready.nats_url, [as_message(d2_resolved)]))
+
+        samples = wait_for_events(tracker, total=1)
+        assert events(samples, "accepted") == 1  # the new event; nothing from before is delivered again
+        assert events(samples, "duplicate") == 0
+        assert events(samples, "rejected") == 0
+        assert value(samples, "parwatch_dossiers_ended_total", agency="PTP", timeliness="early") == 1
+        assert value(samples, "parwatch_dossiers_ended_total", agency="XA_VINH_HAO", timeliness="late") == 1
+        assert value(samples, "parwatch_dossiers_open", agency="XA_VINH_HAO", state="overdue") == 0
+
+        assert again.stop() == 0, again.text()[-4000:]
+    finally:
+        again.kill()
+
+
+def test_up_refuses_a_busy_nats_port_and_says_which(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "var")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env["PARWATCH_EMBEDDED_NATS_PORT"] = str(port)
+        result = subprocess.run(
+            [str(PARWATCH), "up"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1
+    assert f"port {port} is in use" in result.stderr
+    assert "PARWATCH_EMBEDDED_NATS_PORT" in result.stderr
