@@ -1,0 +1,419 @@
+"""Scoring benchmark: aggregate update rate against dossier_tracker, and scrape cost vs stored dossiers.
+
+1. Pipeline (same run, same machine, one embedded nats-server): N dossier
+   status events (N/5 dossiers, five events each) are prepublished to
+   ``tthc.dossier.events``; dossier_tracker drains them (SQLite) and publishes
+   its state snapshots; then scoring drains those snapshots (its own SQLite).
+   Printed: both rates and ``ratio = tracker time / scoring time`` for the
+   same workload (target >= 1: scoring absorbs what the tracker produces
+   faster than the tracker produces it, so it is never the bottleneck).
+   The two run one after the other, so neither steals the other's CPU.
+
+2. Scrape: for each stored-dossier count (default 10,000 and 1,000,000), a
+   fresh SQLite database is filled with dossier rows by bulk inserts straight
+   into ``scoring_dossier`` (executemany of plain tuples: generating and
+   loading a million dossiers through NATS would take far longer than the
+   scrape being measured), the aggregates are computed by ``rebuild-scores``
+   (timed too). Then a full /metrics payload (``generate_latest`` on the
+   service's registry) is timed on every size in turn, round robin, so load
+   from other processes on the machine hits every size alike. Printed: median
+   and p95 per size and ``ratio = median(largest) / median(smallest)``
+   (target <= 1.5). Also timed: the figures of a past month (a bounded,
+   indexed query on the stored dossiers) per size.
+
+    .venv/bin/python benchmarks/scoring.py                       # 40,000 events; 10k and 1M dossiers
+    .venv/bin/python benchmarks/scoring.py --events 10000 --stored 10000,100000   # quick look
+    .venv/bin/python benchmarks/scoring.py --postgres postgresql://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy import func, select, text
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from services.dossier_tracker.app import create_app as create_tracker  # noqa: E402
+from services.dossier_tracker.settings import TrackerSettings  # noqa: E402
+from services.scoring.app import create_app as create_scoring  # noqa: E402
+from services.scoring.board import Scoreboard, load_directory  # noqa: E402
+from services.scoring.domain import IndexConfig, Period  # noqa: E402
+from services.scoring.metrics import ScoringCollector  # noqa: E402
+from services.scoring.settings import ScoringSettings  # noqa: E402
+from services.scoring.store import DOSSIER, ScoringStore, create_schema  # noqa: E402
+from shared.db import make_engine  # noqa: E402
+from shared.embedded import free_port, start_nats_server, stop_process  # noqa: E402
+from shared.settings import CommonSettings  # noqa: E402
+from shared.streams import DOSSIER_EVENTS, ensure_streams  # noqa: E402
+
+VN = dt.timezone(dt.timedelta(hours=7))
+NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)  # 10:00 on 20/11/2026 in Vietnam
+TODAY = dt.date(2026, 11, 20)
+AGENCIES = [a.code for a in load_directory().agencies]
+BATCH = 500
+
+
+def clock() -> dt.datetime:
+    return NOW
+
+
+# -- 1. pipeline -----------------------------------------------------------------------------
+
+
+def generate_events(n_events: int, *, seed: int = 146) -> list[bytes]:
+    """Five events a dossier (received, processing, maybe a supplement, resolved, returned), interleaved."""
+    rng = random.Random(seed)
+    start = dt.datetime(2026, 9, 1, 8, 0, tzinfo=VN)
+    timeline: list[tuple[dt.datetime, bytes]] = []
+    for i in range(n_events // 5):
+        code = f"000.00.20.H{i % 97:02d}-{i:08d}"
+        agency = AGENCIES[i % len(AGENCIES)]
+        t = start + dt.timedelta(minutes=rng.randint(0, 60 * 24 * 70))
+        statuses = [2, 4, rng.choice([4, 5, 6]), 9, 10]
+        for seq, status in enumerate(statuses, start=1):
+            data: dict[str, object] = {
+                "dossier_code": code, "sequence": seq, "status": status, "occurred_at": t.isoformat(),
+                "agency_code": agency, "procedure_code": f"1.00{i % 40:04d}", "field_code": "HOTICH",
+            }
+            if status == 2:
+                data |= {
+                    "received_at": t.isoformat(),
+                    "statutory_duration": {"value": rng.choice([1, 3, 5, 15]), "unit": "working_days"},
+                    "channel": rng.choice([1, 2, 2]),
+                    "online_payment": rng.random() < 0.4,
+                }
+            if status == 10:
+                data["synced_national"] = True
+            event = {
+                "specversion": "1.0", "id": str(uuid.UUID(int=rng.getrandbits(128))), "source": "bench.motcua",
+                "type": "vn.tthc.dossier.status_changed", "time": t.isoformat(), "subject": code, "data": data,
+            }
+            timeline.append((t, json.dumps(event).encode()))
+            t += dt.timedelta(hours=rng.randint(1, 60))
+    timeline.sort(key=lambda x: x[0])
+    return [raw for _, raw in timeline]
+
+
+async def prepublish(url: str, payloads: list[bytes]) -> float:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    started = time.perf_counter()
+    for i in range(0, len(payloads), 2000):
+        await asyncio.gather(*(
+            js.publish(DOSSIER_EVENTS, raw, headers={"Content-Type": "application/cloudevents+json"})
+            for raw in payloads[i : i + 2000]
+        ))
+    await nc.close()
+    return time.perf_counter() - started
+
+
+async def consumer_left(url: str, stream: str, durable: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().consumer_info(stream, durable)
+        return int(info.num_pending + info.num_ack_pending)
+    except nats.js.errors.NotFoundError:
+        return -1
+    finally:
+        await nc.close()
+
+
+async def drain(url: str, stream: str, durable: str, *, timeout: float = 3600) -> None:
+    started = time.perf_counter()
+    while (left := await consumer_left(url, stream, durable)) != 0:
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"{durable}: {left} messages left after {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def stream_messages(url: str, stream: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        return int((await nc.jetstream().stream_info(stream)).state.messages)
+    finally:
+        await nc.close()
+
+
+async def pipeline(url: str, *, tracker_db: str, scoring_db: str, n_events: int) -> dict[str, float]:
+    run = uuid.uuid4().hex[:6]
+    tracker, _ = create_tracker(
+        CommonSettings(nats_url=url, database_url=tracker_db),
+        TrackerSettings(durable=f"tracker_{run}", batch_size=BATCH, batch_timeout=0.2),
+        clock=clock,
+    )
+    started = time.perf_counter()
+    await tracker.start()
+    await drain(url, "TTHC_DOSSIER", f"tracker_{run}")
+    tracker_time = time.perf_counter() - started
+    await tracker.stop()
+    snapshots = await stream_messages(url, "PARWATCH_DOSSIER_STATE")
+
+    scoring, _ = create_scoring(
+        CommonSettings(nats_url=url, database_url=scoring_db),
+        ScoringSettings(durable=f"scoring_{run}", batch_size=BATCH, batch_timeout=0.2, evaluate_interval=3600),
+        clock=clock,
+    )
+    # scoring's consumer reads the whole state stream: exactly what this tracker published.
+    started = time.perf_counter()
+    await scoring.start()
+    await drain(url, "PARWATCH_DOSSIER_STATE", f"scoring_{run}_state")
+    scoring_time = time.perf_counter() - started
+    await scoring.stop()
+    return {"events": n_events, "tracker_s": tracker_time, "snapshots": snapshots, "scoring_s": scoring_time}
+
+
+def fresh_postgres(admin_url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    engine = make_engine(admin_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(engine.url).set(database=name).render_as_string(hide_password=False)
+    engine.dispose()
+    return url
+
+
+def drop_postgres(admin_url: str, url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    engine = make_engine(admin_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+# -- 2. scrape ---------------------------------------------------------------------------------
+
+FIRST_DAY = dt.date(2025, 1, 1)
+
+
+def dossier_rows(n: int, *, seed: int = 766):
+    """Plain tuples in scoring_dossier's column order: two years of a district, ~3% open at TODAY."""
+    rng = random.Random(seed)
+    span = (TODAY - FIRST_DAY).days
+    updated = NOW.strftime("%Y-%m-%d %H:%M:%S.000000")
+    for i in range(n):
+        receipt = FIRST_DAY + dt.timedelta(days=rng.randrange(span + 1))
+        due = receipt + dt.timedelta(days=rng.randint(3, 20))
+        age = (TODAY - receipt).days
+        open_ = age < 30 and rng.random() < 0.7 or rng.random() < 0.002
+        ended = None if open_ else min(TODAY, receipt + dt.timedelta(days=rng.randint(1, 25)))
+        timeliness = None
+        if ended is not None:
+            timeliness = "early" if ended < due else "on_time" if ended == due else "late"
+        paused = open_ and rng.random() < 0.1
+        yield (
+            f"BENCH-{i:08d}", 5, AGENCIES[i % len(AGENCIES)], True, receipt.isoformat(), due.isoformat(), paused,
+            (receipt + dt.timedelta(days=2)).isoformat() if paused else None, int(paused) + (rng.random() < 0.01),
+            ended.isoformat() if ended else None, timeliness, rng.choice([1, 2, 2, 3]), rng.random() < 0.4,
+            rng.random() < 0.6, rng.random() < 0.9, updated,
+        )
+
+
+COLUMNS = [
+    "dossier_code", "revision", "agency_code", "counted", "receipt_day", "due_day", "paused", "pause_started_on",
+    "supplement_requests", "ended_on", "timeliness", "channel", "online_payment", "digitized", "synced_national",
+    "updated_at",
+]
+
+
+def load_sqlite(path: Path, n: int) -> float:
+    started = time.perf_counter()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    sql = f"INSERT INTO scoring_dossier ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    rows = dossier_rows(n)
+    while chunk := [r for _, r in zip(range(50_000), rows, strict=False)]:
+        conn.executemany(sql, chunk)
+    conn.commit()
+    conn.close()
+    return time.perf_counter() - started
+
+
+def load_postgres(url: str, n: int) -> float:
+    import psycopg
+
+    started = time.perf_counter()
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        with conn.cursor().copy(f"COPY scoring_dossier ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for row in dossier_rows(n):
+                r = list(row)
+                r[-1] = NOW
+                copy.write_row(r)
+        conn.execute("ANALYZE scoring_dossier")
+    return time.perf_counter() - started
+
+
+@dataclass
+class ScrapeCase:
+    """One loaded database of ``n`` stored dossiers, ready to be scraped."""
+
+    label: str
+    url: str
+    engine: object
+    registry: CollectorRegistry
+    board: Scoreboard
+    info: dict[str, float]
+    scrapes: list[float] = field(default_factory=list)
+    pasts: list[float] = field(default_factory=list)
+
+
+def prepare_case(label: str, database_url: str, n: int, *, loader) -> ScrapeCase:
+    engine = make_engine(database_url)
+    create_schema(engine)
+    load_s = loader(n)
+    store = ScoringStore(engine)
+    started = time.perf_counter()
+    result = store.rebuild()
+    rebuild_s = time.perf_counter() - started
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))  # what autovacuum would reach; not timed
+    board = Scoreboard(store, config=IndexConfig(), district="TUY_PHONG")
+    registry = CollectorRegistry()
+    registry.register(ScoringCollector(board, clock=clock))
+    with engine.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(DOSSIER)).scalar_one()
+    payload = generate_latest(registry)
+    for _ in range(3):  # warm-up: connection pool, query plans, imports
+        generate_latest(registry)
+    info = {"stored": stored, "load_s": load_s, "rebuild_s": rebuild_s, "period_cells": result.period_cells,
+            "open_cells": result.open_cells, "payload_bytes": len(payload)}
+    return ScrapeCase(label, database_url, engine, registry, board, info)
+
+
+def measure_interleaved(cases: list[ScrapeCase], *, rounds: int) -> None:
+    """Round-robin over the sizes, so background load on the machine hits every size alike."""
+    october = Period.parse("2026-10")
+    for i in range(rounds):
+        for case in cases:
+            started = time.perf_counter()
+            generate_latest(case.registry)
+            case.scrapes.append(time.perf_counter() - started)
+            if i % 3 == 0:
+                started = time.perf_counter()
+                case.board.table(october, today=TODAY)
+                case.pasts.append(time.perf_counter() - started)
+
+
+def ms(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))] * 1000
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores · {model} · Python {platform.python_version()} · SQLite {sqlite3.sqlite_version}"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=40_000, help="dossier events through the pipeline (0: skip)")
+    parser.add_argument("--stored", default="10000,1000000", help="stored-dossier counts for the scrape (comma list)")
+    parser.add_argument("--scrapes", type=int, default=60, help="scrapes timed per size (interleaved)")
+    parser.add_argument("--postgres", default=None, help="admin URL of a PostgreSQL: also run both parts on it")
+    args = parser.parse_args()
+
+    print(f"machine: {machine()}")
+    print(f"date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    with tempfile.TemporaryDirectory(prefix="parwatch-bench-scoring-") as tmp:
+        work = Path(tmp)
+        if args.events:
+            payloads = generate_events(args.events)
+            backends = [("SQLite", f"sqlite:///{work / 'tracker.db'}", f"sqlite:///{work / 'scoring.db'}")]
+            if args.postgres:
+                backends.append(("PostgreSQL", fresh_postgres(args.postgres), fresh_postgres(args.postgres)))
+            for label, tracker_db, scoring_db in backends:
+                # A fresh nats-server per backend: the state stream then holds this run's snapshots only.
+                port = free_port()
+                server = start_nats_server(store_dir=work / f"nats-{label}", port=port)
+                url = f"nats://127.0.0.1:{port}"
+                try:
+                    took = await prepublish(url, payloads)
+                    print(f"prepublished {len(payloads):,} events ({len(payloads) // 5:,} dossiers) in {took:.1f} s")
+                    r = await pipeline(url, tracker_db=tracker_db, scoring_db=scoring_db, n_events=args.events)
+                finally:
+                    stop_process(server)
+                    if label == "PostgreSQL":
+                        drop_postgres(args.postgres, tracker_db)
+                        drop_postgres(args.postgres, scoring_db)
+                print(
+                    f"pipeline {label}: dossier_tracker {r['events']:,} events in {r['tracker_s']:.1f} s "
+                    f"({r['events'] / r['tracker_s']:,.0f} ev/s) -> {r['snapshots']:,} state snapshots; scoring "
+                    f"applied them in {r['scoring_s']:.1f} s ({r['snapshots'] / r['scoring_s']:,.0f} snapshots/s, "
+                    f"{r['events'] / r['scoring_s']:,.0f} input ev/s); "
+                    f"ratio tracker time / scoring time = {r['tracker_s'] / r['scoring_s']:.2f} (target >= 1)"
+                )
+            del payloads
+
+        sizes = [int(s) for s in args.stored.split(",") if s.strip()]
+        backends: list[tuple[str, str | None]] = [("SQLite", None)]
+        if args.postgres:
+            backends.append(("PostgreSQL", args.postgres))
+        for label, admin in backends:
+            cases = []
+            try:
+                for n in sizes:
+                    if admin is None:
+                        path = work / f"scrape-{n}.db"
+                        case = prepare_case(label, f"sqlite:///{path}", n, loader=lambda k, p=path: load_sqlite(p, k))
+                    else:
+                        url = fresh_postgres(admin)
+                        case = prepare_case(label, url, n, loader=lambda k, u=url: load_postgres(u, k))
+                    cases.append(case)
+                    i = case.info
+                    print(
+                        f"scrape {label} {i['stored']:,} dossiers: loaded in {i['load_s']:.1f} s, rebuild-scores "
+                        f"{i['rebuild_s']:.1f} s ({i['period_cells']:,} period cells, {i['open_cells']:,} open "
+                        f"cells); /metrics {i['payload_bytes']:,} bytes"
+                    )
+                measure_interleaved(cases, rounds=args.scrapes)
+                for case in cases:
+                    print(
+                        f"scrape {label} {case.info['stored']:,} dossiers: /metrics median "
+                        f"{ms(case.scrapes, 0.5):.1f} ms, p95 {ms(case.scrapes, 0.95):.1f} ms "
+                        f"({len(case.scrapes)} scrapes); past month figures median {ms(case.pasts, 0.5):.1f} ms"
+                    )
+                if len(cases) >= 2:
+                    lo, hi = cases[0], cases[-1]
+                    print(
+                        f"scrape {label} ratio median({hi.info['stored']:,}) / median({lo.info['stored']:,}) = "
+                        f"{statistics.median(hi.scrapes) / statistics.median(lo.scrapes):.2f} (target <= 1.5)"
+                    )
+            finally:
+                for case in cases:
+                    case.engine.dispose()  # type: ignore[attr-defined]
+                    if admin is not None:
+                        drop_postgres(admin, case.url)
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,251 @@
+"""KPI alert rules: when a figure is below its target, with hysteresis. Pure.
+
+A KPI of an agency for the current period (``kpi_below_target``):
+
+* fires after ``fire_after`` consecutive evaluations with the value strictly
+  below the target;
+* resolves after ``resolve_after`` consecutive evaluations with the value at
+  or above ``min(1, target + margin)``; a value between the target and that
+  threshold keeps a firing alert firing and resets the recovery streak;
+* an evaluation with no value (no dossier, or fewer than the minimum
+  denominator) changes nothing;
+* when its period is over, a firing alert is resolved ("period closed"),
+  with the last value it saw.
+
+Decisions are recorded (``Pending``) and published afterwards from the
+stored record (an outbox), so a crash between the two publishes later and a
+restart never fires again what is already firing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from services.scoring.domain import Period
+
+KIND = "kpi_below_target"
+FIRING = "vn.tthc.alert.firing"
+RESOLVED = "vn.tthc.alert.resolved"
+
+#: How an official reads each KPI (Vietnamese, lower-case first letter).
+KPI_NAMES_VI = {
+    "on_time": "tỷ lệ hồ sơ đúng hạn",
+    "plan_completion": "tỷ lệ hoàn thành nhiệm vụ cải cách hành chính",
+    "online_filing": "tỷ lệ hồ sơ nộp trực tuyến",
+    "national_sync": "tỷ lệ hồ sơ đồng bộ lên Cổng Dịch vụ công quốc gia",
+}
+
+
+@dataclass(frozen=True)
+class Hysteresis:
+    margin: float = 0.005
+    fire_after: int = 2
+    resolve_after: int = 3
+    min_denominator: int = 1
+
+    def resolve_at(self, target: float) -> float:
+        return min(1.0, target + self.margin)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One KPI of one agency for one current period, as evaluated now."""
+
+    agency_code: str
+    kpi: str
+    period: Period
+    value: float | None
+    target: float
+
+    @property
+    def alert_key(self) -> str:
+        return alert_key(self.agency_code, self.kpi, self.period.key)
+
+
+def alert_key(agency: str, kpi: str, period_key: str) -> str:
+    return f"{KIND}:{agency}:{kpi}:{period_key}"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An alert event decided and not yet acknowledged by its stream."""
+
+    type: str
+    event_id: str
+    summary: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    alert_key: str
+    agency_code: str
+    kpi: str
+    period: str  # period key, e.g. 2026-11
+    firing: bool = False
+    below: int = 0  # consecutive evaluations below target
+    above: int = 0  # consecutive evaluations at or above the resolve threshold
+    transitions: int = 0  # fired or resolved so far (part of the event ids)
+    value: float | None = None
+    target: float | None = None
+    started_at: dt.datetime | None = None
+    ends_at: dt.datetime | None = None
+    last_evaluated_at: dt.datetime | None = None
+    pending: Pending | None = None
+
+
+def percent_vi(value: float, *, digits: int = 1) -> str:
+    """``0.962`` -> ``96,2%``; ``0.98`` -> ``98%`` (Vietnamese decimal comma)."""
+    text = f"{value * 100:.{digits}f}".rstrip("0").rstrip(".")
+    return text.replace(".", ",") + "%"
+
+
+def value_vi(value: float, target: float) -> str:
+    """The value with enough digits that it never reads as equal to the target."""
+    digits = 1
+    while digits < 4 and value < target and round(value * 100, digits) >= round(target * 100, digits):
+        digits += 1
+    return percent_vi(value, digits=digits)
+
+
+def summary_firing(*, kpi: str, agency_name: str, period: Period, value: float, target: float) -> str:
+    name = KPI_NAMES_VI[kpi]
+    return (
+        f"{name[0].upper()}{name[1:]} của {agency_name} {period.label_vi} là {value_vi(value, target)}, "
+        f"dưới mục tiêu {percent_vi(target)}"
+    )
+
+
+def summary_resolved(*, kpi: str, agency_name: str, period: Period, value: float, target: float) -> str:
+    name = KPI_NAMES_VI[kpi]
+    return (
+        f"{name[0].upper()}{name[1:]} của {agency_name} {period.label_vi} đã đạt {percent_vi(value)}, "
+        f"không còn dưới mục tiêu {percent_vi(target)}"
+    )
+
+
+def summary_closed(*, kpi: str, agency_name: str, period: Period, value: float | None, target: float) -> str:
+    label = period.label_vi
+    head = f"{label[0].upper()}{label[1:]} đã kết thúc"
+    if value is None:
+        return f"{head}; cảnh báo {KPI_NAMES_VI[kpi]} của {agency_name} được đóng lại"
+    return (
+        f"{head}; {KPI_NAMES_VI[kpi]} của {agency_name} chốt ở {value_vi(value, target)} "
+        f"(mục tiêu {percent_vi(target)})"
+    )
+
+
+def _event_id(record: AlertRecord, kind: str) -> str:
+    return f"{record.alert_key}:{record.transitions}:{kind}"
+
+
+def step(
+    record: AlertRecord, obs: Observation, *, policy: Hysteresis, now: dt.datetime, agency_name: str
+) -> AlertRecord:
+    """One evaluation of one KPI; returns the updated record (with ``pending`` on a transition)."""
+    record = replace(record, last_evaluated_at=now, target=obs.target)
+    if obs.value is None:
+        return record
+    value = obs.value
+    record = replace(record, value=value)
+    if not record.firing:
+        below = record.below + 1 if value < obs.target else 0
+        if below < policy.fire_after:
+            return replace(record, below=below, above=0)
+        fired = replace(record, firing=True, below=0, above=0, transitions=record.transitions + 1, started_at=now,
+                        ends_at=None)
+        return replace(
+            fired,
+            pending=Pending(
+                type=FIRING,
+                event_id=_event_id(fired, "firing"),
+                summary=summary_firing(
+                    kpi=obs.kpi, agency_name=agency_name, period=obs.period, value=value, target=obs.target
+                ),
+                at=now,
+            ),
+        )
+    above = record.above + 1 if value >= policy.resolve_at(obs.target) else 0
+    if above < policy.resolve_after:
+        return replace(record, above=above, below=0)
+    return _resolve(
+        record,
+        now=now,
+        summary=summary_resolved(kpi=obs.kpi, agency_name=agency_name, period=obs.period, value=value,
+                                 target=obs.target),
+    )
+
+
+def close(record: AlertRecord, *, now: dt.datetime, agency_name: str) -> AlertRecord:
+    """Resolve a firing alert whose period is over."""
+    period = Period.parse(record.period)
+    target = record.target if record.target is not None else 1.0
+    return _resolve(
+        record,
+        now=now,
+        summary=summary_closed(kpi=record.kpi, agency_name=agency_name, period=period, value=record.value,
+                               target=target),
+    )
+
+
+def _resolve(record: AlertRecord, *, now: dt.datetime, summary: str) -> AlertRecord:
+    resolved = replace(record, firing=False, below=0, above=0, transitions=record.transitions + 1, ends_at=now)
+    return replace(resolved, pending=Pending(type=RESOLVED, event_id=_event_id(resolved, "resolved"),
+                                             summary=summary, at=now))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation round changes in the stored records."""
+
+    upserts: list[AlertRecord]
+    deletes: list[str]
+
+
+def evaluate(
+    records: Mapping[str, AlertRecord],
+    observations: Iterable[Observation],
+    *,
+    policy: Hysteresis,
+    now: dt.datetime,
+    names: Mapping[str, str],
+    current: set[str],
+    min_gap: dt.timedelta = dt.timedelta(0),
+) -> Evaluation:
+    """One round over every observed KPI plus the records of periods no longer current.
+
+    ``current``: the keys of the periods being evaluated now; a record of any
+    other period is over (resolved if firing, else forgotten).
+
+    ``min_gap``: an evaluation counts toward a streak only if at least this
+    long passed since the record's last one, so several replicas evaluating
+    the same shared records do not shorten the streaks.
+    """
+    upserts: list[AlertRecord] = []
+    for obs in observations:
+        key = obs.alert_key
+        record = records.get(key)
+        if record is None:
+            if obs.value is None:
+                continue  # nothing to remember about a KPI without a value
+            record = AlertRecord(alert_key=key, agency_code=obs.agency_code, kpi=obs.kpi, period=obs.period.key)
+        if record.last_evaluated_at is not None and now - record.last_evaluated_at < min_gap:
+            continue
+        if record.pending is not None:
+            continue  # its event is not out yet: decide nothing more until it is
+        updated = step(record, obs, policy=policy, now=now, agency_name=names.get(obs.agency_code, obs.agency_code))
+        if updated != record:
+            upserts.append(updated)
+    deletes: list[str] = []
+    for key, record in records.items():
+        if record.period in current:
+            continue
+        if record.pending is not None:
+            continue
+        if record.firing:
+            upserts.append(close(record, now=now, agency_name=names.get(record.agency_code, record.agency_code)))
+        else:
+            deletes.append(key)
+    return Evaluation(upserts=upserts, deletes=deletes)

@@ -1,0 +1,107 @@
+"""scoring: the one place that wires the service."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from services.scoring.api import build_api
+from services.scoring.board import Scoreboard, load_directory
+from services.scoring.handlers import build_router
+from services.scoring.metrics import ScoringCollector
+from services.scoring.settings import ScoringSettings
+from services.scoring.store import ScoringStore, create_schema
+from services.scoring.watch import KpiWatch
+from shared.consuming import RetryPolicy
+from shared.db import make_engine
+from shared.publishing import JetStreamPublisher
+from shared.service import Service, make_broker, serve, setup_logging
+from shared.settings import CommonSettings
+
+NAME = "scoring"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def create_app(
+    common: CommonSettings | None = None,
+    settings: ScoringSettings | None = None,
+    *,
+    clock: Callable[[], dt.datetime] = utc_now,
+) -> tuple[Service, FastAPI]:
+    common = common or CommonSettings()
+    settings = settings or ScoringSettings()
+    directory = load_directory(settings.agencies_file)
+    engine = make_engine(common.database_url_for(NAME))
+    store = ScoringStore(engine)
+    board = Scoreboard(store, config=settings.index_config(), district=directory.district_code)
+    registry = CollectorRegistry()
+    registry.register(ScoringCollector(board, clock=clock))
+
+    broker = make_broker(common)
+    publisher = JetStreamPublisher(broker)
+    retry = RetryPolicy(
+        max_deliver=settings.max_deliver,
+        first_delay=settings.retry_first_delay,
+        max_delay=settings.retry_max_delay,
+    )
+    broker.include_router(
+        build_router(
+            store=store,
+            publisher=publisher,
+            retry=retry,
+            clock=clock,
+            durable=settings.durable,
+            batch_size=settings.batch_size,
+            batch_timeout=settings.batch_timeout,
+        )
+    )
+    service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common)
+    watch = KpiWatch(
+        store=store,
+        board=board,
+        directory=directory,
+        publisher=publisher,
+        policy=settings.hysteresis(),
+        target=settings.target,
+        kpis=settings.alert_kpis,
+        periods=settings.alert_periods,
+        include_district=settings.alert_district,
+        interval=settings.evaluate_interval,
+        clock=clock,
+    )
+
+    async def migrate() -> None:
+        await asyncio.to_thread(create_schema, engine)
+
+    async def database_ok() -> bool:
+        return await asyncio.to_thread(store.ping)
+
+    async def dispose() -> None:
+        engine.dispose()
+
+    service.on_start.append(migrate)
+    service.on_stop.append(dispose)
+    service.background.append(watch.run)
+    service.health_checks["database"] = database_ok
+    app = service.app(
+        description=(
+            "Figures officials are judged by, per agency and period: on-time rate (contract rule 7), "
+            "satisfaction, online, digitized and synced shares, plan-task completion, Decision 766 index points."
+        ),
+        extra_routes=[build_api(board=board, directory=directory, clock=clock)],
+    )
+    return service, app
+
+
+def main() -> None:
+    common = CommonSettings()
+    setup_logging(common, service=NAME)
+    service, app = create_app(common)
+    serve(service, app)

@@ -1,0 +1,153 @@
+"""Figures per agency and period, read from the aggregates (used by metrics, API, CLI, alerts).
+
+The current period ends now: its ended counts come from the period cells and
+its open dossiers from the small open table, judged against today. A past
+period ends on its last day: open dossiers at that day come from a bounded,
+index-backed query on the stored dossiers (those not ended by then).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+import shared
+from services.scoring.domain import (
+    PERIOD_KINDS,
+    Figures,
+    IndexConfig,
+    Period,
+    PeriodKind,
+    compute_figures,
+    current_periods,
+    roll_up,
+)
+from services.scoring.store import DossierRef, ScoringStore
+
+DEFAULT_AGENCIES = Path(shared.__file__).parent / "data" / "agencies.yaml"
+
+
+@dataclass(frozen=True)
+class Agency:
+    code: str
+    name: str
+    kind: str  # department | commune | district | unknown
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Tuy Phong's units (``shared/data/agencies.yaml``) and the district roll-up code."""
+
+    district: Agency
+    agencies: tuple[Agency, ...]
+
+    @property
+    def district_code(self) -> str:
+        return self.district.code
+
+    def name(self, code: str) -> str:
+        if code == self.district.code:
+            return self.district.name
+        for a in self.agencies:
+            if a.code == code:
+                return a.name
+        return code
+
+    def names(self) -> dict[str, str]:
+        return {a.code: a.name for a in self.agencies} | {self.district.code: self.district.name}
+
+    def known(self, code: str) -> bool:
+        return code == self.district.code or any(a.code == code for a in self.agencies)
+
+
+def load_directory(path: str | Path | None = None) -> Directory:
+    raw = yaml.safe_load(Path(path or DEFAULT_AGENCIES).read_text(encoding="utf-8")) or {}
+    district = raw.get("district") or {}
+    code = str(district.get("code") or "TUY_PHONG")
+    name = str(district.get("name") or code)
+    # The roll-up speaks of the whole district, not of its People's Committee.
+    prefix = "Ủy ban nhân dân "
+    roll_up_name = "toàn " + name[len(prefix) :] if name.startswith(prefix) else f"toàn {name}"
+    agencies = tuple(
+        Agency(code=str(a["code"]), name=str(a.get("name") or a["code"]), kind=str(a.get("kind") or "unknown"))
+        for a in raw.get("agencies") or ()
+    )
+    return Directory(district=Agency(code=code, name=roll_up_name, kind="district"), agencies=agencies)
+
+
+class PeriodNotStarted(ValueError):
+    """A period that begins after today has no figures yet."""
+
+
+@dataclass(frozen=True)
+class PeriodTable:
+    """Every agency's figures (and the district's) for one period."""
+
+    period: Period
+    current: bool  # True: the period is running and ends now
+    as_of: dt.date  # the day open dossiers were judged at
+    figures: dict[str, Figures]  # agency code -> figures; agencies without data are absent
+
+
+class Scoreboard:
+    def __init__(self, store: ScoringStore, *, config: IndexConfig, district: str) -> None:
+        self.store = store
+        self.config = config
+        self.district = district
+
+    def _table(
+        self, period: Period, *, current: bool, as_of: dt.date, counts: Mapping[str, Counter[str]],
+        opens: Mapping[str, tuple[int, int]],
+    ) -> PeriodTable:
+        per_agency: dict[str, Counter[str]] = {}
+        for agency in set(counts) | set(opens):
+            c = Counter(counts.get(agency, {}))
+            n_open, n_overdue = opens.get(agency, (0, 0))
+            c["open"] += n_open
+            c["overdue"] += n_overdue
+            per_agency[agency] = c
+        figures = {a: compute_figures(c, config=self.config) for a, c in per_agency.items()}
+        figures = {a: f for a, f in figures.items() if f.has_data}
+        if figures:
+            total = roll_up(per_agency[a] for a in figures)
+            figures[self.district] = compute_figures(total, config=self.config)
+        return PeriodTable(period=period, current=current, as_of=as_of, figures=figures)
+
+    def current_tables(self, today: dt.date) -> dict[PeriodKind, PeriodTable]:
+        """The running month, quarter and year: three small reads in all."""
+        periods = current_periods(today)
+        counts = self.store.period_counts(p.key for p in periods.values())
+        opens = self.store.open_now(today)
+        return {
+            kind: self._table(periods[kind], current=True, as_of=today, counts=counts[periods[kind].key], opens=opens)
+            for kind in PERIOD_KINDS
+        }
+
+    def is_current(self, period: Period, today: dt.date) -> bool:
+        if period.start > today:
+            raise PeriodNotStarted(f"period {period.key} has not started yet")
+        return period.contains(today)
+
+    def table(self, period: Period, *, today: dt.date) -> PeriodTable:
+        """Any period that has started: the running one ends now, a past one on its last day."""
+        if self.is_current(period, today):
+            return self.current_tables(today)[period.kind]
+        counts = self.store.period_counts([period.key])[period.key]
+        opens = self.store.open_at(period.end)
+        return self._table(period, current=False, as_of=period.end, counts=counts, opens=opens)
+
+    def review(
+        self, agency: str, period: Period, *, today: dt.date, limit: int
+    ) -> tuple[bool, list[DossierRef], list[DossierRef]]:
+        """The dossiers of the weekly review: ended late in the period, overdue at its end."""
+        current = self.is_current(period, today)
+        agencies = None if agency == self.district else [agency]
+        late, overdue = self.store.review_list(
+            agencies=agencies, period=period, day=today if current else period.end, current=current, limit=limit
+        )
+        return current, late, overdue

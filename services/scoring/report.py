@@ -1,0 +1,140 @@
+"""The monthly report table: every agency's figures for a period, as CSV or XLSX.
+
+One row per agency of the directory (in its order; an agency without data in
+the period has empty ratios), then any agency seen only in the data, then the
+district roll-up. Ratios are shares between 0 and 1 (formatted as percent in
+XLSX); an empty cell means "no value" (no dossier), never 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.scoring.board import Directory, PeriodTable
+from services.scoring.domain import Figures
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str  # Vietnamese, for officials
+    kind: str  # text | count | ratio | points
+    get: Callable[[Figures], object]
+
+
+def _points(part: str) -> Callable[[Figures], object]:
+    def get(f: Figures) -> object:
+        return next(p.points for p in f.index if p.part == part)
+
+    return get
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("ended_early", "Kết thúc trước hạn", "count", lambda f: f.ended_early),
+    Column("ended_on_time", "Kết thúc đúng hạn", "count", lambda f: f.ended_on_time),
+    Column("ended_late", "Kết thúc trễ hạn", "count", lambda f: f.ended_late),
+    Column("ended_unclassified", "Kết thúc chưa có hạn trả", "count", lambda f: f.ended_unclassified),
+    Column("open", "Đang giải quyết cuối kỳ", "count", lambda f: f.open),
+    Column("overdue", "Quá hạn cuối kỳ", "count", lambda f: f.overdue),
+    Column("on_time_ratio", "Tỷ lệ đúng hạn", "ratio", lambda f: f.on_time_ratio),
+    Column("received", "Hồ sơ tiếp nhận", "count", lambda f: f.received),
+    Column("online_filing_ratio", "Tỷ lệ nộp trực tuyến", "ratio", lambda f: f.online_filing_ratio),
+    Column("online_payment_ratio", "Tỷ lệ thanh toán trực tuyến", "ratio", lambda f: f.online_payment_ratio),
+    Column("digitized_ratio", "Tỷ lệ số hóa", "ratio", lambda f: f.digitized_ratio),
+    Column("national_sync_ratio", "Tỷ lệ đồng bộ Cổng DVC quốc gia", "ratio", lambda f: f.national_sync_ratio),
+    Column("rated", "Hồ sơ được đánh giá", "count", lambda f: f.rated),
+    Column("satisfaction_ratio", "Tỷ lệ hài lòng", "ratio", lambda f: f.satisfaction_ratio),
+    Column("tasks_done", "Nhiệm vụ hoàn thành đúng hạn", "count", lambda f: f.tasks_done),
+    Column("tasks_done_late", "Nhiệm vụ hoàn thành trễ", "count", lambda f: f.tasks_done_late),
+    Column("tasks_overdue", "Nhiệm vụ quá hạn", "count", lambda f: f.tasks_overdue),
+    Column("plan_completion_ratio", "Tỷ lệ hoàn thành nhiệm vụ", "ratio", lambda f: f.plan_completion_ratio),
+    Column("points_progress", "Điểm tiến độ giải quyết (20)", "points", _points("progress")),
+    Column("points_handling_satisfaction", "Điểm hài lòng giải quyết TTHC (6)", "points",
+           _points("handling_satisfaction")),
+    Column("points_online_filing", "Điểm hồ sơ trực tuyến", "points", _points("online_filing")),
+    Column("points_national_sync", "Điểm đồng bộ Cổng DVC quốc gia", "points", _points("national_sync")),
+)
+
+HEAD = (("agency_code", "Mã đơn vị"), ("agency_name", "Đơn vị"))
+
+
+def report_rows(table: PeriodTable, directory: Directory) -> list[list[object]]:
+    """The table's rows (agency code, name, then COLUMNS); None where there is no value."""
+    order = [a.code for a in directory.agencies if a.code != directory.district_code]
+    extra = sorted(a for a in table.figures if a not in order and a != directory.district_code)
+    rows: list[list[object]] = []
+    for code in [*order, *extra, directory.district_code]:
+        f = table.figures.get(code)
+        if f is None and code == directory.district_code:
+            continue
+        cells: list[object] = [code, directory.name(code)]
+        for col in COLUMNS:
+            if f is None:
+                cells.append(0 if col.kind == "count" else None)
+            else:
+                cells.append(col.get(f))
+        rows.append(cells)
+    return rows
+
+
+def _csv_cell(value: object, kind: str) -> str:
+    if value is None:
+        return ""
+    if kind in ("ratio", "points") and isinstance(value, float):
+        return f"{value:.4f}" if kind == "ratio" else f"{value:.2f}"
+    return str(value)
+
+
+def to_csv(table: PeriodTable, directory: Directory) -> bytes:
+    """UTF-8 with a byte-order mark (spreadsheets then read the diacritics right)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow([h for _, h in HEAD] + [c.header for c in COLUMNS])
+    kinds = ["text", "text"] + [c.kind for c in COLUMNS]
+    for row in report_rows(table, directory):
+        writer.writerow([_csv_cell(v, k) for v, k in zip(row, kinds, strict=True)])
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+
+
+def to_xlsx(table: PeriodTable, directory: Directory) -> bytes:
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = table.period.key
+    period_label = table.period.label_vi
+    ws.append([f"Kết quả giải quyết thủ tục hành chính {period_label}"])
+    ws["A1"].font = Font(bold=True)
+    status = "đến hiện tại" if table.current else "cuối kỳ"
+    ws.append([f"Số liệu {status}, tính đến ngày {table.as_of:%d/%m/%Y}; ô trống: không có hồ sơ để tính."])
+    ws.append([h for _, h in HEAD] + [c.header for c in COLUMNS])
+    for cell in ws[3]:
+        cell.font = Font(bold=True)
+    kinds = ["text", "text"] + [c.kind for c in COLUMNS]
+    for row in report_rows(table, directory):
+        ws.append(row)
+        for cell, kind in zip(ws[ws.max_row], kinds, strict=True):
+            if kind == "ratio" and cell.value is not None:
+                cell.number_format = "0.0%"
+            elif kind == "points" and cell.value is not None:
+                cell.number_format = "0.00"
+    ws.column_dimensions["B"].width = 40
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+FORMATS = {
+    "csv": ("text/csv; charset=utf-8", to_csv),
+    "xlsx": ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", to_xlsx),
+}
+
+
+def render(table: PeriodTable, directory: Directory, *, fmt: str) -> tuple[str, bytes]:
+    """(media type, body) of the report in ``csv`` or ``xlsx``."""
+    media, fn = FORMATS[fmt]
+    return media, fn(table, directory)

@@ -1,0 +1,658 @@
+"""Storage of scoring: each record's last contribution and the aggregates it feeds.
+
+Tables (all prefixed ``scoring_``):
+
+* ``scoring_dossier``: the latest state snapshot of every dossier (highest
+  revision wins), i.e. what it currently contributes;
+* ``scoring_rating``: the effective rating of every rated dossier (latest by
+  ``rated_at``, ties by event id);
+* ``scoring_plan_task``: the latest state of every plan-task occurrence;
+* ``scoring_period_count``: additive counts per (period, agency, figure), for
+  every month, quarter and year;
+* ``scoring_open_count``: open dossiers per (agency, due day, mode), the
+  small table the current on-time rate is read from;
+* ``scoring_alert``: KPI alert state and its outbox.
+
+A batch runs in one transaction: the stored rows it replaces are read with
+``SELECT .. FOR UPDATE`` (in key order), the difference between old and new
+contributions is applied with ``INSERT .. ON CONFLICT DO UPDATE SET n = n +
+delta``, and the rows are written. Two replicas sharing one durable consumer
+therefore never lose an update: the second waits for the first's row locks
+and then sees its result; two first inserts of one key conflict and the
+batch is retried (``is_conflict``). Readers only sum small tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    Engine,
+    Index,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Field, Session, SQLModel
+
+from services.scoring.alerts import AlertRecord, Evaluation, Pending
+from services.scoring.domain import (
+    ALWAYS_OVERDUE,
+    CRITERIA,
+    CellKey,
+    DossierFacts,
+    OpenKey,
+    Period,
+    RatingFacts,
+    TaskFacts,
+    dossier_contributions,
+    is_overdue,
+    open_key,
+    open_mode,
+    rating_contributions,
+    supersedes,
+    task_contributions,
+)
+from shared.db import UtcDateTime
+
+# SQLite caps bound parameters; keep statements well under it.
+CHUNK = 400
+
+
+class DossierRow(SQLModel, table=True):
+    __tablename__ = "scoring_dossier"
+    __table_args__ = (
+        Index("ix_scoring_dossier_ended", "ended_on"),
+        Index("ix_scoring_dossier_agency_ended", "agency_code", "ended_on"),
+    )
+
+    dossier_code: str = Field(primary_key=True, max_length=64)
+    revision: int
+    agency_code: str = Field(max_length=64)
+    counted: bool
+    receipt_day: dt.date | None = None
+    due_day: dt.date | None = None
+    paused: bool = False
+    pause_started_on: dt.date | None = None
+    supplement_requests: int = 0
+    ended_on: dt.date | None = None
+    timeliness: str | None = Field(default=None, max_length=16)
+    channel: int | None = None
+    online_payment: bool | None = None
+    digitized: bool | None = None
+    synced_national: bool | None = None
+    updated_at: dt.datetime = Field(sa_type=UtcDateTime)
+
+
+class RatingRow(SQLModel, table=True):
+    __tablename__ = "scoring_rating"
+
+    dossier_code: str = Field(primary_key=True, max_length=64)
+    agency_code: str = Field(max_length=64)
+    rated_at: dt.datetime = Field(sa_type=UtcDateTime)
+    event_id: str = Field(max_length=256)
+    overall: str = Field(max_length=16)
+    c1: int | None = None
+    c2: int | None = None
+    c3: int | None = None
+    c4: int | None = None
+    c5: int | None = None
+    c6: int | None = None
+    c7: int | None = None
+    c8: int | None = None
+    c9: int | None = None
+
+
+class PlanTaskRow(SQLModel, table=True):
+    __tablename__ = "scoring_plan_task"
+
+    plan_id: str = Field(primary_key=True, max_length=64)
+    task_id: str = Field(primary_key=True, max_length=64)
+    agency_code: str = Field(primary_key=True, max_length=64)
+    occurrence: str = Field(primary_key=True, max_length=16)
+    due_day: dt.date
+    state: str = Field(max_length=16)
+    updated_at: dt.datetime = Field(sa_type=UtcDateTime)
+    event_id: str = Field(max_length=256)
+
+
+class PeriodCountRow(SQLModel, table=True):
+    __tablename__ = "scoring_period_count"
+
+    period: str = Field(primary_key=True, max_length=8)
+    agency_code: str = Field(primary_key=True, max_length=64)
+    figure: str = Field(primary_key=True, max_length=32)
+    n: int = 0
+
+
+class OpenCountRow(SQLModel, table=True):
+    __tablename__ = "scoring_open_count"
+
+    agency_code: str = Field(primary_key=True, max_length=64)
+    due_day: dt.date = Field(primary_key=True)
+    mode: int = Field(primary_key=True)
+    n: int = 0
+
+
+class AlertRow(SQLModel, table=True):
+    __tablename__ = "scoring_alert"
+
+    alert_key: str = Field(primary_key=True, max_length=256)
+    agency_code: str = Field(max_length=64)
+    kpi: str = Field(max_length=32)
+    period: str = Field(max_length=8)
+    firing: bool = False
+    below: int = 0
+    above: int = 0
+    transitions: int = 0
+    value: float | None = None
+    target: float | None = None
+    started_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    ends_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    last_evaluated_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    pending_type: str | None = Field(default=None, max_length=64)
+    pending_id: str | None = Field(default=None, max_length=256)
+    pending_summary: str | None = Field(default=None, max_length=1000)
+    pending_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+def _t(model: type[SQLModel]) -> Table:
+    return model.__table__  # type: ignore[attr-defined,return-value]
+
+
+DOSSIER = _t(DossierRow)
+RATING = _t(RatingRow)
+TASK = _t(PlanTaskRow)
+PERIOD_COUNT = _t(PeriodCountRow)
+OPEN_COUNT = _t(OpenCountRow)
+ALERT = _t(AlertRow)
+TABLES = [DOSSIER, RATING, TASK, PERIOD_COUNT, OPEN_COUNT, ALERT]
+AGGREGATES = [PERIOD_COUNT, OPEN_COUNT]
+
+_FACT_FIELDS = list(DossierFacts.__dataclass_fields__)
+
+
+def create_schema(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine, tables=TABLES)
+
+
+def _chunks(items: Sequence[object], size: int = CHUNK) -> Iterator[Sequence[object]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@dataclass(frozen=True)
+class DossierRef:
+    """A dossier in the weekly review list: late (ended) or overdue (open)."""
+
+    dossier_code: str
+    agency_code: str
+    receipt_day: dt.date | None
+    due_day: dt.date | None
+    ended_on: dt.date | None
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    dossiers: int
+    ratings: int
+    tasks: int
+    period_cells: int
+    open_cells: int
+
+
+class ScoringStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    # -- write side ----------------------------------------------------------------------
+    def apply_states(self, states: Sequence[DossierFacts], *, now: dt.datetime) -> list[bool]:
+        """Keep each dossier's highest revision; returns per item whether it changed the store."""
+        best: dict[str, DossierFacts] = {}
+        for f in states:
+            if f.dossier_code not in best or f.revision > best[f.dossier_code].revision:
+                best[f.dossier_code] = f
+        changed: set[str] = set()
+        with Session(self.engine) as session, session.begin():
+            codes = sorted(best)
+            old = {r.dossier_code: r for r in self._locked(session, DOSSIER, [DOSSIER.c.dossier_code], codes)}
+            cells: Counter[CellKey] = Counter()
+            opens: Counter[OpenKey] = Counter()
+            inserts: list[dict[str, object]] = []
+            updates: list[dict[str, object]] = []
+            for code in codes:
+                new = best[code]
+                prev_row = old.get(code)
+                if prev_row is not None and prev_row.revision >= new.revision:
+                    continue
+                if prev_row is not None:
+                    prev = DossierFacts(**{n: getattr(prev_row, n) for n in _FACT_FIELDS})
+                    cells.subtract(dossier_contributions(prev))
+                    if (k := open_key(prev)) is not None:
+                        opens[k] -= 1
+                cells.update(dossier_contributions(new))
+                if (k := open_key(new)) is not None:
+                    opens[k] += 1
+                values = {n: getattr(new, n) for n in _FACT_FIELDS} | {"updated_at": now}
+                if prev_row is None:
+                    inserts.append(values)
+                else:
+                    updates.append({**values, "b_dossier_code": code})
+                changed.add(code)
+            self._write_rows(session, DOSSIER, inserts=inserts, updates=updates, key=["dossier_code"])
+            self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
+            self._bump(session, OPEN_COUNT, opens, key=["agency_code", "due_day", "mode"])
+        return [f.dossier_code in changed and best[f.dossier_code] is f for f in states]
+
+    def apply_ratings(self, ratings: Sequence[RatingFacts]) -> list[bool]:
+        """Keep each dossier's latest rating; returns per item whether it changed the store."""
+        best: dict[str, RatingFacts] = {}
+        for r in ratings:
+            if supersedes(r, best.get(r.dossier_code)):
+                best[r.dossier_code] = r
+        changed: set[str] = set()
+        with Session(self.engine) as session, session.begin():
+            codes = sorted(best)
+            old = {r.dossier_code: r for r in self._locked(session, RATING, [RATING.c.dossier_code], codes)}
+            cells: Counter[CellKey] = Counter()
+            inserts: list[dict[str, object]] = []
+            updates: list[dict[str, object]] = []
+            for code in codes:
+                new = best[code]
+                prev_row = old.get(code)
+                prev = _rating_facts(prev_row) if prev_row is not None else None
+                if not supersedes(new, prev):
+                    continue
+                if prev is not None:
+                    cells.subtract(rating_contributions(prev))
+                cells.update(rating_contributions(new))
+                values: dict[str, object] = {
+                    "dossier_code": code,
+                    "agency_code": new.agency_code,
+                    "rated_at": new.rated_at,
+                    "event_id": new.event_id,
+                    "overall": new.overall,
+                } | {cid: new.criteria.get(cid) for cid in CRITERIA}
+                if prev_row is None:
+                    inserts.append(values)
+                else:
+                    updates.append({**values, "b_dossier_code": code})
+                changed.add(code)
+            self._write_rows(session, RATING, inserts=inserts, updates=updates, key=["dossier_code"])
+            self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
+        return [r.dossier_code in changed and best[r.dossier_code] is r for r in ratings]
+
+    def apply_tasks(self, tasks: Sequence[TaskFacts]) -> list[bool]:
+        """Keep each plan-task occurrence's latest state."""
+        best: dict[tuple[str, str, str, str], TaskFacts] = {}
+        for t in tasks:
+            if supersedes(t, best.get(t.key)):
+                best[t.key] = t
+        changed: set[tuple[str, str, str, str]] = set()
+        key_cols = [TASK.c.plan_id, TASK.c.task_id, TASK.c.agency_code, TASK.c.occurrence]
+        with Session(self.engine) as session, session.begin():
+            keys = sorted(best)
+            old = {(r.plan_id, r.task_id, r.agency_code, r.occurrence): r
+                   for r in self._locked(session, TASK, key_cols, keys)}
+            cells: Counter[CellKey] = Counter()
+            inserts: list[dict[str, object]] = []
+            updates: list[dict[str, object]] = []
+            for key in keys:
+                new = best[key]
+                prev_row = old.get(key)
+                prev = _task_facts(prev_row) if prev_row is not None else None
+                if not supersedes(new, prev):
+                    continue
+                if prev is not None:
+                    cells.subtract(task_contributions(prev))
+                cells.update(task_contributions(new))
+                values: dict[str, object] = {
+                    "plan_id": new.plan_id,
+                    "task_id": new.task_id,
+                    "occurrence": new.occurrence,
+                    "agency_code": new.agency_code,
+                    "due_day": new.due_day,
+                    "state": new.state,
+                    "updated_at": new.updated_at,
+                    "event_id": new.event_id,
+                }
+                if prev_row is None:
+                    inserts.append(values)
+                else:
+                    updates.append({**values, "b_plan_id": new.plan_id, "b_task_id": new.task_id,
+                                    "b_agency_code": new.agency_code, "b_occurrence": new.occurrence})
+                changed.add(key)
+            self._write_rows(session, TASK, inserts=inserts, updates=updates,
+                             key=["plan_id", "task_id", "agency_code", "occurrence"])
+            self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
+        return [t.key in changed and best[t.key] is t for t in tasks]
+
+    def _locked(self, session: Session, table: Table, key_cols: list, keys: Sequence[object]) -> list:
+        """The stored rows of ``keys``, locked for this transaction (PostgreSQL), in key order."""
+        rows: list = []
+        col = key_cols[0] if len(key_cols) == 1 else tuple_(*key_cols)
+        for part in _chunks(list(keys)):
+            stmt = select(table).where(col.in_(part)).order_by(*key_cols).with_for_update()
+            rows.extend(session.execute(stmt))
+        return rows
+
+    def _write_rows(
+        self, session: Session, table: Table, *, inserts: list[dict[str, object]], updates: list[dict[str, object]],
+        key: list[str],
+    ) -> None:
+        for part in _chunks(inserts, 100):
+            session.execute(insert(table), list(part))
+        if updates:
+            cond = and_(*(table.c[k] == bindparam(f"b_{k}") for k in key))
+            for part in _chunks(updates, 100):
+                session.execute(update(table).where(cond), list(part))
+
+    def _insert(self):  # type: ignore[no-untyped-def]
+        return pg_insert if self.dialect == "postgresql" else sqlite_insert
+
+    def _bump(self, session: Session, table: Table, delta: Mapping[tuple, int], *, key: list[str]) -> None:
+        """Add ``delta`` to the counts (atomic upserts, in key order), then drop cells that reached 0."""
+        items = sorted((k, n) for k, n in delta.items() if n)
+        if not items:
+            return
+        insert_ = self._insert()
+        for part in _chunks(items, 200):
+            stmt = insert_(table).values([dict(zip(key, k, strict=True), n=n) for k, n in part])
+            stmt = stmt.on_conflict_do_update(index_elements=key, set_={"n": table.c.n + stmt.excluded.n})
+            session.execute(stmt)
+        negatives = [dict(zip([f"k_{c}" for c in key], k, strict=True)) for k, n in items if n < 0]
+        if negatives:
+            cond = and_(*(table.c[c] == bindparam(f"k_{c}") for c in key), table.c.n == 0)
+            for part in _chunks(negatives, 200):
+                session.execute(delete(table).where(cond), list(part))
+
+    # -- rebuild ---------------------------------------------------------------------------
+    def rebuild(self) -> RebuildResult:
+        """Recompute every aggregate from the stored dossiers, ratings and task states."""
+        with Session(self.engine) as session, session.begin():
+            if self.dialect == "postgresql":
+                session.execute(text("LOCK TABLE scoring_dossier, scoring_rating, scoring_plan_task IN SHARE MODE"))
+                session.execute(text("LOCK TABLE scoring_period_count, scoring_open_count IN EXCLUSIVE MODE"))
+            # Delete first: on SQLite this takes the write lock before anything is read.
+            session.execute(delete(PERIOD_COUNT))
+            session.execute(delete(OPEN_COUNT))
+            cells, opens, dossiers = self._recompute_dossiers(session)
+            ratings = tasks = 0
+            for row in session.execute(select(RATING)):
+                cells.update(rating_contributions(_rating_facts(row)))
+                ratings += 1
+            for row in session.execute(select(TASK)):
+                cells.update(task_contributions(_task_facts(row)))
+                tasks += 1
+            period_rows = [
+                {"period": p, "agency_code": a, "figure": f, "n": n} for (p, a, f), n in sorted(cells.items()) if n
+            ]
+            open_rows = [
+                {"agency_code": a, "due_day": d, "mode": m, "n": n} for (a, d, m), n in sorted(opens.items()) if n
+            ]
+            for part in _chunks(period_rows, 2000):
+                session.execute(insert(PERIOD_COUNT), list(part))
+            for part in _chunks(open_rows, 2000):
+                session.execute(insert(OPEN_COUNT), list(part))
+        return RebuildResult(dossiers, ratings, tasks, len(period_rows), len(open_rows))
+
+    def _recompute_dossiers(self, session: Session) -> tuple[Counter[CellKey], Counter[OpenKey], int]:
+        """Dossiers grouped by everything their contribution depends on, so Python sees few rows."""
+        cells: Counter[CellKey] = Counter()
+        opens: Counter[OpenKey] = Counter()
+        sig = [
+            DOSSIER.c.agency_code, DOSSIER.c.counted, DOSSIER.c.receipt_day, DOSSIER.c.ended_on, DOSSIER.c.timeliness,
+            DOSSIER.c.channel, DOSSIER.c.online_payment, DOSSIER.c.digitized, DOSSIER.c.synced_national,
+        ]
+        total = 0
+        for row in session.execute(select(*sig, func.count()).group_by(*sig)):
+            *values, n = row
+            f = DossierFacts(dossier_code="", revision=0, **dict(zip([c.name for c in sig], values, strict=True)))
+            cells.update(dossier_contributions(f, n))
+            total += n
+        open_sig = [
+            DOSSIER.c.agency_code, DOSSIER.c.due_day, DOSSIER.c.paused, DOSSIER.c.pause_started_on,
+            DOSSIER.c.supplement_requests,
+        ]
+        stmt = (
+            select(*open_sig, func.count())
+            .where(DOSSIER.c.counted.is_(True), DOSSIER.c.ended_on.is_(None))
+            .group_by(*open_sig)
+        )
+        for agency, due_day, paused, pause_started_on, supplements, n in session.execute(stmt):
+            f = DossierFacts(
+                dossier_code="", revision=0, agency_code=agency, counted=True, due_day=due_day, paused=paused,
+                pause_started_on=pause_started_on, supplement_requests=supplements,
+            )
+            key = open_key(f)
+            assert key is not None
+            opens[key] += n
+        return cells, opens, total
+
+    # -- read side -------------------------------------------------------------------------
+    def period_counts(self, periods: Iterable[str]) -> dict[str, dict[str, Counter[str]]]:
+        """period key -> agency -> figure -> count (non-zero cells only)."""
+        keys = sorted(set(periods))
+        out: dict[str, dict[str, Counter[str]]] = {k: defaultdict(Counter) for k in keys}
+        stmt = select(PERIOD_COUNT.c.period, PERIOD_COUNT.c.agency_code, PERIOD_COUNT.c.figure, PERIOD_COUNT.c.n).where(
+            PERIOD_COUNT.c.period.in_(keys), PERIOD_COUNT.c.n != 0
+        )
+        with self.engine.connect() as conn:
+            for period, agency, figure, n in conn.execute(stmt):
+                out[period][agency][figure] = n
+        return out
+
+    def open_now(self, today: dt.date) -> dict[str, tuple[int, int]]:
+        """agency -> (open dossiers, overdue among them) now: a sum over the small open table."""
+        overdue = case(
+            (OPEN_COUNT.c.mode == ALWAYS_OVERDUE, OPEN_COUNT.c.n),
+            (and_(OPEN_COUNT.c.mode == 0, OPEN_COUNT.c.due_day < today), OPEN_COUNT.c.n),
+            else_=0,
+        )
+        stmt = select(OPEN_COUNT.c.agency_code, func.sum(OPEN_COUNT.c.n), func.sum(overdue)).group_by(
+            OPEN_COUNT.c.agency_code
+        )
+        with self.engine.connect() as conn:
+            return {a: (int(n), int(o)) for a, n, o in conn.execute(stmt) if n}
+
+    def _open_at_rows(self, conn, day: dt.date, agencies: Sequence[str] | None, *, columns: list) -> Iterator:  # type: ignore[no-untyped-def]
+        """Dossiers open at the end of ``day``: received by then, not ended by then (index on ended_on)."""
+        base = [DOSSIER.c.counted.is_(True), DOSSIER.c.receipt_day <= day]
+        if agencies is not None:
+            base.append(DOSSIER.c.agency_code.in_(agencies))
+        for cond in (DOSSIER.c.ended_on.is_(None), DOSSIER.c.ended_on > day):
+            yield from conn.execute(select(*columns).where(cond, *base))
+
+    def open_at(self, day: dt.date) -> dict[str, tuple[int, int]]:
+        """agency -> (open, overdue) at the end of a past ``day``, from the dossiers' latest state."""
+        cols = [
+            DOSSIER.c.agency_code, DOSSIER.c.due_day, DOSSIER.c.paused, DOSSIER.c.pause_started_on,
+            DOSSIER.c.supplement_requests,
+        ]
+        out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        base = [DOSSIER.c.counted.is_(True), DOSSIER.c.receipt_day <= day]
+        with self.engine.connect() as conn:
+            for cond in (DOSSIER.c.ended_on.is_(None), DOSSIER.c.ended_on > day):
+                stmt = select(*cols, func.count()).where(cond, *base).group_by(*cols)
+                for agency, due_day, paused, pause_started_on, supplements, n in conn.execute(stmt):
+                    mode = open_mode(paused=paused, pause_started_on=pause_started_on, due_day=due_day,
+                                     supplement_requests=supplements, at=day)
+                    out[agency][0] += n
+                    if is_overdue(due_day=due_day, mode=mode, day=day):
+                        out[agency][1] += n
+        return {a: (v[0], v[1]) for a, v in out.items()}
+
+    def review_list(
+        self, *, agencies: Sequence[str] | None, period: Period, day: dt.date, current: bool, limit: int
+    ) -> tuple[list[DossierRef], list[DossierRef]]:
+        """Dossiers that ended late in ``period`` and those overdue at its end (``day``)."""
+        cols = [DOSSIER.c.dossier_code, DOSSIER.c.agency_code, DOSSIER.c.receipt_day, DOSSIER.c.due_day,
+                DOSSIER.c.ended_on]
+        late_stmt = (
+            select(*cols)
+            .where(
+                DOSSIER.c.ended_on >= period.start,
+                DOSSIER.c.ended_on <= min(period.end, day),
+                DOSSIER.c.timeliness == "late",
+                DOSSIER.c.counted.is_(True),
+            )
+            .order_by(DOSSIER.c.ended_on, DOSSIER.c.dossier_code)
+            .limit(limit)
+        )
+        if agencies is not None:
+            late_stmt = late_stmt.where(DOSSIER.c.agency_code.in_(agencies))
+        open_cols = [*cols, DOSSIER.c.paused, DOSSIER.c.pause_started_on, DOSSIER.c.supplement_requests]
+        overdue: list[DossierRef] = []
+        with self.engine.connect() as conn:
+            late = [DossierRef(*row) for row in conn.execute(late_stmt)]
+            if current:
+                cond = [DOSSIER.c.counted.is_(True), DOSSIER.c.ended_on.is_(None)]
+                if agencies is not None:
+                    cond.append(DOSSIER.c.agency_code.in_(agencies))
+                rows: Iterable = conn.execute(select(*open_cols).where(*cond))
+            else:
+                rows = self._open_at_rows(conn, day, agencies, columns=open_cols)
+            for code, agency, receipt_day, due_day, ended_on, paused, pause_started_on, supplements in rows:
+                mode = open_mode(paused=paused, pause_started_on=pause_started_on, due_day=due_day,
+                                 supplement_requests=supplements, at=None if current else day)
+                if is_overdue(due_day=due_day, mode=mode, day=day):
+                    overdue.append(DossierRef(code, agency, receipt_day, due_day, None if current else ended_on))
+        overdue.sort(key=lambda r: (r.due_day or dt.date.max, r.dossier_code))
+        return late, overdue[:limit]
+
+    def known_agencies(self) -> set[str]:
+        with self.engine.connect() as conn:
+            found = set(conn.execute(select(PERIOD_COUNT.c.agency_code).distinct()).scalars())
+            found |= set(conn.execute(select(OPEN_COUNT.c.agency_code).distinct()).scalars())
+        return found
+
+    def aggregates(self) -> tuple[dict[CellKey, int], dict[OpenKey, int]]:
+        """Every non-zero aggregate cell (tests and rebuild checks)."""
+        with self.engine.connect() as conn:
+            cells = {(p, a, f): n for p, a, f, n in conn.execute(select(PERIOD_COUNT)) if n}
+            opens = {(a, d, m): n for a, d, m, n in conn.execute(select(OPEN_COUNT)) if n}
+        return cells, opens
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.execute(select(1)).one()
+        return True
+
+    # -- alerts ----------------------------------------------------------------------------
+    def evaluate_alerts(self, decide: Callable[[dict[str, AlertRecord]], Evaluation]) -> Evaluation:
+        """Run one alert evaluation on the stored records, locked, and store its result."""
+        with Session(self.engine) as session, session.begin():
+            rows = session.execute(select(ALERT).order_by(ALERT.c.alert_key).with_for_update())
+            records = {r.alert_key: _alert_record(r) for r in rows}
+            result = decide(records)
+            for record in result.upserts:
+                values = _alert_values(record)
+                if record.alert_key in records:
+                    session.execute(update(ALERT).where(ALERT.c.alert_key == record.alert_key).values(values))
+                else:
+                    session.execute(insert(ALERT).values(values))
+            if result.deletes:
+                session.execute(delete(ALERT).where(ALERT.c.alert_key.in_(result.deletes)))
+        return result
+
+    def alert_records(self) -> dict[str, AlertRecord]:
+        with self.engine.connect() as conn:
+            return {r.alert_key: _alert_record(r) for r in conn.execute(select(ALERT))}
+
+    def pending_alerts(self) -> list[AlertRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ALERT).where(ALERT.c.pending_id.is_not(None)).order_by(ALERT.c.pending_at))
+            return [_alert_record(r) for r in rows]
+
+    def mark_published(self, alert_key: str, event_id: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(
+                update(ALERT)
+                .where(ALERT.c.alert_key == alert_key, ALERT.c.pending_id == event_id)
+                .values(pending_type=None, pending_id=None, pending_summary=None, pending_at=None)
+            )
+
+
+def _rating_facts(row) -> RatingFacts:  # type: ignore[no-untyped-def]
+    criteria = {cid: getattr(row, cid) for cid in CRITERIA if getattr(row, cid) is not None}
+    return RatingFacts(
+        dossier_code=row.dossier_code,
+        agency_code=row.agency_code,
+        rated_at=row.rated_at,
+        event_id=row.event_id,
+        overall=row.overall,
+        criteria=criteria,
+    )
+
+
+def _task_facts(row) -> TaskFacts:  # type: ignore[no-untyped-def]
+    return TaskFacts(
+        plan_id=row.plan_id,
+        task_id=row.task_id,
+        occurrence=row.occurrence,
+        agency_code=row.agency_code,
+        due_day=row.due_day,
+        state=row.state,
+        updated_at=row.updated_at,
+        event_id=row.event_id,
+    )
+
+
+def _alert_record(row) -> AlertRecord:  # type: ignore[no-untyped-def]
+    pending = None
+    if row.pending_id is not None:
+        pending = Pending(type=row.pending_type, event_id=row.pending_id, summary=row.pending_summary,
+                          at=row.pending_at)
+    return AlertRecord(
+        alert_key=row.alert_key,
+        agency_code=row.agency_code,
+        kpi=row.kpi,
+        period=row.period,
+        firing=row.firing,
+        below=row.below,
+        above=row.above,
+        transitions=row.transitions,
+        value=row.value,
+        target=row.target,
+        started_at=row.started_at,
+        ends_at=row.ends_at,
+        last_evaluated_at=row.last_evaluated_at,
+        pending=pending,
+    )
+
+
+def _alert_values(record: AlertRecord) -> dict[str, object]:
+    p = record.pending
+    return {
+        "alert_key": record.alert_key,
+        "agency_code": record.agency_code,
+        "kpi": record.kpi,
+        "period": record.period,
+        "firing": record.firing,
+        "below": record.below,
+        "above": record.above,
+        "transitions": record.transitions,
+        "value": record.value,
+        "target": record.target,
+        "started_at": record.started_at,
+        "ends_at": record.ends_at,
+        "last_evaluated_at": record.last_evaluated_at,
+        "pending_type": p.type if p else None,
+        "pending_id": p.event_id if p else None,
+        "pending_summary": p.summary if p else None,
+        "pending_at": p.at if p else None,
+    }
