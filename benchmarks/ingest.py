@@ -143,7 +143,7 @@ async def wait_drained(url: str, durable: str, *, poll: float = 0.05, timeout: f
 
 async def bare_rate(url: str, n: int) -> float:
     install_fetch_timeout_shim()  # the same fix the services run with
-    broker = NatsBroker(url, log_level=10)
+    broker = NatsBroker(url, logger=None)
     durable = f"bare_{uuid.uuid4().hex[:6]}"
 
     @broker.subscriber(
@@ -168,11 +168,11 @@ async def bare_rate(url: str, n: int) -> float:
 async def default_rate(url: str, n: int) -> float:
     """FastStream's everyday shape: one message per handler call, default ack policy."""
     install_fetch_timeout_shim()
-    broker = NatsBroker(url, log_level=10)
+    broker = NatsBroker(url, logger=None)
     durable = f"default_{uuid.uuid4().hex[:6]}"
 
     @broker.subscriber(DOSSIER_EVENTS, stream=JStream(name="TTHC_DOSSIER", declare=False), durable=durable)
-    async def handler(body: bytes) -> None:
+    async def handler(body: dict) -> None:  # FastStream decodes the JSON body, as in its examples
         return None
 
     started = time.perf_counter()

@@ -1,0 +1,142 @@
+"""Wiring of the notifier: the one place that builds and connects things.
+
+``create_app`` reads settings, loads and validates the directory (a bad file
+stops the start with every problem listed), builds channels, store, engine
+and router, and returns the :class:`Service` and its HTTP app. Nothing
+connects before the app's lifespan starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from services.notifier.config import load_directory
+from services.notifier.domain.model import EscalationPolicy, Timing
+from services.notifier.engine import Clock, Notifier, NotifierMetrics, utc_now
+from services.notifier.handlers import build_router
+from services.notifier.notify import Channel
+from services.notifier.notify.log import LogChannel
+from services.notifier.notify.smtp import SmtpChannel
+from services.notifier.notify.webhook import WebhookChannel
+from services.notifier.render import Renderer
+from services.notifier.settings import NotifierSettings
+from services.notifier.store import Store
+from shared.calendar import load_calendar
+from shared.consuming import BatchProcessor, RetryPolicy
+from shared.db import make_engine
+from shared.events import ALERT_FIRING_TYPE, ALERT_RESOLVED_TYPE
+from shared.publishing import JetStreamPublisher
+from shared.service import Service, make_broker, serve, setup_logging
+from shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+NAME = "notifier"
+
+
+def build_channels(settings: NotifierSettings) -> tuple[dict[str, Channel], str]:
+    """The channels, and the name of the one e-mail notices use (smtp, or log without a host)."""
+    channels: dict[str, Channel] = {"log": LogChannel(), "webhook": WebhookChannel(
+        secret_for=settings.webhook_secret_for, timeout=settings.webhook_timeout, ca_file=settings.webhook_ca_file)}
+    if not settings.smtp_host:
+        return channels, "log"
+    channels["smtp"] = SmtpChannel(
+        host=settings.smtp_host,
+        port=settings.smtp_port_or_default(),
+        security=settings.smtp_security,
+        sender=settings.smtp_from,
+        user=settings.smtp_user,
+        password=settings.smtp_password_value(),
+        ca_file=settings.smtp_ca_file,
+        timeout=settings.smtp_timeout,
+    )
+    return channels, "smtp"
+
+
+def create_app(
+    common: CommonSettings | None = None, settings: NotifierSettings | None = None, clock: Clock | None = None
+) -> tuple[Service, FastAPI]:
+    common = common or CommonSettings()
+    settings = settings or NotifierSettings()
+    clock = clock or utc_now
+    directory = load_directory(settings.directory_path())
+    missing = [o.id for o in directory.officials.values()
+               if o.webhook and not settings.webhook_secret_for(o.id)]
+    if missing:
+        raise ValueError(f"no webhook secret for {', '.join(sorted(missing))}: set PARWATCH_NOTIFIER_WEBHOOK_SECRET, "
+                         "PARWATCH_NOTIFIER_WEBHOOK_SECRET_FILE or PARWATCH_NOTIFIER_WEBHOOK_SECRETS")
+    calendar = load_calendar(common.calendar_overrides)
+    escalation = EscalationPolicy(head_after_hours=settings.escalate_head_after_hours,
+                                  leadership_after_hours=settings.escalate_leadership_after_hours,
+                                  min_severity=settings.escalate_min_severity)
+    timing = Timing(group_wait=settings.group_wait, group_interval=settings.group_interval,
+                    repeat_interval=settings.repeat_interval)
+    channels, email_channel = build_channels(settings)
+    if email_channel == "log":
+        log.warning("no SMTP host configured: e-mail notices are written to the log channel")
+
+    registry = CollectorRegistry()
+    metrics = NotifierMetrics(registry)
+    db = make_engine(common.database_url_for(NAME))
+    store = Store(db)
+    notifier = Notifier(
+        store=store, directory=directory, renderer=Renderer(directory=directory, escalation=escalation),
+        channels=channels, email_channel=email_channel, timing=timing, escalation=escalation, calendar=calendar,
+        metrics=metrics, clock=clock, quiet_hours=settings.quiet_hours,
+        retry_first_delay=settings.retry_first_delay, retry_max_delay=settings.retry_max_delay,
+        delivery_batch=settings.delivery_batch, weekly_digest=settings.weekly_digest,
+        monthly_digest=settings.monthly_digest, digest_time=settings.digest_time,
+        tick_interval=settings.tick_interval, delivery_interval=settings.delivery_interval,
+    )
+
+    broker = make_broker(common)
+    retry = RetryPolicy()
+    processor = BatchProcessor(
+        service=NAME,
+        accept=frozenset({ALERT_FIRING_TYPE, ALERT_RESOLVED_TYPE}),
+        apply=notifier.record,
+        publisher=JetStreamPublisher(broker),
+        retry=retry,
+        clock=clock,
+    )
+    broker.include_router(build_router(processor, retry=retry, durable=settings.durable,
+                                       batch_size=settings.consumer_batch))
+
+    async def create_schema() -> None:
+        await asyncio.to_thread(store.create_schema)
+
+    async def database_ok() -> bool:
+        return await asyncio.to_thread(store.ping)
+
+    async def dispose() -> None:
+        await asyncio.to_thread(db.dispose)
+
+    service = Service(
+        name=NAME,
+        port=settings.port,
+        broker=broker,
+        registry=registry,
+        settings=common,
+        health_checks={"database": database_ok},
+        background=[notifier.dispatch_loop, notifier.delivery_loop],
+        on_start=[create_schema],
+        on_stop=[dispose],
+    )
+    app = service.app(
+        title="parwatch notifier",
+        description="Routes tthc.alerts to the right officials, once, in Vietnamese (SMTP, webhook, log).",
+    )
+    app.state.notifier = notifier
+    app.state.store = store
+    return service, app
+
+
+def main() -> None:
+    common = CommonSettings()
+    setup_logging(common, service=NAME)
+    service, app = create_app(common)
+    serve(service, app)

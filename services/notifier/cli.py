@@ -1,0 +1,209 @@
+"""Operator commands: ``parwatch silence add|list|expire`` and ``parwatch notifications``.
+
+They read the same settings (``PARWATCH_*``, ``PARWATCH_NOTIFIER_*``) and the
+same database as the running notifier, which picks up a new or expired
+silence at its next dispatch pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+from services.notifier.config import ConfigError, load_directory
+from services.notifier.domain.model import parse_duration
+from services.notifier.domain.silence import Silence, check_new_silence
+from services.notifier.settings import NotifierSettings
+from services.notifier.store import Store
+from shared.calendar import VN_TZ
+from shared.db import make_engine
+from shared.events import ALERT_KINDS
+from shared.settings import CommonSettings
+
+
+def register(subparsers: Any) -> None:
+    silence = subparsers.add_parser("silence", help="mute notifier alerts for a while (add, list, expire)")
+    ssub = silence.add_subparsers(dest="silence_command", metavar="ACTION")
+    ssub.required = True
+
+    add = ssub.add_parser("add", help="add a silence; at least one matcher and a comment")
+    add.add_argument("--kind", action="append", default=[], help="alert kind (repeatable)")
+    add.add_argument("--severity", action="append", default=[], choices=["info", "warning", "critical"])
+    add.add_argument("--agency", action="append", default=[], help="agency code, e.g. PTP (repeatable)")
+    add.add_argument("--ref", action="append", default=[], help="dossier code or plan task id (repeatable)")
+    add.add_argument("--alert-key", action="append", default=[], dest="alert_keys", help="exact alert_key")
+    add.add_argument("--receiver", action="append", default=[], help="official id of the directory (repeatable)")
+    span = add.add_mutually_exclusive_group(required=True)
+    span.add_argument("--duration", help="how long, e.g. 2h, 3d, 1w")
+    span.add_argument("--until", help="end time, RFC 3339 with an offset, e.g. 2026-12-01T17:00:00+07:00")
+    add.add_argument("--starts-at", help="start time (default now), RFC 3339 with an offset")
+    add.add_argument("--comment", required=True, help="why (no personal data)")
+    add.add_argument("--json", action="store_true", help="print the silence as JSON")
+    add.set_defaults(func=_silence_add)
+
+    lst = ssub.add_parser("list", help="list active and pending silences")
+    lst.add_argument("--all", action="store_true", help="include expired silences")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=_silence_list)
+
+    exp = ssub.add_parser("expire", help="end a silence now")
+    exp.add_argument("silence_id")
+    exp.set_defaults(func=_silence_expire)
+
+    notes = subparsers.add_parser("notifications", help="query the notifier's notification log and outbox")
+    notes.add_argument("--receiver", help="official id")
+    notes.add_argument("--agency", help="agency code")
+    notes.add_argument("--alert-key")
+    notes.add_argument("--since", help="a duration back from now (2d) or a time with an offset")
+    notes.add_argument("--limit", type=int, default=50)
+    notes.add_argument("--outbox", choices=["pending", "sent", "failed", "duplicate", "all"],
+                       help="show outbox rows of this status instead of the log")
+    notes.add_argument("--json", action="store_true")
+    notes.set_defaults(func=_notifications)
+
+
+def _open() -> tuple[Store, NotifierSettings]:
+    common = CommonSettings()
+    settings = NotifierSettings()
+    store = Store(make_engine(common.database_url_for("notifier")))
+    store.create_schema()
+    return store, settings
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _time(value: str, *, name: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise SystemExit(f"{name}: {value!r} is not a time (RFC 3339, e.g. 2026-12-01T17:00:00+07:00)") from None
+    if moment.tzinfo is None:
+        raise SystemExit(f"{name}: a time needs an offset, e.g. +07:00")
+    return moment.astimezone(dt.timezone.utc)
+
+
+def _local(moment: dt.datetime | None) -> str:
+    return moment.astimezone(VN_TZ).strftime("%d/%m/%Y %H:%M") if moment else "-"
+
+
+def _silence_dict(s: Silence, now: dt.datetime) -> dict[str, Any]:
+    matchers = {k: sorted(getattr(s, k)) for k in ("kinds", "severities", "agencies", "refs", "alert_keys",
+                                                    "receivers") if getattr(s, k)}
+    return {"id": s.id, "state": s.state(now), "starts_at": s.starts_at.isoformat(), "ends_at": s.ends_at.isoformat(),
+            "matchers": matchers, "comment": s.comment}
+
+
+def _print_silences(silences: list[Silence], now: dt.datetime, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([_silence_dict(s, now) for s in silences], ensure_ascii=False, indent=2))
+        return
+    if not silences:
+        print("no silences")
+        return
+    for s in silences:
+        d = _silence_dict(s, now)
+        match = " ".join(f"{k}={','.join(v)}" for k, v in d["matchers"].items())
+        print(f"{s.id}  {d['state']:<8} {_local(s.starts_at)} -> {_local(s.ends_at)}  {match}  # {s.comment}")
+
+
+def _silence_add(args: argparse.Namespace) -> int:
+    store, settings = _open()
+    now = _now()
+    try:
+        directory = load_directory(settings.directory_path())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    problems = [f"--kind: unknown alert kind {k!r}" for k in args.kind if k not in ALERT_KINDS]
+    problems += [f"--agency: unknown agency code {a!r}" for a in args.agency if a not in directory.agency_names]
+    problems += [f"--receiver: no official {r!r} in the directory" for r in args.receiver
+                 if r not in directory.officials]
+    starts = _time(args.starts_at, name="--starts-at") if args.starts_at else now
+    if args.duration:
+        try:
+            ends = starts + parse_duration(args.duration)
+        except ValueError as exc:
+            problems.append(f"--duration: {exc}")
+            ends = starts
+    else:
+        ends = _time(args.until, name="--until")
+    silence = Silence(id="", starts_at=starts, ends_at=ends, comment=args.comment, created_at=now,
+                      kinds=frozenset(args.kind), severities=frozenset(args.severity),
+                      agencies=frozenset(args.agency), refs=frozenset(args.ref), alert_keys=frozenset(args.alert_keys),
+                      receivers=frozenset(args.receiver))
+    if not problems:
+        try:
+            check_new_silence(silence)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        for p in problems:
+            print(f"parwatch silence add: {p}", file=sys.stderr)
+        return 2
+    saved = store.add_silence(silence)
+    if args.json:
+        print(json.dumps(_silence_dict(saved, now), ensure_ascii=False, indent=2))
+    else:
+        print(f"silence {saved.id} added, active {_local(saved.starts_at)} -> {_local(saved.ends_at)}")
+    return 0
+
+
+def _silence_list(args: argparse.Namespace) -> int:
+    store, _ = _open()
+    now = _now()
+    _print_silences(store.silences(now=now, include_expired=args.all), now, args.json)
+    return 0
+
+
+def _silence_expire(args: argparse.Namespace) -> int:
+    store, _ = _open()
+    s = store.expire_silence(args.silence_id, now=_now())
+    if s is None:
+        print(f"parwatch silence expire: no silence {args.silence_id!r}", file=sys.stderr)
+        return 1
+    print(f"silence {s.id} expired at {_local(s.ends_at)}")
+    return 0
+
+
+def _notifications(args: argparse.Namespace) -> int:
+    store, _ = _open()
+    since = None
+    if args.since:
+        try:
+            since = _now() - parse_duration(args.since)
+        except ValueError:
+            since = _time(args.since, name="--since")
+    if args.outbox:
+        rows = store.query_outbox(status=None if args.outbox == "all" else args.outbox, limit=args.limit)
+        out = [{"id": r.id, "status": r.status, "kind": r.kind, "receiver": r.receiver_id, "channel": r.channel,
+                "agency": r.agency_code, "notices": r.notice_keys, "attempts": r.attempts,
+                "created_at": r.created_at.isoformat(), "next_attempt_at": r.next_attempt_at.isoformat(),
+                "last_error": r.last_error} for r in rows]
+        if args.json:
+            print(json.dumps(out, ensure_ascii=False, indent=2))
+        else:
+            for r, o in zip(rows, out, strict=True):
+                print(f"#{o['id']:<6} {o['status']:<9} {o['channel']:<7} {o['receiver']:<28} {o['agency']:<14} "
+                      f"attempts={o['attempts']} next={_local(r.next_attempt_at)} {o['last_error'] or ''}")
+            if not rows:
+                print("no outbox rows")
+        return 0
+    rows = store.query_log(receiver_id=args.receiver, agency_code=args.agency, alert_key=args.alert_key, since=since,
+                           limit=args.limit)
+    if args.json:
+        print(json.dumps([{"sent_at": r.sent_at.isoformat(), "receiver": r.receiver_id, "channel": r.channel,
+                           "agency": r.agency_code, "alert_key": r.alert_key, "state": r.state, "kind": r.kind,
+                           "severity": r.severity, "outbox_id": r.outbox_id} for r in rows],
+                         ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("no notifications")
+    for r in rows:
+        print(f"{_local(r.sent_at)}  {r.channel:<7} {r.receiver_id:<28} {r.agency_code:<14} {r.state:<8} "
+              f"{r.kind:<20} {r.alert_key}")
+    return 0

@@ -1,0 +1,194 @@
+"""Weekly digests per agency and monthly summaries (Plan 146's weekly review).
+
+The notifier knows the alerts it received, so the digests are built from
+them: the agency's dossiers overdue, due for an apology letter or due soon,
+dossiers that were overdue and ended during the week (late), and the plan
+tasks due or overdue. The monthly summary counts the month's alerts by kind;
+the district summary puts every agency side by side for the leadership.
+
+A digest for a period is due from ``digest_time`` on the first working day
+after the period (Monday for a week, the 1st for a month, later when those
+are days off); the caller makes each (kind, period, agency) at most once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from services.notifier.domain.model import AlertRecord
+from services.notifier.domain.quiet import WorkingDays
+from shared.calendar import to_local
+
+WEEKLY, MONTHLY, DISTRICT_MONTHLY = "weekly", "monthly", "district_monthly"
+
+DOSSIER_OPEN_KINDS = ("dossier_overdue", "dossier_apology_due", "dossier_due_soon")
+TASK_KINDS = ("plan_task_overdue", "plan_task_due_soon")
+
+
+@dataclass(frozen=True)
+class DigestPeriod:
+    kind: str  # weekly | monthly
+    key: str  # 2026-W47 | 2026-11
+    start: dt.date
+    end: dt.date  # inclusive
+
+
+def _first_working_day(start: dt.date, last: dt.date, calendar: WorkingDays) -> dt.date:
+    day = start
+    while day <= last:
+        if calendar.is_working_day(day):
+            return day
+        day += dt.timedelta(days=1)
+    return start
+
+
+def due_periods(
+    now: dt.datetime, *, calendar: WorkingDays, digest_time: dt.time, weekly: bool = True, monthly: bool = True
+) -> list[DigestPeriod]:
+    """The periods whose digest is due at ``now`` (the last complete week and month)."""
+    local = to_local(now)
+    today, t = local.date(), local.time().replace(tzinfo=None)
+    out: list[DigestPeriod] = []
+    if weekly:
+        monday = today - dt.timedelta(days=today.weekday())
+        send_day = _first_working_day(monday, monday + dt.timedelta(days=6), calendar)
+        if today > send_day or (today == send_day and t >= digest_time):
+            start = monday - dt.timedelta(days=7)
+            year, week, _ = start.isocalendar()
+            out.append(DigestPeriod(WEEKLY, f"{year}-W{week:02d}", start, monday - dt.timedelta(days=1)))
+    if monthly:
+        first = today.replace(day=1)
+        next_first = (first + dt.timedelta(days=32)).replace(day=1)
+        send_day = _first_working_day(first, next_first - dt.timedelta(days=1), calendar)
+        if today > send_day or (today == send_day and t >= digest_time):
+            end = first - dt.timedelta(days=1)
+            start = end.replace(day=1)
+            out.append(DigestPeriod(MONTHLY, f"{start.year}-{start.month:02d}", start, end))
+    return out
+
+
+def covers(period: DigestPeriod, installed_at: dt.datetime) -> bool:
+    """Whether the notifier ran during the period (else its digest would report nothing real)."""
+    return to_local(installed_at).date() <= period.end
+
+
+def _within(moment: dt.datetime | None, period: DigestPeriod) -> bool:
+    return moment is not None and period.start <= to_local(moment).date() <= period.end
+
+
+@dataclass(frozen=True)
+class DigestEntry:
+    """One line of a digest: an alert as it stands."""
+
+    kind: str
+    severity: str
+    ref: str
+    summary: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, a: AlertRecord) -> DigestEntry:
+        return cls(kind=a.kind, severity=a.severity, ref=a.ref, summary=a.summary, starts_at=a.starts_at,
+                   ends_at=a.ends_at, labels=dict(a.labels))
+
+
+@dataclass(frozen=True)
+class AgencyCounts:
+    agency_code: str
+    fired: dict[str, int]
+    resolved: dict[str, int]
+    open_at_end: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Digest:
+    kind: str
+    period: DigestPeriod
+    agency_code: str
+    overdue: tuple[DigestEntry, ...] = ()
+    apology_due: tuple[DigestEntry, ...] = ()
+    due_soon: tuple[DigestEntry, ...] = ()
+    ended_late: tuple[DigestEntry, ...] = ()
+    tasks: tuple[DigestEntry, ...] = ()
+    kpis: tuple[DigestEntry, ...] = ()
+    counts: tuple[AgencyCounts, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.overdue or self.apology_due or self.due_soon or self.ended_late or self.tasks or self.kpis
+                    or any(sum(c.fired.values()) or sum(c.open_at_end.values()) for c in self.counts))
+
+
+def _sorted(entries: Iterable[AlertRecord]) -> tuple[DigestEntry, ...]:
+    return tuple(DigestEntry.of(a) for a in sorted(entries, key=lambda a: (a.starts_at, a.ref)))
+
+
+def build_weekly(agency_code: str, period: DigestPeriod, alerts: Iterable[AlertRecord]) -> Digest:
+    """What an agency reviews each week: open problems now, and late endings of the week."""
+    mine = [a for a in alerts if a.agency_code == agency_code]
+    firing = [a for a in mine if a.firing]
+    return Digest(
+        kind=WEEKLY,
+        period=period,
+        agency_code=agency_code,
+        overdue=_sorted(a for a in firing if a.kind == "dossier_overdue"),
+        apology_due=_sorted(a for a in firing if a.kind == "dossier_apology_due"),
+        due_soon=_sorted(a for a in firing if a.kind == "dossier_due_soon"),
+        ended_late=_sorted(
+            a for a in mine if a.kind == "dossier_overdue" and not a.firing and _within(a.ends_at, period)
+        ),
+        tasks=_sorted(a for a in firing if a.kind in TASK_KINDS),
+        kpis=_sorted(a for a in firing if a.kind == "kpi_below_target"),
+    )
+
+
+def count_period(agency_code: str, period: DigestPeriod, alerts: Iterable[AlertRecord]) -> AgencyCounts:
+    fired: Counter[str] = Counter()
+    resolved: Counter[str] = Counter()
+    open_at_end: Counter[str] = Counter()
+    for a in alerts:
+        if a.agency_code != agency_code:
+            continue
+        if _within(a.starts_at, period):
+            fired[a.kind] += 1
+        if not a.firing and _within(a.ends_at, period):
+            resolved[a.kind] += 1
+        started_before_end = to_local(a.starts_at).date() <= period.end
+        ended_after = a.firing or (a.ends_at is not None and to_local(a.ends_at).date() > period.end)
+        if started_before_end and ended_after:
+            open_at_end[a.kind] += 1
+    return AgencyCounts(agency_code, dict(fired), dict(resolved), dict(open_at_end))
+
+
+def build_monthly(agency_code: str, period: DigestPeriod, alerts: Iterable[AlertRecord]) -> Digest:
+    alerts = list(alerts)
+    mine = [a for a in alerts if a.agency_code == agency_code]
+    return Digest(
+        kind=MONTHLY,
+        period=period,
+        agency_code=agency_code,
+        overdue=_sorted(a for a in mine if a.firing and a.kind == "dossier_overdue"),
+        tasks=_sorted(a for a in mine if a.firing and a.kind in TASK_KINDS),
+        kpis=_sorted(a for a in mine if a.firing and a.kind == "kpi_below_target"),
+        counts=(count_period(agency_code, period, mine),),
+    )
+
+
+def build_district_monthly(
+    district_code: str, period: DigestPeriod, alerts: Iterable[AlertRecord], agencies: Iterable[str]
+) -> Digest:
+    alerts = list(alerts)
+    codes = sorted(set(agencies) | {a.agency_code for a in alerts})
+    counts = tuple(count_period(code, period, alerts) for code in codes)
+    return Digest(
+        kind=DISTRICT_MONTHLY,
+        period=period,
+        agency_code=district_code,
+        kpis=_sorted(a for a in alerts if a.firing and a.kind == "kpi_below_target"),
+        counts=tuple(c for c in counts if any((c.fired, c.resolved, c.open_at_end))),
+    )

@@ -1,0 +1,345 @@
+"""Messages in Vietnamese: Jinja2 templates (plain text and HTML) and the webhook body.
+
+Everything that came from an alert (ref, summary, labels, agency code) is
+data to the templates, so the HTML templates' autoescaping covers all of it.
+Dates are dd/mm/yyyy in Asia/Ho_Chi_Minh. Receivers are greeted by their
+post, never by name; no address appears in a message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from services.notifier.domain.model import KIND_ORDER, LEVEL_HEAD, LEVEL_LEADERSHIP, Directory, EscalationPolicy
+from services.notifier.notify import Message
+from shared.calendar import to_local
+
+TEMPLATES = Path(__file__).parent / "templates"
+PLAN = "Kế hoạch 146/KH-UBND"
+
+
+@dataclass(frozen=True)
+class KindText:
+    noun: str  # counted in subjects: "2 hồ sơ sắp đến hạn"
+    title: str  # one alert: "Hồ sơ {ref} sắp đến hạn trả kết quả"
+    action: str  # what to do, with the due day
+    action_nodue: str  # what to do, when the due day is not known
+
+
+KINDS: Mapping[str, KindText] = {
+    "dossier_due_soon": KindText(
+        "hồ sơ sắp đến hạn",
+        "Hồ sơ {ref} sắp đến hạn trả kết quả",
+        "Ưu tiên giải quyết và trả kết quả hồ sơ {ref} đúng hạn, chậm nhất ngày {due}.",
+        "Ưu tiên giải quyết và trả kết quả hồ sơ {ref} đúng hạn.",
+    ),
+    "dossier_overdue": KindText(
+        "hồ sơ quá hạn",
+        "Hồ sơ {ref} đã quá hạn trả kết quả",
+        "Khẩn trương giải quyết hồ sơ {ref} (hạn trả kết quả ngày {due} đã qua); nếu chưa gửi, gửi ngay phiếu xin lỗi "
+        "và hẹn lại ngày trả kết quả cho người dân.",
+        "Khẩn trương giải quyết hồ sơ {ref}; nếu chưa gửi, gửi ngay phiếu xin lỗi và hẹn lại ngày trả kết quả cho "
+        "người dân.",
+    ),
+    "dossier_apology_due": KindText(
+        "hồ sơ cần gửi phiếu xin lỗi",
+        "Hồ sơ {ref} sẽ trễ hạn",
+        "Hồ sơ {ref} sẽ trễ hạn: gửi phiếu xin lỗi và hẹn lại ngày trả kết quả trước ngày {due}.",
+        "Hồ sơ {ref} sẽ trễ hạn: gửi phiếu xin lỗi và hẹn lại ngày trả kết quả trước hạn trả kết quả.",
+    ),
+    "plan_task_due_soon": KindText(
+        "nhiệm vụ sắp đến hạn",
+        "Nhiệm vụ {ref} sắp đến hạn",
+        "Hoàn thành nhiệm vụ {ref} và báo cáo kết quả trước ngày {due}.",
+        "Hoàn thành nhiệm vụ {ref} và báo cáo kết quả đúng hạn.",
+    ),
+    "plan_task_overdue": KindText(
+        "nhiệm vụ quá hạn",
+        "Nhiệm vụ {ref} đã quá hạn",
+        "Khẩn trương hoàn thành nhiệm vụ {ref} (hạn ngày {due} đã qua) và báo cáo kết quả, nêu rõ lý do chậm.",
+        "Khẩn trương hoàn thành nhiệm vụ {ref} và báo cáo kết quả, nêu rõ lý do chậm.",
+    ),
+    "kpi_below_target": KindText(
+        "chỉ tiêu chưa đạt",
+        "Chỉ tiêu {ref} chưa đạt mục tiêu",
+        "Rà soát nguyên nhân chỉ tiêu {ref} chưa đạt và đề ra biện pháp khắc phục trước ngày {due}.",
+        "Rà soát nguyên nhân chỉ tiêu {ref} chưa đạt và đề ra biện pháp khắc phục.",
+    ),
+    "deadletter": KindText(
+        "dữ liệu bị từ chối",
+        "Dữ liệu gửi đến {ref} bị từ chối",
+        "Kiểm tra hệ thống gửi dữ liệu và gửi lại bản tin đúng định dạng trước ngày {due}.",
+        "Kiểm tra hệ thống gửi dữ liệu và gửi lại bản tin đúng định dạng.",
+    ),
+}
+OTHER = KindText("cảnh báo", "Cảnh báo {ref}", "Xem nội dung cảnh báo và xử lý trước ngày {due}.",
+                 "Xem nội dung cảnh báo và xử lý theo quy định.")
+
+SEVERITY_TEXT = {"info": "Thông tin", "warning": "Cảnh báo", "critical": "Khẩn"}
+COUNT_KINDS = KIND_ORDER
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def kind_text(kind: str) -> KindText:
+    return KINDS.get(kind, OTHER)
+
+
+def fmt_date(day: dt.date | None) -> str:
+    return day.strftime("%d/%m/%Y") if day else ""
+
+
+def fmt_time(moment: dt.datetime | None) -> str:
+    return to_local(moment).strftime("%d/%m/%Y %H:%M") if moment else ""
+
+
+def due_day(labels: Mapping[str, str]) -> dt.date | None:
+    """The due day an alert carries in its labels (``due_day``, ``due_on`` or ``due_at``), if any."""
+    for key in ("due_day", "due_on", "due_date", "due_at"):
+        value = labels.get(key)
+        if not value:
+            continue
+        try:
+            if "T" in value or " " in value:
+                moment = dt.datetime.fromisoformat(value)
+                return to_local(moment).date() if moment.tzinfo else moment.date()
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            continue
+    return None
+
+
+def one_line(text: str) -> str:
+    return _CONTROL.sub(" ", text).strip()
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+class Renderer:
+    """Turns an outbox payload into a :class:`Message` for any channel."""
+
+    def __init__(self, *, directory: Directory, escalation: EscalationPolicy, templates: Path = TEMPLATES) -> None:
+        self.directory = directory
+        self.escalation = escalation
+        self.html = Environment(
+            loader=FileSystemLoader(templates),
+            autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=True, default=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.text = Environment(
+            loader=FileSystemLoader(templates),
+            autoescape=False,  # noqa: S701 - plain text; the HTML environment escapes
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+
+    # -- public ----------------------------------------------------------------
+    def render(self, payload: Mapping[str, Any], *, delivery_id: str, sent_at: dt.datetime) -> Message:
+        if payload["type"] == "digest":
+            view, data = self._digest_view(payload)
+            name = "digest"
+        else:
+            view, data = self._alerts_view(payload)
+            name = "notification"
+        view["delivery_id"] = delivery_id
+        data.update({"version": 1, "delivery_id": delivery_id, "sent_at": sent_at.isoformat(),
+                     "subject": view["subject"]})
+        text = self.text.get_template(f"{name}.txt.j2").render(view)
+        html = self.html.get_template(f"{name}.html.j2").render(view)
+        data["text"] = text
+        return Message(delivery_id=delivery_id, subject=view["subject"], text=text, html=html, data=data)
+
+    # -- alerts ------------------------------------------------------------------
+    def salutation(self, role: str, agency_code: str) -> str:
+        if role == "district_leadership":
+            return f"Lãnh đạo {self.directory.district_name}"
+        agency = self.directory.agency_name(agency_code)
+        if role == "head":
+            return f"Lãnh đạo {agency}"
+        return f"Công chức phụ trách - {agency}"
+
+    def _item(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        labels = raw.get("labels") or {}
+        due = due_day(labels)
+        kt = kind_text(raw["kind"])
+        ref = raw["ref"]
+        level = int(raw.get("level", 0))
+        escalation = ""
+        if level == LEVEL_HEAD:
+            escalation = (f"Chuyển cấp: cảnh báo đã kéo dài quá {self.escalation.head_after_hours:g} giờ làm việc; "
+                          "đề nghị Lãnh đạo đơn vị chỉ đạo xử lý.")
+        elif level == LEVEL_LEADERSHIP:
+            escalation = (f"Chuyển cấp: cảnh báo đã kéo dài quá {self.escalation.leadership_after_hours:g} giờ làm "
+                          f"việc; báo cáo Lãnh đạo {self.directory.district_name}.")
+        starts_at = _parse_time(raw["starts_at"])
+        ends_at = _parse_time(raw.get("ends_at"))
+        return {
+            "alert_key": raw["alert_key"],
+            "state": raw["state"],
+            "repeat": int(raw.get("repeat", 0)),
+            "level": level,
+            "kind": raw["kind"],
+            "severity": raw["severity"],
+            "severity_text": SEVERITY_TEXT.get(raw["severity"], raw["severity"]),
+            "agency_code": raw["agency_code"],
+            "agency_name": self.directory.agency_name(raw["agency_code"]),
+            "ref": ref,
+            "summary": raw["summary"],
+            "title": kt.title.format(ref=ref),
+            "action": kt.action.format(ref=ref, due=fmt_date(due)) if due else kt.action_nodue.format(ref=ref),
+            "due_day": fmt_date(due),
+            "due_day_iso": due.isoformat() if due else None,
+            "starts_at": fmt_time(starts_at),
+            "ends_at": fmt_time(ends_at),
+            "escalation": escalation,
+            "starts_at_iso": raw["starts_at"],
+            "ends_at_iso": raw.get("ends_at"),
+        }
+
+    def alerts_subject(self, agency_code: str, items: list[dict[str, Any]]) -> str:
+        agency = self.directory.agency_name(agency_code)
+        firing = [i for i in items if i["state"] == "firing"]
+        resolved = [i for i in items if i["state"] == "resolved"]
+        counts = Counter(i["kind"] for i in firing)
+        order = [k for k in COUNT_KINDS if k in counts] + sorted(k for k in counts if k not in COUNT_KINDS)
+        parts = [f"{counts[k]} {kind_text(k).noun}" for k in order]
+        if firing and all(i["repeat"] for i in firing):
+            parts[0] = "nhắc lại: " + parts[0]
+        if resolved:
+            parts.append(f"{len(resolved)} cảnh báo đã kết thúc")
+        tags = ""
+        if any(i["severity"] == "critical" for i in firing):
+            tags += "[KHẨN] "
+        if any(i["level"] for i in firing):
+            tags += "[Chuyển cấp] "
+        return one_line(f"[parwatch] {tags}{agency}: {', '.join(parts)}")
+
+    def _alerts_view(self, payload: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        agency_code = payload["agency"]
+        items = [self._item(i) for i in payload["items"]]
+        view = {
+            "subject": self.alerts_subject(agency_code, items),
+            "salutation": self.salutation(payload["role"], agency_code),
+            "agency_name": self.directory.agency_name(agency_code),
+            "district_name": self.directory.district_name,
+            "plan": PLAN,
+            "new": [i for i in items if i["state"] == "firing" and not i["repeat"]],
+            "repeats": [i for i in items if i["state"] == "firing" and i["repeat"]],
+            "resolved": [i for i in items if i["state"] == "resolved"],
+        }
+        data = {
+            "type": "alerts",
+            "receiver": payload["receiver"],
+            "agency": {"code": agency_code, "name": view["agency_name"]},
+            "alerts": [
+                {
+                    "alert_key": i["alert_key"],
+                    "state": i["state"],
+                    "kind": i["kind"],
+                    "severity": i["severity"],
+                    "agency_code": i["agency_code"],
+                    "ref": i["ref"],
+                    "summary": i["summary"],
+                    "starts_at": i["starts_at_iso"],
+                    "ends_at": i["ends_at_iso"],
+                    "due_day": i["due_day_iso"],
+                    "escalation_level": i["level"],
+                    "repeat": i["repeat"],
+                    "action": i["action"] if i["state"] == "firing" else "",
+                }
+                for i in items
+            ],
+        }
+        return view, data
+
+    # -- digests ------------------------------------------------------------------
+    def _entry(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        due = due_day(raw.get("labels") or {})
+        return {
+            "ref": raw["ref"],
+            "kind": raw["kind"],
+            "title": kind_text(raw["kind"]).title.format(ref=raw["ref"]),
+            "summary": raw["summary"],
+            "due_day": fmt_date(due),
+            "starts_at": fmt_time(_parse_time(raw["starts_at"])),
+            "ends_at": fmt_time(_parse_time(raw.get("ends_at"))),
+        }
+
+    def _digest_view(self, payload: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        d = payload["digest"]
+        period = d["period"]
+        start, end = dt.date.fromisoformat(period["start"]), dt.date.fromisoformat(period["end"])
+        kind = d["kind"]
+        agency_code = d["agency_code"]
+        agency = self.directory.agency_name(agency_code)
+        if kind == "weekly":
+            week = period["key"].split("-W")
+            label = f"báo cáo tuần {int(week[1])}/{week[0]} ({fmt_date(start)} - {fmt_date(end)})"
+        else:
+            label = f"tổng hợp tháng {start.month:02d}/{start.year}"
+        if kind == "district_monthly":
+            subject = f"[parwatch] {self.directory.district_name}: {label} các cơ quan, đơn vị"
+        else:
+            subject = f"[parwatch] {agency}: {label}"
+        sections = []
+        for key, heading in (
+            ("overdue", "Hồ sơ quá hạn chưa giải quyết"),
+            ("apology_due", "Hồ sơ sẽ trễ hạn, cần gửi phiếu xin lỗi và hẹn lại ngày trả kết quả"),
+            ("due_soon", "Hồ sơ sắp đến hạn"),
+            ("ended_late", "Hồ sơ đã kết thúc trễ hạn trong kỳ"),
+            ("tasks", f"Nhiệm vụ {PLAN} đến hạn hoặc quá hạn"),
+            ("kpis", "Chỉ tiêu chưa đạt mục tiêu"),
+        ):
+            entries = [self._entry(e) for e in d.get(key, ())]
+            if kind == "weekly" or entries:
+                sections.append({"key": key, "heading": heading, "entries": entries})
+        rows = []
+        for c in d.get("counts", ()):
+            rows.append({
+                "agency_name": self.directory.agency_name(c["agency_code"]),
+                "kinds": [
+                    {"label": kind_text(k).noun, "fired": c["fired"].get(k, 0), "resolved": c["resolved"].get(k, 0),
+                     "open": c["open_at_end"].get(k, 0)}
+                    for k in COUNT_KINDS
+                    if c["fired"].get(k) or c["resolved"].get(k) or c["open_at_end"].get(k)
+                ],
+                "fired": sum(c["fired"].values()),
+                "resolved": sum(c["resolved"].values()),
+                "open": sum(c["open_at_end"].values()),
+                "overdue_fired": c["fired"].get("dossier_overdue", 0),
+            })
+        view = {
+            "subject": one_line(subject),
+            "salutation": self.salutation(payload["role"], agency_code),
+            "kind": kind,
+            "label": label,
+            "agency_name": agency,
+            "district_name": self.directory.district_name,
+            "plan": PLAN,
+            "period_start": fmt_date(start),
+            "period_end": fmt_date(end),
+            "sections": sections,
+            "rows": rows,
+        }
+        data = {
+            "type": "digest",
+            "receiver": payload["receiver"],
+            "agency": {"code": agency_code, "name": agency},
+            "digest": {"kind": kind, "period": period, "sections": {s["key"]: s["entries"] for s in sections},
+                       "counts": d.get("counts", [])},
+        }
+        return view, data

@@ -1,0 +1,89 @@
+"""``parwatch silence add|list|expire`` and ``parwatch notifications`` on the notifier's database."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from services.notifier import cli
+from services.notifier.domain.dispatch import Plan
+from services.notifier.store import LogEntry, NewOutbox, Store
+from shared.db import make_engine
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'notifier.db'}"
+    monkeypatch.setenv("PARWATCH_DATABASE_URL", url)
+    monkeypatch.setenv("PARWATCH_DATA_DIR", str(tmp_path))
+    return url
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="parwatch")
+    sub = parser.add_subparsers(dest="command")
+    cli.register(sub)
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_silence_add_list_expire(env, capsys):
+    assert run("silence", "add", "--agency", "PTP", "--kind", "dossier_due_soon", "--duration", "2h",
+               "--comment", "Phòng Tư pháp đang chuyển trụ sở", "--json") == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["state"] == "active" and added["matchers"] == {"agencies": ["PTP"], "kinds": ["dossier_due_soon"]}
+    assert run("silence", "list") == 0
+    out = capsys.readouterr().out
+    assert added["id"] in out and "active" in out and "agencies=PTP" in out and "chuyển trụ sở" in out
+    assert run("silence", "expire", added["id"]) == 0
+    capsys.readouterr()
+    assert run("silence", "list") == 0
+    assert capsys.readouterr().out.strip() == "no silences"
+    assert run("silence", "list", "--all", "--json") == 0
+    assert json.loads(capsys.readouterr().out)[0]["state"] == "expired"
+    assert run("silence", "expire", "nope") == 1
+
+
+def test_silence_add_refuses_typos_and_silences_that_match_everything(env, capsys):
+    assert run("silence", "add", "--agency", "PHONG_TU_PHAP", "--duration", "1h", "--comment", "x") == 2
+    assert "unknown agency code 'PHONG_TU_PHAP'" in capsys.readouterr().err
+    assert run("silence", "add", "--kind", "overdue", "--duration", "1h", "--comment", "x") == 2
+    assert "unknown alert kind" in capsys.readouterr().err
+    assert run("silence", "add", "--duration", "1h", "--comment", "x") == 2
+    assert "at least one matcher" in capsys.readouterr().err
+    assert run("silence", "add", "--agency", "PTP", "--duration", "soon", "--comment", "x") == 2
+    assert "--duration" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="offset"):
+        run("silence", "add", "--agency", "PTP", "--until", "2026-12-01T17:00", "--comment", "x")
+
+
+def test_notifications_query_the_log_and_the_outbox(env, capsys):
+    store = Store(make_engine(env))
+    store.create_schema()
+    now = dt.datetime.now(dt.timezone.utc)
+    store.apply_plan(Plan(), [
+        NewOutbox(kind="alerts", receiver_id="tuphap-motcua", channel="smtp", agency_code="PTP",
+                  payload={"type": "alerts"}, notice_keys=["k1@x:firing"])], now=now)
+    row = store.query_outbox()[0]
+    store.mark_sent(row.id, [LogEntry(receiver_id="tuphap-motcua", channel="smtp", agency_code="PTP", alert_key="k1",
+                                      state="firing", kind="dossier_overdue", severity="warning",
+                                      notice_key="k1@x:firing")], now=now)
+    assert run("notifications", "--agency", "PTP", "--since", "1d", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["receiver"], r["alert_key"], r["state"], r["channel"]) for r in rows] == [
+        ("tuphap-motcua", "k1", "firing", "smtp")]
+    assert run("notifications", "--agency", "PNV") == 0
+    assert capsys.readouterr().out.strip() == "no notifications"
+    assert run("notifications", "--outbox", "sent") == 0
+    assert "tuphap-motcua" in capsys.readouterr().out
+
+
+def test_registered_in_the_parwatch_command(env, capsys):
+    from parwatch.cli import main
+
+    assert main(["silence", "list"]) == 0
+    assert "no silences" in capsys.readouterr().out
