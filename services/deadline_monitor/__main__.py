@@ -1,0 +1,3 @@
+from services.deadline_monitor.app import main
+
+main()

@@ -1,0 +1,586 @@
+"""Pure alert decisions of the deadline monitor: no I/O, no clock, no environment.
+
+Everything here takes ``today`` (the business day in Asia/Ho_Chi_Minh) or
+``now`` as an argument and returns decisions; :mod:`store` records them.
+
+Conditions and transitions
+--------------------------
+A dossier or a plan-task occurrence has a small ordered set of alert kinds,
+from the least to the most severe. At a given day a *condition* holds for
+some of them (:func:`dossier_conditions`, :func:`occurrence_conditions`).
+The conditions that depend on time only grow as days pass (a dossier due
+soon stays due soon when it becomes overdue), so time never resolves an
+alert; only a change of the facts does (the dossier ends or is paused before
+its due day, a new ``due_at`` moves the due day, the task is reported done).
+
+:func:`transitions` then decides, against the kinds already firing:
+
+* the **most severe** kind that holds fires, if it is not firing yet; a less
+  severe kind that holds fires only if it was the most severe one at some
+  tick. So a monitor that was down across a due day sends the overdue alert
+  alone, not the due-soon and apology alerts that it missed: one alert for
+  what came due while it was down, never a burst of stale ones;
+* every firing kind whose condition no longer holds resolves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from services.deadline_monitor.plan import (
+    Agencies,
+    Continuous,
+    Monthly,
+    OnDate,
+    Plan,
+    Task,
+    Weekly,
+    Yearly,
+    occurrences,
+    period_key,
+    resolve_owners,
+)
+from shared.events import Alert, DeadLetter
+
+# -- kinds, severities, levels -------------------------------------------------------
+
+DOSSIER_DUE_SOON = "dossier_due_soon"
+DOSSIER_APOLOGY_DUE = "dossier_apology_due"
+DOSSIER_OVERDUE = "dossier_overdue"
+PLAN_TASK_DUE_SOON = "plan_task_due_soon"
+PLAN_TASK_OVERDUE = "plan_task_overdue"
+DEADLETTER = "deadletter"
+
+#: Each family of kinds from the least to the most severe; a kind's bit is 1 << index.
+DOSSIER_KINDS: tuple[str, ...] = (DOSSIER_DUE_SOON, DOSSIER_APOLOGY_DUE, DOSSIER_OVERDUE)
+PLAN_KINDS: tuple[str, ...] = (PLAN_TASK_DUE_SOON, PLAN_TASK_OVERDUE)
+
+SEVERITY: dict[str, Literal["info", "warning", "critical"]] = {
+    DOSSIER_DUE_SOON: "warning",
+    DOSSIER_APOLOGY_DUE: "warning",
+    DOSSIER_OVERDUE: "critical",
+    PLAN_TASK_DUE_SOON: "warning",
+    PLAN_TASK_OVERDUE: "critical",
+    DEADLETTER: "warning",
+}
+
+TaskState = Literal["open", "done", "done_late", "overdue"]
+TASK_STATES: tuple[TaskState, ...] = ("done", "done_late", "open", "overdue")
+
+
+class WorkingDays(Protocol):
+    """What the decisions need from ``shared.calendar.WorkingCalendar``."""
+
+    def is_working_day(self, day: dt.date) -> bool: ...
+
+    def on_or_after(self, day: dt.date) -> dt.date: ...
+
+    def add_working_days(self, day: dt.date, n: int) -> dt.date: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Lead times (working days) and limits; from the settings."""
+
+    due_soon_working_days: int = 1
+    apology_working_days: int = 0
+    plan_due_soon_working_days: int = 3
+    plan_alert_max_age_days: int = 14
+
+    def __post_init__(self) -> None:
+        if self.apology_working_days > self.due_soon_working_days:
+            raise ValueError("apology_working_days must not exceed due_soon_working_days")
+
+
+@dataclass(frozen=True)
+class Horizons:
+    """The last due day for which each lead-time condition holds on ``today``."""
+
+    today: dt.date
+    soon: dt.date
+    apology: dt.date
+    plan_soon: dt.date
+
+    @property
+    def yesterday(self) -> dt.date:
+        """Due on or before this day: overdue today."""
+        return self.today - dt.timedelta(days=1)
+
+
+def horizons(today: dt.date, *, calendar: WorkingDays, policy: Policy) -> Horizons:
+    """The horizons of ``today``.
+
+    * ``soon``: ``due_day <= soon`` is "due today or within N working days"
+      (rule 6: N = 1, the next working day).
+    * ``apology``: ``due_day <= apology`` is "today is on or after the apology
+      day", the apology day being the last working day on or before the due
+      day, moved back L working days (L = ``apology_working_days``). With
+      L = 0 it is the due day itself when that is a working day; for a due day
+      in Tết it is the last working day before Tết, since the letter must go
+      out no later than the due day and nobody sends it on a holiday. That is
+      ``due_day < add_working_days(today, L + 1)``.
+    """
+    return Horizons(
+        today=today,
+        soon=calendar.add_working_days(today, policy.due_soon_working_days),
+        apology=calendar.add_working_days(today, policy.apology_working_days + 1) - dt.timedelta(days=1),
+        plan_soon=calendar.add_working_days(today, policy.plan_due_soon_working_days),
+    )
+
+
+def kinds_of(bits: int, order: Sequence[str]) -> frozenset[str]:
+    return frozenset(k for i, k in enumerate(order) if bits & (1 << i))
+
+
+def bits_of(kinds: Iterable[str], order: Sequence[str]) -> int:
+    return sum(1 << order.index(k) for k in set(kinds))
+
+
+def level_of(kinds: Iterable[str], order: Sequence[str]) -> int:
+    """1 + the index of the most severe kind, 0 for none."""
+    return max((order.index(k) + 1 for k in kinds), default=0)
+
+
+@dataclass(frozen=True)
+class Transition:
+    fire: str | None
+    resolve: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return self.fire is not None or bool(self.resolve)
+
+
+def transitions(
+    held: frozenset[str], firing: frozenset[str], *, order: Sequence[str], may_fire: bool = True
+) -> Transition:
+    """The most severe held kind fires if not firing yet; firing kinds no longer held resolve."""
+    top = max(held, key=order.index) if held else None
+    fire = top if may_fire and top is not None and top not in firing else None
+    resolve = tuple(k for k in order if k in firing and k not in held)
+    return Transition(fire=fire, resolve=resolve)
+
+
+def tick_level(*, watched: bool, firing: Iterable[str], order: Sequence[str]) -> int | None:
+    """What the tick must look at next: the firing level, or None when time can change nothing."""
+    if not watched:
+        return None
+    level = level_of(firing, order)
+    return None if level >= len(order) else level
+
+
+# -- dossiers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DossierFacts:
+    """What the monitor keeps of a dossier's latest snapshot (no personal data: none exists)."""
+
+    dossier_code: str
+    agency_code: str
+    procedure_code: str
+    field_code: str
+    is_open: bool
+    due_day: dt.date | None
+    paused: bool = False
+    pause_started_on: dt.date | None = None
+    supplement_requests: int = 0
+
+
+def awaiting_supplement(d: DossierFacts) -> bool:
+    """Paused, and the pause began on or before the due day: its clock is stopped (rules 4 and 7)."""
+    if not d.paused:
+        return False
+    return d.pause_started_on is None or d.due_day is None or d.pause_started_on <= d.due_day
+
+
+def late_by_supplements(d: DossierFacts) -> bool:
+    """Rule 4: a second supplement request makes the dossier late, whatever its dates."""
+    return d.supplement_requests >= 2
+
+
+def dossier_watched(d: DossierFacts) -> bool:
+    """True when the passing of days can start a condition for this dossier."""
+    return d.is_open and d.due_day is not None and not awaiting_supplement(d)
+
+
+def dossier_conditions(d: DossierFacts, h: Horizons) -> frozenset[str]:
+    """The dossier alert kinds whose condition holds on ``h.today``.
+
+    * ``dossier_due_soon``: open, not awaiting supplement, due on or before
+      ``h.soon`` (today or the next working day with the default lead);
+    * ``dossier_apology_due``: open and either late by a second supplement
+      request, or not awaiting supplement and today on or after its apology
+      day (the due day itself with the default lead 0, see :func:`horizons`);
+    * ``dossier_overdue``: open, not awaiting supplement, and today is after
+      the due day.
+    """
+    if not d.is_open:
+        return frozenset()
+    held: set[str] = set()
+    if late_by_supplements(d):
+        held.add(DOSSIER_APOLOGY_DUE)
+    if d.due_day is not None and not awaiting_supplement(d):
+        if d.due_day <= h.soon:
+            held.add(DOSSIER_DUE_SOON)
+        if d.due_day <= h.apology:
+            held.add(DOSSIER_APOLOGY_DUE)
+        if d.due_day < h.today:
+            held.add(DOSSIER_OVERDUE)
+    return frozenset(held)
+
+
+def dossier_alert_key(kind: str, dossier_code: str) -> str:
+    return f"{kind}:{dossier_code}"
+
+
+def vn_date(day: dt.date) -> str:
+    return day.strftime("%d/%m/%Y")
+
+
+def dossier_alert(kind: str, d: DossierFacts, *, agency_name: str, h: Horizons, starts_at: dt.datetime) -> Alert:
+    """The firing alert of ``kind`` for a dossier, with its Vietnamese summary."""
+    due = vn_date(d.due_day) if d.due_day else None
+    who = f"Hồ sơ {d.dossier_code} của {agency_name}"
+    labels = {"procedure_code": d.procedure_code, "field_code": d.field_code}
+    if d.due_day:
+        labels["due_day"] = d.due_day.isoformat()
+    if kind == DOSSIER_DUE_SOON:
+        summary = (
+            f"{who} đến hạn trả kết quả ngày {due}: giải quyết và trả kết quả đúng hạn; nếu không kịp, "
+            "gửi phiếu xin lỗi và hẹn lại ngày trả kết quả trước hạn."
+        )
+    elif kind == DOSSIER_APOLOGY_DUE:
+        by_due_day = d.due_day is not None and not awaiting_supplement(d) and d.due_day <= h.apology
+        if by_due_day:
+            labels["reason"] = "due_day"
+            summary = f"{who} sẽ trễ hạn ngày {due}: gửi phiếu xin lỗi và hẹn lại ngày trả kết quả trước hạn."
+        else:
+            labels["reason"] = "supplements"
+            deadline = f" (hạn trả kết quả ngày {due})" if due else ""
+            summary = (
+                f"{who} đã bị yêu cầu bổ sung giấy tờ {d.supplement_requests} lần nên bị tính trễ hạn{deadline}: "
+                "gửi phiếu xin lỗi và hẹn lại ngày trả kết quả."
+            )
+    elif kind == DOSSIER_OVERDUE:
+        summary = (
+            f"{who} đã quá hạn trả kết quả ngày {due}: giải quyết ngay; gửi phiếu xin lỗi và hẹn lại "
+            "ngày trả kết quả nếu chưa gửi."
+        )
+    else:
+        raise ValueError(f"not a dossier alert kind: {kind}")
+    return Alert(
+        alert_key=dossier_alert_key(kind, d.dossier_code),
+        kind=kind,
+        severity=SEVERITY[kind],
+        agency_code=d.agency_code,
+        ref=d.dossier_code,
+        summary=summary,
+        starts_at=starts_at,
+        labels=labels,
+    )
+
+
+# -- plans: catalog and occurrences -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The agencies and the loaded plans, by id."""
+
+    agencies: Agencies
+    plans: Mapping[str, Plan]
+
+    def agency_name(self, code: str) -> str:
+        for agency in self.agencies.agencies:
+            if agency.code == code:
+                return agency.name
+        if code == self.agencies.district_code:
+            return self.agencies.district_name
+        return code
+
+    def task(self, plan_id: str, task_id: str) -> Task | None:
+        plan = self.plans.get(plan_id)
+        if plan is None:
+            return None
+        try:
+            return plan.task(task_id)
+        except KeyError:
+            return None
+
+
+@dataclass(frozen=True)
+class OccurrenceSpec:
+    """One occurrence of a task for one owner agency. ``period`` is "" for a one-shot task."""
+
+    plan_id: str
+    task_id: str
+    agency_code: str
+    period: str
+    due_day: dt.date
+    opens_on: dt.date
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.plan_id, self.task_id, self.agency_code, self.period)
+
+
+def default_window(plan: Plan, *, window_from: dt.date | None, window_to: dt.date | None) -> tuple[dt.date, dt.date]:
+    """The due days tracked: the plan's validity, plus 31 days so that a duty scheduled on
+    its last day and moved forward off days off (31/12 to 2/1) is still tracked."""
+    return (window_from or plan.valid_from, window_to or plan.valid_until + dt.timedelta(days=31))
+
+
+def extend_task(task: Task, *, plan: Plan, until: dt.date) -> Task:
+    """A recurring rule bounded by the plan's validity keeps running until ``until``."""
+    rule = task.due
+    if isinstance(rule, (Weekly, Monthly, Yearly)) and rule.end == plan.valid_until and until > plan.valid_until:
+        return task.model_copy(update={"due": rule.model_copy(update={"end": until})})
+    return task
+
+
+def period_start(rule: object, period: str, *, fallback: dt.date) -> dt.date:
+    """The first day of an occurrence's period (Monday of the ISO week, 1st of the month, 1 January)."""
+    if isinstance(rule, Weekly):
+        year, week = period.split("-W")
+        return dt.date.fromisocalendar(int(year), int(week), 1)
+    if isinstance(rule, Monthly):
+        year, month = period.split("-")
+        return dt.date(int(year), int(month), 1)
+    if isinstance(rule, Yearly):
+        return dt.date(int(period), 1, 1)
+    return fallback
+
+
+def plan_occurrence_specs(
+    plan: Plan,
+    *,
+    agencies: Agencies,
+    calendar: WorkingDays,
+    window_from: dt.date | None = None,
+    window_to: dt.date | None = None,
+    extend_recurring: bool = False,
+) -> list[OccurrenceSpec]:
+    """Every occurrence of every task of ``plan`` for every owner agency, in the window.
+
+    An occurrence *opens* (counts in ``parwatch_plan_tasks``) on the first day
+    of its period, not before the plan's ``valid_from``; a one-shot task opens
+    on ``valid_from``.
+    """
+    start, end = default_window(plan, window_from=window_from, window_to=window_to)
+    specs: list[OccurrenceSpec] = []
+    for task in plan.tasks:
+        if isinstance(task.due, Continuous):
+            continue
+        if extend_recurring and window_to is not None:
+            task = extend_task(task, plan=plan, until=window_to)
+        owners = resolve_owners(task, agencies)
+        for occ in occurrences(task, start=start, end=end, calendar=calendar):
+            period = occ.period or ""
+            opens = (
+                max(period_start(task.due, period, fallback=plan.valid_from), plan.valid_from)
+                if period
+                else plan.valid_from
+            )
+            opens = min(opens, occ.due_day)
+            specs.extend(
+                OccurrenceSpec(
+                    plan_id=plan.plan_id,
+                    task_id=task.id,
+                    agency_code=agency,
+                    period=period,
+                    due_day=occ.due_day,
+                    opens_on=opens,
+                )
+                for agency in owners
+            )
+    return specs
+
+
+# -- plans: reports and states ---------------------------------------------------------------
+
+_PERIOD_FORMS = {
+    Weekly: re.compile(r"^\d{4}-W\d{2}$"),
+    Monthly: re.compile(r"^\d{4}-\d{2}$"),
+    Yearly: re.compile(r"^\d{4}$"),
+}
+
+
+def report_period(task: Task, *, period: str | None, reported_on: dt.date) -> str | None:
+    """The occurrence a report applies to: its period key, "" for a one-shot task, None for none.
+
+    * A one-shot task has one occurrence; a ``period`` on its report is ignored.
+    * A recurring task: the report's ``period`` when it has the rule's form
+      (``2023-W27`` weekly, ``2023-07`` monthly, ``2023`` yearly), else None;
+      without ``period``, the period that contains the report's day
+      (``reported_at`` in Asia/Ho_Chi_Minh).
+    * A continuous task has no occurrence: None.
+    """
+    rule = task.due
+    if isinstance(rule, OnDate):
+        return ""
+    if isinstance(rule, (Weekly, Monthly, Yearly)):
+        if period is None:
+            return period_key(rule, reported_on)
+        return period if _PERIOD_FORMS[type(rule)].match(period) else None
+    return None
+
+
+@dataclass(frozen=True)
+class ReportFacts:
+    state: str  # done | in_progress | blocked
+    reported_at: dt.datetime
+    source: str = ""
+    event_id: str = ""
+
+
+def done_on(reports: Iterable[ReportFacts], *, local_date: Callable[[dt.datetime], dt.date]) -> dt.date | None:
+    """The day the occurrence was done, from its reports in order of ``reported_at``.
+
+    A ``done`` report sets the day (a repeated ``done`` keeps the first one);
+    a later ``in_progress`` or ``blocked`` report reopens the occurrence. The
+    order does not depend on arrival: ties break on (source, id).
+    """
+    found: dt.date | None = None
+    for r in sorted(reports, key=lambda r: (r.reported_at, r.source, r.event_id)):
+        if r.state == "done":
+            if found is None:
+                found = local_date(r.reported_at)
+        else:
+            found = None
+    return found
+
+
+@dataclass(frozen=True)
+class OccurrenceFacts:
+    plan_id: str
+    task_id: str
+    agency_code: str
+    period: str  # "" for a one-shot task
+    due_day: dt.date
+    done_on: dt.date | None = None
+
+
+def occurrence_state(o: OccurrenceFacts, today: dt.date) -> TaskState:
+    if o.done_on is not None:
+        return "done" if o.done_on <= o.due_day else "done_late"
+    return "overdue" if today > o.due_day else "open"
+
+
+def occurrence_conditions(o: OccurrenceFacts, h: Horizons) -> frozenset[str]:
+    """``plan_task_due_soon``: not done and due on or before ``h.plan_soon``;
+    ``plan_task_overdue``: not done and today is after the due day."""
+    if o.done_on is not None:
+        return frozenset()
+    held = set()
+    if o.due_day <= h.plan_soon:
+        held.add(PLAN_TASK_DUE_SOON)
+    if o.due_day < h.today:
+        held.add(PLAN_TASK_OVERDUE)
+    return frozenset(held)
+
+
+def occurrence_may_raise(o: OccurrenceFacts, h: Horizons, policy: Policy) -> bool:
+    """No new alert for an occurrence overdue by more than the policy's maximum age
+    (a 2023 plan loaded in 2026 must not raise hundreds of stale alerts)."""
+    return (h.today - o.due_day).days <= policy.plan_alert_max_age_days
+
+
+def occurrence_watched(o: OccurrenceFacts, *, state: str | None) -> bool:
+    """Time can still change it: not done and its overdue state not yet recorded."""
+    return o.done_on is None and state != "overdue"
+
+
+def plan_alert_key(kind: str, o: OccurrenceFacts) -> str:
+    key = f"{kind}:{o.plan_id}:{o.task_id}:{o.agency_code}"
+    return f"{key}:{o.period}" if o.period else key
+
+
+def period_text(period: str) -> str:
+    """``2023-W27`` -> ``tuần 27/2023``, ``2023-07`` -> ``tháng 07/2023``, ``2023`` -> ``năm 2023``."""
+    if "-W" in period:
+        year, week = period.split("-W")
+        return f"tuần {int(week)}/{year}"
+    if "-" in period:
+        year, month = period.split("-")
+        return f"tháng {month}/{year}"
+    return f"năm {period}"
+
+
+def occurrence_alert(
+    kind: str, o: OccurrenceFacts, *, task: Task | None, plan: Plan | None, agency_name: str, starts_at: dt.datetime
+) -> Alert:
+    title = f" «{task.title}»" if task is not None else ""
+    plan_name = f" của Kế hoạch {plan.number or plan.plan_id}" if plan is not None else f" của kế hoạch {o.plan_id}"
+    period = f", kỳ {period_text(o.period)}" if o.period else ""
+    who = f"Nhiệm vụ {o.task_id}{title}{plan_name}{period}, giao {agency_name},"
+    if kind == PLAN_TASK_DUE_SOON:
+        summary = f"{who} đến hạn ngày {vn_date(o.due_day)}: hoàn thành và báo cáo kết quả trước hạn."
+    elif kind == PLAN_TASK_OVERDUE:
+        summary = f"{who} đã quá hạn ngày {vn_date(o.due_day)}: hoàn thành ngay và báo cáo kết quả."
+    else:
+        raise ValueError(f"not a plan alert kind: {kind}")
+    labels = {"due_day": o.due_day.isoformat(), "plan_id": o.plan_id, "task_id": o.task_id}
+    if o.period:
+        labels["period"] = o.period
+    if task is not None:
+        labels["section"] = task.section
+    return Alert(
+        alert_key=plan_alert_key(kind, o),
+        kind=kind,
+        severity=SEVERITY[kind],
+        agency_code=o.agency_code,
+        ref=o.task_id,
+        summary=summary[:1000],
+        starts_at=starts_at,
+        labels=labels,
+    )
+
+
+# -- dead letters ----------------------------------------------------------------------------------
+
+
+def deadletter_alert_key(stream: str, seq: int) -> str:
+    return f"{DEADLETTER}:{stream}:{seq}"
+
+
+def deadletter_alert(letter: DeadLetter, *, district_code: str, starts_at: dt.datetime) -> Alert:
+    """A ``deadletter`` alert (warning) for the district: operators hear of every rejected message."""
+    reason = letter.reason.strip().rstrip(".")
+    if len(reason) > 600:
+        reason = reason[:597] + "..."
+    summary = (
+        f"Tin nhắn số {letter.stream_seq} của luồng {letter.stream} (subject {letter.subject or '-'}) "
+        f"bị từ chối và không được xử lý: {reason}. Kiểm tra hệ thống gửi tin và gửi lại bản đúng hợp đồng sự kiện."
+    )
+    return Alert(
+        alert_key=deadletter_alert_key(letter.stream, letter.stream_seq),
+        kind=DEADLETTER,
+        severity=SEVERITY[DEADLETTER],
+        agency_code=district_code,
+        ref=f"{letter.stream}:{letter.stream_seq}",
+        summary=summary,
+        starts_at=starts_at,
+        labels={"stream": letter.stream, "subject": letter.subject[:256]},
+    )
+
+
+# -- event ids -------------------------------------------------------------------------------------
+
+
+def event_id(*parts: object) -> str:
+    """A stable CloudEvents id from its parts; hashed if longer than the contract's 256 characters."""
+    raw = ":".join(str(p) for p in parts)
+    if len(raw) <= 256:
+        return raw
+    return "h:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def alert_event_id(alert_key: str, transition: str, generation: int) -> str:
+    """``{alert_key}:{firing|resolved}:{generation}``: a republish is the same id (broker dedup);
+    an alert that fires again after resolving gets the next generation."""
+    return event_id(alert_key, transition, generation)

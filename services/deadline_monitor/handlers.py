@@ -1,0 +1,87 @@
+"""deadline_monitor's subscriptions: one router, thin handlers.
+
+* ``parwatch.dossier.state``: dossier snapshots from dossier_tracker; the
+  highest revision per dossier wins; alerts are settled at once.
+* ``parwatch.accepted.plan``: plan reports that dossier_tracker accepted;
+  stored once per (source, id); the occurrence they name is settled.
+* ``tthc.deadletter``: every rejected message raises a ``deadletter`` alert.
+
+Each is a durable pull consumer in batch mode with manual acks, driven by
+:class:`shared.consuming.BatchProcessor` (no event counter: the tracker owns
+``parwatch_events_total``). What the work publishes is committed to the
+outbox in the same transaction, so the ack after the commit loses nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from faststream import AckPolicy, Context
+from faststream.nats import JStream, NatsRouter, PullSub
+from faststream.nats.message import NatsBatchMessage
+from nats.js.api import ConsumerConfig
+
+from services.deadline_monitor.monitor import Monitor
+from shared.consuming import Apply, BatchProcessor, Publisher, RetryPolicy
+from shared.events import DEADLETTER_TYPE, DOSSIER_STATE_TYPE, PLAN_TYPE
+from shared.streams import ACCEPTED_PLAN_REPORTS, DEADLETTER, DOSSIER_STATE, stream_for
+
+SERVICE = "deadline_monitor"
+
+
+def snapshot_consumer(durable: str) -> tuple[str, str]:
+    """(stream, durable name) of the snapshot consumer."""
+    return stream_for(DOSSIER_STATE).name, f"{durable}_dossiers"
+
+
+def build_router(
+    *,
+    monitor: Monitor,
+    publisher: Publisher,
+    retry: RetryPolicy,
+    clock: Callable[[], dt.datetime],
+    durable: str,
+    batch_size: int,
+    batch_timeout: float,
+) -> NatsRouter:
+    router = NatsRouter()
+
+    def processor(apply: Apply, accept: str) -> BatchProcessor:
+        return BatchProcessor(
+            service=SERVICE,
+            accept=frozenset({accept}),
+            apply=apply,
+            publisher=publisher,
+            counter=None,
+            retry=retry,
+            clock=clock,
+        )
+
+    snapshots = processor(monitor.apply_snapshots, DOSSIER_STATE_TYPE)
+    reports = processor(monitor.apply_reports, PLAN_TYPE)
+    letters = processor(monitor.apply_deadletters, DEADLETTER_TYPE)
+
+    def subscribe(subject: str, name: str):  # type: ignore[no-untyped-def]
+        return router.subscriber(
+            subject,
+            stream=JStream(name=stream_for(subject).name, declare=False),
+            durable=name,
+            pull_sub=PullSub(batch_size=batch_size, timeout=batch_timeout, batch=True),
+            ack_policy=AckPolicy.MANUAL,
+            config=ConsumerConfig(max_deliver=retry.max_deliver + 1, ack_wait=retry.ack_wait),
+        )
+
+    @subscribe(DOSSIER_STATE, snapshot_consumer(durable)[1])
+    async def on_dossier_state(msg: NatsBatchMessage = Context("message")) -> None:
+        await snapshots.handle(msg.raw_message)
+
+    @subscribe(ACCEPTED_PLAN_REPORTS, f"{durable}_plan")
+    async def on_plan_reports(msg: NatsBatchMessage = Context("message")) -> None:
+        await reports.handle(msg.raw_message)
+
+    @subscribe(DEADLETTER, f"{durable}_deadletter")
+    async def on_deadletters(msg: NatsBatchMessage = Context("message")) -> None:
+        await letters.handle(msg.raw_message)
+
+    return router

@@ -1,0 +1,68 @@
+"""deadline_monitor's metrics, read from the database at scrape time.
+
+``parwatch_plan_tasks{agency, state}`` (contract) counts task occurrences
+that have opened by the current day in Asia/Ho_Chi_Minh (the first day of
+their period; a one-shot task from its plan's ``valid_from``) or are done,
+with their state on that day: ``done``, ``done_late``, ``open`` or
+``overdue``. It is one GROUP BY on ``monitor_occurrence``, so it is right at
+any instant, not only after a tick.
+
+Additions (not in the contract): ``parwatch_monitor_alerts_firing{kind}`` and
+``parwatch_monitor_outbox_pending`` (events committed but not yet acked by
+their stream: it grows while NATS is away).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from services.deadline_monitor.domain import DOSSIER_KINDS, PLAN_KINDS, TASK_STATES
+from services.deadline_monitor.store import MonitorStore
+from shared.calendar import local_date
+
+
+class MonitorCollector(Collector):
+    def __init__(self, store: MonitorStore, *, clock: Callable[[], dt.datetime]) -> None:
+        self.store = store
+        self.clock = clock
+
+    def describe(self) -> list[Metric]:
+        return []  # collected lazily: no database call at registration
+
+    def collect(self) -> Iterator[Metric]:
+        today = local_date(self.clock())
+        tasks = GaugeMetricFamily(
+            "parwatch_plan_tasks",
+            "Plan task occurrences opened by today or done, by owner agency and state on today.",
+            labels=["agency", "state"],
+        )
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(TASK_STATES, 0))
+        for agency in self.store.tracked_agencies():
+            counts[agency]  # every tracked agency gets its four series, zeros included
+        for agency, state, n in self.store.plan_task_counts(today):
+            counts[agency][state] += n
+        for agency in sorted(counts):
+            for state in TASK_STATES:
+                tasks.add_metric([agency, state], counts[agency][state])
+        yield tasks
+
+        firing = GaugeMetricFamily(
+            "parwatch_monitor_alerts_firing",
+            "Alerts of the deadline monitor firing now, by kind.",
+            labels=["kind"],
+        )
+        found = self.store.firing_counts()
+        for kind in (*DOSSIER_KINDS, *PLAN_KINDS, "deadletter"):
+            firing.add_metric([kind], found.get(kind, 0))
+        yield firing
+
+        yield GaugeMetricFamily(
+            "parwatch_monitor_outbox_pending",
+            "Events committed by the deadline monitor and not yet acked by their stream.",
+            value=self.store.outbox_size(),
+        )

@@ -1,0 +1,110 @@
+"""deadline_monitor settings (env prefix ``PARWATCH_MONITOR_``).
+
+Read once in :func:`services.deadline_monitor.app.create_app` (and by the
+CLI) and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SHIPPED_PLANS = Path(__file__).parent / "plans"
+
+
+class MonitorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARWATCH_MONITOR_", extra="ignore", frozen=True)
+
+    port: int = Field(default=9102, ge=0, le=65535, description="HTTP port of /health and /metrics")
+
+    # -- time -----------------------------------------------------------------------
+    tick_interval: float = Field(default=30.0, gt=0, description="seconds between two ticks")
+    tick_chunk: int = Field(default=1000, ge=1, le=20000, description="rows handled per tick transaction")
+    due_soon_working_days: int = Field(
+        default=1, ge=0, le=30, description="dossier_due_soon: due within this many working days (rule 6: 1)"
+    )
+    apology_working_days: int = Field(
+        default=0,
+        ge=0,
+        le=30,
+        description="dossier_apology_due fires this many working days before the due day (0: on the due day)",
+    )
+    plan_due_soon_working_days: int = Field(
+        default=3, ge=0, le=60, description="plan_task_due_soon: due within this many working days"
+    )
+    plan_alert_max_age_days: int = Field(
+        default=14,
+        ge=0,
+        description="no new plan_task_overdue alert for an occurrence overdue by more days than this (its state still counts)",
+    )
+    deadletter_resolve_after_hours: float = Field(
+        default=24.0, ge=0, description="a deadletter alert resolves after this many hours (0: never)"
+    )
+
+    # -- plans ----------------------------------------------------------------------
+    include_shipped_plans: bool = Field(default=True, description="load the plan files shipped under plans/")
+    plans_dir: Path | None = Field(default=None, description="folder of the operator's own plan files (*.yaml)")
+    agencies_file: Path | None = Field(default=None, description="agencies YAML; default shared/data/agencies.yaml")
+    plan_window_from: dt.date | None = Field(
+        default=None, description="first due day tracked; default each plan's valid_from"
+    )
+    plan_window_to: dt.date | None = Field(
+        default=None, description="last due day tracked; default each plan's valid_until + 31 days"
+    )
+    plan_extend_recurring: bool = Field(
+        default=False,
+        description="recurring duties bounded only by the plan's validity keep running until plan_window_to",
+    )
+
+    # -- consumers and outbox ---------------------------------------------------------------
+    batch_size: int = Field(default=200, ge=1, le=5000, description="messages pulled and stored per transaction")
+    batch_timeout: float = Field(default=0.2, gt=0, description="seconds to wait to fill a batch")
+    max_deliver: int = Field(default=12, ge=2, description="deliveries before a failing message is dead-lettered")
+    retry_first_delay: float = Field(default=1.0, gt=0)
+    retry_max_delay: float = Field(default=120.0, gt=0)
+    durable: str = Field(default="deadline_monitor", pattern=r"^[A-Za-z0-9_-]+$", description="durable name prefix")
+    catch_up_threshold: int = Field(
+        default=1000,
+        ge=0,
+        description="snapshots waiting on the consumer above which the monitor is catching up and holds dossier alerts",
+    )
+    outbox_interval: float = Field(default=1.0, gt=0, description="seconds between outbox polls when idle")
+    outbox_batch: int = Field(default=500, ge=1, le=10000, description="events published per outbox pass")
+
+    @field_validator("plans_dir")
+    @classmethod
+    def _dir_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"plans folder {value} does not exist")
+        return value
+
+    @field_validator("agencies_file")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"agencies file {value} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MonitorSettings:
+        if self.apology_working_days > self.due_soon_working_days:
+            raise ValueError(
+                "apology_working_days must not exceed due_soon_working_days: the apology alert follows the due-soon one"
+            )
+        if self.plan_window_from and self.plan_window_to and self.plan_window_to < self.plan_window_from:
+            raise ValueError("plan_window_to is before plan_window_from")
+        if self.plan_extend_recurring and self.plan_window_to is None:
+            raise ValueError("plan_extend_recurring needs plan_window_to: until when do the duties run?")
+        return self
+
+    def plan_files(self) -> list[Path]:
+        """The plan files to load: shipped ones (if included), then the operator's, each sorted by name."""
+        files: list[Path] = []
+        folders = ([SHIPPED_PLANS] if self.include_shipped_plans else []) + ([self.plans_dir] if self.plans_dir else [])
+        for folder in folders:
+            if folder.is_dir():
+                files += sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        return files
