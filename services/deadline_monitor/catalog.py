@@ -7,18 +7,13 @@ the service refuses to start on any error and lists them all, one per line as
 
 from __future__ import annotations
 
-import datetime as dt
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from services.deadline_monitor.domain import Catalog, OccurrenceSpec, WorkingDays, plan_occurrence_specs
 from services.deadline_monitor.plan import Agencies, Plan, PlanError, load_agencies, validate_plan_text
-
-_TIMESTAMP = "tag:yaml.org,2002:timestamp"
-_YMD = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 from services.deadline_monitor.settings import MonitorSettings
 
 
@@ -30,44 +25,6 @@ class PlanLoadError(ValueError):
         super().__init__("invalid plan files:\n" + "\n".join(self.errors))
 
 
-def check_plan_text(text: str, *, source: str, agencies: Agencies | None = None) -> list[PlanError]:
-    """:func:`validate_plan_text`, and a line-numbered error where it raises instead of reporting.
-
-    PyYAML builds dates while loading, so an impossible date such as
-    ``2023-02-30`` raises ``ValueError`` out of ``yaml.safe_load`` inside
-    ``validate_plan_text``; such dates are found here by walking the composed
-    (not constructed) document.
-    """
-    try:
-        return validate_plan_text(text, source=source, agencies=agencies)
-    except ValueError as exc:
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
-            root = None
-        found = sorted(_impossible_dates(root, ""), key=lambda e: e[0]) if root is not None else []
-        if not found:
-            return [PlanError(line=None, field="", message=f"cannot be read: {exc}", source=source)]
-        return [PlanError(line=line, field=field, message="not a real date", source=source) for line, field in found]
-
-
-def _impossible_dates(node: yaml.Node, path: str) -> Iterator[tuple[int, str]]:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
-            yield from _impossible_dates(value, f"{path}.{name}" if path else name)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            yield from _impossible_dates(item, f"{path}[{index}]")
-    elif isinstance(node, yaml.ScalarNode) and node.tag == _TIMESTAMP:
-        match = _YMD.match(node.value.strip())
-        if match:
-            try:
-                dt.date(*(int(g) for g in match.groups()))
-            except ValueError:
-                yield node.start_mark.line + 1, path
-
-
 def load_catalog(files: Sequence[Path], *, agencies: Agencies | None = None) -> Catalog:
     """Validate and load ``files``; a plan id used by two files is an error too."""
     agencies = agencies or load_agencies()
@@ -76,7 +33,7 @@ def load_catalog(files: Sequence[Path], *, agencies: Agencies | None = None) -> 
     origin: dict[str, Path] = {}
     for path in files:
         text = path.read_text(encoding="utf-8")
-        found = check_plan_text(text, source=str(path), agencies=agencies)
+        found = validate_plan_text(text, source=str(path), agencies=agencies)
         if found:
             errors += found
             continue

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from services.deadline_monitor.catalog import PlanLoadError, catalog_from_settings, check_plan_text, occurrence_specs
+from services.deadline_monitor.catalog import PlanLoadError, catalog_from_settings, occurrence_specs
 from services.deadline_monitor.domain import (
     TASK_STATES,
     Catalog,
@@ -29,7 +29,7 @@ from services.deadline_monitor.domain import (
     occurrence_state,
     vn_date,
 )
-from services.deadline_monitor.plan import load_agencies
+from services.deadline_monitor.plan import load_agencies, validate_plan_text
 from services.deadline_monitor.store import OccurrenceView
 
 NAME = "deadline_monitor"
@@ -78,7 +78,7 @@ def validate_files(files: Sequence[Path], *, agencies_file: Path | None = None, 
             print(f"{path}: cannot read the file: {exc.__class__.__name__}: {exc}", file=out)
             failed = True
             continue
-        errors = check_plan_text(text, source=str(path), agencies=agencies)
+        errors = validate_plan_text(text, source=str(path), agencies=agencies)
         for error in errors:
             print(str(error), file=out)
         if errors:

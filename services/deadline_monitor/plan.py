@@ -515,6 +515,29 @@ class PlanValidationError(ValueError):
         super().__init__("invalid plan file:\n" + "\n".join(str(e) for e in self.errors))
 
 
+class _PlanLoader(yaml.SafeLoader):
+    """SafeLoader that keeps an impossible date (``2023-02-30``) as text.
+
+    PyYAML raises a bare ValueError while building such a date, which would
+    hide every other error of the file; kept as text, the schema reports it
+    with its line and field like any other bad value.
+    """
+
+
+def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_PlanLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_PlanLoader)
+
+
 def load_plan(path: str | Path, *, agencies: Agencies | None = None) -> Plan:
     """Read, validate and return a plan; raise PlanValidationError listing every error."""
     path = Path(path)
@@ -522,7 +545,7 @@ def load_plan(path: str | Path, *, agencies: Agencies | None = None) -> Plan:
     errors = validate_plan_text(text, source=str(path), agencies=agencies)
     if errors:
         raise PlanValidationError(errors)
-    return Plan.model_validate(yaml.safe_load(text))
+    return Plan.model_validate(_load_yaml(text))
 
 
 def validate_plan_text(text: str, *, source: str, agencies: Agencies | None = None) -> list[PlanError]:
@@ -532,7 +555,7 @@ def validate_plan_text(text: str, *, source: str, agencies: Agencies | None = No
     """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None

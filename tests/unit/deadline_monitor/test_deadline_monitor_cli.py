@@ -75,7 +75,7 @@ def test_validate_gives_the_line_of_an_impossible_date(tmp_path: Path, capsys: p
     bad = tmp_path / "feb30.yaml"
     bad.write_text(PLAN.replace("date: 2026-12-15", "date: 2026-02-30"), encoding="utf-8")
     assert run("plan", "validate", str(bad)) == 1
-    assert f"{bad}:18: tasks[1].due.date: not a real date" in capsys.readouterr().out.splitlines()
+    assert f"{bad}:18: tasks[1].due.date: must be a date written YYYY-MM-DD" in capsys.readouterr().out.splitlines()
 
 
 def test_validate_of_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

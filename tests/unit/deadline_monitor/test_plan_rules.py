@@ -392,3 +392,12 @@ def test_validation_of_validity_and_targets() -> None:
         (9, "targets[1].id"),
         (10, "tasks"),
     }
+
+
+def test_an_impossible_date_is_reported_with_the_other_errors() -> None:
+    text = BROKEN.replace("due: {date: 2024-03-01}", "due: {date: 2023-02-30}")
+    errors = validate_plan_text(text, source="broken.yaml")
+    bad_date = [e for e in errors if e.field == "tasks[2].due.date"]
+    assert len(bad_date) == 1 and bad_date[0].line == line_of(BROKEN, "E-outside")
+    assert "date" in bad_date[0].message
+    assert len(errors) == 13  # nothing else was hidden by the bad date
