@@ -34,6 +34,7 @@ import heapq
 import itertools
 import json
 import logging
+import os
 import random
 import sys
 import threading
@@ -895,6 +896,17 @@ def run_demo(*, rate: float = 20.0, seed: int = 146) -> int:
     data_dir = common.data_dir if "data_dir" in common.model_fields_set else common.data_dir / "demo"
     if common.database_url:
         log.warning("PARWATCH_DATABASE_URL is set: the demo's synthetic dossiers go into that database")
+    # Plan 146 is dated 2023: the demo keeps its recurring duties (monthly
+    # report, weekly review of late dossiers...) running through the current
+    # year so the feed's plan reports meet tracked occurrences. The operator's
+    # own settings win.
+    year = dt.date.today().year
+    for name, value in (
+        ("PARWATCH_MONITOR_PLAN_WINDOW_FROM", f"{year}-01-01"),
+        ("PARWATCH_MONITOR_PLAN_WINDOW_TO", f"{year}-12-31"),
+        ("PARWATCH_MONITOR_PLAN_EXTEND_RECURRING", "true"),
+    ):
+        os.environ.setdefault(name, value)
     feed = FeedPublisher(
         rate=rate, seed=seed, data_dir=data_dir.resolve(), calendar=load_calendar(common.calendar_overrides)
     )

@@ -74,12 +74,24 @@ def create_app(
     outbox = Outbox(store, publisher, batch=settings.outbox_batch, interval=settings.outbox_interval)
     stream, durable = snapshot_consumer(settings.durable)
 
+    upstream = tuple(settings.upstream_consumer.split(":", 1)) if settings.upstream_consumer else None
+
     async def snapshot_backlog() -> int | None:
         """Snapshots not yet delivered to the monitor's consumer (None before it exists)."""
         try:
             info = await broker.config.connection_state.stream.consumer_info(stream, durable)
         except NotFoundError:
             return None
+        return int(info.num_pending or 0)
+
+    async def upstream_backlog() -> int | None:
+        """Dossier events dossier_tracker has not read yet: state the monitor has not seen either."""
+        if upstream is None:
+            return 0
+        try:
+            info = await broker.config.connection_state.stream.consumer_info(*upstream)
+        except NotFoundError:
+            return None  # no tracker consumer yet: nothing known upstream
         return int(info.num_pending or 0)
 
     monitor = Monitor(
@@ -90,6 +102,7 @@ def create_app(
         tick_interval=settings.tick_interval,
         catch_up_threshold=settings.catch_up_threshold,
         snapshot_backlog=snapshot_backlog,
+        upstream_backlog=upstream_backlog,
     )
     retry = RetryPolicy(
         max_deliver=settings.max_deliver,

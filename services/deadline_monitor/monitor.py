@@ -9,6 +9,7 @@ wakes the outbox.
 from __future__ import annotations
 
 import asyncio
+import time
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +39,7 @@ class Monitor:
         tick_interval: float = 30.0,
         catch_up_threshold: int = 1000,
         snapshot_backlog: Callable[[], Awaitable[int | None]] | None = None,
+        upstream_backlog: Callable[[], Awaitable[int | None]] | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -46,26 +48,49 @@ class Monitor:
         self.tick_interval = tick_interval
         self.catch_up_threshold = catch_up_threshold
         self.snapshot_backlog = snapshot_backlog
-        self._backlog = 0  # snapshots waiting on the consumer, as last seen
+        self.upstream_backlog = upstream_backlog
+        self._own_backlog = 0  # snapshots waiting on the consumer, as last seen
+        self._upstream = 0  # dossier events dossier_tracker has not read, as last seen
+        self._upstream_probed = -1e9  # monotonic time of the last upstream probe
         self._lock = asyncio.Lock()
 
     @property
+    def _backlog(self) -> int:
+        return self._own_backlog + self._upstream
+
+    @property
     def catching_up(self) -> bool:
-        """More snapshots wait on the consumer than the threshold: stored states may be stale."""
+        """More state waits upstream than the threshold: stored states may be stale."""
         return self._backlog > self.catch_up_threshold
 
-    async def _probe_backlog(self) -> None:
-        if self.snapshot_backlog is None:
+    async def _probe_upstream_at_most_every(self, seconds: float) -> None:
+        now = time.monotonic()
+        if self.upstream_backlog is None or now - self._upstream_probed < seconds:
             return
+        self._upstream_probed = now
         try:
-            found = await self.snapshot_backlog()
+            found = await self.upstream_backlog()
         except Exception as exc:
             if not is_retryable(exc):
                 raise
-            log.debug("snapshot backlog unknown error=%s; keeping the last value", type(exc).__name__)
             return
         if found is not None:
-            self._backlog = found
+            self._upstream = found
+
+    async def _probe_backlog(self) -> None:
+        self._upstream_probed = time.monotonic()
+        for probe, attr in ((self.snapshot_backlog, "_own_backlog"), (self.upstream_backlog, "_upstream")):
+            if probe is None:
+                continue
+            try:
+                found = await probe()
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                log.debug("backlog unknown error=%s; keeping the last value", type(exc).__name__)
+                continue
+            if found is not None:
+                setattr(self, attr, found)
 
     def _committed(self) -> None:
         if self.outbox is not None:
@@ -125,7 +150,8 @@ class Monitor:
         snapshots = [d.event.data for d in deliveries]
         last = deliveries[-1].raw if deliveries else None
         if last is not None:
-            self._backlog = last.metadata.num_pending
+            self._own_backlog = last.metadata.num_pending
+        await self._probe_upstream_at_most_every(1.0)
         settle = not self.catching_up
         now = self.clock()
         async with self._lock:

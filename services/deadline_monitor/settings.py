@@ -71,6 +71,15 @@ class MonitorSettings(BaseSettings):
         ge=0,
         description="snapshots waiting on the consumer above which the monitor is catching up and holds dossier alerts",
     )
+    upstream_consumer: str = Field(
+        default="TTHC_DOSSIER:dossier_tracker",
+        pattern=r"^$|^[A-Za-z0-9_-]+:[A-Za-z0-9_-]+$",
+        description=(
+            "STREAM:DURABLE of dossier_tracker's consumer; its unread events count toward the backlog, so a "
+            "tracker still catching up on history does not make the monitor alert on dossiers it has not ended "
+            "yet (empty: only the monitor's own backlog)"
+        ),
+    )
     outbox_interval: float = Field(default=1.0, gt=0, description="seconds between outbox polls when idle")
     outbox_batch: int = Field(default=500, ge=1, le=10000, description="events published per outbox pass")
 
