@@ -91,7 +91,7 @@ def create_app(
         try:
             info = await broker.config.connection_state.stream.consumer_info(*upstream)
         except NotFoundError:
-            return None  # no tracker consumer yet: nothing known upstream
+            return 0  # no tracker consumer (yet): nothing waits upstream
         return int(info.num_pending or 0)
 
     monitor = Monitor(

@@ -343,3 +343,30 @@ def test_the_shipped_plan_loads_and_encode_is_what_the_broker_gets() -> None:
         ),
     )
     assert parse_event(encode(event)) == event and headers_for(event)["Nats-Msg-Id"] == "x:1"
+
+
+async def test_no_dossier_alert_while_dossier_tracker_is_behind(own_nats_server, sqlite_url: str) -> None:
+    from nats.js.api import ConsumerConfig
+
+    from shared.streams import DOSSIER_EVENTS
+    from shared.testing import dossier_event
+
+    url = own_nats_server.url
+    clock = Clock(at("2026-11-30T08:00"))
+    async with jetstream(url) as js:
+        # dossier_tracker's consumer with unread history: what the monitor knows may be stale.
+        await js.add_consumer("TTHC_DOSSIER", ConsumerConfig(durable_name="dossier_tracker"))
+        for i in range(5):
+            await publish_event(js, DOSSIER_EVENTS, dossier_event(f"B{i}", 4, "2026-11-23T09:00:00+07:00", seq=2))
+        async with running_monitor(url, sqlite_url, clock, catch_up_threshold=3) as (_, app):
+            await publish_event(js, DOSSIER_STATE, snapshot("LATE", 1, "2026-11-24"))
+            await wait_until(lambda: app.state.store.get_dossier("LATE") is not None)
+            await app.state.monitor.tick()
+            await settled(app)
+            assert await stored(js, "TTHC_ALERTS") == []
+            # The tracker catches up (here: its consumer is gone): the late dossier alerts.
+            await js.delete_consumer("TTHC_DOSSIER", "dossier_tracker")
+            await app.state.monitor.tick()
+            await settled(app)
+            alerts = await stored(js, "TTHC_ALERTS")
+    assert [(e.type, e.data.alert_key) for e in alerts] == [("vn.tthc.alert.firing", "dossier_overdue:LATE")]
