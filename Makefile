@@ -26,6 +26,8 @@ test: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/scoring.py
+	$(BIN)/python benchmarks/deadlines.py
 
 clean:
 	rm -rf var .pytest_cache build *.egg-info
