@@ -31,7 +31,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
+from faststream import AckPolicy, Context
+from faststream.nats import JStream, NatsRouter, PullSub
+from faststream.nats.message import NatsBatchMessage
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
 from prometheus_client import CollectorRegistry, Counter
 
 from shared.db import is_conflict, is_transient
@@ -43,7 +47,7 @@ from shared.events import (
     new_event,
     parse_event,
 )
-from shared.streams import DEADLETTER
+from shared.streams import DEADLETTER, stream_for
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +220,38 @@ class BatchProcessor:
             self.counter.count(stream, "rejected")
         if raw is not None:
             await raw.ack()
+
+
+def subscribe_batches(
+    router: NatsRouter,
+    *,
+    subject: str,
+    durable: str,
+    processor: BatchProcessor,
+    batch_size: int,
+    batch_timeout: float,
+) -> None:
+    """A durable pull consumer on ``subject`` whose batches ``processor`` handles.
+
+    Manual acks: FastStream's default policy would terminate a message on the
+    first error; :class:`BatchProcessor` decides instead. JetStream's own
+    ``max_deliver`` sits one above the processor's, so the processor always
+    gets the last delivery and dead-letters it with a reason.
+    """
+    retry = processor.retry
+
+    async def handle(msg: NatsBatchMessage = Context("message")) -> None:
+        await processor.handle(msg.raw_message)
+
+    router.subscriber(
+        subject,
+        stream=JStream(name=stream_for(subject).name, declare=False),
+        durable=durable,
+        pull_sub=PullSub(batch_size=batch_size, timeout=batch_timeout, batch=True),
+        ack_policy=AckPolicy.MANUAL,
+        config=ConsumerConfig(max_deliver=retry.max_deliver + 1, ack_wait=retry.ack_wait),
+        title=f"{processor.service}.{durable}",
+    )(handle)
 
 
 async def run_in_thread(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

@@ -19,7 +19,6 @@ from services.deadline_monitor.outbox import Outbox
 from services.deadline_monitor.settings import MonitorSettings
 from services.deadline_monitor.store import MonitorStore, create_schema
 from shared.calendar import load_calendar
-from shared.consuming import RetryPolicy
 from shared.db import make_engine
 from shared.publishing import JetStreamPublisher
 from shared.service import Service, make_broker, serve, setup_logging
@@ -104,11 +103,7 @@ def create_app(
         snapshot_backlog=snapshot_backlog,
         upstream_backlog=upstream_backlog,
     )
-    retry = RetryPolicy(
-        max_deliver=settings.max_deliver,
-        first_delay=settings.retry_first_delay,
-        max_delay=settings.retry_max_delay,
-    )
+    retry = settings.retry_policy()
     broker.include_router(
         build_router(
             monitor=monitor,

@@ -17,13 +17,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from faststream import AckPolicy, Context
-from faststream.nats import JStream, NatsRouter, PullSub
-from faststream.nats.message import NatsBatchMessage
-from nats.js.api import ConsumerConfig
+from faststream.nats import NatsRouter
 
 from services.deadline_monitor.monitor import Monitor
-from shared.consuming import Apply, BatchProcessor, Publisher, RetryPolicy
+from shared.consuming import Apply, BatchProcessor, Publisher, RetryPolicy, subscribe_batches
 from shared.events import DEADLETTER_TYPE, DOSSIER_STATE_TYPE, PLAN_TYPE
 from shared.streams import ACCEPTED_PLAN_REPORTS, DEADLETTER, DOSSIER_STATE, stream_for
 
@@ -62,26 +59,17 @@ def build_router(
     reports = processor(monitor.apply_reports, PLAN_TYPE)
     letters = processor(monitor.apply_deadletters, DEADLETTER_TYPE)
 
-    def subscribe(subject: str, name: str):  # type: ignore[no-untyped-def]
-        return router.subscriber(
-            subject,
-            stream=JStream(name=stream_for(subject).name, declare=False),
+    for subject, name, processor_ in (
+        (DOSSIER_STATE, snapshot_consumer(durable)[1], snapshots),
+        (ACCEPTED_PLAN_REPORTS, f"{durable}_plan", reports),
+        (DEADLETTER, f"{durable}_deadletter", letters),
+    ):
+        subscribe_batches(
+            router,
+            subject=subject,
             durable=name,
-            pull_sub=PullSub(batch_size=batch_size, timeout=batch_timeout, batch=True),
-            ack_policy=AckPolicy.MANUAL,
-            config=ConsumerConfig(max_deliver=retry.max_deliver + 1, ack_wait=retry.ack_wait),
+            processor=processor_,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
         )
-
-    @subscribe(DOSSIER_STATE, snapshot_consumer(durable)[1])
-    async def on_dossier_state(msg: NatsBatchMessage = Context("message")) -> None:
-        await snapshots.handle(msg.raw_message)
-
-    @subscribe(ACCEPTED_PLAN_REPORTS, f"{durable}_plan")
-    async def on_plan_reports(msg: NatsBatchMessage = Context("message")) -> None:
-        await reports.handle(msg.raw_message)
-
-    @subscribe(DEADLETTER, f"{durable}_deadletter")
-    async def on_deadletters(msg: NatsBatchMessage = Context("message")) -> None:
-        await letters.handle(msg.raw_message)
-
     return router

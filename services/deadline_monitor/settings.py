@@ -10,12 +10,14 @@ import datetime as dt
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ConsumerSettings
 
 SHIPPED_PLANS = Path(__file__).parent / "plans"
 
 
-class MonitorSettings(BaseSettings):
+class MonitorSettings(ConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="PARWATCH_MONITOR_", extra="ignore", frozen=True)
 
     port: int = Field(default=9102, ge=0, le=65535, description="HTTP port of /health and /metrics")
@@ -60,11 +62,6 @@ class MonitorSettings(BaseSettings):
     )
 
     # -- consumers and outbox ---------------------------------------------------------------
-    batch_size: int = Field(default=200, ge=1, le=5000, description="messages pulled and stored per transaction")
-    batch_timeout: float = Field(default=0.2, gt=0, description="seconds to wait to fill a batch")
-    max_deliver: int = Field(default=12, ge=2, description="deliveries before a failing message is dead-lettered")
-    retry_first_delay: float = Field(default=1.0, gt=0)
-    retry_max_delay: float = Field(default=120.0, gt=0)
     durable: str = Field(default="deadline_monitor", pattern=r"^[A-Za-z0-9_-]+$", description="durable name prefix")
     catch_up_threshold: int = Field(
         default=1000,

@@ -14,7 +14,7 @@ from services.dossier_tracker.metrics import DossierCollector
 from services.dossier_tracker.settings import TrackerSettings
 from services.dossier_tracker.store import TrackerStore, create_schema
 from shared.calendar import load_calendar
-from shared.consuming import EventCounter, RetryPolicy
+from shared.consuming import EventCounter
 from shared.db import make_engine
 from shared.publishing import JetStreamPublisher
 from shared.service import Service, make_broker, serve, setup_logging
@@ -43,12 +43,7 @@ def create_app(
     registry.register(DossierCollector(store, calendar=calendar, clock=clock))
 
     broker = make_broker(common)
-    retry = RetryPolicy(
-        max_deliver=settings.max_deliver,
-        first_delay=settings.retry_first_delay,
-        max_delay=settings.retry_max_delay,
-        ack_wait=settings.ack_wait,
-    )
+    retry = settings.retry_policy()
     broker.include_router(
         build_router(
             store=store,

@@ -13,14 +13,19 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
 
-from faststream import AckPolicy, Context
-from faststream.nats import JStream, NatsRouter, PullSub
-from faststream.nats.message import NatsBatchMessage
-from nats.js.api import ConsumerConfig
+from faststream.nats import NatsRouter
 
 from services.dossier_tracker.domain import DossierState, RecordedEvent
 from services.dossier_tracker.store import Incoming, TrackerStore
-from shared.consuming import BatchProcessor, Delivery, EventCounter, Outcome, Publisher, RetryPolicy
+from shared.consuming import (
+    BatchProcessor,
+    Delivery,
+    EventCounter,
+    Outcome,
+    Publisher,
+    RetryPolicy,
+    subscribe_batches,
+)
 from shared.events import (
     DOSSIER_STATE_TYPE,
     DOSSIER_TYPE,
@@ -126,26 +131,17 @@ def build_router(
     ratings = processor(Relay(store=store, publisher=publisher, subject=ACCEPTED_RATINGS, clock=clock), RATING_TYPE)
     plans = processor(Relay(store=store, publisher=publisher, subject=ACCEPTED_PLAN_REPORTS, clock=clock), PLAN_TYPE)
 
-    def subscribe(subject: str, stream: str, name: str):  # type: ignore[no-untyped-def]
-        return router.subscriber(
-            subject,
-            stream=JStream(name=stream, declare=False),
+    for subject, name, processor_ in (
+        (DOSSIER_EVENTS, durable, dossiers),
+        (RATING_EVENTS, f"{durable}_ratings", ratings),
+        (PLAN_EVENTS, f"{durable}_plan", plans),
+    ):
+        subscribe_batches(
+            router,
+            subject=subject,
             durable=name,
-            pull_sub=PullSub(batch_size=batch_size, timeout=batch_timeout, batch=True),
-            ack_policy=AckPolicy.MANUAL,
-            config=ConsumerConfig(max_deliver=retry.max_deliver + 1, ack_wait=retry.ack_wait),
+            processor=processor_,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
         )
-
-    @subscribe(DOSSIER_EVENTS, "TTHC_DOSSIER", durable)
-    async def on_dossier_events(msg: NatsBatchMessage = Context("message")) -> None:
-        await dossiers.handle(msg.raw_message)
-
-    @subscribe(RATING_EVENTS, "TTHC_RATING", f"{durable}_ratings")
-    async def on_ratings(msg: NatsBatchMessage = Context("message")) -> None:
-        await ratings.handle(msg.raw_message)
-
-    @subscribe(PLAN_EVENTS, "TTHC_PLAN", f"{durable}_plan")
-    async def on_plan_reports(msg: NatsBatchMessage = Context("message")) -> None:
-        await plans.handle(msg.raw_message)
-
     return router

@@ -103,7 +103,7 @@ def create_app(
         retry=retry,
         clock=clock,
     )
-    broker.include_router(build_router(processor, retry=retry, durable=settings.durable,
+    broker.include_router(build_router(processor, durable=settings.durable,
                                        batch_size=settings.consumer_batch))
 
     async def create_schema() -> None:

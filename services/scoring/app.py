@@ -16,7 +16,6 @@ from services.scoring.metrics import ScoringCollector
 from services.scoring.settings import ScoringSettings
 from services.scoring.store import ScoringStore, create_schema
 from services.scoring.watch import KpiWatch
-from shared.consuming import RetryPolicy
 from shared.db import make_engine
 from shared.publishing import JetStreamPublisher
 from shared.service import Service, make_broker, serve, setup_logging
@@ -46,11 +45,7 @@ def create_app(
 
     broker = make_broker(common)
     publisher = JetStreamPublisher(broker)
-    retry = RetryPolicy(
-        max_deliver=settings.max_deliver,
-        first_delay=settings.retry_first_delay,
-        max_delay=settings.retry_max_delay,
-    )
+    retry = settings.retry_policy()
     broker.include_router(
         build_router(
             store=store,

@@ -18,16 +18,13 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
 
-from faststream import AckPolicy, Context
-from faststream.nats import JStream, NatsRouter, PullSub
-from faststream.nats.message import NatsBatchMessage
-from nats.js.api import ConsumerConfig
+from faststream.nats import NatsRouter
 
 from services.scoring.domain import DossierFacts, RatingFacts, TaskFacts
 from services.scoring.store import ScoringStore
-from shared.consuming import BatchProcessor, Delivery, Outcome, Publisher, RetryPolicy
+from shared.consuming import BatchProcessor, Delivery, Outcome, Publisher, RetryPolicy, subscribe_batches
 from shared.events import DOSSIER_STATE_TYPE, PLAN_TASK_STATE_TYPE, RATING_TYPE
-from shared.streams import ACCEPTED_RATINGS, DOSSIER_STATE, PLAN_TASK_STATE, stream_for
+from shared.streams import ACCEPTED_RATINGS, DOSSIER_STATE, PLAN_TASK_STATE
 
 SERVICE = "scoring"
 
@@ -91,26 +88,17 @@ def build_router(
     ratings = processor(RatingIngest(store=store), RATING_TYPE)
     tasks = processor(TaskIngest(store=store), PLAN_TASK_STATE_TYPE)
 
-    def subscribe(subject: str, name: str):  # type: ignore[no-untyped-def]
-        return router.subscriber(
-            subject,
-            stream=JStream(name=stream_for(subject).name, declare=False),
+    for subject, name, processor_ in (
+        (DOSSIER_STATE, f"{durable}_state", states),
+        (ACCEPTED_RATINGS, f"{durable}_ratings", ratings),
+        (PLAN_TASK_STATE, f"{durable}_tasks", tasks),
+    ):
+        subscribe_batches(
+            router,
+            subject=subject,
             durable=name,
-            pull_sub=PullSub(batch_size=batch_size, timeout=batch_timeout, batch=True),
-            ack_policy=AckPolicy.MANUAL,
-            config=ConsumerConfig(max_deliver=retry.max_deliver + 1, ack_wait=retry.ack_wait),
+            processor=processor_,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
         )
-
-    @subscribe(DOSSIER_STATE, f"{durable}_state")
-    async def on_dossier_state(msg: NatsBatchMessage = Context("message")) -> None:
-        await states.handle(msg.raw_message)
-
-    @subscribe(ACCEPTED_RATINGS, f"{durable}_ratings")
-    async def on_ratings(msg: NatsBatchMessage = Context("message")) -> None:
-        await ratings.handle(msg.raw_message)
-
-    @subscribe(PLAN_TASK_STATE, f"{durable}_tasks")
-    async def on_task_states(msg: NatsBatchMessage = Context("message")) -> None:
-        await tasks.handle(msg.raw_message)
-
     return router

@@ -6,24 +6,20 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.scoring.alerts import Hysteresis
 from services.scoring.domain import KPIS, IndexConfig
+from shared.settings import ConsumerSettings
 
 #: Plan 146/KH-UBND targets (domain.md), the defaults of every agency.
 DEFAULT_TARGETS = {"on_time": 0.98, "plan_completion": 0.95, "online_filing": 1.0, "national_sync": 1.0}
 
 
-class ScoringSettings(BaseSettings):
+class ScoringSettings(ConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="PARWATCH_SCORING_", extra="ignore", frozen=True)
 
     port: int = Field(default=9103, ge=0, le=65535)
-    batch_size: int = Field(default=200, ge=1, le=5000, description="messages pulled and applied per transaction")
-    batch_timeout: float = Field(default=0.2, gt=0, description="seconds to wait to fill a batch")
-    max_deliver: int = Field(default=12, ge=2, description="deliveries before a failing message is dead-lettered")
-    retry_first_delay: float = Field(default=1.0, gt=0)
-    retry_max_delay: float = Field(default=120.0, gt=0)
     durable: str = Field(default="scoring", description="durable consumer name prefix (shared by replicas)")
     agencies_file: Path | None = Field(default=None, description="agency directory YAML (default shared/data)")
 
