@@ -64,7 +64,7 @@ from services.deadline_monitor.domain import (
     ReportFacts,
 )
 from shared.calendar import WorkingCalendar, local_date
-from shared.db import UtcDateTime
+from shared.db import StatisticsKeeper, UtcDateTime
 from shared.events import (
     ALERT_FIRING_TYPE,
     ALERT_RESOLVED_TYPE,
@@ -327,6 +327,7 @@ class MonitorStore:
         self.catalog = catalog
         self.deadletter_ttl = deadletter_ttl
         self.chunk = chunk
+        self.statistics = StatisticsKeeper(engine, tables=["monitor_dossier", "monitor_alert", "monitor_outbox"])
 
     def horizons(self, now: dt.datetime) -> Horizons:
         return domain.horizons(local_date(now), calendar=self.calendar, policy=self.policy)
@@ -487,6 +488,7 @@ class MonitorStore:
             else:
                 for row in changed:
                     row.tick_level = UNSETTLED
+        self.statistics.wrote(len(changed))
         return [(s.dossier_code, s.revision) not in applied for s in snapshots]
 
     def settle_unsettled(self, *, now: dt.datetime) -> TickResult:

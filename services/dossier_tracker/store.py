@@ -20,7 +20,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from services.dossier_tracker.domain import DossierState, RecordedEvent, derive_state
 from shared.calendar import WorkingCalendar
-from shared.db import UtcDateTime
+from shared.db import StatisticsKeeper, UtcDateTime
 
 # SQLite caps bound parameters; keep IN lists well under it.
 CHUNK = 400
@@ -139,15 +139,11 @@ class TrackerStore:
     """Batch writes go through SQLAlchemy Core (executemany): the ORM's
     per-object bookkeeping cost more than the database itself."""
 
-    #: Rows written since the last ANALYZE that trigger the next one (PostgreSQL).
-    ANALYZE_AFTER = 20_000
-
     def __init__(self, engine: Engine, *, calendar: WorkingCalendar) -> None:
         self.engine = engine
         self.calendar = calendar
         self.dialect = engine.dialect.name
-        self._written_since_analyze = 0
-        self._analyze_threshold = self.ANALYZE_AFTER
+        self.statistics = StatisticsKeeper(engine, tables=[EVENTS.name, DOSSIERS.name])
         insert = _upsert(self.dialect)
         dossier_insert = insert(DOSSIERS)
         self._upsert_dossier = dossier_insert.on_conflict_do_update(
@@ -186,27 +182,8 @@ class TrackerStore:
             states = self._rederive(conn, changed, now=now) if changed else {}
             unchanged = sorted({i.event.dossier_code for i in batch} - set(states))
             states.update(self._load_states(conn, unchanged))
-        self._keep_statistics(len(fresh))
+        self.statistics.wrote(len(fresh))
         return BatchResult(duplicate=duplicate, states=states)
-
-    def _keep_statistics(self, written: int) -> None:
-        """ANALYZE the tracker's tables each time they have about doubled (PostgreSQL).
-
-        A fresh database filled by a backfill keeps the planner's idea of
-        "empty tables" until autovacuum comes round (after a minute, or never
-        where it is off), and with it sequential scans for every batch's
-        lookups. Doubling keeps the cost logarithmic in the table size.
-        """
-        if self.dialect != "postgresql":
-            return
-        self._written_since_analyze += written
-        if self._written_since_analyze < self._analyze_threshold:
-            return
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f"ANALYZE {EVENTS.name}, {DOSSIERS.name}"))
-            total = conn.execute(select(func.count()).select_from(EVENTS)).scalar_one()
-        self._written_since_analyze = 0
-        self._analyze_threshold = max(self.ANALYZE_AFTER, int(total))
 
     def _lock_dossiers(self, conn: Connection, codes: list[str]) -> None:
         """Serialise work on the same dossier across tracker replicas (PostgreSQL).

@@ -66,7 +66,7 @@ from services.scoring.domain import (
     supersedes,
     task_contributions,
 )
-from shared.db import UtcDateTime
+from shared.db import StatisticsKeeper, UtcDateTime
 
 # SQLite caps bound parameters; keep statements well under it.
 CHUNK = 400
@@ -218,6 +218,9 @@ class ScoringStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.statistics = StatisticsKeeper(
+            engine, tables=["scoring_dossier", "scoring_rating", "scoring_period_count", "scoring_open_count"]
+        )
 
     # -- write side ----------------------------------------------------------------------
     def apply_states(self, states: Sequence[DossierFacts], *, now: dt.datetime) -> list[bool]:
@@ -256,6 +259,7 @@ class ScoringStore:
             self._write_rows(session, DOSSIER, inserts=inserts, updates=updates, key=["dossier_code"])
             self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
             self._bump(session, OPEN_COUNT, opens, key=["agency_code", "due_day", "mode"])
+        self.statistics.wrote(len(changed))
         return [f.dossier_code in changed and best[f.dossier_code] is f for f in states]
 
     def apply_ratings(self, ratings: Sequence[RatingFacts]) -> list[bool]:
