@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -57,22 +54,13 @@ from services.deadline_monitor.store import (
 )
 from shared.calendar import VN_TZ, load_calendar
 from shared.db import make_engine
+from shared.testing import machine_description
 
 AGENCIES = ["PTP", "PNV", "PTNMT", "PLDTBXH", "PKTHT", "TT_LIEN_HUONG", "TT_PHAN_RI_CUA", "XA_VINH_TAN", "XA_PHU_LAC"]
 INSERT_CHUNK = 20_000
 TODAY = dt.date(2026, 11, 24)  # a Tuesday: yesterday was a working day
 
 
-def machine() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs, {model}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
 
 
 def generate(n: int, *, seed: int, calendar, policy: Policy, as_of: dt.date) -> tuple[list[dict], list[dict]]:  # type: ignore[no-untyped-def]
@@ -193,7 +181,7 @@ def main() -> int:
     store = MonitorStore(engine, calendar=calendar, policy=policy, catalog=Catalog(agencies=load_agencies(), plans={}))
 
     yesterday = TODAY - dt.timedelta(days=1)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_description()}")
     print(f"database: {engine.dialect.name}; date: {dt.date.today().isoformat()}")
     t_gen, (rows, alerts) = timed(
         lambda: generate(args.dossiers, seed=args.seed, calendar=calendar, policy=policy, as_of=yesterday)

@@ -25,7 +25,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from shared.compat import install_fetch_timeout_shim  # noqa: E402
 from shared.embedded import free_port, start_nats_server, stop_process, wait_for_port  # noqa: E402
 from shared.settings import CommonSettings  # noqa: E402
 from shared.streams import DOSSIER_EVENTS, ensure_streams  # noqa: E402
+from shared.testing import create_database, machine_description  # noqa: E402
 
 AGENCIES = ["PTP", "PTNMT", "PLDTBXH", "PKTHT", "TT_LIEN_HUONG", "TT_PHAN_RI_CUA", "XA_VINH_TAN", "XA_PHU_LAC"]
 BATCH = 500
@@ -196,19 +196,6 @@ async def tracker_rate(url: str, database_url: str, n: int) -> float:
     return n / elapsed
 
 
-def fresh_postgres(admin_url: str) -> str:
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-
-    from shared.db import make_engine
-
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    engine = make_engine(admin_url)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(engine.url).set(database=name).render_as_string(hide_password=False)
-    engine.dispose()
-    return url
 
 
 def rss_run(url: str, n: int, workdir: Path) -> None:
@@ -245,16 +232,6 @@ def rss_run(url: str, n: int, workdir: Path) -> None:
     print("rss: samples (s, MiB): " + ", ".join(f"({t:.0f}, {r:.0f})" for t, r in samples[:: max(1, len(samples) // 12)]))
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()} · {os.cpu_count()} cores · {model} · Python {platform.python_version()}"
 
 
 async def main() -> None:
@@ -264,7 +241,7 @@ async def main() -> None:
     parser.add_argument("--rss", type=int, default=0, help="also measure memory over this many events")
     args = parser.parse_args()
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_description()}")
     print(f"date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     with tempfile.TemporaryDirectory(prefix="parwatch-bench-") as tmp:
         work = Path(tmp)
@@ -284,7 +261,7 @@ async def main() -> None:
                 print(f"dossier_tracker, SQLite: {sqlite:,.0f} ev/s  ratio {sqlite / bare:.2f} to the batch baseline"
                       f" (target >= 0.5), {sqlite / default:.2f} to the default handler")
                 if args.postgres:
-                    pg = await tracker_rate(url, fresh_postgres(args.postgres), len(payloads))
+                    pg = await tracker_rate(url, create_database(args.postgres, prefix="bench"), len(payloads))
                     print(f"dossier_tracker, PostgreSQL: {pg:,.0f} ev/s  ratio {pg / bare:.2f} to the batch baseline,"
                           f" {pg / default:.2f} to the default handler")
                 del payloads

@@ -32,8 +32,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
-import platform
 import random
 import sqlite3
 import statistics
@@ -63,6 +61,7 @@ from shared.db import make_engine  # noqa: E402
 from shared.embedded import free_port, start_nats_server, stop_process  # noqa: E402
 from shared.settings import CommonSettings  # noqa: E402
 from shared.streams import DOSSIER_EVENTS, ensure_streams  # noqa: E402
+from shared.testing import create_database, drop_database, machine_description  # noqa: E402
 
 VN = dt.timezone(dt.timedelta(hours=7))
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)  # 10:00 on 20/11/2026 in Vietnam
@@ -181,26 +180,8 @@ async def pipeline(url: str, *, tracker_db: str, scoring_db: str, n_events: int)
     return {"events": n_events, "tracker_s": tracker_time, "snapshots": snapshots, "scoring_s": scoring_time}
 
 
-def fresh_postgres(admin_url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    engine = make_engine(admin_url)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(engine.url).set(database=name).render_as_string(hide_password=False)
-    engine.dispose()
-    return url
 
 
-def drop_postgres(admin_url: str, url: str) -> None:
-    from sqlalchemy.engine import make_url
-
-    name = make_url(url).database
-    engine = make_engine(admin_url)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 # -- 2. scrape ---------------------------------------------------------------------------------
@@ -323,16 +304,6 @@ def ms(values: list[float], q: float) -> float:
     return ordered[int(q * (len(ordered) - 1))] * 1000
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores · {model} · Python {platform.python_version()} · SQLite {sqlite3.sqlite_version}"
 
 
 async def main() -> None:
@@ -343,7 +314,7 @@ async def main() -> None:
     parser.add_argument("--postgres", default=None, help="admin URL of a PostgreSQL: also run both parts on it")
     args = parser.parse_args()
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_description()}")
     print(f"date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     with tempfile.TemporaryDirectory(prefix="parwatch-bench-scoring-") as tmp:
         work = Path(tmp)
@@ -351,7 +322,7 @@ async def main() -> None:
             payloads = generate_events(args.events)
             backends = [("SQLite", f"sqlite:///{work / 'tracker.db'}", f"sqlite:///{work / 'scoring.db'}")]
             if args.postgres:
-                backends.append(("PostgreSQL", fresh_postgres(args.postgres), fresh_postgres(args.postgres)))
+                backends.append(("PostgreSQL", create_database(args.postgres), create_database(args.postgres)))
             for label, tracker_db, scoring_db in backends:
                 # A fresh nats-server per backend: the state stream then holds this run's snapshots only.
                 port = free_port()
@@ -364,8 +335,8 @@ async def main() -> None:
                 finally:
                     stop_process(server)
                     if label == "PostgreSQL":
-                        drop_postgres(args.postgres, tracker_db)
-                        drop_postgres(args.postgres, scoring_db)
+                        drop_database(args.postgres, tracker_db)
+                        drop_database(args.postgres, scoring_db)
                 print(
                     f"pipeline {label}: dossier_tracker {r['events']:,} events in {r['tracker_s']:.1f} s "
                     f"({r['events'] / r['tracker_s']:,.0f} ev/s) -> {r['snapshots']:,} state snapshots; scoring "
@@ -387,7 +358,7 @@ async def main() -> None:
                         path = work / f"scrape-{n}.db"
                         case = prepare_case(label, f"sqlite:///{path}", n, loader=lambda k, p=path: load_sqlite(p, k))
                     else:
-                        url = fresh_postgres(admin)
+                        url = create_database(admin)
                         case = prepare_case(label, url, n, loader=lambda k, u=url: load_postgres(u, k))
                     cases.append(case)
                     i = case.info
@@ -413,7 +384,7 @@ async def main() -> None:
                 for case in cases:
                     case.engine.dispose()  # type: ignore[attr-defined]
                     if admin is not None:
-                        drop_postgres(admin, case.url)
+                        drop_database(admin, case.url)
 
 if __name__ == "__main__":
     asyncio.run(main())

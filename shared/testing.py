@@ -99,3 +99,54 @@ async def publish_event(js: Any, subject: str, event: Mapping[str, Any] | bytes,
         payload = json.dumps(event).encode()
         headers = {"Content-Type": CONTENT_TYPE, "Nats-Msg-Id": msg_id or str(event["id"])}
     await js.publish(subject, payload, headers=headers)
+
+
+def create_database(admin_url: str, *, prefix: str = "pw") -> str:
+    """A new, empty PostgreSQL database next to ``admin_url``'s; returns its URL."""
+    import uuid as _uuid
+
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from shared.db import make_engine
+
+    name = f"{prefix}_{_uuid.uuid4().hex[:12]}"
+    engine = make_engine(admin_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(engine.url).set(database=name).render_as_string(hide_password=False)
+    engine.dispose()
+    return url
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from shared.db import make_engine
+
+    name = make_url(url).database
+    engine = make_engine(admin_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def machine_description() -> str:
+    """Cores, CPU model and versions, for the figures a benchmark prints."""
+    import os
+    import platform
+    import sqlite3
+    from pathlib import Path
+
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores · {model} · Python {platform.python_version()} · SQLite {sqlite3.sqlite_version}"
+    )

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from shared.embedded import free_port, start_nats_server, stop_process
+from shared.testing import create_database, drop_database
 
 REPO = Path(__file__).resolve().parents[1]
 HANDBOOK = REPO.parent / "shared"
@@ -82,32 +82,6 @@ def postgres_admin_url() -> Iterator[str]:
         yield pg.get_connection_url()
 
 
-def _fresh_postgres_database(admin_url: str) -> tuple[str, str]:
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-
-    from shared.db import make_engine
-
-    name = f"pw_{uuid.uuid4().hex[:12]}"
-    engine = make_engine(admin_url)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    url = make_url(engine.url).set(database=name)
-    return url.render_as_string(hide_password=False), name
-
-
-def _drop_postgres_database(admin_url: str, name: str) -> None:
-    from sqlalchemy import text
-
-    from shared.db import make_engine
-
-    engine = make_engine(admin_url)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database: a SQLite file, and PostgreSQL when one is available."""
@@ -115,11 +89,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'test.db'}"
         return
     admin = request.getfixturevalue("postgres_admin_url")
-    url, name = _fresh_postgres_database(admin)
+    url = create_database(admin)
     try:
         yield url
     finally:
-        _drop_postgres_database(admin, name)
+        drop_database(admin, url)
 
 
 @pytest.fixture
