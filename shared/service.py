@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -20,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI, Response
 from faststream.nats import NatsBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
+from sqlalchemy import Engine
 
 from shared.compat import install_fetch_timeout_shim
 from shared.settings import CommonSettings
@@ -89,7 +91,30 @@ class Service:
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     http: FastAPI | None = None
+    stop_timeout: float = 10.0  # how long stop() waits for a background loop to end
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def use_database(
+        self,
+        engine: Engine,
+        *,
+        create_schema: Callable[[], None],
+        ping: Callable[[], bool],
+    ) -> None:
+        """Create or migrate the schema at start, report the database in /health, dispose at stop."""
+
+        async def migrate() -> None:
+            await asyncio.to_thread(create_schema)
+
+        async def database_ok() -> bool:
+            return await asyncio.to_thread(ping)
+
+        async def dispose() -> None:
+            await asyncio.to_thread(engine.dispose)
+
+        self.on_start.insert(0, migrate)
+        self.on_stop.append(dispose)
+        self.health_checks["database"] = database_ok
 
     def app(self, *, title: str | None = None, description: str = "", extra_routes: Sequence[Any] = ()) -> FastAPI:
         if self.http is None:
@@ -105,15 +130,15 @@ class Service:
             await hook()
         await self.broker.start()
         for loop in self.background:
-            self._tasks.append(asyncio.create_task(_guard(loop, name=f"{self.name}:{loop.__name__}")))
+            name = f"{self.name}:{loop.__name__}"
+            self._tasks.append(asyncio.create_task(_guard(loop, name=name), name=name))
         log.info("service started name=%s port=%d", self.name, self.port)
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancel_and_wait(task, timeout=self.stop_timeout)
         self._tasks.clear()
         await self.broker.stop()
         for hook in self.on_stop:
@@ -131,6 +156,36 @@ class Service:
         return results
 
 
+async def _cancel_and_wait(task: asyncio.Task[None], *, timeout: float, recancel_every: float = 0.5) -> None:
+    """Wait for a cancelled ``task`` to end, cancelling it again while it runs on.
+
+    One ``cancel()`` is not enough: on Python 3.11 ``asyncio.wait_for``
+    swallows a cancellation that arrives in the same loop iteration as the
+    result it waits for (cpython gh-86296; 3.12 rebuilt it on
+    ``asyncio.timeout``), and nats-py awaits every request (``consumer_info``,
+    publish acks) through it. The background loop then goes on as if it had
+    not been cancelled, and a plain ``await task`` never returns. After
+    ``timeout`` seconds the task is left behind with an error logged, so a
+    stop never hangs.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await asyncio.wait({task}, timeout=recancel_every)
+        if task.done():
+            break
+        if loop.time() >= deadline:
+            where = "".join(f" {f.f_code.co_filename}:{f.f_lineno}" for f in task.get_stack())
+            log.error(
+                "background task did not stop name=%s after %.1fs; left running at%s", task.get_name(), timeout, where
+            )
+            return
+        log.warning("background task still running after cancel name=%s; cancelling again", task.get_name())
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _guard(loop: Background, *, name: str) -> None:
     """Run a background loop; if it dies, log it and start it again after a pause."""
     while True:
@@ -142,6 +197,19 @@ async def _guard(loop: Background, *, name: str) -> None:
         except Exception:
             log.exception("background loop crashed name=%s; restarting in 5s", name)
             await asyncio.sleep(5)
+
+
+def utc_now() -> dt.datetime:
+    """The services' clock (injectable everywhere it is used)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def run_service(name: str, create_app: Callable[[CommonSettings], tuple[Service, FastAPI]]) -> None:
+    """What ``python -m services.<name>`` does: settings, logging, serve until a signal."""
+    common = CommonSettings()
+    setup_logging(common, service=name)
+    service, app = create_app(common)
+    serve(service, app)
 
 
 def make_http_app(service: Service, *, title: str, description: str) -> FastAPI:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Callable
 
@@ -17,14 +16,10 @@ from shared.calendar import load_calendar
 from shared.consuming import EventCounter
 from shared.db import make_engine
 from shared.publishing import JetStreamPublisher
-from shared.service import Service, make_broker, serve, setup_logging
+from shared.service import Service, make_broker, run_service, utc_now
 from shared.settings import CommonSettings
 
 NAME = "dossier_tracker"
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def create_app(
@@ -58,24 +53,10 @@ def create_app(
     )
     service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common)
 
-    async def migrate() -> None:
-        await asyncio.to_thread(create_schema, engine)
-
-    async def database_ok() -> bool:
-        return await asyncio.to_thread(store.ping)
-
-    async def dispose() -> None:
-        engine.dispose()
-
-    service.on_start.append(migrate)
-    service.on_stop.append(dispose)
-    service.health_checks["database"] = database_ok
+    service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
     app = service.app(description="Consumes dossier status events, keeps each dossier's state and timeliness.")
     return service, app
 
 
 def main() -> None:
-    common = CommonSettings()
-    setup_logging(common, service=NAME)
-    service, app = create_app(common)
-    serve(service, app)
+    run_service(NAME, create_app)

@@ -8,7 +8,6 @@ connects before the app's lifespan starts.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from fastapi import FastAPI
@@ -30,7 +29,7 @@ from shared.consuming import BatchProcessor, RetryPolicy
 from shared.db import make_engine
 from shared.events import ALERT_FIRING_TYPE, ALERT_RESOLVED_TYPE
 from shared.publishing import JetStreamPublisher
-from shared.service import Service, make_broker, serve, setup_logging
+from shared.service import Service, make_broker, run_service
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -106,26 +105,15 @@ def create_app(
     broker.include_router(build_router(processor, durable=settings.durable,
                                        batch_size=settings.consumer_batch))
 
-    async def create_schema() -> None:
-        await asyncio.to_thread(store.create_schema)
-
-    async def database_ok() -> bool:
-        return await asyncio.to_thread(store.ping)
-
-    async def dispose() -> None:
-        await asyncio.to_thread(db.dispose)
-
     service = Service(
         name=NAME,
         port=settings.port,
         broker=broker,
         registry=registry,
         settings=common,
-        health_checks={"database": database_ok},
         background=[notifier.dispatch_loop, notifier.delivery_loop],
-        on_start=[create_schema],
-        on_stop=[dispose],
     )
+    service.use_database(db, create_schema=store.create_schema, ping=store.ping)
     app = service.app(
         title="parwatch notifier",
         description="Routes tthc.alerts to the right officials, once, in Vietnamese (SMTP, webhook, log).",
@@ -136,7 +124,4 @@ def create_app(
 
 
 def main() -> None:
-    common = CommonSettings()
-    setup_logging(common, service=NAME)
-    service, app = create_app(common)
-    serve(service, app)
+    run_service(NAME, create_app)

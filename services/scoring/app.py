@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Callable
 
@@ -18,14 +17,10 @@ from services.scoring.store import ScoringStore, create_schema
 from services.scoring.watch import KpiWatch
 from shared.db import make_engine
 from shared.publishing import JetStreamPublisher
-from shared.service import Service, make_broker, serve, setup_logging
+from shared.service import Service, make_broker, run_service, utc_now
 from shared.settings import CommonSettings
 
 NAME = "scoring"
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def create_app(
@@ -72,19 +67,8 @@ def create_app(
         clock=clock,
     )
 
-    async def migrate() -> None:
-        await asyncio.to_thread(create_schema, engine)
-
-    async def database_ok() -> bool:
-        return await asyncio.to_thread(store.ping)
-
-    async def dispose() -> None:
-        engine.dispose()
-
-    service.on_start.append(migrate)
-    service.on_stop.append(dispose)
+    service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
     service.background.append(watch.run)
-    service.health_checks["database"] = database_ok
     app = service.app(
         description=(
             "Figures officials are judged by, per agency and period: on-time rate (contract rule 7), "
@@ -96,7 +80,4 @@ def create_app(
 
 
 def main() -> None:
-    common = CommonSettings()
-    setup_logging(common, service=NAME)
-    service, app = create_app(common)
-    serve(service, app)
+    run_service(NAME, create_app)
