@@ -254,6 +254,50 @@ def subscribe_batches(
     )(handle)
 
 
+@dataclass(frozen=True)
+class Route:
+    """One subscription of a service: what it reads, under which durable name, and what applies it."""
+
+    subject: str
+    durable: str
+    accept: str
+    apply: Apply
+
+
+def consumer_router(
+    *,
+    service: str,
+    routes: Sequence[Route],
+    publisher: Publisher,
+    retry: RetryPolicy,
+    clock: Callable[[], dt.datetime],
+    batch_size: int,
+    batch_timeout: float,
+    counter: EventCounter | None = None,
+) -> NatsRouter:
+    """A router with one durable batch consumer per route, each under the consumer rules above."""
+    router = NatsRouter()
+    for route in routes:
+        processor = BatchProcessor(
+            service=service,
+            accept=frozenset({route.accept}),
+            apply=route.apply,
+            publisher=publisher,
+            counter=counter,
+            retry=retry,
+            clock=clock,
+        )
+        subscribe_batches(
+            router,
+            subject=route.subject,
+            durable=route.durable,
+            processor=processor,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
+        )
+    return router
+
+
 async def run_in_thread(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Run blocking database work off the event loop."""
     return await asyncio.to_thread(fn, *args, **kwargs)

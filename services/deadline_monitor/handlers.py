@@ -20,7 +20,7 @@ from collections.abc import Callable
 from faststream.nats import NatsRouter
 
 from services.deadline_monitor.monitor import Monitor
-from shared.consuming import Apply, BatchProcessor, Publisher, RetryPolicy, subscribe_batches
+from shared.consuming import Publisher, RetryPolicy, Route, consumer_router
 from shared.events import DEADLETTER_TYPE, DOSSIER_STATE_TYPE, PLAN_TYPE
 from shared.streams import ACCEPTED_PLAN_REPORTS, DEADLETTER, DOSSIER_STATE, stream_for
 
@@ -42,34 +42,16 @@ def build_router(
     batch_size: int,
     batch_timeout: float,
 ) -> NatsRouter:
-    router = NatsRouter()
-
-    def processor(apply: Apply, accept: str) -> BatchProcessor:
-        return BatchProcessor(
-            service=SERVICE,
-            accept=frozenset({accept}),
-            apply=apply,
-            publisher=publisher,
-            counter=None,
-            retry=retry,
-            clock=clock,
-        )
-
-    snapshots = processor(monitor.apply_snapshots, DOSSIER_STATE_TYPE)
-    reports = processor(monitor.apply_reports, PLAN_TYPE)
-    letters = processor(monitor.apply_deadletters, DEADLETTER_TYPE)
-
-    for subject, name, processor_ in (
-        (DOSSIER_STATE, snapshot_consumer(durable)[1], snapshots),
-        (ACCEPTED_PLAN_REPORTS, f"{durable}_plan", reports),
-        (DEADLETTER, f"{durable}_deadletter", letters),
-    ):
-        subscribe_batches(
-            router,
-            subject=subject,
-            durable=name,
-            processor=processor_,
-            batch_size=batch_size,
-            batch_timeout=batch_timeout,
-        )
-    return router
+    return consumer_router(
+        service=SERVICE,
+        routes=[
+            Route(DOSSIER_STATE, snapshot_consumer(durable)[1], DOSSIER_STATE_TYPE, monitor.apply_snapshots),
+            Route(ACCEPTED_PLAN_REPORTS, f"{durable}_plan", PLAN_TYPE, monitor.apply_reports),
+            Route(DEADLETTER, f"{durable}_deadletter", DEADLETTER_TYPE, monitor.apply_deadletters),
+        ],
+        publisher=publisher,
+        retry=retry,
+        clock=clock,
+        batch_size=batch_size,
+        batch_timeout=batch_timeout,
+    )

@@ -9,9 +9,9 @@ wakes the outbox.
 from __future__ import annotations
 
 import asyncio
-import time
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from services.deadline_monitor.domain import OccurrenceSpec

@@ -18,13 +18,13 @@ from faststream.nats import NatsRouter
 from services.dossier_tracker.domain import DossierState, RecordedEvent
 from services.dossier_tracker.store import Incoming, TrackerStore
 from shared.consuming import (
-    BatchProcessor,
     Delivery,
     EventCounter,
     Outcome,
     Publisher,
     RetryPolicy,
-    subscribe_batches,
+    Route,
+    consumer_router,
 )
 from shared.events import (
     DOSSIER_STATE_TYPE,
@@ -114,34 +114,27 @@ def build_router(
     batch_size: int,
     batch_timeout: float,
 ) -> NatsRouter:
-    router = NatsRouter()
-
-    def processor(apply: Callable[[Sequence[Delivery]], object], accept: str) -> BatchProcessor:
-        return BatchProcessor(
-            service="dossier_tracker",
-            accept=frozenset({accept}),
-            apply=apply,  # type: ignore[arg-type]
-            publisher=publisher,
-            counter=counter,
-            retry=retry,
-            clock=clock,
-        )
-
-    dossiers = processor(DossierIngest(store=store, publisher=publisher, clock=clock), DOSSIER_TYPE)
-    ratings = processor(Relay(store=store, publisher=publisher, subject=ACCEPTED_RATINGS, clock=clock), RATING_TYPE)
-    plans = processor(Relay(store=store, publisher=publisher, subject=ACCEPTED_PLAN_REPORTS, clock=clock), PLAN_TYPE)
-
-    for subject, name, processor_ in (
-        (DOSSIER_EVENTS, durable, dossiers),
-        (RATING_EVENTS, f"{durable}_ratings", ratings),
-        (PLAN_EVENTS, f"{durable}_plan", plans),
-    ):
-        subscribe_batches(
-            router,
-            subject=subject,
-            durable=name,
-            processor=processor_,
-            batch_size=batch_size,
-            batch_timeout=batch_timeout,
-        )
-    return router
+    return consumer_router(
+        service="dossier_tracker",
+        routes=[
+            Route(DOSSIER_EVENTS, durable, DOSSIER_TYPE, DossierIngest(store=store, publisher=publisher, clock=clock)),
+            Route(
+                RATING_EVENTS,
+                f"{durable}_ratings",
+                RATING_TYPE,
+                Relay(store=store, publisher=publisher, subject=ACCEPTED_RATINGS, clock=clock),
+            ),
+            Route(
+                PLAN_EVENTS,
+                f"{durable}_plan",
+                PLAN_TYPE,
+                Relay(store=store, publisher=publisher, subject=ACCEPTED_PLAN_REPORTS, clock=clock),
+            ),
+        ],
+        publisher=publisher,
+        counter=counter,
+        retry=retry,
+        clock=clock,
+        batch_size=batch_size,
+        batch_timeout=batch_timeout,
+    )

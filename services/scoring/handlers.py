@@ -22,7 +22,7 @@ from faststream.nats import NatsRouter
 
 from services.scoring.domain import DossierFacts, RatingFacts, TaskFacts
 from services.scoring.store import ScoringStore
-from shared.consuming import BatchProcessor, Delivery, Outcome, Publisher, RetryPolicy, subscribe_batches
+from shared.consuming import Delivery, Outcome, Publisher, RetryPolicy, Route, consumer_router
 from shared.events import DOSSIER_STATE_TYPE, PLAN_TASK_STATE_TYPE, RATING_TYPE
 from shared.streams import ACCEPTED_RATINGS, DOSSIER_STATE, PLAN_TASK_STATE
 
@@ -71,34 +71,16 @@ def build_router(
     batch_size: int,
     batch_timeout: float,
 ) -> NatsRouter:
-    router = NatsRouter()
-
-    def processor(apply: Callable[[Sequence[Delivery]], object], accept: str) -> BatchProcessor:
-        return BatchProcessor(
-            service=SERVICE,
-            accept=frozenset({accept}),
-            apply=apply,  # type: ignore[arg-type]
-            publisher=publisher,
-            counter=None,
-            retry=retry,
-            clock=clock,
-        )
-
-    states = processor(StateIngest(store=store, clock=clock), DOSSIER_STATE_TYPE)
-    ratings = processor(RatingIngest(store=store), RATING_TYPE)
-    tasks = processor(TaskIngest(store=store), PLAN_TASK_STATE_TYPE)
-
-    for subject, name, processor_ in (
-        (DOSSIER_STATE, f"{durable}_state", states),
-        (ACCEPTED_RATINGS, f"{durable}_ratings", ratings),
-        (PLAN_TASK_STATE, f"{durable}_tasks", tasks),
-    ):
-        subscribe_batches(
-            router,
-            subject=subject,
-            durable=name,
-            processor=processor_,
-            batch_size=batch_size,
-            batch_timeout=batch_timeout,
-        )
-    return router
+    return consumer_router(
+        service=SERVICE,
+        routes=[
+            Route(DOSSIER_STATE, f"{durable}_state", DOSSIER_STATE_TYPE, StateIngest(store=store, clock=clock)),
+            Route(ACCEPTED_RATINGS, f"{durable}_ratings", RATING_TYPE, RatingIngest(store=store)),
+            Route(PLAN_TASK_STATE, f"{durable}_tasks", PLAN_TASK_STATE_TYPE, TaskIngest(store=store)),
+        ],
+        publisher=publisher,
+        retry=retry,
+        clock=clock,
+        batch_size=batch_size,
+        batch_timeout=batch_timeout,
+    )
