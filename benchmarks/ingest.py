@@ -48,8 +48,8 @@ from services.dossier_tracker.settings import TrackerSettings  # noqa: E402
 from shared.compat import install_fetch_timeout_shim  # noqa: E402
 from shared.embedded import free_port, start_nats_server, stop_process, wait_for_port  # noqa: E402
 from shared.settings import CommonSettings  # noqa: E402
-from shared.streams import DOSSIER_EVENTS, ensure_streams  # noqa: E402
-from shared.testing import create_database, machine_description  # noqa: E402
+from shared.streams import DOSSIER_EVENTS  # noqa: E402
+from shared.testing import create_database, machine_description, prepublish_dossier_events  # noqa: E402
 
 AGENCIES = ["PTP", "PTNMT", "PLDTBXH", "PKTHT", "TT_LIEN_HUONG", "TT_PHAN_RI_CUA", "XA_VINH_TAN", "XA_PHU_LAC"]
 BATCH = 500
@@ -100,22 +100,6 @@ def generate(n_events: int, *, seed: int = 146) -> list[bytes]:
     return [raw for _, raw in timeline]
 
 
-async def prepublish(url: str, payloads: list[bytes]) -> float:
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    started = time.perf_counter()
-    window = 2000
-    for i in range(0, len(payloads), window):
-        await asyncio.gather(
-            *(
-                js.publish(DOSSIER_EVENTS, raw, headers={"Content-Type": "application/cloudevents+json"})
-                for raw in payloads[i : i + window]
-            )
-        )
-    elapsed = time.perf_counter() - started
-    await nc.close()
-    return elapsed
 
 
 async def pending(url: str, durable: str) -> int:
@@ -228,8 +212,10 @@ def rss_run(url: str, n: int, workdir: Path) -> None:
     first = max(r for _, r in samples[:quarter])
     last = max(r for _, r in samples[-quarter:])
     print(f"rss: {n:,} events drained in {elapsed:.0f} s ({n / elapsed:,.0f} ev/s)")
-    print(f"rss: peak {max(r for _, r in samples):.0f} MiB; first quarter max {first:.0f} MiB, last quarter max {last:.0f} MiB")
-    print("rss: samples (s, MiB): " + ", ".join(f"({t:.0f}, {r:.0f})" for t, r in samples[:: max(1, len(samples) // 12)]))
+    peak = max(r for _, r in samples)
+    print(f"rss: peak {peak:.0f} MiB; first quarter max {first:.0f} MiB, last quarter max {last:.0f} MiB")
+    shown = samples[:: max(1, len(samples) // 12)]
+    print("rss: samples (s, MiB): " + ", ".join(f"({t:.0f}, {r:.0f})" for t, r in shown))
 
 
 
@@ -251,7 +237,7 @@ async def main() -> None:
         try:
             if args.events:
                 payloads = generate(args.events)
-                took = await prepublish(url, payloads)
+                took = await prepublish_dossier_events(url, payloads)
                 print(f"prepublished {len(payloads):,} events ({len(payloads) // 5:,} dossiers) in {took:.1f} s")
                 bare = await bare_rate(url, len(payloads))
                 print(f"bare FastStream consumer, batch pull {BATCH} + ack only (baseline): {bare:,.0f} ev/s")
@@ -270,7 +256,7 @@ async def main() -> None:
                 port = free_port()
                 server = start_nats_server(store_dir=work / "nats-rss", port=port)
                 url = f"nats://127.0.0.1:{port}"
-                took = await prepublish(url, generate(args.rss, seed=7))
+                took = await prepublish_dossier_events(url, generate(args.rss, seed=7))
                 print(f"rss: prepublished {args.rss:,} events in {took:.0f} s")
                 await asyncio.to_thread(rss_run, url, args.rss, work)
         finally:

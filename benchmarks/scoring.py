@@ -60,8 +60,7 @@ from services.scoring.store import DOSSIER, ScoringStore, create_schema  # noqa:
 from shared.db import make_engine  # noqa: E402
 from shared.embedded import free_port, start_nats_server, stop_process  # noqa: E402
 from shared.settings import CommonSettings  # noqa: E402
-from shared.streams import DOSSIER_EVENTS, ensure_streams  # noqa: E402
-from shared.testing import create_database, drop_database, machine_description  # noqa: E402
+from shared.testing import create_database, drop_database, machine_description, prepublish_dossier_events  # noqa: E402
 
 VN = dt.timezone(dt.timedelta(hours=7))
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)  # 10:00 on 20/11/2026 in Vietnam
@@ -111,18 +110,6 @@ def generate_events(n_events: int, *, seed: int = 146) -> list[bytes]:
     return [raw for _, raw in timeline]
 
 
-async def prepublish(url: str, payloads: list[bytes]) -> float:
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    started = time.perf_counter()
-    for i in range(0, len(payloads), 2000):
-        await asyncio.gather(*(
-            js.publish(DOSSIER_EVENTS, raw, headers={"Content-Type": "application/cloudevents+json"})
-            for raw in payloads[i : i + 2000]
-        ))
-    await nc.close()
-    return time.perf_counter() - started
 
 
 async def consumer_left(url: str, stream: str, durable: str) -> int:
@@ -329,7 +316,7 @@ async def main() -> None:
                 server = start_nats_server(store_dir=work / f"nats-{label}", port=port)
                 url = f"nats://127.0.0.1:{port}"
                 try:
-                    took = await prepublish(url, payloads)
+                    took = await prepublish_dossier_events(url, payloads)
                     print(f"prepublished {len(payloads):,} events ({len(payloads) // 5:,} dossiers) in {took:.1f} s")
                     r = await pipeline(url, tracker_db=tracker_db, scoring_db=scoring_db, n_events=args.events)
                 finally:

@@ -150,3 +150,25 @@ def machine_description() -> str:
     return (
         f"{os.cpu_count()} cores · {model} · Python {platform.python_version()} · SQLite {sqlite3.sqlite_version}"
     )
+
+
+async def prepublish_dossier_events(url: str, payloads: list[bytes], *, window: int = 2000) -> float:
+    """Publish raw dossier events with JetStream acks, ``window`` in flight; returns the seconds taken."""
+    import time as _time
+
+    import nats
+
+    from shared.streams import DOSSIER_EVENTS, ensure_streams
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        started = _time.perf_counter()
+        for i in range(0, len(payloads), window):
+            batch = payloads[i : i + window]
+            headers = {"Content-Type": CONTENT_TYPE}
+            await asyncio.gather(*(js.publish(DOSSIER_EVENTS, raw, headers=headers) for raw in batch))
+        return _time.perf_counter() - started
+    finally:
+        await nc.close()
