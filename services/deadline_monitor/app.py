@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Callable
 
@@ -21,14 +20,10 @@ from services.deadline_monitor.store import MonitorStore, create_schema
 from shared.calendar import load_calendar
 from shared.db import make_engine
 from shared.publishing import JetStreamPublisher
-from shared.service import Service, make_broker, serve, setup_logging
+from shared.service import Service, make_broker, run_service, utc_now
 from shared.settings import CommonSettings
 
 NAME = "deadline_monitor"
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def policy_from(settings: MonitorSettings) -> Policy:
@@ -117,19 +112,11 @@ def create_app(
     )
     service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common)
 
-    async def migrate() -> None:
-        await asyncio.to_thread(create_schema, engine)
+    async def sync_plans() -> None:
         await monitor.sync_plans(specs)
 
-    async def database_ok() -> bool:
-        return await asyncio.to_thread(store.ping)
-
-    async def dispose() -> None:
-        engine.dispose()
-
-    service.on_start.append(migrate)
-    service.on_stop.append(dispose)
-    service.health_checks["database"] = database_ok
+    service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
+    service.on_start.append(sync_plans)  # after the schema: use_database's hook runs first
     service.background += [monitor.run_ticks, outbox.run]
     app = service.app(description="Alerts before a dossier or a plan task is late; tracks plan task occurrences.")
     app.state.monitor = monitor
@@ -139,7 +126,4 @@ def create_app(
 
 
 def main() -> None:
-    common = CommonSettings()
-    setup_logging(common, service=NAME)
-    service, app = create_app(common)
-    serve(service, app)
+    run_service(NAME, create_app)
