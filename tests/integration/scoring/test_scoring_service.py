@@ -166,22 +166,30 @@ async def test_facts_in_figures_and_alerts_out(nats_server: str, sqlite_url: str
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://scoring") as client:
 
-            async def ready():
-                s = await scrape(client)
-                done = (series(s, "parwatch_on_time_ratio", agency=agency, period="month") is not None
-                        and series(s, "parwatch_satisfaction_ratio", agency=agency) is not None
-                        and series(s, "parwatch_plan_completion_ratio", agency=agency) is not None
-                        and series(s, "parwatch_period_dossiers", agency=agency, period="month", figure="open") == 3)
-                return s if done else None
+            # Three consumers (states, ratings, tasks) apply their facts independently: wait until every
+            # figure below has reached its value, then check the details of that one scrape.
+            expected = {
+                # ended 3 (2 in time) + open 3 (S-O1 in time, S-P1 paused before due, S-O2 overdue) -> 4/6
+                **{("parwatch_on_time_ratio", (("agency", agency), ("period", p))): 4 / 6
+                   for p in ("month", "quarter", "year")},
+                ("parwatch_satisfaction_ratio", (("agency", agency),)): 1 / 3,
+                ("parwatch_satisfaction_criterion_score", (("agency", agency), ("criterion", "c1"))): 1.0,
+                ("parwatch_plan_completion_ratio", (("agency", agency),)): 2 / 3,
+                ("parwatch_online_filing_ratio", (("agency", agency), ("period", "month"))): 2 / 6,
+                ("parwatch_period_dossiers", (("agency", agency), ("figure", "open"), ("period", "month"))): 3,
+            }
+            last: dict = {}
 
-            s = await eventually(ready)
-            # ended 3 (2 in time) + open 3 (S-O1 in time, S-P1 paused before due, S-O2 overdue) -> 4/6
-            for period in ("month", "quarter", "year"):
-                assert series(s, "parwatch_on_time_ratio", agency=agency, period=period) == 4 / 6
-            assert series(s, "parwatch_satisfaction_ratio", agency=agency) == 1 / 3
-            assert series(s, "parwatch_satisfaction_criterion_score", agency=agency, criterion="c1") == 1.0
-            assert series(s, "parwatch_plan_completion_ratio", agency=agency) == 2 / 3
-            assert series(s, "parwatch_online_filing_ratio", agency=agency, period="month") == 2 / 6
+            async def ready():
+                nonlocal last
+                last = await scrape(client)
+                return last if all(last.get(k) == v for k, v in expected.items()) else None
+
+            try:
+                s = await eventually(ready)
+            except AssertionError:
+                assert {k: last.get(k) for k in expected} == expected
+                raise
             assert series(s, "parwatch_national_sync_ratio", agency=agency, period="month") == 2 / 6
             assert series(s, "parwatch_online_payment_ratio", agency=agency, period="month") is None
             assert series(s, "parwatch_service_index_points", agency=agency, period="month",
