@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event, text
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, DateTime, Dialect, Engine, Executable, Table, TypeDecorator, create_engine, event, inspect, text
 from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,31 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_recycle=1800)
 
 
+def add_missing_columns(engine: Engine, table: Table) -> list[str]:
+    """Add the nullable columns of ``table`` that an older database lacks; returns their names.
+
+    ``create_all`` creates missing tables but never alters one. This covers
+    the only schema change parwatch makes in place: a new nullable column,
+    which readers treat as "not known yet".
+    """
+    present = {c["name"] for c in inspect(engine).get_columns(table.name)}
+    added = []
+    for column in table.columns:
+        if column.name in present:
+            continue
+        if not column.nullable or column.primary_key:
+            raise RuntimeError(f"{table.name}.{column.name} is missing and cannot be added in place")
+        kind = column.type.compile(dialect=engine.dialect)
+        preparer = engine.dialect.identifier_preparer
+        with engine.begin() as conn:
+            conn.execute(
+                text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.format_column(column)} {kind}")
+            )
+        added.append(column.name)
+        log.info("column added table=%s column=%s", table.name, column.name)
+    return added
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures that may pass by themselves: lost connections, locks, timeouts."""
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
@@ -47,8 +75,59 @@ def is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.IntegrityError)
 
 
+class BulkStatement:
+    """An INSERT or upsert compiled once and run through the driver's ``executemany``.
+
+    For each row, SQLAlchemy Core builds a parameter dictionary and runs the
+    generic parameter processing, which costs the tracker more than SQLite
+    spends storing the row (docs/benchmarks.md). This keeps Core's statement
+    compilation and the columns' own bind processors (so a row is stored
+    exactly as Core would store it) and only skips the per-row machinery:
+    rows are tuples in ``columns`` order, converted in one loop.
+    """
+
+    def __init__(self, stmt: Executable, table: Table, columns: Sequence[str], dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
+        self.sql: str = compiled.string
+        self.columns = tuple(columns)
+        if compiled.positional:
+            if tuple(compiled.positiontup) != self.columns:
+                raise ValueError(f"statement parameters {compiled.positiontup} are not the columns {self.columns}")
+            self.named = False
+        else:
+            if set(compiled.binds) != set(self.columns):
+                raise ValueError(f"statement parameters {sorted(compiled.binds)} are not the columns {self.columns}")
+            self.named = True
+        processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for i, name in enumerate(self.columns):
+            column_type = table.c[name].type
+            process = column_type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors.append((i, process))
+        self.processors = processors
+
+    def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        processors = self.processors
+        params: list[Any] = []
+        for row in rows:
+            values = list(row)
+            for i, process in processors:
+                values[i] = process(values[i])
+            params.append(dict(zip(self.columns, values, strict=True)) if self.named else tuple(values))
+        conn.exec_driver_sql(self.sql, params)
+
+
 class UtcDateTime(TypeDecorator[dt.datetime]):
-    """Aware datetimes stored in UTC, returned aware, on SQLite and PostgreSQL alike."""
+    """Aware datetimes stored in UTC, returned aware, on SQLite and PostgreSQL alike.
+
+    On SQLite the value is the text SQLAlchemy's DATETIME writes
+    (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC), produced and parsed with the
+    datetime module's C routines instead of SQLAlchemy's generic format string
+    and regular expression: the tracker binds and reads several of these per
+    event (test_shared_db checks both give the same text and values).
+    """
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -66,6 +145,31 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.timezone.utc)
         return value.astimezone(dt.timezone.utc)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        utc = dt.timezone.utc
+
+        def process(value: dt.datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError("naive datetime: parwatch stores aware datetimes only")
+            return value.astimezone(utc).isoformat(" ", "microseconds")[:26]
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        utc = dt.timezone.utc
+        parse = dt.datetime.fromisoformat
+
+        def process(value: str | None) -> dt.datetime | None:
+            return None if value is None else parse(value).replace(tzinfo=utc)
+
+        return process
 
 
 class StatisticsKeeper:

@@ -5,9 +5,31 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, select, text
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Boolean, Column, Date, DateTime, Float, Integer, MetaData, String, Table, inspect, select, text
+from sqlalchemy.dialects import sqlite
 
-from shared.db import StatisticsKeeper, UtcDateTime, make_engine
+from shared.db import BulkStatement, StatisticsKeeper, UtcDateTime, add_missing_columns, make_engine
+
+SQLITE = sqlite.dialect()
+CORE_DATETIME = DateTime(timezone=True).dialect_impl(SQLITE)
+
+
+@settings(max_examples=300)
+@given(moment=st.datetimes(min_value=dt.datetime(1000, 1, 2), max_value=dt.datetime(9999, 12, 30),
+                           timezones=st.sampled_from([dt.timezone.utc, dt.timezone(dt.timedelta(hours=7)),
+                                                      dt.timezone(dt.timedelta(hours=-5, minutes=-30))])))
+def test_sqlite_text_is_what_core_writes_and_reads(moment: dt.datetime) -> None:
+    """UtcDateTime's own SQLite processors against SQLAlchemy's DATETIME ones."""
+    ours = UtcDateTime()
+    core_bind = CORE_DATETIME.bind_processor(SQLITE)
+    core_result = CORE_DATETIME.result_processor(SQLITE, None)
+    stored = ours.bind_processor(SQLITE)(moment)
+    assert stored == core_bind(moment.astimezone(dt.timezone.utc))
+    back = ours.result_processor(SQLITE, None)(stored)
+    assert back == moment and back.utcoffset() == dt.timedelta(0)
+    assert back == core_result(stored).replace(tzinfo=dt.timezone.utc)
 
 
 def test_aware_datetimes_round_trip_in_utc(database_url: str) -> None:
@@ -48,4 +70,68 @@ def test_statistics_are_refreshed_as_a_table_doubles(database_url: str) -> None:
     with engine.connect() as conn:
         estimate = conn.execute(text("SELECT reltuples FROM pg_class WHERE relname = 't_stats'")).scalar_one()
     assert estimate == 300
+    engine.dispose()
+
+
+def _bulk_table(meta: MetaData, name: str) -> Table:
+    return Table(
+        name, meta,
+        Column("id", Integer, primary_key=True), Column("at", UtcDateTime), Column("day", Date),
+        Column("flag", Boolean), Column("share", Float), Column("label", String(20)),
+    )
+
+
+def test_bulk_statement_stores_what_core_stores(database_url: str) -> None:
+    engine = make_engine(database_url)
+    meta = MetaData()
+    core, bulk = _bulk_table(meta, "t_core"), _bulk_table(meta, "t_bulk")
+    meta.create_all(engine)
+    ict = dt.timezone(dt.timedelta(hours=7))
+    rows = [
+        (1, dt.datetime(2026, 11, 27, 17, 30, 0, 5, tzinfo=ict), dt.date(2026, 11, 27), True, 0.5, "một"),
+        (2, None, None, None, None, None),
+        (3, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), dt.date(2025, 12, 31), False, 2.0, "x"),
+    ]
+    names = [c.name for c in core.columns]
+    statement = BulkStatement(bulk.insert(), bulk, names, engine.dialect)
+    with engine.begin() as conn:
+        conn.execute(core.insert(), [dict(zip(names, r, strict=True)) for r in rows])
+        statement.execute(conn, rows)
+        statement.execute(conn, [])  # nothing to do
+    with engine.connect() as conn:
+        through_core = conn.execute(select(core).order_by(core.c.id)).all()
+        through_bulk = conn.execute(select(bulk).order_by(bulk.c.id)).all()
+        assert through_bulk == through_core
+        assert [tuple(r) for r in through_bulk][0][1] == rows[0][1]
+        raw = "SELECT at, day, flag FROM {} ORDER BY id"
+        assert conn.exec_driver_sql(raw.format("t_bulk")).all() == conn.exec_driver_sql(raw.format("t_core")).all()
+    engine.dispose()
+
+
+def test_bulk_statement_refuses_columns_that_do_not_match() -> None:
+    meta = MetaData()
+    t = _bulk_table(meta, "t_mismatch")
+    with pytest.raises(ValueError, match="not the columns"):
+        BulkStatement(t.insert(), t, ["label", "id"], SQLITE)
+
+
+def test_missing_nullable_columns_are_added_in_place(database_url: str) -> None:
+    engine = make_engine(database_url)
+    old = MetaData()
+    Table("t_grow", old, Column("id", Integer, primary_key=True), Column("name", String(10)))
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t_grow (id, name) VALUES (1, 'a')"))
+    new = MetaData()
+    grown = Table("t_grow", new, Column("id", Integer, primary_key=True), Column("name", String(10)),
+                  Column("at", UtcDateTime), Column("n", Integer))
+    assert add_missing_columns(engine, grown) == ["at", "n"]
+    assert add_missing_columns(engine, grown) == []  # idempotent
+    assert {c["name"] for c in inspect(engine).get_columns("t_grow")} == {"id", "name", "at", "n"}
+    with engine.connect() as conn:
+        assert conn.execute(select(grown)).one() == (1, "a", None, None)
+    strict = Table("t_grow", MetaData(), Column("id", Integer, primary_key=True),
+                   Column("must", Integer, nullable=False))
+    with pytest.raises(RuntimeError, match="cannot be added"):
+        add_missing_columns(engine, strict)
     engine.dispose()
