@@ -1,9 +1,15 @@
 """Storage of dossier_tracker: event history, derived state, ended counts.
 
 One transaction per batch holds the deduplication (the event's (source, id)
-is the history table's primary key), the history insert, the re-derived
-dossier state and the ended-count adjustment, so a crash at any point leaves
-either all of it or none.
+is the history table's primary key), the history insert, the new dossier
+state and the ended-count adjustment, so a crash at any point leaves either
+all of it or none.
+
+Each dossier row also keeps its :class:`Fold` (the ``fold_*`` columns): a
+batch whose events for a dossier all sort after the last one applied is
+folded onto the row without reading the history; an event that sorts
+earlier, or a row written before the fold columns existed, folds the whole
+stored history again.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel
 
-from services.dossier_tracker.domain import DossierState, RecordedEvent, derive_state
+from services.dossier_tracker.domain import DossierState, Fold, RecordedEvent
 from shared.calendar import WorkingCalendar
-from shared.db import StatisticsKeeper, UtcDateTime
+from shared.db import BulkStatement, StatisticsKeeper, UtcDateTime, add_missing_columns
 
 # SQLite caps bound parameters; keep IN lists well under it.
 CHUNK = 400
@@ -79,6 +85,15 @@ class DossierRow(SQLModel, table=True):
     digitized: bool | None = None
     synced_national: bool | None = None
     updated_at: dt.datetime = Field(sa_type=UtcDateTime)
+    # The rest of the dossier's Fold (NULL fold_by_sequence: fold the history again).
+    fold_by_sequence: bool | None = None
+    fold_last_sequence: int | None = None
+    fold_last_occurred_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    fold_last_source: str | None = Field(default=None, max_length=256)
+    fold_last_event_id: str | None = Field(default=None, max_length=256)
+    fold_paused_working_days: int | None = None
+    fold_duration_value: float | None = None
+    fold_duration_unit: str | None = Field(default=None, max_length=16)
 
 
 class EndedCountRow(SQLModel, table=True):
@@ -105,6 +120,8 @@ TABLES = [DossierEventRow.__table__, DossierRow.__table__, EndedCountRow.__table
 
 def create_schema(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine, tables=TABLES)
+    # Databases from before the fold columns: add them (NULL until the dossier's next event).
+    add_missing_columns(engine, DossierRow.__table__)
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,71 @@ STATE_FIELDS = tuple(DossierState.__dataclass_fields__)
 EVENTS = DossierEventRow.__table__
 DOSSIERS = DossierRow.__table__
 ENDED = EndedCountRow.__table__
+EVENT_COLUMNS = tuple(c.name for c in EVENTS.columns)
+DOSSIER_COLUMNS = tuple(c.name for c in DOSSIERS.columns)
+
+
+def _fold_of_row(row: dict[str, object]) -> Fold | None:
+    """The dossier's Fold from its row; None for a row written before the fold columns."""
+    if row["fold_by_sequence"] is None:
+        return None
+    return Fold(
+        dossier_code=row["dossier_code"],  # type: ignore[arg-type]
+        count=row["revision"],  # type: ignore[arg-type]
+        by_sequence=row["fold_by_sequence"],  # type: ignore[arg-type]
+        last_sequence=row["fold_last_sequence"],  # type: ignore[arg-type]
+        last_occurred_at=row["fold_last_occurred_at"],  # type: ignore[arg-type]
+        last_source=row["fold_last_source"],  # type: ignore[arg-type]
+        last_event_id=row["fold_last_event_id"],  # type: ignore[arg-type]
+        agency_code=row["agency_code"],  # type: ignore[arg-type]
+        procedure_code=row["procedure_code"],  # type: ignore[arg-type]
+        field_code=row["field_code"],  # type: ignore[arg-type]
+        status=row["status"],  # type: ignore[arg-type]
+        counted=row["counted"],  # type: ignore[arg-type]
+        received_at=row["received_at"],  # type: ignore[arg-type]
+        paused_working_days=row["fold_paused_working_days"] or 0,  # type: ignore[arg-type]
+        pause_started_on=row["pause_started_on"],  # type: ignore[arg-type]
+        supplement_requests=row["supplement_requests"],  # type: ignore[arg-type]
+        ended_on=row["ended_on"],  # type: ignore[arg-type]
+        end_status=row["end_status"],  # type: ignore[arg-type]
+        source_due_day=row["due_day"] if row["due_from_source"] else None,  # type: ignore[arg-type]
+        duration_value=row["fold_duration_value"],  # type: ignore[arg-type]
+        duration_unit=row["fold_duration_unit"],  # type: ignore[arg-type]
+        channel=row["channel"],  # type: ignore[arg-type]
+        online_payment=row["online_payment"],  # type: ignore[arg-type]
+        digitized=row["digitized"],  # type: ignore[arg-type]
+        synced_national=row["synced_national"],  # type: ignore[arg-type]
+    )
+
+
+def _event_row(item: Incoming, now: dt.datetime) -> tuple[object, ...]:
+    """A history row in EVENT_COLUMNS order (checked below)."""
+    e = item.event
+    return (
+        e.event_id, e.source, e.dossier_code, e.sequence, e.status, e.occurred_at, e.agency_code, e.procedure_code,
+        e.field_code, e.received_at, e.due_at, e.duration_value, e.duration_unit, e.channel, e.online_payment,
+        e.digitized, e.synced_national, item.stream_seq, now,
+    )
+
+
+if EVENT_COLUMNS != (*(f for f in ("event_id", "source") ), *EVENT_FIELDS[2:], "stream_seq", "recorded_at"):
+    raise RuntimeError(f"_event_row does not follow the history table's columns {EVENT_COLUMNS}")
+
+
+def _row_of(state: DossierState, fold: Fold, now: dt.datetime) -> tuple[object, ...]:
+    values = {f: getattr(state, f) for f in STATE_FIELDS} | {
+        "updated_at": now,
+        "is_open": state.is_open,
+        "fold_by_sequence": fold.by_sequence,
+        "fold_last_sequence": fold.last_sequence,
+        "fold_last_occurred_at": fold.last_occurred_at,
+        "fold_last_source": fold.last_source,
+        "fold_last_event_id": fold.last_event_id,
+        "fold_paused_working_days": fold.paused_working_days,
+        "fold_duration_value": fold.duration_value,
+        "fold_duration_unit": fold.duration_unit,
+    }
+    return tuple(values[c] for c in DOSSIER_COLUMNS)
 
 
 def _upsert(dialect: str):  # type: ignore[no-untyped-def]
@@ -144,12 +226,15 @@ class TrackerStore:
         self.calendar = calendar
         self.dialect = engine.dialect.name
         self.statistics = StatisticsKeeper(engine, tables=[EVENTS.name, DOSSIERS.name])
+        self.refolded = 0  # dossiers whose whole history was folded again (out-of-order events)
         insert = _upsert(self.dialect)
         dossier_insert = insert(DOSSIERS)
-        self._upsert_dossier = dossier_insert.on_conflict_do_update(
+        upsert = dossier_insert.on_conflict_do_update(
             index_elements=["dossier_code"],
             set_={c.name: dossier_insert.excluded[c.name] for c in DOSSIERS.columns if c.name != "dossier_code"},
         )
+        self._upsert_dossier = BulkStatement(upsert, DOSSIERS, DOSSIER_COLUMNS, engine.dialect)
+        self._insert_event = BulkStatement(EVENTS.insert(), EVENTS, EVENT_COLUMNS, engine.dialect)
         count_insert = insert(ENDED)
         self._adjust_count = count_insert.on_conflict_do_update(
             index_elements=["agency_code", "timeliness"],
@@ -157,10 +242,11 @@ class TrackerStore:
         )
 
     def apply_batch(self, batch: Sequence[Incoming], *, now: dt.datetime) -> BatchResult:
-        """Record new events, re-derive the touched dossiers, adjust ended counts."""
+        """Record new events, fold them onto the touched dossiers, adjust ended counts."""
         keys = [(i.event.source, i.event.event_id) for i in batch]
+        touched = sorted({i.event.dossier_code for i in batch})
         with self.engine.begin() as conn:
-            self._lock_dossiers(conn, sorted({i.event.dossier_code for i in batch}))
+            self._lock_dossiers(conn, touched)
             seen = self._existing_keys(conn, keys)
             duplicate: list[bool] = []
             fresh: list[Incoming] = []
@@ -170,18 +256,12 @@ class TrackerStore:
                 if not dup:
                     seen.add(key)
                     fresh.append(item)
-            if fresh:
-                conn.execute(
-                    EVENTS.insert(),
-                    [
-                        {f: getattr(i.event, f) for f in EVENT_FIELDS} | {"stream_seq": i.stream_seq, "recorded_at": now}
-                        for i in fresh
-                    ],
-                )
-            changed = sorted({i.event.dossier_code for i in fresh})
-            states = self._rederive(conn, changed, now=now) if changed else {}
-            unchanged = sorted({i.event.dossier_code for i in batch} - set(states))
-            states.update(self._load_states(conn, unchanged))
+            self._insert_event.execute(conn, [_event_row(i, now) for i in fresh])
+            stored = self._load_rows(conn, touched)
+            states = self._fold(conn, fresh, stored, now=now) if fresh else {}
+            for code in touched:
+                if code not in states:
+                    states[code] = DossierState(**{f: stored[code][f] for f in STATE_FIELDS})
         self.statistics.wrote(len(fresh))
         return BatchResult(duplicate=duplicate, states=states)
 
@@ -214,30 +294,39 @@ class TrackerStore:
             found.update(key for key in rows if key in wanted)
         return found
 
-    def _rederive(self, conn: Connection, codes: list[str], *, now: dt.datetime) -> dict[str, DossierState]:
-        history: dict[str, list[RecordedEvent]] = defaultdict(list)
-        columns = [EVENTS.c[f] for f in EVENT_FIELDS]
-        previous: dict[str, tuple[str, str | None]] = {}
-        for part in _chunks(codes):
-            for row in conn.execute(select(*columns).where(EVENTS.c.dossier_code.in_(part))):
-                history[row.dossier_code].append(RecordedEvent(*row))
-            stmt = select(DOSSIERS.c.dossier_code, DOSSIERS.c.agency_code, DOSSIERS.c.timeliness).where(
-                DOSSIERS.c.dossier_code.in_(part)
-            )
-            previous.update((code, (agency, timeliness)) for code, agency, timeliness in conn.execute(stmt))
+    def _fold(
+        self, conn: Connection, fresh: list[Incoming], stored: dict[str, dict[str, object]], *, now: dt.datetime
+    ) -> dict[str, DossierState]:
+        arrived: dict[str, list[RecordedEvent]] = defaultdict(list)
+        for item in fresh:
+            arrived[item.event.dossier_code].append(item.event)
+        folds: dict[str, Fold] = {}
+        refold: list[str] = []
+        for code, events in arrived.items():
+            row = stored.get(code)
+            fold = _fold_of_row(row) if row is not None else Fold()
+            if fold is not None and fold.accepts(events):
+                folds[code] = fold.extend(events, calendar=self.calendar)
+            else:
+                refold.append(code)
+        if refold:
+            for code, history in self._histories(conn, sorted(refold)).items():
+                folds[code] = Fold.of(history, calendar=self.calendar)
+        self.refolded += len(refold)
         delta: dict[tuple[str, str], int] = defaultdict(int)
         states: dict[str, DossierState] = {}
         rows = []
-        for code in codes:
-            state = derive_state(history[code], calendar=self.calendar)
+        for code in sorted(folds):
+            fold = folds[code]
+            state = fold.state(calendar=self.calendar)
             states[code] = state
-            old_agency, old_timeliness = previous.get(code, (None, None))
-            if old_agency and old_timeliness:
-                delta[(old_agency, old_timeliness)] -= 1
+            old = stored.get(code)
+            if old is not None and old["agency_code"] and old["timeliness"]:
+                delta[(old["agency_code"], old["timeliness"])] -= 1  # type: ignore[index]
             if state.counted and state.timeliness:
                 delta[(state.agency_code, state.timeliness)] += 1
-            rows.append({f: getattr(state, f) for f in STATE_FIELDS} | {"is_open": state.is_open, "updated_at": now})
-        conn.execute(self._upsert_dossier, rows)
+            rows.append(_row_of(state, fold, now))
+        self._upsert_dossier.execute(conn, rows)
         changes = [
             {"agency_code": agency, "timeliness": timeliness, "count": n}
             for (agency, timeliness), n in sorted(delta.items())
@@ -246,6 +335,21 @@ class TrackerStore:
         if changes:
             conn.execute(self._adjust_count, changes)
         return states
+
+    def _histories(self, conn: Connection, codes: list[str]) -> dict[str, list[RecordedEvent]]:
+        history: dict[str, list[RecordedEvent]] = defaultdict(list)
+        columns = [EVENTS.c[f] for f in EVENT_FIELDS]
+        for part in _chunks(codes):
+            for row in conn.execute(select(*columns).where(EVENTS.c.dossier_code.in_(part))):
+                history[row.dossier_code].append(RecordedEvent(*row))
+        return history
+
+    def _load_rows(self, conn: Connection, codes: list[str]) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for part in _chunks(codes):
+            for row in conn.execute(select(DOSSIERS).where(DOSSIERS.c.dossier_code.in_(part))):
+                out[row.dossier_code] = dict(row._mapping)
+        return out
 
     def _load_states(self, conn: Connection, codes: list[str]) -> dict[str, DossierState]:
         out: dict[str, DossierState] = {}
