@@ -113,6 +113,7 @@ def build_router(
     durable: str,
     batch_size: int,
     batch_timeout: float,
+    overlap: bool = False,
 ) -> NatsRouter:
     return consumer_router(
         service="dossier_tracker",
@@ -137,4 +138,5 @@ def build_router(
         clock=clock,
         batch_size=batch_size,
         batch_timeout=batch_timeout,
+        overlap=overlap,
     )
