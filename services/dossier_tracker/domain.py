@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+import copy
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from shared.calendar import WorkingCalendar, local_date
@@ -307,7 +308,7 @@ class Fold:
         """A new fold with ``events`` applied; only when :meth:`accepts` said so."""
         if not self.accepts(events):
             raise ValueError("events sort before the folded history: fold the whole history again")
-        fold = replace(self)
+        fold = copy.copy(self)
         for e in sorted(events, key=sequence_key if self.by_sequence else time_key):
             fold._step(e, calendar)
         return fold
