@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Dialect, Engine, Executable, Table, TypeDecorator, create_engine, event, inspect, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    Executable,
+    Table,
+    TypeDecorator,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
@@ -50,10 +61,9 @@ def add_missing_columns(engine: Engine, table: Table) -> list[str]:
             raise RuntimeError(f"{table.name}.{column.name} is missing and cannot be added in place")
         kind = column.type.compile(dialect=engine.dialect)
         preparer = engine.dialect.identifier_preparer
+        name = f"{preparer.format_table(table)} ADD COLUMN {preparer.format_column(column)}"
         with engine.begin() as conn:
-            conn.execute(
-                text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.format_column(column)} {kind}")
-            )
+            conn.execute(text(f"ALTER TABLE {name} {kind}"))
         added.append(column.name)
         log.info("column added table=%s column=%s", table.name, column.name)
     return added

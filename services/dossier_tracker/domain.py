@@ -17,9 +17,9 @@ Two implementations, checked against each other by property tests:
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Iterable, Sequence
-import copy
 from dataclasses import dataclass, fields
 from typing import Literal
 
