@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from faststream.nats import NatsBroker
 
-from shared.events import CloudEvent, encode, headers_for
+from shared.events import CONTENT_TYPE, CloudEvent, encode, headers_for
 from shared.streams import stream_for
+
+#: nats-server's cap on the messages of one atomic batch.
+ATOMIC_BATCH_MAX = 1000
+
+
+class BatchNotStored(ConnectionError):
+    """The stream refused or lost an atomic batch: none of it is stored, publishing it again is safe."""
 
 
 class JetStreamPublisher:
-    """Publishes a CloudEvent on a subject and waits for the stream's ack.
+    """Publishes CloudEvents on a subject and waits for the stream's ack.
 
     ``Nats-Msg-Id`` is the event id, so a republished event inside the
-    stream's duplicate window is stored once.
+    stream's duplicate window is stored once (not in atomic batches: see
+    :meth:`_publish_atomic`).
     """
 
-    def __init__(self, broker: NatsBroker) -> None:
+    def __init__(self, broker: NatsBroker, *, ack_timeout: float = 10.0) -> None:
         self.broker = broker
+        self.ack_timeout = ack_timeout
 
     async def publish(self, event: CloudEvent[Any], *, subject: str) -> None:
         await self.broker.publish(
@@ -31,16 +42,52 @@ class JetStreamPublisher:
         )
 
     async def publish_many(self, events: Sequence[CloudEvent[Any]], *, subject: str) -> None:
-        """Publish several events pipelined, then wait until the stream acked every one.
+        """Publish several events and wait until the stream stored every one.
 
-        Raises the first publish error, so the caller's batch is retried.
+        On a stream that allows atomic batches, one batch per
+        :data:`ATOMIC_BATCH_MAX` events, stored all or none and acked once;
+        elsewhere, pipelined publishes acked one by one. Raises on the first
+        failure, so the caller's batch is retried.
         """
         if not events:
             return
+        spec = stream_for(subject)
+        if spec.allow_atomic:
+            for start in range(0, len(events), ATOMIC_BATCH_MAX):
+                await self._publish_atomic(events[start : start + ATOMIC_BATCH_MAX], subject=subject, stream=spec.name)
+            return
         js = self.broker.config.connection_state.stream
-        stream = stream_for(subject).name
+        stream = spec.name
         futures = [
             await js.publish_async(subject, encode(e), headers=headers_for(e) | {"Nats-Expected-Stream": stream})
             for e in events
         ]
         await asyncio.gather(*futures)
+
+    async def _publish_atomic(self, events: Sequence[CloudEvent[Any]], *, subject: str, stream: str) -> None:
+        """One JetStream atomic batch (ADR-50): core publishes, the last one a request that commits.
+
+        ``Nats-Msg-Id`` is left out: the server refuses a whole atomic batch
+        that holds an id it has seen, and a batch published again after a
+        crash holds only such ids. Readers of these facts are idempotent by
+        content (the highest revision wins).
+        """
+        nc = self.broker.config.connection_state.connection
+        batch_id = uuid.uuid4().hex
+        last = len(events)
+        for i, event in enumerate(events, start=1):
+            headers = {"Content-Type": CONTENT_TYPE, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
+            if i < last:
+                await nc.publish(subject, encode(event), headers=headers)
+                continue
+            headers["Nats-Batch-Commit"] = "1"
+            reply = await nc.request(subject, encode(event), headers=headers, timeout=self.ack_timeout)
+            try:
+                ack = json.loads(reply.data)
+            except ValueError:
+                raise BatchNotStored(f"unreadable reply to an atomic batch on {subject}") from None
+            error = ack.get("error")
+            if error:
+                raise BatchNotStored(f"stream refused an atomic batch on {subject}: {error.get('description', error)}")
+            if ack.get("stream") != stream or ack.get("count") != last:
+                raise BatchNotStored(f"atomic batch on {subject} acked as {ack.get('count')} in {ack.get('stream')}")
