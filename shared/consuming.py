@@ -16,10 +16,6 @@ The rules every parwatch consumer follows:
   (a fixed deploy may still take it) before it is dead lettered.
 * Acks happen only after the work is committed. Handlers are idempotent, so
   a redelivery after a crash between commit and ack changes nothing.
-* With ``overlap``, a batch is applied while the next one is fetched and
-  parsed: one batch at most is in flight, batches are applied in the order
-  they were fetched, and the service settles the batch in flight before it
-  closes its connection (:func:`settle_batches`).
 
 FastStream's default ack policy terminates a message on the first error;
 subscribers here use ``AckPolicy.MANUAL`` and this module decides.
@@ -30,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -116,21 +111,6 @@ def _clock() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-#: Batches handed over by overlapping processors and not yet applied and acked.
-_IN_FLIGHT: weakref.WeakSet[asyncio.Task[None]] = weakref.WeakSet()
-
-
-async def settle_batches(timeout: float = 30.0) -> None:
-    """Wait for every batch in flight to be applied and acked (a service's stop, after its subscribers stopped)."""
-    tasks = [t for t in _IN_FLIGHT if not t.done()]
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=timeout)
-    for task in pending:  # left unacked: JetStream redelivers them after ack_wait
-        log.error("batch still in flight after %.0fs at stop; cancelling it", timeout)
-        task.cancel()
-
-
 class BatchProcessor:
     """Parses, applies and acknowledges one batch of JetStream messages."""
 
@@ -144,7 +124,6 @@ class BatchProcessor:
         counter: EventCounter | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], dt.datetime] = _clock,
-        overlap: bool = False,
     ) -> None:
         self.service = service
         self.accept = accept
@@ -153,38 +132,8 @@ class BatchProcessor:
         self.counter = counter
         self.retry = retry or RetryPolicy()
         self.clock = clock
-        self.overlap = overlap
-        self._in_flight: asyncio.Task[None] | None = None
 
     async def handle(self, raws: Sequence[Msg]) -> None:
-        """Parse a batch, dead-letter what cannot be accepted, apply the rest and ack.
-
-        With ``overlap`` the apply runs as a task and this returns at once, so
-        the next batch is fetched and parsed meanwhile; it waits for the
-        previous batch first, so one batch at most is in flight.
-        """
-        deliveries = await self._parse(raws)
-        if not self.overlap:
-            if deliveries:
-                await self._apply(deliveries, isolate=len(deliveries) > 1)
-            return
-        await self.settle()
-        if deliveries:
-            task = asyncio.create_task(self._apply(deliveries, isolate=len(deliveries) > 1))
-            self._in_flight = task
-            _IN_FLIGHT.add(task)
-
-    async def settle(self) -> None:
-        """Wait until the batch in flight, if any, has been applied and acked."""
-        task, self._in_flight = self._in_flight, None
-        if task is None:
-            return
-        try:
-            await task
-        except Exception:  # its messages stay unacked: JetStream redelivers them after ack_wait
-            log.exception("batch in flight failed service=%s", self.service)
-
-    async def _parse(self, raws: Sequence[Msg]) -> list[Delivery]:
         deliveries: list[Delivery] = []
         for raw in raws:
             md = raw.metadata
@@ -203,7 +152,8 @@ class BatchProcessor:
                     raw=raw,
                 )
             )
-        return deliveries
+        if deliveries:
+            await self._apply(deliveries, isolate=len(deliveries) > 1)
 
     async def _apply(self, deliveries: Sequence[Delivery], *, isolate: bool) -> None:
         try:
@@ -324,7 +274,6 @@ def consumer_router(
     batch_size: int,
     batch_timeout: float,
     counter: EventCounter | None = None,
-    overlap: bool = False,
 ) -> NatsRouter:
     """A router with one durable batch consumer per route, each under the consumer rules above."""
     router = NatsRouter()
@@ -337,7 +286,6 @@ def consumer_router(
             counter=counter,
             retry=retry,
             clock=clock,
-            overlap=overlap,
         )
         subscribe_batches(
             router,

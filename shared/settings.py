@@ -58,9 +58,6 @@ class ConsumerSettings(BaseSettings):
     )
     retry_first_delay: float = Field(default=1.0, gt=0, description="delay before the first redelivery; doubles")
     retry_max_delay: float = Field(default=120.0, gt=0, description="longest delay between redeliveries")
-    overlap_batches: bool = Field(
-        default=True, description="apply a batch while the next is fetched and parsed (one batch in flight)"
-    )
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(

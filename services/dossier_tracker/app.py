@@ -49,7 +49,6 @@ def create_app(
             durable=settings.durable,
             batch_size=settings.batch_size,
             batch_timeout=settings.batch_timeout,
-            overlap=settings.overlap_batches,
         )
     )
     service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common)

@@ -113,7 +113,6 @@ def build_router(
     durable: str,
     batch_size: int,
     batch_timeout: float,
-    overlap: bool = False,
 ) -> NatsRouter:
     return consumer_router(
         service="dossier_tracker",
@@ -138,5 +137,4 @@ def build_router(
         clock=clock,
         batch_size=batch_size,
         batch_timeout=batch_timeout,
-        overlap=overlap,
     )
