@@ -243,6 +243,12 @@ def subscribe_batches(
     async def handle(msg: NatsBatchMessage = Context("message")) -> None:
         await processor.handle(msg.raw_message)
 
+    async def raw_bodies(msg: NatsBatchMessage) -> list[bytes]:
+        # FastStream's batch decoder decodes every body as JSON and builds a
+        # message object (with a fresh uuid4) for each, values the handler
+        # never reads: the processor parses the raw messages itself.
+        return list(msg.body)
+
     router.subscriber(
         subject,
         stream=JStream(name=stream_for(subject).name, declare=False),
@@ -250,6 +256,7 @@ def subscribe_batches(
         pull_sub=PullSub(batch_size=batch_size, timeout=batch_timeout, batch=True),
         ack_policy=AckPolicy.MANUAL,
         config=ConsumerConfig(max_deliver=retry.max_deliver + 1, ack_wait=retry.ack_wait),
+        decoder=raw_bodies,
         title=f"{processor.service}.{durable}",
     )(handle)
 
