@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Date,
     DateTime,
     Dialect,
     Engine,
@@ -178,6 +179,33 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
 
         def process(value: str | None) -> dt.datetime | None:
             return None if value is None else parse(value).replace(tzinfo=utc)
+
+        return process
+
+
+class Day(TypeDecorator[dt.date]):
+    """A calendar day, stored as SQLAlchemy's DATE stores it; on SQLite, the text is
+    written and read with the date type's C routines (tested against SQLAlchemy's)."""
+
+    impl = Date
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: dt.date | None) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        parse = dt.date.fromisoformat
+
+        def process(value: str | None) -> dt.date | None:
+            return None if value is None else parse(value)
 
         return process
 

@@ -26,7 +26,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from services.dossier_tracker.domain import DossierState, Fold, RecordedEvent
 from shared.calendar import WorkingCalendar
-from shared.db import BulkStatement, StatisticsKeeper, UtcDateTime, add_missing_columns
+from shared.db import BulkStatement, Day, StatisticsKeeper, UtcDateTime, add_missing_columns
 
 # SQLite caps bound parameters; keep IN lists well under it.
 CHUNK = 400
@@ -71,13 +71,13 @@ class DossierRow(SQLModel, table=True):
     counted: bool
     is_open: bool
     received_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
-    receipt_day: dt.date | None = None
-    due_day: dt.date | None = None
+    receipt_day: dt.date | None = Field(default=None, sa_type=Day)
+    due_day: dt.date | None = Field(default=None, sa_type=Day)
     due_from_source: bool = False
     paused: bool = False
-    pause_started_on: dt.date | None = None
+    pause_started_on: dt.date | None = Field(default=None, sa_type=Day)
     supplement_requests: int = 0
-    ended_on: dt.date | None = None
+    ended_on: dt.date | None = Field(default=None, sa_type=Day)
     end_status: int | None = None
     timeliness: str | None = Field(default=None, max_length=16)
     channel: int | None = None

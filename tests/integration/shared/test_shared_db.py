@@ -10,10 +10,19 @@ from hypothesis import strategies as st
 from sqlalchemy import Boolean, Column, Date, DateTime, Float, Integer, MetaData, String, Table, inspect, select, text
 from sqlalchemy.dialects import sqlite
 
-from shared.db import BulkStatement, StatisticsKeeper, UtcDateTime, add_missing_columns, make_engine
+from shared.db import BulkStatement, Day, StatisticsKeeper, UtcDateTime, add_missing_columns, make_engine
 
 SQLITE = sqlite.dialect()
 CORE_DATETIME = DateTime(timezone=True).dialect_impl(SQLITE)
+CORE_DATE = Date().dialect_impl(SQLITE)
+
+
+@settings(max_examples=300)
+@given(day=st.dates(min_value=dt.date(1000, 1, 1)))
+def test_sqlite_day_text_is_what_core_writes_and_reads(day: dt.date) -> None:
+    stored = Day().bind_processor(SQLITE)(day)
+    assert stored == CORE_DATE.bind_processor(SQLITE)(day)
+    assert Day().result_processor(SQLITE, None)(stored) == CORE_DATE.result_processor(SQLITE, None)(stored) == day
 
 
 @settings(max_examples=300)
@@ -76,7 +85,7 @@ def test_statistics_are_refreshed_as_a_table_doubles(database_url: str) -> None:
 def _bulk_table(meta: MetaData, name: str) -> Table:
     return Table(
         name, meta,
-        Column("id", Integer, primary_key=True), Column("at", UtcDateTime), Column("day", Date),
+        Column("id", Integer, primary_key=True), Column("at", UtcDateTime), Column("day", Day),
         Column("flag", Boolean), Column("share", Float), Column("label", String(20)),
     )
 
