@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.dossier_tracker.domain import Fold, RecordedEvent, derive_state
+from services.dossier_tracker.handlers import state_fact
 from shared.calendar import load_calendar
+from shared.events import DossierStateChanged
 
 CAL = load_calendar()
 ICT = dt.timezone(dt.timedelta(hours=7))
@@ -60,7 +62,11 @@ def histories(draw: Any) -> list[RecordedEvent]:
 @settings(max_examples=400, deadline=None)
 @given(history=histories())
 def test_fold_of_a_history_gives_the_reference_state(history: list[RecordedEvent]) -> None:
-    assert Fold.of(history, calendar=CAL).state(calendar=CAL) == derive_state(history, calendar=CAL)
+    state = Fold.of(history, calendar=CAL).state(calendar=CAL)
+    assert state == derive_state(history, calendar=CAL)
+    # The fact built from it without validation passes the strict contract model.
+    fact = state_fact(state, now=START)
+    assert DossierStateChanged.model_validate_json(fact.model_dump_json(), strict=True) == fact
 
 
 @settings(max_examples=400, deadline=None)
