@@ -16,6 +16,12 @@ The rules every parwatch consumer follows:
   (a fixed deploy may still take it) before it is dead lettered.
 * Acks happen only after the work is committed. Handlers are idempotent, so
   a redelivery after a crash between commit and ack changes nothing.
+* With ``in_flight`` > 0, a batch is applied while the next ones are fetched
+  and parsed: at most ``in_flight`` batches are handed over and not yet acked,
+  their applies start in the order the batches were fetched, and the service
+  settles them before it closes its connection (:func:`settle_batches`). For
+  a handler that does its work elsewhere (dossier_tracker's store process);
+  one that shares the interpreter only adds lock contention.
 
 FastStream's default ack policy terminates a message on the first error;
 subscribers here use ``AckPolicy.MANUAL`` and this module decides.
@@ -24,8 +30,10 @@ subscribers here use ``AckPolicy.MANUAL`` and this module decides.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -111,6 +119,21 @@ def _clock() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+#: Batches handed over (``in_flight``) and not yet applied and acked.
+_IN_FLIGHT: weakref.WeakSet[asyncio.Task[None]] = weakref.WeakSet()
+
+
+async def settle_batches(timeout: float = 30.0) -> None:
+    """Wait for every batch in flight to be applied and acked (a service's stop, after its subscribers stopped)."""
+    tasks = [t for t in _IN_FLIGHT if not t.done()]
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:  # left unacked: JetStream redelivers them after ack_wait
+        log.error("batch still in flight after %.0fs at stop; cancelling it", timeout)
+        task.cancel()
+
+
 class BatchProcessor:
     """Parses, applies and acknowledges one batch of JetStream messages."""
 
@@ -124,6 +147,7 @@ class BatchProcessor:
         counter: EventCounter | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], dt.datetime] = _clock,
+        in_flight: int = 0,
     ) -> None:
         self.service = service
         self.accept = accept
@@ -132,8 +156,41 @@ class BatchProcessor:
         self.counter = counter
         self.retry = retry or RetryPolicy()
         self.clock = clock
+        self.in_flight = in_flight
+        self._in_flight: collections.deque[asyncio.Task[None]] = collections.deque()
 
     async def handle(self, raws: Sequence[Msg]) -> None:
+        """Parse a batch, dead-letter what cannot be accepted, apply the rest and ack.
+
+        With ``in_flight`` the apply runs as a task and this returns at once,
+        so the next batch is fetched and parsed meanwhile; with that many
+        batches in flight already, it first waits for the oldest.
+        """
+        deliveries = await self._parse(raws)
+        if not self.in_flight:
+            if deliveries:
+                await self._apply(deliveries, isolate=len(deliveries) > 1)
+            return
+        while self._in_flight and (self._in_flight[0].done() or len(self._in_flight) >= self.in_flight):
+            await self._settle_oldest()
+        if deliveries:
+            task = asyncio.create_task(self._apply(deliveries, isolate=len(deliveries) > 1))
+            self._in_flight.append(task)
+            _IN_FLIGHT.add(task)
+
+    async def settle(self) -> None:
+        """Wait until every batch in flight has been applied and acked."""
+        while self._in_flight:
+            await self._settle_oldest()
+
+    async def _settle_oldest(self) -> None:
+        task = self._in_flight.popleft()
+        try:
+            await task
+        except Exception:  # its messages stay unacked: JetStream redelivers them after ack_wait
+            log.exception("batch in flight failed service=%s", self.service)
+
+    async def _parse(self, raws: Sequence[Msg]) -> list[Delivery]:
         deliveries: list[Delivery] = []
         for raw in raws:
             md = raw.metadata
@@ -152,8 +209,7 @@ class BatchProcessor:
                     raw=raw,
                 )
             )
-        if deliveries:
-            await self._apply(deliveries, isolate=len(deliveries) > 1)
+        return deliveries
 
     async def _apply(self, deliveries: Sequence[Delivery], *, isolate: bool) -> None:
         try:
@@ -281,6 +337,7 @@ def consumer_router(
     batch_size: int,
     batch_timeout: float,
     counter: EventCounter | None = None,
+    in_flight: int = 0,
 ) -> NatsRouter:
     """A router with one durable batch consumer per route, each under the consumer rules above."""
     router = NatsRouter()
@@ -293,6 +350,7 @@ def consumer_router(
             counter=counter,
             retry=retry,
             clock=clock,
+            in_flight=in_flight,
         )
         subscribe_batches(
             router,

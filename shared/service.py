@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_cr
 from sqlalchemy import Engine
 
 from shared.compat import install_fetch_timeout_shim
+from shared.consuming import settle_batches
 from shared.settings import CommonSettings
 from shared.streams import ensure_streams
 
@@ -140,6 +141,10 @@ class Service:
         for task in self._tasks:
             await _cancel_and_wait(task, timeout=self.stop_timeout)
         self._tasks.clear()
+        # Stop fetching, let the batch in flight be applied and acked, then close the connection.
+        for subscriber in self.broker.subscribers:
+            await subscriber.stop()
+        await settle_batches()
         await self.broker.stop()
         for hook in self.on_stop:
             await hook()

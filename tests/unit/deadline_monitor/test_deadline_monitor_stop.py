@@ -29,6 +29,7 @@ from shared.settings import CommonSettings
 class FakeBroker:
     def __init__(self) -> None:
         self.config = SimpleNamespace(connection_state=SimpleNamespace(stream=None))
+        self.subscribers: list[Any] = []
         self.stopped = False
 
     async def connect(self) -> None:
