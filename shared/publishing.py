@@ -53,8 +53,7 @@ class JetStreamPublisher:
             return
         spec = stream_for(subject)
         if spec.allow_atomic:
-            for start in range(0, len(events), ATOMIC_BATCH_MAX):
-                await self._publish_atomic(events[start : start + ATOMIC_BATCH_MAX], subject=subject, stream=spec.name)
+            await self.publish_encoded([encode(e) for e in events], subject=subject)
             return
         js = self.broker.config.connection_state.stream
         stream = spec.name
@@ -64,7 +63,15 @@ class JetStreamPublisher:
         ]
         await asyncio.gather(*futures)
 
-    async def _publish_atomic(self, events: Sequence[CloudEvent[Any]], *, subject: str, stream: str) -> None:
+    async def publish_encoded(self, bodies: Sequence[bytes], *, subject: str) -> None:
+        """Encoded CloudEvents onto a stream that allows atomic batches, :data:`ATOMIC_BATCH_MAX` a batch."""
+        spec = stream_for(subject)
+        if not spec.allow_atomic:
+            raise ValueError(f"{spec.name} does not take atomic batches")
+        for start in range(0, len(bodies), ATOMIC_BATCH_MAX):
+            await self._publish_atomic(bodies[start : start + ATOMIC_BATCH_MAX], subject=subject, stream=spec.name)
+
+    async def _publish_atomic(self, bodies: Sequence[bytes], *, subject: str, stream: str) -> None:
         """One JetStream atomic batch (ADR-50): core publishes, the last one a request that commits.
 
         ``Nats-Msg-Id`` is left out: the server refuses a whole atomic batch
@@ -74,14 +81,14 @@ class JetStreamPublisher:
         """
         nc = self.broker.config.connection_state.connection
         batch_id = uuid.uuid4().hex
-        last = len(events)
-        for i, event in enumerate(events, start=1):
+        last = len(bodies)
+        for i, body in enumerate(bodies, start=1):
             headers = {"Content-Type": CONTENT_TYPE, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
             if i < last:
-                await nc.publish(subject, encode(event), headers=headers)
+                await nc.publish(subject, body, headers=headers)
                 continue
             headers["Nats-Batch-Commit"] = "1"
-            reply = await nc.request(subject, encode(event), headers=headers, timeout=self.ack_timeout)
+            reply = await nc.request(subject, body, headers=headers, timeout=self.ack_timeout)
             try:
                 ack = json.loads(reply.data)
             except ValueError:
