@@ -12,6 +12,7 @@ from services.dossier_tracker.handlers import build_router
 from services.dossier_tracker.metrics import DossierCollector
 from services.dossier_tracker.settings import TrackerSettings
 from services.dossier_tracker.store import TrackerStore, create_schema
+from services.dossier_tracker.worker import StoreWorker
 from shared.calendar import load_calendar
 from shared.consuming import EventCounter
 from shared.db import make_engine
@@ -31,8 +32,10 @@ def create_app(
     common = common or CommonSettings()
     settings = settings or TrackerSettings()
     calendar = load_calendar(common.calendar_overrides)
-    engine = make_engine(common.database_url_for(NAME))
+    database_url = common.database_url_for(NAME)
+    engine = make_engine(database_url)
     store = TrackerStore(engine, calendar=calendar)
+    worker = StoreWorker(database_url, calendar_overrides=common.calendar_overrides) if settings.store_process else None
     registry = CollectorRegistry()
     counter = EventCounter(registry)
     registry.register(DossierCollector(store, calendar=calendar, clock=clock))
@@ -42,6 +45,7 @@ def create_app(
     broker.include_router(
         build_router(
             store=store,
+            worker=worker,
             publisher=JetStreamPublisher(broker),
             counter=counter,
             retry=retry,
@@ -49,11 +53,15 @@ def create_app(
             durable=settings.durable,
             batch_size=settings.batch_size,
             batch_timeout=settings.batch_timeout,
+            in_flight=2 if worker is not None else 0,  # one stored while the next waits its turn
         )
     )
     service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common)
 
     service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
+    if worker is not None:
+        service.on_start.append(worker.start)  # after the schema exists
+        service.on_stop.insert(0, worker.stop)  # after the batch in flight settled
     app = service.app(description="Consumes dossier status events, keeps each dossier's state and timeliness.")
     return service, app
 

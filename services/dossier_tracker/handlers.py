@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from faststream.nats import NatsRouter
 
@@ -31,9 +32,12 @@ from shared.events import (
     DOSSIER_TYPE,
     PLAN_TYPE,
     RATING_TYPE,
+    CloudEvent,
     DossierStateChanged,
+    encode,
     new_event,
 )
+from shared.publishing import JetStreamPublisher
 from shared.streams import (
     ACCEPTED_PLAN_REPORTS,
     ACCEPTED_RATINGS,
@@ -59,36 +63,66 @@ def state_fact(state: DossierState, *, now: dt.datetime) -> DossierStateChanged:
     return DossierStateChanged.model_construct(**{k: getattr(state, k) for k in _FACT_FIELDS}, updated_at=now)
 
 
-class DossierIngest:
-    """Stores a batch of status events and publishes the touched dossiers' state."""
+def fact_event(state: DossierState, *, now: dt.datetime) -> CloudEvent[Any]:
+    """The ``vn.parwatch.dossier.state_changed`` event of a dossier's state."""
+    return new_event(
+        type=DOSSIER_STATE_TYPE,
+        source=SOURCE,
+        id=f"{state.dossier_code}:{state.revision}",
+        subject=state.dossier_code,
+        data=state_fact(state, now=now),
+        time=now,
+    )
 
-    def __init__(self, *, store: TrackerStore, publisher: Publisher, clock: Callable[[], dt.datetime]) -> None:
+
+def incoming(event: CloudEvent[Any], stream_seq: int | None) -> Incoming:
+    return Incoming(RecordedEvent.from_contract(event.data, source=event.source, event_id=event.id), stream_seq)
+
+
+class StoreBatches(Protocol):
+    """Stores raw dossier events elsewhere; returns per event whether it was a duplicate, and the encoded facts."""
+
+    async def apply_raw(
+        self, items: Sequence[tuple[bytes, int | None]], *, now: dt.datetime
+    ) -> tuple[list[bool], list[bytes]]: ...
+
+
+class DossierIngest:
+    """Stores a batch of status events and publishes the touched dossiers' state.
+
+    With ``worker`` (the store process) the batch goes there as the raw
+    messages, already validated here, and comes back as duplicate flags and
+    encoded facts: parsing again there costs less than pickling parsed events.
+    Without, the store works in a thread of this process.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: TrackerStore,
+        publisher: JetStreamPublisher,
+        clock: Callable[[], dt.datetime],
+        worker: StoreBatches | None = None,
+    ) -> None:
         self.store = store
         self.publisher = publisher
         self.clock = clock
+        self.worker = worker
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        batch = [
-            Incoming(
-                RecordedEvent.from_contract(d.event.data, source=d.event.source, event_id=d.event.id), d.stream_seq
-            )
-            for d in deliveries
-        ]
         now = self.clock()
-        result = await asyncio.to_thread(self.store.apply_batch, batch, now=now)
-        facts = [
-            new_event(
-                type=DOSSIER_STATE_TYPE,
-                source=SOURCE,
-                id=f"{state.dossier_code}:{state.revision}",
-                subject=state.dossier_code,
-                data=state_fact(state, now=now),
-                time=now,
+        if self.worker is not None:
+            items = [(d.raw.data if d.raw is not None else encode(d.event), d.stream_seq) for d in deliveries]
+            duplicate, facts = await self.worker.apply_raw(items, now=now)
+            await self.publisher.publish_encoded(facts, subject=DOSSIER_STATE)
+        else:
+            batch = [incoming(d.event, d.stream_seq) for d in deliveries]
+            result = await asyncio.to_thread(self.store.apply_batch, batch, now=now)
+            duplicate = result.duplicate
+            await self.publisher.publish_many(
+                [fact_event(state, now=now) for state in result.states.values()], subject=DOSSIER_STATE
             )
-            for state in result.states.values()
-        ]
-        await self.publisher.publish_many(facts, subject=DOSSIER_STATE)
-        return [Outcome.DUPLICATE if dup else Outcome.ACCEPTED for dup in result.duplicate]
+        return [Outcome.DUPLICATE if dup else Outcome.ACCEPTED for dup in duplicate]
 
 
 class Relay:
@@ -112,18 +146,25 @@ class Relay:
 def build_router(
     *,
     store: TrackerStore,
-    publisher: Publisher,
+    publisher: JetStreamPublisher,
     counter: EventCounter,
+    worker: StoreBatches | None = None,
     retry: RetryPolicy,
     clock: Callable[[], dt.datetime],
     durable: str,
     batch_size: int,
     batch_timeout: float,
+    in_flight: int = 0,
 ) -> NatsRouter:
     return consumer_router(
         service="dossier_tracker",
         routes=[
-            Route(DOSSIER_EVENTS, durable, DOSSIER_TYPE, DossierIngest(store=store, publisher=publisher, clock=clock)),
+            Route(
+                DOSSIER_EVENTS,
+                durable,
+                DOSSIER_TYPE,
+                DossierIngest(store=store, publisher=publisher, clock=clock, worker=worker),
+            ),
             Route(
                 RATING_EVENTS,
                 f"{durable}_ratings",
@@ -143,4 +184,5 @@ def build_router(
         clock=clock,
         batch_size=batch_size,
         batch_timeout=batch_timeout,
+        in_flight=in_flight,
     )

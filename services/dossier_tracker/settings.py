@@ -13,3 +13,7 @@ class TrackerSettings(ConsumerSettings):
 
     port: int = Field(default=9101, ge=0, le=65535)
     durable: str = Field(default="dossier_tracker", description="durable consumer name prefix")
+    store_process: bool = Field(
+        default=True,
+        description="store batches in a process of its own while the next batch is fetched and parsed",
+    )

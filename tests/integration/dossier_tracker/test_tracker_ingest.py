@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import nats
-import pytest
+import psutil
 from sqlalchemy import exc as sa_exc
 
 from services.dossier_tracker.app import create_app
@@ -28,7 +28,7 @@ from shared.db import make_engine
 from shared.embedded import free_port, wait_for_port
 from shared.events import DeadLetterEvent, DossierStateEvent, RatingEvent, parse_event
 from shared.settings import CommonSettings
-from shared.streams import ensure_streams, ACCEPTED_RATINGS, DEADLETTER, DOSSIER_EVENTS, DOSSIER_STATE, RATING_EVENTS
+from shared.streams import ACCEPTED_RATINGS, DEADLETTER, DOSSIER_EVENTS, DOSSIER_STATE, RATING_EVENTS, ensure_streams
 from shared.testing import dossier_event, metric_value, publish_event, wait_until
 
 CAL = load_calendar()
@@ -190,8 +190,9 @@ async def test_transient_database_failure_is_retried_with_delay(own_nats_server,
             raise sa_exc.OperationalError("INSERT", {}, Exception("database is locked"))
         return original(self, batch, now=now)
 
-    monkeypatch.setattr(TrackerStore, "apply_batch", flaky)
-    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url) as svc:
+    monkeypatch.setattr(TrackerStore, "apply_batch", flaky)  # in this process: the store works in a thread here
+    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url,
+                                                                     store_process=False) as svc:
         await publish_event(js, DOSSIER_EVENTS, lifecycle("H.FLAKY")[0])
         await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") == 1)
         assert len(attempts) == 3
@@ -205,12 +206,33 @@ async def test_a_failure_that_persists_is_dead_lettered_after_bounded_deliveries
         raise sa_exc.OperationalError("INSERT", {}, Exception("could not connect to server"))
 
     monkeypatch.setattr(TrackerStore, "apply_batch", broken)
-    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url, max_deliver=3):
+    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url, max_deliver=3,
+                                                                     store_process=False):
         await publish_event(js, DOSSIER_EVENTS, lifecycle("H.DOWN")[0])
         letters = [parse_event(raw) for raw in await stream_messages(js, DEADLETTER, expect=1)]
     assert len(letters) == 1
     assert "gave up after 3 deliveries" in letters[0].data.reason
     assert "OperationalError" in letters[0].data.reason
+
+
+async def test_a_failure_in_the_store_process_is_retried_then_dead_lettered(
+    own_nats_server, tmp_path: Path
+) -> None:
+    """The store process's database error comes back as itself, so the consumer rules apply unchanged."""
+    db = tmp_path / "tracker.db"
+    async with jetstream(own_nats_server.url) as js, running_tracker(
+        own_nats_server.url, f"sqlite:///{db}", max_deliver=3, store_process=True
+    ) as svc:
+        # The service made the schema and keeps its connection; the store process, which opens its own at its
+        # first batch, finds a directory where the database was.
+        db.unlink()
+        db.mkdir()
+        await publish_event(js, DOSSIER_EVENTS, lifecycle("H.GONE")[0])
+        letters = [parse_event(raw) for raw in await stream_messages(js, DEADLETTER, expect=1)]
+        assert value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") == 0
+    assert len(letters) == 1
+    assert "gave up after 3 deliveries" in letters[0].data.reason
+    assert "transient failure (OperationalError)" in letters[0].data.reason
 
 
 def _spawn_tracker(nats_url: str, database_url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
@@ -247,8 +269,13 @@ async def test_a_consumer_killed_mid_stream_loses_nothing(own_nats_server, datab
         await asyncio.to_thread(wait_for_port, "127.0.0.1", port, timeout=30)
         async with httpx.AsyncClient(timeout=5) as client:
             await wait_until(lambda: _positive(accepted(client)), timeout=30, interval=0.01)
+        store_processes = psutil.Process(proc.pid).children(recursive=True)
+        assert store_processes, "the store works in a process of its own"
         proc.send_signal(signal.SIGKILL)  # no goodbye: mid-batch, unacked work
         proc.wait(timeout=10)
+        # The store process sees its service gone and ends too (no orphan holding the database).
+        _, alive = await asyncio.to_thread(psutil.wait_procs, store_processes, timeout=10)
+        assert not alive
     finally:
         if proc.poll() is None:
             proc.kill()
