@@ -199,7 +199,14 @@ def rss_run(url: str, n: int, workdir: Path) -> None:
         wait_for_port("127.0.0.1", port, timeout=60)
         ps = psutil.Process(proc.pid)
         while True:
-            samples.append((time.perf_counter() - started, ps.memory_info().rss / 2**20))
+            # The service and its store process, if any: everything the tracker holds.
+            rss = ps.memory_info().rss
+            for child in ps.children(recursive=True):
+                try:
+                    rss += child.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            samples.append((time.perf_counter() - started, rss / 2**20))
             left = asyncio.run(pending(url, "rss_tracker"))
             if left == 0:
                 break
