@@ -87,32 +87,32 @@ def is_conflict(exc: BaseException) -> bool:
 
 
 class BulkStatement:
-    """An INSERT or upsert compiled once and run through the driver's ``executemany``.
+    """An INSERT, upsert or UPDATE compiled once and run through the driver's ``executemany``.
 
     For each row, SQLAlchemy Core builds a parameter dictionary and runs the
     generic parameter processing, which costs the tracker more than SQLite
     spends storing the row (docs/benchmarks.md). This keeps Core's statement
-    compilation and the columns' own bind processors (so a row is stored
+    compilation and the parameters' own bind processors (so a row is stored
     exactly as Core would store it) and only skips the per-row machinery:
-    rows are tuples in ``columns`` order, converted in one loop.
+    rows are tuples in ``params`` order (the statement's bind parameter
+    names: column names for an INSERT), converted in one loop.
     """
 
-    def __init__(self, stmt: Executable, table: Table, columns: Sequence[str], dialect: Dialect) -> None:
+    def __init__(self, stmt: Executable, params: Sequence[str], dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
         self.sql: str = compiled.string
-        self.columns = tuple(columns)
+        self.params = tuple(params)
         if compiled.positional:
-            if tuple(compiled.positiontup) != self.columns:
-                raise ValueError(f"statement parameters {compiled.positiontup} are not the columns {self.columns}")
+            if tuple(compiled.positiontup) != self.params:
+                raise ValueError(f"statement parameters {compiled.positiontup} are not the columns {self.params}")
             self.named = False
         else:
-            if set(compiled.binds) != set(self.columns):
-                raise ValueError(f"statement parameters {sorted(compiled.binds)} are not the columns {self.columns}")
+            if set(compiled.binds) != set(self.params):
+                raise ValueError(f"statement parameters {sorted(compiled.binds)} are not the columns {self.params}")
             self.named = True
         processors: list[tuple[int, Callable[[Any], Any]]] = []
-        for i, name in enumerate(self.columns):
-            column_type = table.c[name].type
-            process = column_type.dialect_impl(dialect).bind_processor(dialect)
+        for i, name in enumerate(self.params):
+            process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
                 processors.append((i, process))
         self.processors = processors
@@ -126,7 +126,7 @@ class BulkStatement:
             values = list(row)
             for i, process in processors:
                 values[i] = process(values[i])
-            params.append(dict(zip(self.columns, values, strict=True)) if self.named else tuple(values))
+            params.append(dict(zip(self.params, values, strict=True)) if self.named else tuple(values))
         conn.exec_driver_sql(self.sql, params)
 
 

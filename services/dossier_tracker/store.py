@@ -233,8 +233,8 @@ class TrackerStore:
             index_elements=["dossier_code"],
             set_={c.name: dossier_insert.excluded[c.name] for c in DOSSIERS.columns if c.name != "dossier_code"},
         )
-        self._upsert_dossier = BulkStatement(upsert, DOSSIERS, DOSSIER_COLUMNS, engine.dialect)
-        self._insert_event = BulkStatement(EVENTS.insert(), EVENTS, EVENT_COLUMNS, engine.dialect)
+        self._upsert_dossier = BulkStatement(upsert, DOSSIER_COLUMNS, engine.dialect)
+        self._insert_event = BulkStatement(EVENTS.insert(), EVENT_COLUMNS, engine.dialect)
         count_insert = insert(ENDED)
         self._adjust_count = count_insert.on_conflict_do_update(
             index_elements=["agency_code", "timeliness"],

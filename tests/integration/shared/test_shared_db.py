@@ -102,7 +102,7 @@ def test_bulk_statement_stores_what_core_stores(database_url: str) -> None:
         (3, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), dt.date(2025, 12, 31), False, 2.0, "x"),
     ]
     names = [c.name for c in core.columns]
-    statement = BulkStatement(bulk.insert(), bulk, names, engine.dialect)
+    statement = BulkStatement(bulk.insert(), names, engine.dialect)
     with engine.begin() as conn:
         conn.execute(core.insert(), [dict(zip(names, r, strict=True)) for r in rows])
         statement.execute(conn, rows)
@@ -121,7 +121,7 @@ def test_bulk_statement_refuses_columns_that_do_not_match() -> None:
     meta = MetaData()
     t = _bulk_table(meta, "t_mismatch")
     with pytest.raises(ValueError, match="not the columns"):
-        BulkStatement(t.insert(), t, ["label", "id"], SQLITE)
+        BulkStatement(t.insert(), ["label", "id"], SQLITE)
 
 
 def test_missing_nullable_columns_are_added_in_place(database_url: str) -> None:
