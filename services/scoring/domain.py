@@ -17,6 +17,7 @@ period's end); the current period ends now. No dossier, no value.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -127,8 +128,9 @@ class Period:
         return self.key
 
 
+@functools.lru_cache(maxsize=8192)
 def period_keys(day: dt.date) -> tuple[str, str, str]:
-    """The keys of the month, quarter and year that contain ``day``."""
+    """The keys of the month, quarter and year that contain ``day`` (memoised: days repeat, dossiers do not)."""
     return tuple(Period.containing(day, k).key for k in PERIOD_KINDS)  # type: ignore[return-value]
 
 

@@ -66,7 +66,7 @@ from services.scoring.domain import (
     supersedes,
     task_contributions,
 )
-from shared.db import StatisticsKeeper, UtcDateTime
+from shared.db import BulkStatement, StatisticsKeeper, UtcDateTime
 
 # SQLite caps bound parameters; keep statements well under it.
 CHUNK = 400
@@ -221,6 +221,7 @@ class ScoringStore:
         self.statistics = StatisticsKeeper(
             engine, tables=["scoring_dossier", "scoring_rating", "scoring_period_count", "scoring_open_count"]
         )
+        self._bumps: dict[str, BulkStatement] = {}
 
     # -- write side ----------------------------------------------------------------------
     def apply_states(self, states: Sequence[DossierFacts], *, now: dt.datetime) -> list[bool]:
@@ -369,20 +370,30 @@ class ScoringStore:
         return pg_insert if self.dialect == "postgresql" else sqlite_insert
 
     def _bump(self, session: Session, table: Table, delta: Mapping[tuple, int], *, key: list[str]) -> None:
-        """Add ``delta`` to the counts (atomic upserts, in key order), then drop cells that reached 0."""
+        """Add ``delta`` to the counts (atomic upserts, in key order), then drop cells that reached 0.
+
+        One statement, compiled once per table, run through the driver's
+        executemany: a multi-row VALUES statement was compiled again for
+        every batch, half of what applying a batch of snapshots cost.
+        """
         items = sorted((k, n) for k, n in delta.items() if n)
         if not items:
             return
-        insert_ = self._insert()
-        for part in _chunks(items, 200):
-            stmt = insert_(table).values([dict(zip(key, k, strict=True), n=n) for k, n in part])
-            stmt = stmt.on_conflict_do_update(index_elements=key, set_={"n": table.c.n + stmt.excluded.n})
-            session.execute(stmt)
+        conn = session.connection()
+        self._bump_statement(table, key).execute(conn, [(*k, n) for k, n in items])
         negatives = [dict(zip([f"k_{c}" for c in key], k, strict=True)) for k, n in items if n < 0]
         if negatives:
             cond = and_(*(table.c[c] == bindparam(f"k_{c}") for c in key), table.c.n == 0)
             for part in _chunks(negatives, 200):
                 session.execute(delete(table).where(cond), list(part))
+
+    def _bump_statement(self, table: Table, key: list[str]) -> BulkStatement:
+        statement = self._bumps.get(table.name)
+        if statement is None:
+            upsert = self._insert()(table)
+            upsert = upsert.on_conflict_do_update(index_elements=key, set_={"n": table.c.n + upsert.excluded.n})
+            statement = self._bumps[table.name] = BulkStatement(upsert, [*key, "n"], self.engine.dialect)
+        return statement
 
     # -- rebuild ---------------------------------------------------------------------------
     def rebuild(self) -> RebuildResult:
