@@ -56,25 +56,30 @@ class RecordedEvent:
 
     @classmethod
     def from_contract(cls, data: DossierStatusChanged, *, source: str, event_id: str) -> RecordedEvent:
+        return cls(*cls.values_from_contract(data, source=source, event_id=event_id))
+
+    @staticmethod
+    def values_from_contract(data: DossierStatusChanged, *, source: str, event_id: str) -> tuple[object, ...]:
+        """The fields, in order, as a plain tuple (cheap to send to the store process)."""
         duration = data.statutory_duration
-        return cls(
-            source=source,
-            event_id=event_id,
-            dossier_code=data.dossier_code,
-            sequence=data.sequence,
-            status=data.status,
-            occurred_at=data.occurred_at,
-            agency_code=data.agency_code,
-            procedure_code=data.procedure_code,
-            field_code=data.field_code,
-            received_at=data.received_at,
-            due_at=data.due_at,
-            duration_value=duration.value if duration else None,
-            duration_unit=duration.unit if duration else None,
-            channel=data.channel,
-            online_payment=data.online_payment,
-            digitized=data.digitized,
-            synced_national=data.synced_national,
+        return (
+            source,
+            event_id,
+            data.dossier_code,
+            data.sequence,
+            data.status,
+            data.occurred_at,
+            data.agency_code,
+            data.procedure_code,
+            data.field_code,
+            data.received_at,
+            data.due_at,
+            duration.value if duration else None,
+            duration.unit if duration else None,
+            data.channel,
+            data.online_payment,
+            data.digitized,
+            data.synced_national,
         )
 
 

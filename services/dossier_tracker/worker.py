@@ -27,7 +27,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from services.dossier_tracker.store import TrackerStore
+from services.dossier_tracker.domain import RecordedEvent
+from services.dossier_tracker.store import Incoming, TrackerStore
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,13 @@ def _exit_with(parent: int, every: float = 1.0) -> None:
             os._exit(0)
 
 
-def _apply_raw(items: Sequence[tuple[bytes, int | None]], now: dt.datetime) -> tuple[list[bool], list[bytes]]:
-    """Parse (validated already by the service), store, and encode the facts of the touched dossiers."""
-    from services.dossier_tracker.handlers import fact_event, incoming
-    from shared.events import DOSSIER_TYPE, encode, parse_event
+def _apply(items: Sequence[tuple[tuple[object, ...], int | None]], now: dt.datetime) -> tuple[list[bool], list[bytes]]:
+    """Store the events (RecordedEvent fields, validated by the service) and encode the touched dossiers' facts."""
+    from services.dossier_tracker.handlers import fact_event
+    from shared.events import encode
 
     assert _STORE is not None, "worker not started"
-    accept = frozenset({DOSSIER_TYPE})
-    batch = [incoming(parse_event(raw, accept=accept), seq) for raw, seq in items]
+    batch = [Incoming(RecordedEvent(*values), seq) for values, seq in items]  # type: ignore[arg-type]
     result = _STORE.apply_batch(batch, now=now)
     return result.duplicate, [encode(fact_event(state, now=now)) for state in result.states.values()]
 
@@ -76,7 +76,7 @@ class StoreProcessFailed(ConnectionError):
 
 
 class StoreWorker:
-    """The store's work on raw dossier events, run in one spawned process and awaited from the event loop."""
+    """The store's work on a batch of dossier events, run in one spawned process and awaited from the event loop."""
 
     def __init__(self, database_url: str, *, calendar_overrides: Path | None = None) -> None:
         self.database_url = database_url
@@ -95,13 +95,13 @@ class StoreWorker:
         self._pool = self._new_pool()
         await asyncio.get_running_loop().run_in_executor(self._pool, _ready)  # imports done before the first batch
 
-    async def apply_raw(
-        self, items: Sequence[tuple[bytes, int | None]], *, now: dt.datetime
+    async def apply(
+        self, items: Sequence[tuple[tuple[object, ...], int | None]], *, now: dt.datetime
     ) -> tuple[list[bool], list[bytes]]:
         if self._pool is None:
             raise RuntimeError("StoreWorker.start() was not called")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, _apply_raw, list(items), now)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, _apply, list(items), now)
         except BrokenProcessPool as exc:
             log.error("store process died; starting a new one")
             self._pool.shutdown(wait=False, cancel_futures=True)
