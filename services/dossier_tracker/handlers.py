@@ -34,6 +34,7 @@ from shared.events import (
     RATING_TYPE,
     CloudEvent,
     DossierStateChanged,
+    encode,
     new_event,
 )
 from shared.publishing import JetStreamPublisher
@@ -74,28 +75,39 @@ def fact_event(state: DossierState, *, now: dt.datetime) -> CloudEvent[Any]:
     )
 
 
-def incoming(event: CloudEvent[Any], stream_seq: int | None) -> Incoming:
-    return Incoming(RecordedEvent.from_contract(event.data, source=event.source, event_id=event.id), stream_seq)
-
-
 EventValues = tuple[object, ...]  # RecordedEvent's fields, in order
+Items = Sequence[tuple[EventValues, int | None]]  # with each event's stream sequence
+
+
+def store_and_encode(store: TrackerStore, items: Items, *, now: dt.datetime) -> tuple[list[bool], list[bytes]]:
+    """Store a batch; per event whether it was a duplicate, and the encoded facts of the touched dossiers."""
+    result = store.apply_batch([Incoming(RecordedEvent(*values), seq) for values, seq in items], now=now)  # type: ignore[arg-type]
+    return result.duplicate, [encode(fact_event(state, now=now)) for state in result.states.values()]
 
 
 class StoreBatches(Protocol):
-    """Stores dossier events elsewhere; returns per event whether it was a duplicate, and the encoded facts."""
+    """Where :func:`store_and_encode` runs: the store process, or a thread of this one."""
 
-    async def apply(
-        self, items: Sequence[tuple[EventValues, int | None]], *, now: dt.datetime
-    ) -> tuple[list[bool], list[bytes]]: ...
+    async def apply(self, items: Items, *, now: dt.datetime) -> tuple[list[bool], list[bytes]]: ...
+
+
+class InThread:
+    """:func:`store_and_encode` in a worker thread of this process (``PARWATCH_TRACKER_STORE_PROCESS=false``)."""
+
+    def __init__(self, store: TrackerStore) -> None:
+        self.store = store
+
+    async def apply(self, items: Items, *, now: dt.datetime) -> tuple[list[bool], list[bytes]]:
+        return await asyncio.to_thread(store_and_encode, self.store, items, now=now)
 
 
 class DossierIngest:
     """Stores a batch of status events and publishes the touched dossiers' state.
 
-    With ``worker`` (the store process) the batch goes there as plain tuples
-    of the parsed events' fields (pickled in a few microseconds, where the
-    event objects took tens) and comes back as duplicate flags and encoded
-    facts. Without, the store works in a thread of this process.
+    The batch goes to ``worker`` (the store process; by default a thread over
+    ``store``) as plain tuples of the parsed events' fields (pickled in a few
+    microseconds, where the event objects took tens) and comes back as
+    duplicate flags and encoded facts.
     """
 
     def __init__(
@@ -106,28 +118,18 @@ class DossierIngest:
         clock: Callable[[], dt.datetime],
         worker: StoreBatches | None = None,
     ) -> None:
-        self.store = store
         self.publisher = publisher
         self.clock = clock
-        self.worker = worker
+        self.worker = worker or InThread(store)
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         now = self.clock()
-        if self.worker is not None:
-            items = [
-                (RecordedEvent.values_from_contract(d.event.data, source=d.event.source, event_id=d.event.id),
-                 d.stream_seq)
-                for d in deliveries
-            ]
-            duplicate, facts = await self.worker.apply(items, now=now)
-            await self.publisher.publish_encoded(facts, subject=DOSSIER_STATE)
-        else:
-            batch = [incoming(d.event, d.stream_seq) for d in deliveries]
-            result = await asyncio.to_thread(self.store.apply_batch, batch, now=now)
-            duplicate = result.duplicate
-            await self.publisher.publish_many(
-                [fact_event(state, now=now) for state in result.states.values()], subject=DOSSIER_STATE
-            )
+        items = [
+            (RecordedEvent.values_from_contract(d.event.data, source=d.event.source, event_id=d.event.id), d.stream_seq)
+            for d in deliveries
+        ]
+        duplicate, facts = await self.worker.apply(items, now=now)
+        await self.publisher.publish_encoded(facts, subject=DOSSIER_STATE)
         return [Outcome.DUPLICATE if dup else Outcome.ACCEPTED for dup in duplicate]
 
 

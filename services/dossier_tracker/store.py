@@ -193,7 +193,7 @@ def _event_row(item: Incoming, now: dt.datetime) -> tuple[object, ...]:
     )
 
 
-if EVENT_COLUMNS != (*(f for f in ("event_id", "source") ), *EVENT_FIELDS[2:], "stream_seq", "recorded_at"):
+if EVENT_COLUMNS != ("event_id", "source", *EVENT_FIELDS[2:], "stream_seq", "recorded_at"):
     raise RuntimeError(f"_event_row does not follow the history table's columns {EVENT_COLUMNS}")
 
 
@@ -226,7 +226,6 @@ class TrackerStore:
         self.calendar = calendar
         self.dialect = engine.dialect.name
         self.statistics = StatisticsKeeper(engine, tables=[EVENTS.name, DOSSIERS.name])
-        self.refolded = 0  # dossiers whose whole history was folded again (out-of-order events)
         insert = _upsert(self.dialect)
         dossier_insert = insert(DOSSIERS)
         upsert = dossier_insert.on_conflict_do_update(
@@ -312,7 +311,6 @@ class TrackerStore:
         if refold:
             for code, history in self._histories(conn, sorted(refold)).items():
                 folds[code] = Fold.of(history, calendar=self.calendar)
-        self.refolded += len(refold)
         delta: dict[tuple[str, str], int] = defaultdict(int)
         states: dict[str, DossierState] = {}
         rows = []

@@ -22,13 +22,12 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from services.dossier_tracker.domain import RecordedEvent
-from services.dossier_tracker.store import Incoming, TrackerStore
+from services.dossier_tracker.handlers import Items, store_and_encode
+from services.dossier_tracker.store import TrackerStore
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +55,9 @@ def _exit_with(parent: int, every: float = 1.0) -> None:
             os._exit(0)
 
 
-def _apply(items: Sequence[tuple[tuple[object, ...], int | None]], now: dt.datetime) -> tuple[list[bool], list[bytes]]:
-    """Store the events (RecordedEvent fields, validated by the service) and encode the touched dossiers' facts."""
-    from services.dossier_tracker.handlers import fact_event
-    from shared.events import encode
-
+def _apply(items: Items, now: dt.datetime) -> tuple[list[bool], list[bytes]]:
     assert _STORE is not None, "worker not started"
-    batch = [Incoming(RecordedEvent(*values), seq) for values, seq in items]  # type: ignore[arg-type]
-    result = _STORE.apply_batch(batch, now=now)
-    return result.duplicate, [encode(fact_event(state, now=now)) for state in result.states.values()]
+    return store_and_encode(_STORE, items, now=now)
 
 
 def _ready() -> bool:
@@ -95,9 +88,7 @@ class StoreWorker:
         self._pool = self._new_pool()
         await asyncio.get_running_loop().run_in_executor(self._pool, _ready)  # imports done before the first batch
 
-    async def apply(
-        self, items: Sequence[tuple[tuple[object, ...], int | None]], *, now: dt.datetime
-    ) -> tuple[list[bool], list[bytes]]:
+    async def apply(self, items: Items, *, now: dt.datetime) -> tuple[list[bool], list[bytes]]:
         if self._pool is None:
             raise RuntimeError("StoreWorker.start() was not called")
         try:
