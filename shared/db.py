@@ -160,14 +160,9 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-        utc = dt.timezone.utc
-
         def process(value: dt.datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise ValueError("naive datetime: parwatch stores aware datetimes only")
-            return value.astimezone(utc).isoformat(" ", "microseconds")[:26]
+            utc = self.process_bind_param(value, dialect)
+            return None if utc is None else utc.isoformat(" ", "microseconds")[:26]
 
         return process
 
