@@ -23,7 +23,7 @@ from faststream.nats import NatsBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 from sqlalchemy import Engine
 
-from shared.compat import install_fetch_timeout_shim
+from shared.compat import install_fetch_timeout_shim, install_next_msg_fast_path
 from shared.consuming import settle_batches
 from shared.settings import CommonSettings
 from shared.streams import ensure_streams
@@ -67,6 +67,7 @@ def setup_logging(settings: CommonSettings, *, service: str) -> None:
 
 def make_broker(settings: CommonSettings) -> NatsBroker:
     install_fetch_timeout_shim()
+    install_next_msg_fast_path()
     return NatsBroker(
         settings.nats_servers(),
         logger=logging.getLogger("faststream"),
