@@ -311,7 +311,14 @@ def subscribe_batches(
         durable=durable,
         pull_sub=PullSub(batch_size=batch_size, timeout=batch_timeout, batch=True),
         ack_policy=AckPolicy.MANUAL,
-        config=ConsumerConfig(max_deliver=retry.max_deliver + 1, ack_wait=retry.ack_wait),
+        config=ConsumerConfig(
+            max_deliver=retry.max_deliver + 1,
+            ack_wait=retry.ack_wait,
+            # Room for the batches in flight and the one being fetched: at the
+            # server's default (1,000) the fetch of the next batch waits for the
+            # acks of an earlier one, and the store idles meanwhile.
+            max_ack_pending=max(1000, batch_size * (processor.in_flight + 2)),
+        ),
         decoder=raw_bodies,
         title=f"{processor.service}.{durable}",
     )(handle)
