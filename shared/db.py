@@ -16,11 +16,14 @@ from sqlalchemy import (
     Executable,
     Table,
     TypeDecorator,
+    bindparam,
     create_engine,
     event,
     inspect,
+    select,
     text,
 )
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,11 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # Checkpoint every ~40 MB of WAL instead of SQLite's ~4 MB: a page
+            # rewritten by several batches is copied back once (tracker's store
+            # 12% faster, docs/benchmarks.md); the file is cut back after.
+            cur.execute("PRAGMA wal_autocheckpoint=10000")
+            cur.execute("PRAGMA journal_size_limit=67108864")
             cur.close()
 
         return engine
@@ -130,6 +138,63 @@ class BulkStatement:
         conn.exec_driver_sql(self.sql, params)
 
 
+class BulkSelect:
+    """``SELECT columns WHERE key IN (...)`` for many keys, compiled once, rows as plain tuples.
+
+    Core compiles an ``IN`` list again for each new length and builds a row
+    object per result row; the tracker looks up a batch's keys several times
+    per batch. This compiles one statement of ``chunk`` placeholders (a
+    shorter list is padded by repeating its first key, which ``IN`` ignores)
+    and applies the columns' own result processors, so values come back as
+    Core would return them (test_shared_db checks it).
+    """
+
+    def __init__(self, columns: Sequence[ColumnElement[Any]], key: ColumnElement[Any], dialect: Dialect,
+                 *, chunk: int = 400) -> None:
+        self.names = tuple(f"k{i}" for i in range(chunk))
+        compiled = select(*columns).where(key.in_([bindparam(n) for n in self.names])).compile(dialect=dialect)
+        self.sql: str = compiled.string
+        self.named = not compiled.positional
+        self.chunk = chunk
+        self.key_processor = key.type.dialect_impl(dialect).bind_processor(dialect)
+        self.columns = tuple(columns)
+        self.dialect = dialect
+        self.processors: list[tuple[int, Callable[[Any], Any]]] | None = None  # known at the first result
+
+    def _processors(self, description: Sequence[Sequence[Any]]) -> list[tuple[int, Callable[[Any], Any]]]:
+        # As Core does it: a column's processor may depend on the driver's type code (PostgreSQL numerics).
+        processors = []
+        for i, (column, described) in enumerate(zip(self.columns, description, strict=True)):
+            process = column.type.dialect_impl(self.dialect).result_processor(self.dialect, described[1])
+            if process is not None:
+                processors.append((i, process))
+        return processors
+
+    def fetch(self, conn: Connection, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows whose key is one of ``keys`` (each row once, in no particular order)."""
+        out: list[tuple[Any, ...]] = []
+        keys = list(dict.fromkeys(keys))
+        for start in range(0, len(keys), self.chunk):
+            part = list(keys[start : start + self.chunk])
+            if self.key_processor is not None:
+                part = [self.key_processor(k) for k in part]
+            part += [part[0]] * (self.chunk - len(part))
+            params: Any = dict(zip(self.names, part, strict=True)) if self.named else tuple(part)
+            result = conn.exec_driver_sql(self.sql, params)
+            if self.processors is None:
+                self.processors = self._processors(result.cursor.description)
+            processors = self.processors
+            for row in result:
+                if processors:
+                    values = list(row)
+                    for i, process in processors:
+                        values[i] = process(values[i])
+                    out.append(tuple(values))
+                else:
+                    out.append(tuple(row))
+        return out
+
+
 class UtcDateTime(TypeDecorator[dt.datetime]):
     """Aware datetimes stored in UTC, returned aware, on SQLite and PostgreSQL alike.
 
@@ -160,9 +225,19 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
+        last: tuple[Any, str | None] = (None, None)
+
         def process(value: dt.datetime | None) -> str | None:
+            # A batch binds its own clock reading once a row: the last value
+            # and its text are kept (one tuple: safe to share between threads).
+            nonlocal last
+            seen, text = last
+            if value is seen:
+                return text
             utc = self.process_bind_param(value, dialect)
-            return None if utc is None else utc.isoformat(" ", "microseconds")[:26]
+            text = None if utc is None else utc.isoformat(" ", "microseconds")[:26]
+            last = (value, text)
+            return text
 
         return process
 

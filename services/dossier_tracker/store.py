@@ -26,7 +26,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from services.dossier_tracker.domain import DossierState, Fold, RecordedEvent
 from shared.calendar import WorkingCalendar
-from shared.db import BulkStatement, Day, StatisticsKeeper, UtcDateTime, add_missing_columns
+from shared.db import BulkSelect, BulkStatement, Day, StatisticsKeeper, UtcDateTime, add_missing_columns
 
 # SQLite caps bound parameters; keep IN lists well under it.
 CHUNK = 400
@@ -234,6 +234,9 @@ class TrackerStore:
         )
         self._upsert_dossier = BulkStatement(upsert, DOSSIER_COLUMNS, engine.dialect)
         self._insert_event = BulkStatement(EVENTS.insert(), EVENT_COLUMNS, engine.dialect)
+        self._select_keys = BulkSelect([EVENTS.c.source, EVENTS.c.event_id], EVENTS.c.event_id, engine.dialect)
+        self._select_rows = BulkSelect(list(DOSSIERS.columns), DOSSIERS.c.dossier_code, engine.dialect)
+        self._select_history = BulkSelect([EVENTS.c[f] for f in EVENT_FIELDS], EVENTS.c.dossier_code, engine.dialect)
         count_insert = insert(ENDED)
         self._adjust_count = count_insert.on_conflict_do_update(
             index_elements=["agency_code", "timeliness"],
@@ -283,15 +286,11 @@ class TrackerStore:
         )
 
     def _existing_keys(self, conn: Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        # A row-value IN list is not an index lookup on SQLite (it scans):
-        # look up by the key's first column and match the source here.
+        # Looked up by the key's first column (a row-value IN list is not an
+        # index lookup on SQLite), the source matched here.
         wanted = set(keys)
-        found: set[tuple[str, str]] = set()
-        ids = sorted({event_id for _, event_id in wanted})
-        for part in _chunks(ids):
-            rows = conn.execute(select(EVENTS.c.source, EVENTS.c.event_id).where(EVENTS.c.event_id.in_(part)))
-            found.update(key for key in rows if key in wanted)
-        return found
+        rows = self._select_keys.fetch(conn, sorted({event_id for _, event_id in wanted}))
+        return {key for key in rows if key in wanted}
 
     def _fold(
         self, conn: Connection, fresh: list[Incoming], stored: dict[str, dict[str, object]], *, now: dt.datetime
@@ -336,18 +335,13 @@ class TrackerStore:
 
     def _histories(self, conn: Connection, codes: list[str]) -> dict[str, list[RecordedEvent]]:
         history: dict[str, list[RecordedEvent]] = defaultdict(list)
-        columns = [EVENTS.c[f] for f in EVENT_FIELDS]
-        for part in _chunks(codes):
-            for row in conn.execute(select(*columns).where(EVENTS.c.dossier_code.in_(part))):
-                history[row.dossier_code].append(RecordedEvent(*row))
+        for row in self._select_history.fetch(conn, codes):
+            event = RecordedEvent(*row)
+            history[event.dossier_code].append(event)
         return history
 
     def _load_rows(self, conn: Connection, codes: list[str]) -> dict[str, dict[str, object]]:
-        out: dict[str, dict[str, object]] = {}
-        for part in _chunks(codes):
-            for row in conn.execute(select(DOSSIERS).where(DOSSIERS.c.dossier_code.in_(part))):
-                out[row.dossier_code] = dict(row._mapping)
-        return out
+        return {row[0]: dict(zip(DOSSIER_COLUMNS, row, strict=True)) for row in self._select_rows.fetch(conn, codes)}
 
     def _load_states(self, conn: Connection, codes: list[str]) -> dict[str, DossierState]:
         out: dict[str, DossierState] = {}

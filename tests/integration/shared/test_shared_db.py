@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Boolean, Column, Date, DateTime, Float, Integer, MetaData, String, Table, inspect, select, text
 from sqlalchemy.dialects import sqlite
 
-from shared.db import BulkStatement, Day, StatisticsKeeper, UtcDateTime, add_missing_columns, make_engine
+from shared.db import BulkSelect, BulkStatement, Day, StatisticsKeeper, UtcDateTime, add_missing_columns, make_engine
 
 SQLITE = sqlite.dialect()
 CORE_DATETIME = DateTime(timezone=True).dialect_impl(SQLITE)
@@ -115,6 +115,46 @@ def test_bulk_statement_stores_what_core_stores(database_url: str) -> None:
         raw = "SELECT at, day, flag FROM {} ORDER BY id"
         assert conn.exec_driver_sql(raw.format("t_bulk")).all() == conn.exec_driver_sql(raw.format("t_core")).all()
     engine.dispose()
+
+
+def test_bulk_select_returns_what_core_returns(database_url: str) -> None:
+    engine = make_engine(database_url)
+    meta = MetaData()
+    table = _bulk_table(meta, "t_select")
+    meta.create_all(engine)
+    ict = dt.timezone(dt.timedelta(hours=7))
+    rows = [
+        {"id": i, "at": dt.datetime(2026, 11, 27, 8, i, 0, i, tzinfo=ict) if i % 3 else None,
+         "day": dt.date(2026, 11, 1 + i) if i % 2 else None, "flag": [True, False, None][i % 3],
+         "share": i / 4 if i % 4 else None, "label": f"nhãn {i}"}
+        for i in range(1, 11)
+    ]
+    with engine.begin() as conn:
+        conn.execute(table.insert(), rows)
+    columns = [table.c.label, table.c.at, table.c.day, table.c.flag, table.c.share, table.c.id]
+    bulk = BulkSelect(columns, table.c.id, engine.dialect, chunk=3)  # several chunks, a padded last one
+    keys = [9, 1, 4, 4, 7, 99, 2, 10]  # a repeat and a missing key
+    with engine.connect() as conn:
+        got = bulk.fetch(conn, keys)
+        core = [tuple(r) for r in conn.execute(select(*columns).where(table.c.id.in_(keys)))]
+        assert bulk.fetch(conn, []) == []
+    assert sorted(got, key=lambda r: r[-1]) == sorted(core, key=lambda r: r[-1])
+    assert [r[-1] for r in sorted(got, key=lambda r: r[-1])] == [1, 2, 4, 7, 9, 10]
+    at = next(r[1] for r in got if r[-1] == 1)
+    assert at == rows[0]["at"] and at.utcoffset() == dt.timedelta(0)
+    engine.dispose()
+
+
+def test_sqlite_datetime_bind_keeps_the_last_value_only_for_the_same_object() -> None:
+    """The processor remembers its last value (a batch's clock reading); other values are converted afresh."""
+    process = UtcDateTime().bind_processor(SQLITE)
+    a = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    same_instant = a.astimezone(dt.timezone.utc)
+    b = dt.datetime(2026, 11, 28, 8, 0, tzinfo=dt.timezone.utc)
+    values = [a, a, same_instant, b, None, None, a, b, b]
+    assert [process(v) for v in values] == [UtcDateTime().bind_processor(SQLITE)(v) for v in values]
+    with pytest.raises(ValueError, match="naive"):
+        process(dt.datetime(2026, 11, 27))
 
 
 def test_bulk_statement_refuses_columns_that_do_not_match() -> None:
