@@ -94,6 +94,15 @@ def _dates(value: object, *, key: str, source: str) -> frozenset[dt.date]:
 @dataclass(frozen=True)
 class WorkingCalendar:
     overrides: CalendarOverrides = field(default_factory=CalendarOverrides)
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(self.overrides))
+
+    def __hash__(self) -> int:
+        # Every memoised call below hashes the calendar: the generated
+        # __hash__ would rebuild and hash a tuple of the overrides each time.
+        return self._hash
 
     # -- days -------------------------------------------------------------
     # The calendar is immutable, so day arithmetic is memoised: ingest asks
