@@ -18,6 +18,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from sqlalchemy import Connection, Engine, Index, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -141,7 +142,7 @@ def _chunks(items: Sequence[object], size: int = CHUNK) -> Iterable[Sequence[obj
         yield items[i : i + size]
 
 
-EVENT_FIELDS = tuple(RecordedEvent.__dataclass_fields__)
+EVENT_FIELDS = RecordedEvent._fields
 STATE_FIELDS = tuple(DossierState.__dataclass_fields__)
 EVENTS = DossierEventRow.__table__
 DOSSIERS = DossierRow.__table__
@@ -197,20 +198,29 @@ if EVENT_COLUMNS != ("event_id", "source", *EVENT_FIELDS[2:], "stream_seq", "rec
     raise RuntimeError(f"_event_row does not follow the history table's columns {EVENT_COLUMNS}")
 
 
+_FOLD_COLUMNS = {
+    "fold_by_sequence": "by_sequence",
+    "fold_last_sequence": "last_sequence",
+    "fold_last_occurred_at": "last_occurred_at",
+    "fold_last_source": "last_source",
+    "fold_last_event_id": "last_event_id",
+    "fold_paused_working_days": "paused_working_days",
+    "fold_duration_value": "duration_value",
+    "fold_duration_unit": "duration_unit",
+}
+_STATE_COLUMNS = DOSSIER_COLUMNS[: DOSSIER_COLUMNS.index("updated_at")]
+if DOSSIER_COLUMNS != (*_STATE_COLUMNS, "updated_at", *_FOLD_COLUMNS) or set(_STATE_COLUMNS) != {
+    *STATE_FIELDS,
+    "is_open",
+}:
+    raise RuntimeError(f"_row_of does not follow the dossier table's columns {DOSSIER_COLUMNS}")
+_state_values = attrgetter(*_STATE_COLUMNS)  # is_open is DossierState's property
+_fold_values = attrgetter(*_FOLD_COLUMNS.values())
+
+
 def _row_of(state: DossierState, fold: Fold, now: dt.datetime) -> tuple[object, ...]:
-    values = {f: getattr(state, f) for f in STATE_FIELDS} | {
-        "updated_at": now,
-        "is_open": state.is_open,
-        "fold_by_sequence": fold.by_sequence,
-        "fold_last_sequence": fold.last_sequence,
-        "fold_last_occurred_at": fold.last_occurred_at,
-        "fold_last_source": fold.last_source,
-        "fold_last_event_id": fold.last_event_id,
-        "fold_paused_working_days": fold.paused_working_days,
-        "fold_duration_value": fold.duration_value,
-        "fold_duration_unit": fold.duration_unit,
-    }
-    return tuple(values[c] for c in DOSSIER_COLUMNS)
+    """A dossier row in DOSSIER_COLUMNS order: the state, the time, the rest of the fold."""
+    return (*_state_values(state), now, *_fold_values(fold))
 
 
 def _upsert(dialect: str):  # type: ignore[no-untyped-def]
