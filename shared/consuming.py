@@ -236,9 +236,12 @@ class BatchProcessor:
             )
             await self._retry_later(deliveries, why=f"processing failed ({type(exc).__name__})")
             return
-        for d, outcome in zip(deliveries, outcomes, strict=True):
-            if self.counter:
-                self.counter.count(d.stream, outcome.value)
+        # Counted once a batch: a labels() lookup per message cost more than its ack.
+        counts = collections.Counter((d.stream, o.value) for d, o in zip(deliveries, outcomes, strict=True))
+        if self.counter:
+            for (stream, result), n in counts.items():
+                self.counter.count(stream, result, n)
+        for d in deliveries:
             if d.raw is not None:
                 await d.raw.ack()
 
