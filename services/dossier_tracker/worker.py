@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from services.dossier_tracker.handlers import Items, store_and_encode
+from services.dossier_tracker.handlers import FactValues, Items, store_batch
 from services.dossier_tracker.store import TrackerStore
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,9 @@ def _exit_with(parent: int, every: float = 1.0) -> None:
             os._exit(0)
 
 
-def _apply(items: Items, now: dt.datetime) -> tuple[list[bool], list[bytes]]:
+def _apply(items: Items, now: dt.datetime) -> tuple[list[bool], list[FactValues]]:
     assert _STORE is not None, "worker not started"
-    return store_and_encode(_STORE, items, now=now)
+    return store_batch(_STORE, items, now=now)
 
 
 def _ready() -> bool:
@@ -88,7 +88,7 @@ class StoreWorker:
         self._pool = self._new_pool()
         await asyncio.get_running_loop().run_in_executor(self._pool, _ready)  # imports done before the first batch
 
-    async def apply(self, items: Items, *, now: dt.datetime) -> tuple[list[bool], list[bytes]]:
+    async def apply(self, items: Items, *, now: dt.datetime) -> tuple[list[bool], list[FactValues]]:
         if self._pool is None:
             raise RuntimeError("StoreWorker.start() was not called")
         try:
