@@ -4,12 +4,18 @@ Pre-publishes N dossier status events (N/5 dossiers, five events each,
 interleaved as a district's day would interleave them) into a fresh embedded
 nats-server, then times, in the same run and on the same stream:
 
-1. a bare FastStream consumer: the same durable batch pull subscription,
-   acking every message and doing nothing else (the baseline);
-2. dossier_tracker draining the stream with state persisted (SQLite, and
-   PostgreSQL when ``--postgres URL`` or TEST_DATABASE_URL is given).
+1. a bare FastStream consumer: a durable batch pull subscription, acking
+   every message and doing nothing else, with stock FastStream and nats-py,
+   in batches of 500 and of the tracker's batch size; the faster of the two
+   is the baseline;
+2. dossier_tracker draining the stream with state persisted, with its
+   default settings (SQLite, and PostgreSQL when ``--postgres URL`` or
+   TEST_DATABASE_URL is given);
+3. the bare consumer again with parwatch's ``next_msg`` fast path
+   (shared/compat.py), which the tracker runs with: how much of the
+   tracker's rate is owed to it.
 
-Prints events/s for each and the ratio tracker/bare. With ``--rss N`` it also
+Prints events/s for each and the ratio tracker/baseline. With ``--rss N`` it also
 runs dossier_tracker as its own process over N events and samples its
 resident memory while it drains.
 
@@ -45,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from services.dossier_tracker.app import create_app  # noqa: E402
 from services.dossier_tracker.settings import TrackerSettings  # noqa: E402
-from shared.compat import install_fetch_timeout_shim  # noqa: E402
+from shared.compat import install_fetch_timeout_shim, next_msg_fast_path_installed  # noqa: E402
 from shared.embedded import free_port, start_nats_server, stop_process, wait_for_port  # noqa: E402
 from shared.settings import CommonSettings  # noqa: E402
 from shared.streams import DOSSIER_EVENTS  # noqa: E402
@@ -125,7 +131,7 @@ async def wait_drained(url: str, durable: str, *, poll: float = 0.05, timeout: f
         await asyncio.sleep(poll)
 
 
-async def bare_rate(url: str, n: int) -> float:
+async def bare_rate(url: str, n: int, *, batch: int = BATCH) -> float:
     install_fetch_timeout_shim()  # the same fix the services run with
     broker = NatsBroker(url, logger=None)
     durable = f"bare_{uuid.uuid4().hex[:6]}"
@@ -134,9 +140,9 @@ async def bare_rate(url: str, n: int) -> float:
         DOSSIER_EVENTS,
         stream=JStream(name="TTHC_DOSSIER", declare=False),
         durable=durable,
-        pull_sub=PullSub(batch_size=BATCH, timeout=0.2, batch=True),
+        pull_sub=PullSub(batch_size=batch, timeout=0.2, batch=True),
         ack_policy=AckPolicy.MANUAL,
-        config=ConsumerConfig(ack_wait=60),
+        config=ConsumerConfig(ack_wait=60, max_ack_pending=max(1000, 2 * batch)),
     )
     async def bare(msg: NatsBatchMessage = Context("message")) -> None:
         for raw in msg.raw_message:
@@ -168,10 +174,7 @@ async def default_rate(url: str, n: int) -> float:
 
 async def tracker_rate(url: str, database_url: str, n: int) -> float:
     durable = f"tracker_{uuid.uuid4().hex[:6]}"
-    service, _ = create_app(
-        CommonSettings(nats_url=url, database_url=database_url),
-        TrackerSettings(durable=durable, batch_size=BATCH, batch_timeout=0.2),
-    )
+    service, _ = create_app(CommonSettings(nats_url=url, database_url=database_url), TrackerSettings(durable=durable))
     started = time.perf_counter()
     await service.start()
     await wait_drained(url, durable)
@@ -189,7 +192,6 @@ def rss_run(url: str, n: int, workdir: Path) -> None:
         "PARWATCH_DATA_DIR": str(workdir),
         "PARWATCH_TRACKER_PORT": str(port),
         "PARWATCH_TRACKER_DURABLE": "rss_tracker",
-        "PARWATCH_TRACKER_BATCH_SIZE": str(BATCH),
     }
     env.pop("PARWATCH_DATABASE_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "services.dossier_tracker"], cwd=REPO, env=env)
@@ -246,17 +248,27 @@ async def main() -> None:
                 payloads = generate(args.events)
                 took = await prepublish_dossier_events(url, payloads)
                 print(f"prepublished {len(payloads):,} events ({len(payloads) // 5:,} dossiers) in {took:.1f} s")
-                bare = await bare_rate(url, len(payloads))
-                print(f"bare FastStream consumer, batch pull {BATCH} + ack only (baseline): {bare:,.0f} ev/s")
-                default = await default_rate(url, len(payloads))
+                n = len(payloads)
+                tracker_batch = TrackerSettings().batch_size
+                if next_msg_fast_path_installed():
+                    raise RuntimeError("the baseline must run with stock nats-py: run it before any service starts")
+                bares = {b: await bare_rate(url, n, batch=b) for b in sorted({BATCH, tracker_batch})}
+                for b, rate in bares.items():
+                    print(f"bare FastStream consumer, batch pull {b} + ack only: {rate:,.0f} ev/s")
+                bare = max(bares.values())
+                print(f"baseline: {bare:,.0f} ev/s")
+                default = await default_rate(url, n)
                 print(f"bare FastStream consumer, default one-message handler: {default:,.0f} ev/s")
-                sqlite = await tracker_rate(url, f"sqlite:///{work / 'tracker.db'}", len(payloads))
-                print(f"dossier_tracker, SQLite: {sqlite:,.0f} ev/s  ratio {sqlite / bare:.2f} to the batch baseline"
-                      f" (target >= 0.5), {sqlite / default:.2f} to the default handler")
+                sqlite = await tracker_rate(url, f"sqlite:///{work / 'tracker.db'}", n)
+                print(f"dossier_tracker (batch {tracker_batch}), SQLite: {sqlite:,.0f} ev/s  ratio {sqlite / bare:.2f}"
+                      f" to the baseline (target >= 0.5), {sqlite / default:.2f} to the default handler")
                 if args.postgres:
-                    pg = await tracker_rate(url, create_database(args.postgres, prefix="bench"), len(payloads))
-                    print(f"dossier_tracker, PostgreSQL: {pg:,.0f} ev/s  ratio {pg / bare:.2f} to the batch baseline,"
-                          f" {pg / default:.2f} to the default handler")
+                    pg = await tracker_rate(url, create_database(args.postgres, prefix="bench"), n)
+                    print(f"dossier_tracker (batch {tracker_batch}), PostgreSQL: {pg:,.0f} ev/s  ratio {pg / bare:.2f}"
+                          f" to the baseline, {pg / default:.2f} to the default handler")
+                fast = await bare_rate(url, n, batch=tracker_batch)  # the services installed the fast path
+                print(f"bare FastStream consumer, batch pull {tracker_batch} + ack, with parwatch's next_msg fast"
+                      f" path: {fast:,.0f} ev/s")
                 del payloads
             if args.rss:
                 stop_process(server)

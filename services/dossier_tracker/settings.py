@@ -13,6 +13,13 @@ class TrackerSettings(ConsumerSettings):
 
     port: int = Field(default=9101, ge=0, le=65535)
     durable: str = Field(default="dossier_tracker", description="durable consumer name prefix")
+    batch_size: int = Field(
+        default=2000,
+        ge=1,
+        le=5000,
+        description="events pulled and stored per transaction (larger than other consumers: a batch's cost grows"
+        " with the index pages it touches, not with its events)",
+    )
     store_process: bool = Field(
         default=True,
         description="store batches in a process of its own while the next batch is fetched and parsed",
