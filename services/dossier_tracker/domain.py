@@ -26,6 +26,8 @@ from typing import Literal, NamedTuple
 from shared.calendar import WorkingCalendar, local_date
 from shared.events import END_STATUSES, PAUSE_STATUSES, RECEIVED, SUPPLEMENT, DossierStatusChanged
 
+UTC = dt.timezone.utc
+
 Timeliness = Literal["early", "on_time", "late"]
 OpenState = Literal["in_time", "due_soon", "awaiting_supplement", "overdue"]
 OPEN_STATES: tuple[OpenState, ...] = ("in_time", "due_soon", "awaiting_supplement", "overdue")
@@ -63,7 +65,13 @@ class RecordedEvent(NamedTuple):
 
     @staticmethod
     def values_from_contract(data: DossierStatusChanged, *, source: str, event_id: str) -> tuple[object, ...]:
-        """The fields, in order, as a plain tuple (cheap to send to the store process)."""
+        """The fields, in order, as a plain tuple (cheap to send to the store process).
+
+        Times in UTC, as the history stores and returns them: the same instant
+        (rules read local dates through the calendar), and the store converts,
+        hashes and compares them several times an event, which the C ``timezone``
+        does faster than the parsed offset's tzinfo.
+        """
         duration = data.statutory_duration
         return (
             source,
@@ -71,12 +79,12 @@ class RecordedEvent(NamedTuple):
             data.dossier_code,
             data.sequence,
             data.status,
-            data.occurred_at,
+            data.occurred_at.astimezone(UTC),
             data.agency_code,
             data.procedure_code,
             data.field_code,
-            data.received_at,
-            data.due_at,
+            None if data.received_at is None else data.received_at.astimezone(UTC),
+            None if data.due_at is None else data.due_at.astimezone(UTC),
             duration.value if duration else None,
             duration.unit if duration else None,
             data.channel,
@@ -86,8 +94,9 @@ class RecordedEvent(NamedTuple):
         )
 
 
-@dataclass(frozen=True)
-class DossierState:
+class DossierState(NamedTuple):
+    """A dossier's derived state (a named tuple, like RecordedEvent: one is built per touched dossier)."""
+
     dossier_code: str
     revision: int
     agency_code: str

@@ -143,7 +143,7 @@ def _chunks(items: Sequence[object], size: int = CHUNK) -> Iterable[Sequence[obj
 
 
 EVENT_FIELDS = RecordedEvent._fields
-STATE_FIELDS = tuple(DossierState.__dataclass_fields__)
+STATE_FIELDS = DossierState._fields
 EVENTS = DossierEventRow.__table__
 DOSSIERS = DossierRow.__table__
 ENDED = EndedCountRow.__table__
