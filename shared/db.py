@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -195,6 +196,20 @@ class BulkSelect:
         return out
 
 
+@lru_cache(maxsize=16384)
+def _sqlite_utc_text(value: dt.datetime) -> str:
+    """UtcDateTime's SQLite text of an aware datetime, memoised: a batch binds its
+    clock reading once a row and an event's times in two tables. Equal aware
+    datetimes are the same instant, hence the same text."""
+    return _utc(value).isoformat(" ", "microseconds")[:26]
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("naive datetime: parwatch stores aware datetimes only")
+    return value.astimezone(dt.timezone.utc)
+
+
 class UtcDateTime(TypeDecorator[dt.datetime]):
     """Aware datetimes stored in UTC, returned aware, on SQLite and PostgreSQL alike.
 
@@ -209,11 +224,7 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("naive datetime: parwatch stores aware datetimes only")
-        return value.astimezone(dt.timezone.utc)
+        return None if value is None else _utc(value)
 
     def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         if value is None:
@@ -225,19 +236,9 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-        last: tuple[Any, str | None] = (None, None)
 
         def process(value: dt.datetime | None) -> str | None:
-            # A batch binds its own clock reading once a row: the last value
-            # and its text are kept (one tuple: safe to share between threads).
-            nonlocal last
-            seen, text = last
-            if value is seen:
-                return text
-            utc = self.process_bind_param(value, dialect)
-            text = None if utc is None else utc.isoformat(" ", "microseconds")[:26]
-            last = (value, text)
-            return text
+            return None if value is None else _sqlite_utc_text(value)
 
         return process
 

@@ -145,16 +145,20 @@ def test_bulk_select_returns_what_core_returns(database_url: str) -> None:
     engine.dispose()
 
 
-def test_sqlite_datetime_bind_keeps_the_last_value_only_for_the_same_object() -> None:
-    """The processor remembers its last value (a batch's clock reading); other values are converted afresh."""
+def test_sqlite_datetime_text_is_memoised_by_instant() -> None:
+    """Equal aware datetimes (one instant in any offset) share a text; others get their own; naive ones fail every time."""
     process = UtcDateTime().bind_processor(SQLITE)
-    a = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    core_bind = CORE_DATETIME.bind_processor(SQLITE)
+    a = dt.datetime(2026, 11, 27, 8, 0, 0, 1, tzinfo=dt.timezone(dt.timedelta(hours=7)))
     same_instant = a.astimezone(dt.timezone.utc)
     b = dt.datetime(2026, 11, 28, 8, 0, tzinfo=dt.timezone.utc)
-    values = [a, a, same_instant, b, None, None, a, b, b]
-    assert [process(v) for v in values] == [UtcDateTime().bind_processor(SQLITE)(v) for v in values]
-    with pytest.raises(ValueError, match="naive"):
-        process(dt.datetime(2026, 11, 27))
+    values = [a, a, same_instant, b, None, b, a]
+    assert [process(v) for v in values] == [None if v is None else core_bind(v.astimezone(dt.timezone.utc))
+                                            for v in values]
+    assert process(a) == process(same_instant) != process(b)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="naive"):
+            process(dt.datetime(2026, 11, 27))
 
 
 def test_bulk_statement_refuses_columns_that_do_not_match() -> None:
