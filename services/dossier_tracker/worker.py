@@ -39,8 +39,11 @@ def _start(database_url: str, calendar_overrides: str | None, parent: int) -> No
     from shared.calendar import load_calendar
     from shared.db import make_engine
 
+    from shared.service import settle_garbage_collector
+
     _STORE = TrackerStore(make_engine(database_url), calendar=load_calendar(calendar_overrides))
     threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+    settle_garbage_collector()
 
 
 def _exit_with(parent: int, every: float = 1.0) -> None:
