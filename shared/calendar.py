@@ -142,7 +142,7 @@ class WorkingCalendar:
         return sum(1 for d in days if self.is_working_day(d))
 
     # -- receipt and due days (rules 1 and 3) ------------------------------
-    @lru_cache(maxsize=32768)  # noqa: B019 - asked again at every event of an open dossier
+    @lru_cache(maxsize=8192)  # noqa: B019 - asked again at every event of an open dossier
     def receipt_day(self, received_at: dt.datetime) -> dt.date:
         """Rule 1: the local date; after 17:00 or on a day off, the next working day."""
         local = to_local(received_at)
@@ -191,7 +191,7 @@ class WorkingCalendar:
             day += dt.timedelta(days=1)
             cursor = dt.time(0, 0)
 
-    @lru_cache(maxsize=32768)  # noqa: B019
+    @lru_cache(maxsize=8192)  # noqa: B019
     def due_day(self, *, received_at: dt.datetime, value: float, unit: str) -> dt.date:
         """Rule 3 from a statutory duration."""
         receipt = self.receipt_day(received_at)

@@ -196,7 +196,7 @@ class BulkSelect:
         return out
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=4096)
 def _sqlite_utc_text(value: dt.datetime) -> str:
     """UtcDateTime's SQLite text of an aware datetime, memoised: a batch binds its
     clock reading once a row and an event's times in two tables. Equal aware

@@ -83,16 +83,15 @@ def make_broker(settings: CommonSettings) -> NatsBroker:
 def settle_garbage_collector() -> None:
     """Once a process has loaded what it keeps (modules, engines, caches): stop scanning it.
 
-    CPython's cycle collector runs every 700 net allocations and now and then
-    walks every tracked object, the libraries' included. A batch allocates tens
-    of thousands of short-lived containers, so the tracker's store spent about
-    a sixth of its time collecting (docs/benchmarks.md). ``gc.freeze()`` moves
-    what exists at the end of startup out of the collector's sight, and a
-    higher first threshold collects the young generation less often; cycles
-    are still collected.
+    CPython's cycle collector now and then walks every tracked object, the
+    libraries' included, and a batch allocates tens of thousands of
+    short-lived containers: the tracker's store spent about a sixth of its time
+    collecting (docs/benchmarks.md). ``gc.freeze()`` moves what exists at the
+    end of startup out of the collector's sight; cycles made later are still
+    collected on the usual schedule (raising the thresholds as well bought
+    nothing more and let garbage pile up: the service's memory grew by half).
     """
     gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
 
 
 @dataclass
