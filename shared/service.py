@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import datetime as dt
 import json
 import logging
@@ -26,6 +25,7 @@ from sqlalchemy import Engine
 
 from shared.compat import install_fetch_timeout_shim, install_next_msg_fast_path
 from shared.consuming import settle_batches
+from shared.process import settle_garbage_collector
 from shared.settings import CommonSettings
 from shared.streams import ensure_streams
 
@@ -78,20 +78,6 @@ def make_broker(settings: CommonSettings) -> NatsBroker:
         connect_timeout=5,
         graceful_timeout=15.0,
     )
-
-
-def settle_garbage_collector() -> None:
-    """Once a process has loaded what it keeps (modules, engines, caches): stop scanning it.
-
-    CPython's cycle collector now and then walks every tracked object, the
-    libraries' included, and a batch allocates tens of thousands of
-    short-lived containers: the tracker's store spent about a sixth of its time
-    collecting (docs/benchmarks.md). ``gc.freeze()`` moves what exists at the
-    end of startup out of the collector's sight; cycles made later are still
-    collected on the usual schedule (raising the thresholds as well bought
-    nothing more and let garbage pile up: the service's memory grew by half).
-    """
-    gc.freeze()
 
 
 @dataclass

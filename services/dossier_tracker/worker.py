@@ -38,8 +38,7 @@ def _start(database_url: str, calendar_overrides: str | None, parent: int) -> No
     global _STORE
     from shared.calendar import load_calendar
     from shared.db import make_engine
-
-    from shared.service import settle_garbage_collector
+    from shared.process import settle_garbage_collector
 
     _STORE = TrackerStore(make_engine(database_url), calendar=load_calendar(calendar_overrides))
     threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
