@@ -27,7 +27,7 @@ from nats import errors as nats_errors
 from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
 
-_PATCHED = "_parwatch_timeout_shim"
+_PATCHED = "_parwatch_shim"  # marks a method this module replaced
 
 
 def install_fetch_timeout_shim() -> None:
@@ -54,7 +54,7 @@ def next_msg_fast_path_installed() -> bool:
 
 
 def install_next_msg_fast_path() -> None:
-    if getattr(Subscription.next_msg, _PATCHED, False):
+    if next_msg_fast_path_installed():
         return
     original = Subscription.next_msg
 
