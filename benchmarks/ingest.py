@@ -196,19 +196,22 @@ def rss_run(url: str, n: int, workdir: Path) -> None:
     env.pop("PARWATCH_DATABASE_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "services.dossier_tracker"], cwd=REPO, env=env)
     samples: list[tuple[float, float]] = []
+    parts_at: dict[float, list[float]] = {}  # each process's MiB, by sample time
     started = time.perf_counter()
     try:
         wait_for_port("127.0.0.1", port, timeout=60)
         ps = psutil.Process(proc.pid)
         while True:
             # The service and its store process, if any: everything the tracker holds.
-            rss = ps.memory_info().rss
+            parts = [ps.memory_info().rss / 2**20]
             for child in ps.children(recursive=True):
                 try:
-                    rss += child.memory_info().rss
+                    parts.append(child.memory_info().rss / 2**20)
                 except psutil.NoSuchProcess:
                     pass
-            samples.append((time.perf_counter() - started, rss / 2**20))
+            at = time.perf_counter() - started
+            samples.append((at, sum(parts)))
+            parts_at[at] = parts
             left = asyncio.run(pending(url, "rss_tracker"))
             if left == 0:
                 break
@@ -221,8 +224,9 @@ def rss_run(url: str, n: int, workdir: Path) -> None:
     first = max(r for _, r in samples[:quarter])
     last = max(r for _, r in samples[-quarter:])
     print(f"rss: {n:,} events drained in {elapsed:.0f} s ({n / elapsed:,.0f} ev/s)")
-    peak = max(r for _, r in samples)
+    peak_at, peak = max(samples, key=lambda s: s[1])
     print(f"rss: peak {peak:.0f} MiB; first quarter max {first:.0f} MiB, last quarter max {last:.0f} MiB")
+    print("rss: at the peak, by process (service first): " + " + ".join(f"{r:.0f}" for r in parts_at[peak_at]) + " MiB")
     shown = samples[:: max(1, len(samples) // 12)]
     print("rss: samples (s, MiB): " + ", ".join(f"({t:.0f}, {r:.0f})" for t, r in shown))
 
