@@ -8,6 +8,10 @@
    same workload (target >= 1: scoring absorbs what the tracker produces
    faster than the tracker produces it, so it is never the bottleneck).
    The two run one after the other, so neither steals the other's CPU.
+   Each runs with its own default batch size; ``--batch N`` sets both to N
+   (a tracker batch coalesces a dossier's events into one snapshot, so a
+   smaller tracker batch publishes more snapshots an event: harder for
+   scoring).
 
 2. Scrape: for each stored-dossier count (default 10,000 and 1,000,000), a
    fresh SQLite database is filled with dossier rows by bulk inserts straight
@@ -24,6 +28,7 @@
     .venv/bin/python benchmarks/scoring.py                       # 40,000 events; 10k and 1M dossiers
     .venv/bin/python benchmarks/scoring.py --events 10000 --stored 10000,100000   # quick look
     .venv/bin/python benchmarks/scoring.py --postgres postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python benchmarks/scoring.py --stored 10000 --batch 500   # both services in batches of 500
 """
 
 from __future__ import annotations
@@ -66,7 +71,6 @@ VN = dt.timezone(dt.timedelta(hours=7))
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)  # 10:00 on 20/11/2026 in Vietnam
 TODAY = dt.date(2026, 11, 20)
 AGENCIES = [a.code for a in load_directory().agencies]
-BATCH = 500
 
 
 def clock() -> dt.datetime:
@@ -139,11 +143,13 @@ async def stream_messages(url: str, stream: str) -> int:
         await nc.close()
 
 
-async def pipeline(url: str, *, tracker_db: str, scoring_db: str, n_events: int) -> dict[str, float]:
+async def pipeline(
+    url: str, *, tracker_db: str, scoring_db: str, n_events: int, tracker_batch: int, scoring_batch: int
+) -> dict[str, float]:
     run = uuid.uuid4().hex[:6]
     tracker, _ = create_tracker(
         CommonSettings(nats_url=url, database_url=tracker_db),
-        TrackerSettings(durable=f"tracker_{run}", batch_size=BATCH, batch_timeout=0.2),
+        TrackerSettings(durable=f"tracker_{run}", batch_size=tracker_batch, batch_timeout=0.2),
         clock=clock,
     )
     started = time.perf_counter()
@@ -155,7 +161,7 @@ async def pipeline(url: str, *, tracker_db: str, scoring_db: str, n_events: int)
 
     scoring, _ = create_scoring(
         CommonSettings(nats_url=url, database_url=scoring_db),
-        ScoringSettings(durable=f"scoring_{run}", batch_size=BATCH, batch_timeout=0.2, evaluate_interval=3600),
+        ScoringSettings(durable=f"scoring_{run}", batch_size=scoring_batch, batch_timeout=0.2, evaluate_interval=3600),
         clock=clock,
     )
     # scoring's consumer reads the whole state stream: exactly what this tracker published.
@@ -299,7 +305,11 @@ async def main() -> None:
     parser.add_argument("--stored", default="10000,1000000", help="stored-dossier counts for the scrape (comma list)")
     parser.add_argument("--scrapes", type=int, default=60, help="scrapes timed per size (interleaved)")
     parser.add_argument("--postgres", default=None, help="admin URL of a PostgreSQL: also run both parts on it")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="both services' batch size (default: each service's own default)")
     args = parser.parse_args()
+    tracker_batch = args.batch or TrackerSettings().batch_size
+    scoring_batch = args.batch or ScoringSettings().batch_size
 
     print(f"machine: {machine_description()}")
     print(f"date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
@@ -318,14 +328,16 @@ async def main() -> None:
                 try:
                     took = await prepublish_dossier_events(url, payloads)
                     print(f"prepublished {len(payloads):,} events ({len(payloads) // 5:,} dossiers) in {took:.1f} s")
-                    r = await pipeline(url, tracker_db=tracker_db, scoring_db=scoring_db, n_events=args.events)
+                    r = await pipeline(url, tracker_db=tracker_db, scoring_db=scoring_db, n_events=args.events,
+                                       tracker_batch=tracker_batch, scoring_batch=scoring_batch)
                 finally:
                     stop_process(server)
                     if label == "PostgreSQL":
                         drop_database(args.postgres, tracker_db)
                         drop_database(args.postgres, scoring_db)
                 print(
-                    f"pipeline {label}: dossier_tracker {r['events']:,} events in {r['tracker_s']:.1f} s "
+                    f"pipeline {label} (batches: tracker {tracker_batch}, scoring {scoring_batch}): "
+                    f"dossier_tracker {r['events']:,} events in {r['tracker_s']:.1f} s "
                     f"({r['events'] / r['tracker_s']:,.0f} ev/s) -> {r['snapshots']:,} state snapshots; scoring "
                     f"applied them in {r['scoring_s']:.1f} s ({r['snapshots'] / r['scoring_s']:,.0f} snapshots/s, "
                     f"{r['events'] / r['scoring_s']:,.0f} input ev/s); "
