@@ -22,6 +22,13 @@ class ScoringSettings(ConsumerSettings):
     port: int = Field(default=9103, ge=0, le=65535)
     durable: str = Field(default="scoring", description="durable consumer name prefix (shared by replicas)")
     agencies_file: Path | None = Field(default=None, description="agency directory YAML (default shared/data)")
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=5000,
+        description="state snapshots pulled and applied per transaction (more than other consumers take: scoring"
+        " must keep up with the tracker's bursts, and a batch's cost is mostly its transaction)",
+    )
 
     # -- targets and alerts ------------------------------------------------------------------
     target_on_time: float = Field(default=DEFAULT_TARGETS["on_time"], ge=0, le=1)
