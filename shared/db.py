@@ -176,7 +176,7 @@ class BulkSelect:
         out: list[tuple[Any, ...]] = []
         keys = list(dict.fromkeys(keys))
         for start in range(0, len(keys), self.chunk):
-            part = list(keys[start : start + self.chunk])
+            part = keys[start : start + self.chunk]
             if self.key_processor is not None:
                 part = [self.key_processor(k) for k in part]
             part += [part[0]] * (self.chunk - len(part))

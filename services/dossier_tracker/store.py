@@ -244,9 +244,13 @@ class TrackerStore:
         )
         self._upsert_dossier = BulkStatement(upsert, DOSSIER_COLUMNS, engine.dialect)
         self._insert_event = BulkStatement(EVENTS.insert(), EVENT_COLUMNS, engine.dialect)
-        self._select_keys = BulkSelect([EVENTS.c.source, EVENTS.c.event_id], EVENTS.c.event_id, engine.dialect)
-        self._select_rows = BulkSelect(list(DOSSIERS.columns), DOSSIERS.c.dossier_code, engine.dialect)
-        self._select_history = BulkSelect([EVENTS.c[f] for f in EVENT_FIELDS], EVENTS.c.dossier_code, engine.dialect)
+        self._select_keys = BulkSelect(
+            [EVENTS.c.source, EVENTS.c.event_id], EVENTS.c.event_id, engine.dialect, chunk=CHUNK
+        )
+        self._select_rows = BulkSelect(list(DOSSIERS.columns), DOSSIERS.c.dossier_code, engine.dialect, chunk=CHUNK)
+        self._select_history = BulkSelect(
+            [EVENTS.c[f] for f in EVENT_FIELDS], EVENTS.c.dossier_code, engine.dialect, chunk=CHUNK
+        )
         count_insert = insert(ENDED)
         self._adjust_count = count_insert.on_conflict_do_update(
             index_elements=["agency_code", "timeliness"],
