@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -103,39 +102,36 @@ class BulkStatement:
     spends storing the row (docs/benchmarks.md). This keeps Core's statement
     compilation and the parameters' own bind processors (so a row is stored
     exactly as Core would store it) and only skips the per-row machinery:
-    rows are tuples in ``params`` order (the statement's bind parameter
-    names: column names for an INSERT), converted in one loop.
+    rows are tuples of the values of ``params`` (the statement's bind
+    parameter names, column names for an INSERT), in that order.
     """
 
     def __init__(self, stmt: Executable, params: Sequence[str], dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
         self.sql: str = compiled.string
         self.params = tuple(params)
-        if compiled.positional:
-            if tuple(compiled.positiontup) != self.params:
-                raise ValueError(f"statement parameters {compiled.positiontup} are not the columns {self.params}")
-            self.named = False
-        else:
-            if set(compiled.binds) != set(self.params):
-                raise ValueError(f"statement parameters {sorted(compiled.binds)} are not the columns {self.params}")
-            self.named = True
-        processors: list[tuple[int, Callable[[Any], Any]]] = []
-        for i, name in enumerate(self.params):
-            process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                processors.append((i, process))
-        self.processors = processors
+        if set(compiled.binds) != set(self.params):
+            raise ValueError(f"statement parameters {sorted(compiled.binds)} are not {self.params}")
+        #: Where the driver wants each value: by name, or by position in the compiled statement.
+        self.positions = [self.params.index(name) for name in compiled.positiontup] if compiled.positional else None
+        self.processors = [
+            (i, process)
+            for i, name in enumerate(self.params)
+            if (process := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        ]
 
     def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        processors = self.processors
         params: list[Any] = []
         for row in rows:
             values = list(row)
-            for i, process in processors:
+            for i, process in self.processors:
                 values[i] = process(values[i])
-            params.append(dict(zip(self.params, values, strict=True)) if self.named else tuple(values))
+            if self.positions is None:
+                params.append(dict(zip(self.params, values, strict=True)))
+            else:
+                params.append(tuple(values[i] for i in self.positions))
         conn.exec_driver_sql(self.sql, params)
 
 
@@ -196,14 +192,6 @@ class BulkSelect:
         return out
 
 
-@lru_cache(maxsize=4096)
-def _sqlite_utc_text(value: dt.datetime) -> str:
-    """UtcDateTime's SQLite text of an aware datetime, memoised: a batch binds its
-    clock reading once a row and an event's times in two tables. Equal aware
-    datetimes are the same instant, hence the same text."""
-    return _utc(value).isoformat(" ", "microseconds")[:26]
-
-
 def _utc(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("naive datetime: parwatch stores aware datetimes only")
@@ -238,7 +226,7 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             return super().bind_processor(dialect)
 
         def process(value: dt.datetime | None) -> str | None:
-            return None if value is None else _sqlite_utc_text(value)
+            return None if value is None else _utc(value).isoformat(" ", "microseconds")[:26]
 
         return process
 

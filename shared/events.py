@@ -281,6 +281,11 @@ ENVELOPES: dict[str, type[CloudEvent[Any]]] = {
 _ADAPTERS = {t: TypeAdapter(model) for t, model in ENVELOPES.items()}
 
 
+def types_of(envelope: type[CloudEvent[Any]]) -> frozenset[str]:
+    """The CloudEvents ``type`` values an envelope model takes."""
+    return frozenset(t for t, model in ENVELOPES.items() if model is envelope)
+
+
 class EventRejected(ValueError):
     """A message that cannot be accepted; ``reason`` is safe to log and publish."""
 

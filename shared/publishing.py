@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Sequence
@@ -10,7 +9,9 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 
+from shared.backoff import is_retryable
 from shared.events import CONTENT_TYPE, CloudEvent, encode, headers_for
+from shared.outbox import Delivered, Pending, Result, Retry
 from shared.streams import stream_for
 
 #: nats-server's cap on the messages of one atomic batch.
@@ -34,12 +35,25 @@ class JetStreamPublisher:
         self.ack_timeout = ack_timeout
 
     async def publish(self, event: CloudEvent[Any], *, subject: str) -> None:
-        await self.broker.publish(
-            encode(event),
-            subject,
-            headers=headers_for(event),
-            stream=stream_for(subject).name,
-        )
+        await self.publish_body(encode(event), subject=subject, msg_id=event.id)
+
+    async def publish_body(self, body: bytes, *, subject: str, msg_id: str | None) -> None:
+        """An encoded CloudEvent (an outbox's payload)."""
+        headers = {"Content-Type": CONTENT_TYPE}
+        if msg_id:
+            headers["Nats-Msg-Id"] = msg_id
+        await self.broker.publish(body, subject, headers=headers, stream=stream_for(subject).name,
+                                  timeout=self.ack_timeout)
+
+    async def deliver(self, pending: Pending) -> Result:
+        """An outbox message delivered to its subject (:class:`shared.outbox.Relay`'s delivery)."""
+        try:
+            await self.publish_body(pending.payload.encode(), subject=pending.topic, msg_id=pending.message_id)
+        except Exception as exc:
+            if is_retryable(exc):
+                return Retry(f"publish failed ({type(exc).__name__})")
+            raise
+        return Delivered()
 
     async def publish_many(self, events: Sequence[CloudEvent[Any]], *, subject: str) -> None:
         """Publish several events and wait until the stream stored every one.
@@ -55,13 +69,13 @@ class JetStreamPublisher:
         if spec.allow_atomic:
             await self.publish_encoded([encode(e) for e in events], subject=subject)
             return
-        js = self.broker.config.connection_state.stream
-        stream = spec.name
+        js = self.broker.connection.jetstream()
         futures = [
-            await js.publish_async(subject, encode(e), headers=headers_for(e) | {"Nats-Expected-Stream": stream})
+            await js.publish_async(subject, encode(e), headers=headers_for(e) | {"Nats-Expected-Stream": spec.name})
             for e in events
         ]
-        await asyncio.gather(*futures)
+        for future in futures:
+            await future
 
     async def publish_encoded(self, bodies: Sequence[bytes], *, subject: str) -> None:
         """Encoded CloudEvents onto a stream that allows atomic batches, :data:`ATOMIC_BATCH_MAX` a batch."""
@@ -79,7 +93,7 @@ class JetStreamPublisher:
         crash holds only such ids. Readers of these facts are idempotent by
         content (the highest revision wins).
         """
-        nc = self.broker.config.connection_state.connection
+        nc = self.broker.connection
         batch_id = uuid.uuid4().hex
         last = len(bodies)
         for i, body in enumerate(bodies, start=1):

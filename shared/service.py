@@ -20,19 +20,17 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Response
 from faststream.nats import NatsBroker
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
+from nats.js import JetStreamContext
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine
 
-from shared.compat import install_fetch_timeout_shim, install_next_msg_fast_path
-from shared.consuming import settle_batches
-from shared.process import settle_garbage_collector
+from shared.backoff import Backoff
+from shared.consumer import Consumers
+from shared.periodic import Step, Wake, run_every
 from shared.settings import CommonSettings
 from shared.streams import ensure_streams
 
 log = logging.getLogger(__name__)
-
-# `_created` series double every counter's series count for little use here.
-disable_created_metrics()
 
 HealthCheck = Callable[[], Awaitable[bool]]
 Background = Callable[[], Awaitable[None]]
@@ -67,8 +65,6 @@ def setup_logging(settings: CommonSettings, *, service: str) -> None:
 
 
 def make_broker(settings: CommonSettings) -> NatsBroker:
-    install_fetch_timeout_shim()
-    install_next_msg_fast_path()
     return NatsBroker(
         settings.nats_servers(),
         logger=logging.getLogger("faststream"),
@@ -82,20 +78,36 @@ def make_broker(settings: CommonSettings) -> NatsBroker:
 
 @dataclass
 class Service:
-    """One running service: its broker, HTTP app and background loops."""
+    """One running service: its broker and consumers, HTTP app and background loops."""
 
     name: str
     port: int
     broker: NatsBroker
     registry: CollectorRegistry
     settings: CommonSettings
+    consumers: Consumers | None = None
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     background: list[Background] = field(default_factory=list)
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     http: FastAPI | None = None
     stop_timeout: float = 10.0  # how long stop() waits for a background loop to end
+    restart: Backoff = Backoff(first=1.0, cap=60.0)  # a background loop that crashed starts again after this
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        return self.broker.connection.jetstream()
+
+    def every(self, interval: float, step: Step, *, name: str, wake: Wake | None = None) -> None:
+        """Run ``step`` in the background: now, then every ``interval`` seconds or when woken
+        (:func:`shared.periodic.run_every`)."""
+
+        async def loop() -> None:
+            await run_every(interval, step, name=f"{self.name}:{name}", wake=wake)
+
+        loop.__name__ = name
+        self.background.append(loop)
 
     def use_database(
         self,
@@ -128,14 +140,15 @@ class Service:
 
     async def start(self) -> None:
         await self.broker.connect()
-        await ensure_streams(self.broker.config.connection_state.stream, replicas=self.settings.stream_replicas)
+        await ensure_streams(self.jetstream, replicas=self.settings.stream_replicas)
         for hook in self.on_start:
             await hook()
         await self.broker.start()
+        if self.consumers is not None:
+            await self.consumers.start(self.jetstream)
         for loop in self.background:
             name = f"{self.name}:{loop.__name__}"
-            self._tasks.append(asyncio.create_task(_guard(loop, name=name), name=name))
-        settle_garbage_collector()
+            self._tasks.append(asyncio.create_task(_guard(loop, name=name, restart=self.restart), name=name))
         log.info("service started name=%s port=%d", self.name, self.port)
 
     async def stop(self) -> None:
@@ -144,10 +157,9 @@ class Service:
         for task in self._tasks:
             await _cancel_and_wait(task, timeout=self.stop_timeout)
         self._tasks.clear()
-        # Stop fetching, let the batch in flight be applied and acked, then close the connection.
-        for subscriber in self.broker.subscribers:
-            await subscriber.stop()
-        await settle_batches()
+        # Stop the deliveries, let the batch in hand be applied and acked, then close the connection.
+        if self.consumers is not None:
+            await self.consumers.stop()
         await self.broker.stop()
         for hook in self.on_stop:
             await hook()
@@ -194,8 +206,9 @@ async def _cancel_and_wait(task: asyncio.Task[None], *, timeout: float, recancel
         await task
 
 
-async def _guard(loop: Background, *, name: str) -> None:
-    """Run a background loop; if it dies, log it and start it again after a pause."""
+async def _guard(loop: Background, *, name: str, restart: Backoff) -> None:
+    """Run a background loop; if it dies, log it and start it again after the backoff's delay."""
+    crashes = 0
     while True:
         try:
             await loop()
@@ -203,8 +216,10 @@ async def _guard(loop: Background, *, name: str) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("background loop crashed name=%s; restarting in 5s", name)
-            await asyncio.sleep(5)
+            crashes += 1
+            delay = restart.delay(crashes)
+            log.exception("background loop crashed name=%s; restarting in %.0fs", name, delay)
+            await asyncio.sleep(delay)
 
 
 def utc_now() -> dt.datetime:

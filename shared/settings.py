@@ -11,7 +11,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.consuming import RetryPolicy
+from shared.backoff import Backoff
+from shared.consumer import RetryPolicy
 
 EMBEDDED_NATS_URL = "nats://127.0.0.1:14222"
 
@@ -50,8 +51,9 @@ class ConsumerSettings(BaseSettings):
     """How a service consumes its streams; each service's settings inherit these
     fields under its own env prefix (e.g. ``PARWATCH_TRACKER_BATCH_SIZE``)."""
 
-    batch_size: int = Field(default=200, ge=1, le=5000, description="messages pulled and stored per transaction")
-    batch_timeout: float = Field(default=0.2, gt=0, description="seconds to wait to fill a batch")
+    batch_size: int = Field(
+        default=200, ge=1, le=5000, description="most messages handled in one call (one transaction) under load"
+    )
     max_deliver: int = Field(default=12, ge=2, description="deliveries before a failing message is dead-lettered")
     ack_wait: float = Field(
         default=60.0, gt=0, description="seconds before an unacked message (a crashed consumer's) is redelivered"
@@ -62,7 +64,6 @@ class ConsumerSettings(BaseSettings):
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
             max_deliver=self.max_deliver,
-            first_delay=self.retry_first_delay,
-            max_delay=self.retry_max_delay,
+            backoff=Backoff(first=self.retry_first_delay, cap=max(self.retry_first_delay, self.retry_max_delay)),
             ack_wait=self.ack_wait,
         )

@@ -8,16 +8,17 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.dossier_tracker.handlers import build_router
+from services.dossier_tracker import handlers
 from services.dossier_tracker.metrics import DossierCollector
+from services.dossier_tracker.service import TrackerService, open_store
 from services.dossier_tracker.settings import TrackerSettings
 from services.dossier_tracker.store import TrackerStore, create_schema
-from services.dossier_tracker.worker import StoreWorker
 from shared.calendar import load_calendar
-from shared.consuming import EventCounter
+from shared.consumer import Consumers, EventCounter
 from shared.db import make_engine
+from shared.process import WorkerProcess
 from shared.publishing import JetStreamPublisher
-from shared.service import Service, make_broker, run_service, utc_now
+from shared.service import Service, make_broker, utc_now
 from shared.settings import CommonSettings
 
 NAME = "dossier_tracker"
@@ -34,37 +35,27 @@ def create_app(
     calendar = load_calendar(common.calendar_overrides)
     database_url = common.database_url_for(NAME)
     engine = make_engine(database_url)
-    store = TrackerStore(engine, calendar=calendar)
-    worker = StoreWorker(database_url, calendar_overrides=common.calendar_overrides) if settings.store_process else None
+    store = TrackerStore(engine, calendar=calendar)  # this process's: metrics and health read it
+    overrides = str(common.calendar_overrides) if common.calendar_overrides else None
+    worker = WorkerProcess(open_store, database_url, overrides)  # the writes
     registry = CollectorRegistry()
-    counter = EventCounter(registry)
     registry.register(DossierCollector(store, calendar=calendar, clock=clock))
 
     broker = make_broker(common)
-    retry = settings.retry_policy()
-    broker.include_router(
-        build_router(
-            store=store,
-            worker=worker,
-            publisher=JetStreamPublisher(broker),
-            counter=counter,
-            retry=retry,
-            clock=clock,
-            durable=settings.durable,
-            batch_size=settings.batch_size,
-            batch_timeout=settings.batch_timeout,
-            in_flight=2 if worker is not None else 0,  # one stored while the next waits its turn
-        )
+    publisher = JetStreamPublisher(broker)
+    consumers = Consumers(
+        NAME,
+        publisher=publisher,
+        retry=settings.retry_policy(),
+        batch_size=settings.batch_size,
+        clock=clock,
+        counter=EventCounter(registry),
     )
-    service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common)
-
+    handlers.register(consumers, TrackerService(store=worker, publisher=publisher, clock=clock), durable=settings.durable)
+    service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common,
+                      consumers=consumers)
     service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
-    if worker is not None:
-        service.on_start.append(worker.start)  # after the schema exists
-        service.on_stop.insert(0, worker.stop)  # after the batch in flight settled
+    service.on_start.append(worker.start)  # after the schema exists
+    service.on_stop.insert(0, worker.stop)  # after the batch in hand was stored
     app = service.app(description="Consumes dossier status events, keeps each dossier's state and timeliness.")
     return service, app
-
-
-def main() -> None:
-    run_service(NAME, create_app)

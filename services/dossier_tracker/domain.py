@@ -35,11 +35,7 @@ TIMELINESS: tuple[Timeliness, ...] = ("early", "on_time", "late")
 
 
 class RecordedEvent(NamedTuple):
-    """One accepted status event, as stored (the contract's fields, nothing more).
-
-    A named tuple rather than a frozen dataclass: the store builds one per
-    event, and a frozen dataclass's ``__init__`` costs seven times as much.
-    """
+    """One accepted status event, as stored (the contract's fields, nothing more)."""
 
     source: str
     event_id: str
@@ -61,41 +57,31 @@ class RecordedEvent(NamedTuple):
 
     @classmethod
     def from_contract(cls, data: DossierStatusChanged, *, source: str, event_id: str) -> RecordedEvent:
-        return cls(*cls.values_from_contract(data, source=source, event_id=event_id))
-
-    @staticmethod
-    def values_from_contract(data: DossierStatusChanged, *, source: str, event_id: str) -> tuple[object, ...]:
-        """The fields, in order, as a plain tuple (cheap to send to the store process).
-
-        Times in UTC, as the history stores and returns them: the same instant
-        (rules read local dates through the calendar), and the store converts,
-        hashes and compares them several times an event, which the C ``timezone``
-        does faster than the parsed offset's tzinfo.
-        """
+        """The event as the history keeps it, times in UTC as the store returns them (the same instants)."""
         duration = data.statutory_duration
-        return (
-            source,
-            event_id,
-            data.dossier_code,
-            data.sequence,
-            data.status,
-            data.occurred_at.astimezone(UTC),
-            data.agency_code,
-            data.procedure_code,
-            data.field_code,
-            None if data.received_at is None else data.received_at.astimezone(UTC),
-            None if data.due_at is None else data.due_at.astimezone(UTC),
-            duration.value if duration else None,
-            duration.unit if duration else None,
-            data.channel,
-            data.online_payment,
-            data.digitized,
-            data.synced_national,
+        return cls(
+            source=source,
+            event_id=event_id,
+            dossier_code=data.dossier_code,
+            sequence=data.sequence,
+            status=data.status,
+            occurred_at=data.occurred_at.astimezone(UTC),
+            agency_code=data.agency_code,
+            procedure_code=data.procedure_code,
+            field_code=data.field_code,
+            received_at=None if data.received_at is None else data.received_at.astimezone(UTC),
+            due_at=None if data.due_at is None else data.due_at.astimezone(UTC),
+            duration_value=duration.value if duration else None,
+            duration_unit=duration.unit if duration else None,
+            channel=data.channel,
+            online_payment=data.online_payment,
+            digitized=data.digitized,
+            synced_national=data.synced_national,
         )
 
 
 class DossierState(NamedTuple):
-    """A dossier's derived state (a named tuple, like RecordedEvent: one is built per touched dossier)."""
+    """A dossier's derived state."""
 
     dossier_code: str
     revision: int
@@ -297,12 +283,6 @@ class Fold:
     online_payment: bool | None = None
     digitized: bool | None = None
     synced_national: bool | None = None
-
-    def __copy__(self) -> Fold:
-        # copy.copy's generic path (__reduce_ex__) costs several times this.
-        clone = Fold.__new__(Fold)
-        clone.__dict__.update(self.__dict__)
-        return clone
 
     @classmethod
     def of(cls, events: Iterable[RecordedEvent], *, calendar: WorkingCalendar) -> Fold:

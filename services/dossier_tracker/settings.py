@@ -17,10 +17,6 @@ class TrackerSettings(ConsumerSettings):
         default=2000,
         ge=1,
         le=5000,
-        description="events pulled and stored per transaction (larger than other consumers: a batch's cost grows"
-        " with the index pages it touches, not with its events)",
-    )
-    store_process: bool = Field(
-        default=True,
-        description="store batches in a process of its own while the next batch is fetched and parsed",
+        description="most events stored in one transaction under load (larger than other consumers: a batch's"
+        " cost grows with the index pages it touches, not with its events)",
     )

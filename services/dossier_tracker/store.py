@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Index, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel
 
-from services.dossier_tracker.domain import DossierState, Fold, RecordedEvent
+from services.dossier_tracker.domain import FOLD_FIELDS, DossierState, Fold, RecordedEvent
 from shared.calendar import WorkingCalendar
 from shared.db import BulkSelect, BulkStatement, Day, StatisticsKeeper, UtcDateTime, add_missing_columns
 
@@ -126,79 +126,18 @@ def create_schema(engine: Engine) -> None:
 
 
 @dataclass(frozen=True)
-class Incoming:
-    event: RecordedEvent
-    stream_seq: int | None
-
-
-@dataclass(frozen=True)
 class BatchResult:
-    duplicate: list[bool]  # per incoming event, in order
+    duplicate: list[bool]  # per event, in order
     states: dict[str, DossierState]  # current state of every dossier the batch touched
 
 
-def _chunks(items: Sequence[object], size: int = CHUNK) -> Iterable[Sequence[object]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-EVENT_FIELDS = RecordedEvent._fields
-STATE_FIELDS = DossierState._fields
 EVENTS = DossierEventRow.__table__
 DOSSIERS = DossierRow.__table__
 ENDED = EndedCountRow.__table__
-EVENT_COLUMNS = tuple(c.name for c in EVENTS.columns)
-DOSSIER_COLUMNS = tuple(c.name for c in DOSSIERS.columns)
-
-
-def _fold_of_row(row: dict[str, object]) -> Fold | None:
-    """The dossier's Fold from its row; None for a row written before the fold columns."""
-    if row["fold_by_sequence"] is None:
-        return None
-    return Fold(
-        dossier_code=row["dossier_code"],  # type: ignore[arg-type]
-        count=row["revision"],  # type: ignore[arg-type]
-        by_sequence=row["fold_by_sequence"],  # type: ignore[arg-type]
-        last_sequence=row["fold_last_sequence"],  # type: ignore[arg-type]
-        last_occurred_at=row["fold_last_occurred_at"],  # type: ignore[arg-type]
-        last_source=row["fold_last_source"],  # type: ignore[arg-type]
-        last_event_id=row["fold_last_event_id"],  # type: ignore[arg-type]
-        agency_code=row["agency_code"],  # type: ignore[arg-type]
-        procedure_code=row["procedure_code"],  # type: ignore[arg-type]
-        field_code=row["field_code"],  # type: ignore[arg-type]
-        status=row["status"],  # type: ignore[arg-type]
-        counted=row["counted"],  # type: ignore[arg-type]
-        received_at=row["received_at"],  # type: ignore[arg-type]
-        paused_working_days=row["fold_paused_working_days"] or 0,  # type: ignore[arg-type]
-        pause_started_on=row["pause_started_on"],  # type: ignore[arg-type]
-        supplement_requests=row["supplement_requests"],  # type: ignore[arg-type]
-        ended_on=row["ended_on"],  # type: ignore[arg-type]
-        end_status=row["end_status"],  # type: ignore[arg-type]
-        source_due_day=row["due_day"] if row["due_from_source"] else None,  # type: ignore[arg-type]
-        duration_value=row["fold_duration_value"],  # type: ignore[arg-type]
-        duration_unit=row["fold_duration_unit"],  # type: ignore[arg-type]
-        channel=row["channel"],  # type: ignore[arg-type]
-        online_payment=row["online_payment"],  # type: ignore[arg-type]
-        digitized=row["digitized"],  # type: ignore[arg-type]
-        synced_national=row["synced_national"],  # type: ignore[arg-type]
-    )
-
-
-def _event_row(item: Incoming, now: dt.datetime) -> tuple[object, ...]:
-    """A history row in EVENT_COLUMNS order (checked below)."""
-    e = item.event
-    return (
-        e.event_id, e.source, e.dossier_code, e.sequence, e.status, e.occurred_at, e.agency_code, e.procedure_code,
-        e.field_code, e.received_at, e.due_at, e.duration_value, e.duration_unit, e.channel, e.online_payment,
-        e.digitized, e.synced_national, item.stream_seq, now,
-    )
-
-
-if EVENT_COLUMNS != ("event_id", "source", *EVENT_FIELDS[2:], "stream_seq", "recorded_at"):
-    raise RuntimeError(f"_event_row does not follow the history table's columns {EVENT_COLUMNS}")
-
-
-_FOLD_COLUMNS = {
+#: The history row: the event's fields, where it was in its stream, when it was stored.
+EVENT_COLUMNS = (*RecordedEvent._fields, "stream_seq", "recorded_at")
+#: The dossier row: the state (and is_open), the time, the fold's running values.
+FOLD_COLUMNS = {
     "fold_by_sequence": "by_sequence",
     "fold_last_sequence": "last_sequence",
     "fold_last_occurred_at": "last_occurred_at",
@@ -208,19 +147,29 @@ _FOLD_COLUMNS = {
     "fold_duration_value": "duration_value",
     "fold_duration_unit": "duration_unit",
 }
-_STATE_COLUMNS = DOSSIER_COLUMNS[: DOSSIER_COLUMNS.index("updated_at")]
-if DOSSIER_COLUMNS != (*_STATE_COLUMNS, "updated_at", *_FOLD_COLUMNS) or set(_STATE_COLUMNS) != {
-    *STATE_FIELDS,
-    "is_open",
-}:
-    raise RuntimeError(f"_row_of does not follow the dossier table's columns {DOSSIER_COLUMNS}")
-_state_values = attrgetter(*_STATE_COLUMNS)  # is_open is DossierState's property
-_fold_values = attrgetter(*_FOLD_COLUMNS.values())
+DOSSIER_COLUMNS = (*DossierState._fields, "is_open", "updated_at", *FOLD_COLUMNS)
 
 
-def _row_of(state: DossierState, fold: Fold, now: dt.datetime) -> tuple[object, ...]:
-    """A dossier row in DOSSIER_COLUMNS order: the state, the time, the rest of the fold."""
-    return (*_state_values(state), now, *_fold_values(fold))
+def _dossier_row(state: DossierState, fold: Fold, now: dt.datetime) -> tuple[object, ...]:
+    return (*state, state.is_open, now, *(getattr(fold, f) for f in FOLD_COLUMNS.values()))
+
+
+#: The Fold's values that the state columns of the row already hold under the same name.
+_FOLD_IN_STATE = tuple(f for f in FOLD_FIELDS if f in DOSSIER_COLUMNS)
+
+
+def _fold_of_row(row: dict[str, Any]) -> Fold | None:
+    """The dossier's Fold from its row; None for a row written before the fold columns (fold the history)."""
+    if row["fold_by_sequence"] is None:
+        return None
+    running = {f: row[c] for c, f in FOLD_COLUMNS.items()}
+    running["paused_working_days"] = running["paused_working_days"] or 0
+    return Fold(
+        **{f: row[f] for f in _FOLD_IN_STATE},
+        **running,
+        count=row["revision"],
+        source_due_day=row["due_day"] if row["due_from_source"] else None,
+    )
 
 
 def _upsert(dialect: str):  # type: ignore[no-untyped-def]
@@ -228,7 +177,7 @@ def _upsert(dialect: str):  # type: ignore[no-untyped-def]
 
 
 class TrackerStore:
-    """Batch writes go through SQLAlchemy Core (executemany): the ORM's
+    """The tracker's tables. Batch writes go through SQLAlchemy Core (executemany): the ORM's
     per-object bookkeeping cost more than the database itself."""
 
     def __init__(self, engine: Engine, *, calendar: WorkingCalendar) -> None:
@@ -244,12 +193,10 @@ class TrackerStore:
         )
         self._upsert_dossier = BulkStatement(upsert, DOSSIER_COLUMNS, engine.dialect)
         self._insert_event = BulkStatement(EVENTS.insert(), EVENT_COLUMNS, engine.dialect)
-        self._select_keys = BulkSelect(
-            [EVENTS.c.source, EVENTS.c.event_id], EVENTS.c.event_id, engine.dialect, chunk=CHUNK
-        )
-        self._select_rows = BulkSelect(list(DOSSIERS.columns), DOSSIERS.c.dossier_code, engine.dialect, chunk=CHUNK)
+        self._select_keys = BulkSelect([EVENTS.c.source, EVENTS.c.event_id], EVENTS.c.event_id, engine.dialect)
+        self._select_rows = BulkSelect(list(DOSSIERS.columns), DOSSIERS.c.dossier_code, engine.dialect)
         self._select_history = BulkSelect(
-            [EVENTS.c[f] for f in EVENT_FIELDS], EVENTS.c.dossier_code, engine.dialect, chunk=CHUNK
+            [EVENTS.c[f] for f in RecordedEvent._fields], EVENTS.c.dossier_code, engine.dialect
         )
         count_insert = insert(ENDED)
         self._adjust_count = count_insert.on_conflict_do_update(
@@ -257,27 +204,31 @@ class TrackerStore:
             set_={"count": ENDED.c["count"] + count_insert.excluded["count"]},
         )
 
-    def apply_batch(self, batch: Sequence[Incoming], *, now: dt.datetime) -> BatchResult:
-        """Record new events, fold them onto the touched dossiers, adjust ended counts."""
-        keys = [(i.event.source, i.event.event_id) for i in batch]
-        touched = sorted({i.event.dossier_code for i in batch})
+    def apply_batch(
+        self, events: Sequence[RecordedEvent], stream_seqs: Sequence[int | None], *, now: dt.datetime
+    ) -> BatchResult:
+        """Record new events, fold them onto the touched dossiers, adjust ended counts; one transaction."""
+        keys = [(e.source, e.event_id) for e in events]
+        touched = sorted({e.dossier_code for e in events})
         with self.engine.begin() as conn:
             self._lock_dossiers(conn, touched)
             seen = self._existing_keys(conn, keys)
             duplicate: list[bool] = []
-            fresh: list[Incoming] = []
-            for key, item in zip(keys, batch, strict=True):
+            fresh: list[RecordedEvent] = []
+            rows: list[tuple[object, ...]] = []
+            for key, event, seq in zip(keys, events, stream_seqs, strict=True):
                 dup = key in seen
                 duplicate.append(dup)
                 if not dup:
                     seen.add(key)
-                    fresh.append(item)
-            self._insert_event.execute(conn, [_event_row(i, now) for i in fresh])
+                    fresh.append(event)
+                    rows.append((*event, seq, now))
+            self._insert_event.execute(conn, rows)
             stored = self._load_rows(conn, touched)
             states = self._fold(conn, fresh, stored, now=now) if fresh else {}
             for code in touched:
                 if code not in states:
-                    states[code] = DossierState(**{f: stored[code][f] for f in STATE_FIELDS})
+                    states[code] = DossierState(*(stored[code][f] for f in DossierState._fields))
         self.statistics.wrote(len(fresh))
         return BatchResult(duplicate=duplicate, states=states)
 
@@ -303,15 +254,15 @@ class TrackerStore:
         # Looked up by the key's first column (a row-value IN list is not an
         # index lookup on SQLite), the source matched here.
         wanted = set(keys)
-        rows = self._select_keys.fetch(conn, sorted({event_id for _, event_id in wanted}))
+        rows = self._select_keys.fetch(conn, [event_id for _, event_id in wanted])
         return {key for key in rows if key in wanted}
 
     def _fold(
-        self, conn: Connection, fresh: list[Incoming], stored: dict[str, dict[str, object]], *, now: dt.datetime
+        self, conn: Connection, fresh: list[RecordedEvent], stored: dict[str, dict[str, Any]], *, now: dt.datetime
     ) -> dict[str, DossierState]:
         arrived: dict[str, list[RecordedEvent]] = defaultdict(list)
-        for item in fresh:
-            arrived[item.event.dossier_code].append(item.event)
+        for event in fresh:
+            arrived[event.dossier_code].append(event)
         folds: dict[str, Fold] = {}
         refold: list[str] = []
         for code, events in arrived.items():
@@ -333,10 +284,10 @@ class TrackerStore:
             states[code] = state
             old = stored.get(code)
             if old is not None and old["agency_code"] and old["timeliness"]:
-                delta[(old["agency_code"], old["timeliness"])] -= 1  # type: ignore[index]
+                delta[(old["agency_code"], old["timeliness"])] -= 1
             if state.counted and state.timeliness:
                 delta[(state.agency_code, state.timeliness)] += 1
-            rows.append(_row_of(state, fold, now))
+            rows.append(_dossier_row(state, fold, now))
         self._upsert_dossier.execute(conn, rows)
         changes = [
             {"agency_code": agency, "timeliness": timeliness, "count": n}
@@ -354,16 +305,9 @@ class TrackerStore:
             history[event.dossier_code].append(event)
         return history
 
-    def _load_rows(self, conn: Connection, codes: list[str]) -> dict[str, dict[str, object]]:
-        return {row[0]: dict(zip(DOSSIER_COLUMNS, row, strict=True)) for row in self._select_rows.fetch(conn, codes)}
-
-    def _load_states(self, conn: Connection, codes: list[str]) -> dict[str, DossierState]:
-        out: dict[str, DossierState] = {}
-        columns = [DOSSIERS.c[f] for f in STATE_FIELDS]
-        for part in _chunks(codes):
-            for row in conn.execute(select(*columns).where(DOSSIERS.c.dossier_code.in_(part))):
-                out[row.dossier_code] = DossierState(*row)
-        return out
+    def _load_rows(self, conn: Connection, codes: list[str]) -> dict[str, dict[str, Any]]:
+        names = [c.name for c in DOSSIERS.columns]
+        return {row[0]: dict(zip(names, row, strict=True)) for row in self._select_rows.fetch(conn, codes)}
 
     # -- ratings and plan reports -------------------------------------------------
     def record_seen(self, keys: Sequence[tuple[str, str, str]], *, now: dt.datetime) -> list[bool]:
@@ -371,7 +315,8 @@ class TrackerStore:
         with Session(self.engine) as session, session.begin():
             wanted = {(s, i) for s, i, _ in keys}
             seen: set[tuple[str, str]] = set()
-            for part in _chunks(sorted({i for _, i in wanted})):
+            ids = sorted({i for _, i in wanted})
+            for part in (ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)):
                 rows = session.execute(
                     select(SeenEventRow.source, SeenEventRow.event_id).where(SeenEventRow.event_id.in_(part))
                 )
@@ -402,8 +347,10 @@ class TrackerStore:
             return [(a, p, d, n) for a, p, d, n in session.execute(stmt)]
 
     def get_state(self, code: str) -> DossierState | None:
+        columns = [DOSSIERS.c[f] for f in DossierState._fields]
         with self.engine.connect() as conn:
-            return self._load_states(conn, [code]).get(code)
+            row = conn.execute(select(*columns).where(DOSSIERS.c.dossier_code == code)).first()
+        return None if row is None else DossierState(*row)
 
     def ping(self) -> bool:
         with Session(self.engine) as session:

@@ -1,0 +1,87 @@
+"""dossier_tracker's service layer: applies accepted events to the store and publishes what changed.
+
+* A batch of dossier status events is stored in one transaction (history,
+  each touched dossier's state, ended counts); the new state of every
+  dossier it touched is then published on ``parwatch.dossier.state`` in one
+  JetStream atomic batch, before the events are acked. A batch redelivered
+  after a crash is all duplicates, and still publishes the dossiers' state.
+  Storing and encoding the facts happen in the store's own process
+  (:func:`store_batch`): they cost about as much Python time as receiving,
+  decoding, publishing and acking, which this process does meanwhile.
+* An accepted rating or plan report is recorded as seen (deduplication on
+  (``source``, ``id``)) and republished unchanged for scoring and
+  deadline_monitor, also when it is a duplicate: the first delivery may have
+  been stored and lost before its republication was acked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from services.dossier_tracker.domain import DossierState, RecordedEvent
+from services.dossier_tracker.store import TrackerStore
+from shared.calendar import load_calendar
+from shared.consumer import Outcome, Received
+from shared.db import make_engine
+from shared.events import DOSSIER_STATE_TYPE, CloudEvent, DossierEvent, DossierStateChanged, encode, new_event
+from shared.process import WorkerProcess
+from shared.publishing import JetStreamPublisher
+from shared.streams import DOSSIER_STATE
+
+SOURCE = "parwatch/dossier_tracker"
+
+
+def state_fact(state: DossierState, *, now: dt.datetime) -> CloudEvent[Any]:
+    """The ``vn.parwatch.dossier.state_changed`` event of a dossier's state (id: code and revision)."""
+    data = DossierStateChanged(**state._asdict(), updated_at=now)
+    return new_event(
+        type=DOSSIER_STATE_TYPE,
+        source=SOURCE,
+        id=f"{state.dossier_code}:{state.revision}",
+        subject=state.dossier_code,
+        data=data,
+        time=now,
+    )
+
+
+def open_store(database_url: str, calendar_overrides: str | None) -> TrackerStore:
+    """The store of the store's process (``shared.process.WorkerProcess``), which runs :func:`store_batch`."""
+    return TrackerStore(make_engine(database_url), calendar=load_calendar(calendar_overrides))
+
+
+def store_batch(
+    store: TrackerStore, events: Sequence[RecordedEvent], stream_seqs: Sequence[int], *, now: dt.datetime
+) -> tuple[list[bool], list[bytes]]:
+    """In the store's process: store a batch; per event whether it was a duplicate, and the facts to publish."""
+    result = store.apply_batch(events, stream_seqs, now=now)
+    return result.duplicate, [encode(state_fact(state, now=now)) for state in result.states.values()]
+
+
+def outcomes(duplicate: Sequence[bool]) -> list[Outcome]:
+    return [Outcome.DUPLICATE if dup else Outcome.ACCEPTED for dup in duplicate]
+
+
+class TrackerService:
+    """The store works in a process of its own (``store``): storing a batch costs about as much Python
+    time as receiving and decoding it, which the event loop does meanwhile."""
+
+    def __init__(
+        self, *, store: WorkerProcess[TrackerStore], publisher: JetStreamPublisher, clock: Callable[[], dt.datetime]
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.clock = clock
+
+    async def record_status_changes(self, received: Sequence[Received[DossierEvent]]) -> list[Outcome]:
+        events = [RecordedEvent.from_contract(r.event.data, source=r.event.source, event_id=r.event.id) for r in received]
+        duplicate, facts = await self.store.run(store_batch, events, [r.seq for r in received], now=self.clock())
+        await self.publisher.publish_encoded(facts, subject=DOSSIER_STATE)
+        return outcomes(duplicate)
+
+    async def relay(self, received: Sequence[Received[Any]], *, subject: str) -> list[Outcome]:
+        keys = [(r.event.source, r.event.id, r.stream) for r in received]
+        duplicate = await self.store.run(TrackerStore.record_seen, keys, now=self.clock())
+        await self.publisher.publish_many([r.event for r in received], subject=subject)
+        return outcomes(duplicate)
