@@ -83,9 +83,10 @@ class WorkerProcess(Generic[T]):
 
     async def run(self, method: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
         """``method(obj, *args, **kwargs)`` in the child (``method``: e.g. ``Store.apply_batch``)."""
-        if self._proc is None or self._proc.returncode is not None:
-            if self._proc is not None:
-                log.error("worker process ended (code %s); starting a new one", self._proc.returncode)
+        if self._proc is None:
+            raise RuntimeError("WorkerProcess.start() was not called")
+        if self._reader is None or self._reader.done():  # the child's answers ended: it is gone
+            log.error("worker process ended (code %s); starting a new one", await self._proc.wait())
             await self.start()
         return await self._ask((method, args, kwargs))
 

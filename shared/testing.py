@@ -132,6 +132,30 @@ def drop_database(admin_url: str, url: str) -> None:
     engine.dispose()
 
 
+class EchoWorker:
+    """An object for :class:`shared.process.WorkerProcess` tests: answers where it runs, fails on request."""
+
+    def __init__(self, greeting: str) -> None:
+        self.greeting = greeting
+        self.calls = 0
+
+    def hello(self, name: str, *, punctuation: str = "!") -> tuple[str, int]:
+        import os
+
+        self.calls += 1
+        return f"{self.greeting}, {name}{punctuation}", os.getpid()
+
+    def fail(self, error: BaseException) -> None:
+        raise error
+
+    def slow(self, seconds: float, tag: int) -> int:
+        time.sleep(seconds)
+        return tag
+
+    def count(self) -> int:
+        return self.calls
+
+
 def machine_description() -> str:
     """Cores, CPU model and versions, for the figures a benchmark prints."""
     import os

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import nats
 import psutil
-from sqlalchemy import exc as sa_exc
 
 from services.dossier_tracker.app import create_app
 from services.dossier_tracker.domain import RecordedEvent, derive_state
@@ -28,7 +27,15 @@ from shared.db import make_engine
 from shared.embedded import free_port, wait_for_port
 from shared.events import DeadLetterEvent, DossierStateEvent, RatingEvent, parse_event
 from shared.settings import CommonSettings
-from shared.streams import ACCEPTED_RATINGS, DEADLETTER, DOSSIER_EVENTS, DOSSIER_STATE, RATING_EVENTS, ensure_streams
+from shared.streams import (
+    ACCEPTED_RATINGS,
+    DEADLETTER,
+    DOSSIER_EVENTS,
+    DOSSIER_STATE,
+    RATING_EVENTS,
+    ensure_streams,
+    stream_for,
+)
 from shared.testing import dossier_event, metric_value, publish_event, wait_until
 
 CAL = load_calendar()
@@ -36,9 +43,7 @@ CAL = load_calendar()
 
 @contextlib.asynccontextmanager
 async def running_tracker(nats_url: str, database_url: str, **overrides: Any) -> AsyncIterator[Any]:
-    settings = TrackerSettings(
-        **({"batch_timeout": 0.05, "retry_first_delay": 0.2, "retry_max_delay": 0.5} | overrides)
-    )
+    settings = TrackerSettings(**({"retry_first_delay": 0.2, "retry_max_delay": 0.5} | overrides))
     service, _ = create_app(CommonSettings(nats_url=nats_url, database_url=database_url), settings)
     await service.start()
     try:
@@ -62,18 +67,23 @@ def value(service: Any, name: str, **labels: str) -> float:
     return metric_value(service.registry, name, **labels) or 0.0
 
 
-async def stream_messages(js: Any, subject: str, *, expect: int, timeout: float = 10.0) -> list[bytes]:
-    sub = await js.subscribe(subject, ordered_consumer=True)
-    out: list[bytes] = []
-    try:
-        while len(out) < expect:
-            msg = await sub.next_msg(timeout=timeout)
-            out.append(msg.data)
-        with contextlib.suppress(nats.errors.TimeoutError):
-            out.append((await sub.next_msg(timeout=0.5)).data)  # one more would be one too many
-    finally:
-        await sub.unsubscribe()
-    return out
+async def stream_messages(js: Any, subject: str, *, at_least: int = 1, timeout: float = 10.0) -> list[bytes]:
+    """Every message stored on ``subject`` once there are ``at_least``; read by sequence, nothing waited for."""
+    stream = stream_for(subject).name
+
+    async def enough() -> bool:
+        return len(await _on_subject(js, stream, subject)) >= at_least
+
+    await wait_until(enough, timeout=timeout)
+    return await _on_subject(js, stream, subject)
+
+
+async def _on_subject(js: Any, stream: str, subject: str) -> list[bytes]:
+    info = await js.stream_info(stream)
+    if not info.state.messages:
+        return []
+    msgs = [await js.get_msg(stream, seq) for seq in range(info.state.first_seq, info.state.last_seq + 1)]
+    return [m.data for m in msgs if m.subject == subject]
 
 
 def lifecycle(code: str, *, received: str = "2026-11-23T08:00:00+07:00", end: str = "2026-11-25T09:00:00+07:00",
@@ -139,7 +149,8 @@ async def test_poison_messages_go_to_dead_letters_once_and_the_rest_flows(own_na
         await publish_event(js, DOSSIER_EVENTS, lifecycle("H.GOOD.2")[0])
         await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") == 2)
         assert value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="rejected") == 2
-        letters = [parse_event(raw) for raw in await stream_messages(js, DEADLETTER, expect=2)]
+        # Counted once published: the stream holds them all, once each.
+        letters = [parse_event(raw) for raw in await stream_messages(js, DEADLETTER)]
         assert len(letters) == 2
         assert all(isinstance(letter, DeadLetterEvent) for letter in letters)
         reasons = sorted(letter.data.reason for letter in letters)
@@ -153,7 +164,7 @@ async def test_state_facts_are_published_for_other_services(own_nats_server, sql
     async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url):
         for e in lifecycle("H.FACT"):
             await publish_event(js, DOSSIER_EVENTS, e)
-        facts = [parse_event(raw) for raw in await stream_messages(js, DOSSIER_STATE, expect=1)]
+        facts = [parse_event(raw) for raw in await stream_messages(js, DOSSIER_STATE)]
         assert all(isinstance(f, DossierStateEvent) for f in facts)
         last = max(facts, key=lambda f: f.data.revision)
         assert last.data.timeliness == "early" and last.data.ended_on.isoformat() == "2026-11-25"
@@ -176,63 +187,46 @@ async def test_ratings_are_validated_deduplicated_and_relayed(own_nats_server, s
         assert value(svc, "parwatch_events_total", stream="TTHC_RATING", result="accepted") == 1
         assert value(svc, "parwatch_events_total", stream="TTHC_RATING", result="duplicate") == 1
         assert value(svc, "parwatch_events_total", stream="TTHC_RATING", result="rejected") == 1
-        relayed = [parse_event(raw) for raw in await stream_messages(js, ACCEPTED_RATINGS, expect=1)]
+        # Both deliveries were republished and acked before they were counted; the broker stored one.
+        relayed = [parse_event(raw) for raw in await stream_messages(js, ACCEPTED_RATINGS)]
         assert len(relayed) == 1 and isinstance(relayed[0], RatingEvent) and relayed[0].id == "rating-1"
 
 
-async def test_transient_database_failure_is_retried_with_delay(own_nats_server, sqlite_url: str, monkeypatch) -> None:
-    attempts: list[int] = []
-    original = TrackerStore.apply_batch
-
-    def flaky(self, batch, *, now):  # type: ignore[no-untyped-def]
-        attempts.append(len(batch))
-        if len(attempts) <= 2:
-            raise sa_exc.OperationalError("INSERT", {}, Exception("database is locked"))
-        return original(self, batch, now=now)
-
-    monkeypatch.setattr(TrackerStore, "apply_batch", flaky)  # in this process: the store works in a thread here
-    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url,
-                                                                     store_process=False) as svc:
+async def test_a_database_that_comes_back_loses_nothing(own_nats_server, tmp_path: Path) -> None:
+    """The store's process meets a database it cannot open (transient): the batch is redelivered with delay and
+    stored once the database is back."""
+    db = tmp_path / "tracker.db"
+    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, f"sqlite:///{db}") as svc:
+        # The service made the schema; the store's process opens its connection at its first batch.
+        db.rename(tmp_path / "away.db")
+        db.mkdir()
         await publish_event(js, DOSSIER_EVENTS, lifecycle("H.FLAKY")[0])
+
+        async def redelivered() -> bool:
+            return (await js.consumer_info("TTHC_DOSSIER", "dossier_tracker")).num_redelivered >= 1
+
+        await wait_until(redelivered, timeout=10)
+        db.rmdir()
+        (tmp_path / "away.db").rename(db)
         await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") == 1)
-        assert len(attempts) == 3
         assert value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="rejected") == 0
 
 
-async def test_a_failure_that_persists_is_dead_lettered_after_bounded_deliveries(
-    own_nats_server, sqlite_url: str, monkeypatch
-) -> None:
-    def broken(self, batch, *, now):  # type: ignore[no-untyped-def]
-        raise sa_exc.OperationalError("INSERT", {}, Exception("could not connect to server"))
-
-    monkeypatch.setattr(TrackerStore, "apply_batch", broken)
-    async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url, max_deliver=3,
-                                                                     store_process=False):
-        await publish_event(js, DOSSIER_EVENTS, lifecycle("H.DOWN")[0])
-        letters = [parse_event(raw) for raw in await stream_messages(js, DEADLETTER, expect=1)]
-    assert len(letters) == 1
-    assert "gave up after 3 deliveries" in letters[0].data.reason
-    assert "OperationalError" in letters[0].data.reason
-
-
-async def test_a_failure_in_the_store_process_is_retried_then_dead_lettered(
+async def test_a_database_that_stays_away_dead_letters_after_bounded_deliveries(
     own_nats_server, tmp_path: Path
 ) -> None:
     """The store process's database error comes back as itself, so the consumer rules apply unchanged."""
     db = tmp_path / "tracker.db"
     async with jetstream(own_nats_server.url) as js, running_tracker(
-        own_nats_server.url, f"sqlite:///{db}", max_deliver=3, store_process=True
+        own_nats_server.url, f"sqlite:///{db}", max_deliver=3
     ) as svc:
-        # The service made the schema and keeps its connection; the store process, which opens its own at its
-        # first batch, finds a directory where the database was.
         db.unlink()
         db.mkdir()
         await publish_event(js, DOSSIER_EVENTS, lifecycle("H.GONE")[0])
-        letters = [parse_event(raw) for raw in await stream_messages(js, DEADLETTER, expect=1)]
+        letters = [parse_event(raw) for raw in await stream_messages(js, DEADLETTER)]
         assert value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") == 0
     assert len(letters) == 1
-    assert "gave up after 3 deliveries" in letters[0].data.reason
-    assert "transient failure (OperationalError)" in letters[0].data.reason
+    assert letters[0].data.reason == "transient failure (OperationalError); gave up after 3 deliveries"
 
 
 def _spawn_tracker(nats_url: str, database_url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
@@ -273,7 +267,7 @@ async def test_a_consumer_killed_mid_stream_loses_nothing(own_nats_server, datab
         assert store_processes, "the store works in a process of its own"
         proc.send_signal(signal.SIGKILL)  # no goodbye: mid-batch, unacked work
         proc.wait(timeout=10)
-        # The store process sees its service gone and ends too (no orphan holding the database).
+        # The store's process sees its service gone (the end of its input) and ends too: no orphan.
         _, alive = await asyncio.to_thread(psutil.wait_procs, store_processes, timeout=10)
         assert not alive
     finally:

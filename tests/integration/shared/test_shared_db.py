@@ -145,8 +145,8 @@ def test_bulk_select_returns_what_core_returns(database_url: str) -> None:
     engine.dispose()
 
 
-def test_sqlite_datetime_text_is_memoised_by_instant() -> None:
-    """Equal aware datetimes (one instant in any offset) share a text; others get their own; naive ones fail every time."""
+def test_sqlite_datetime_text_is_cores_for_the_same_instant() -> None:
+    """Equal aware datetimes (one instant in any offset) give one text, Core's; naive ones fail every time."""
     process = UtcDateTime().bind_processor(SQLITE)
     core_bind = CORE_DATETIME.bind_processor(SQLITE)
     a = dt.datetime(2026, 11, 27, 8, 0, 0, 1, tzinfo=dt.timezone(dt.timedelta(hours=7)))
@@ -164,8 +164,22 @@ def test_sqlite_datetime_text_is_memoised_by_instant() -> None:
 def test_bulk_statement_refuses_columns_that_do_not_match() -> None:
     meta = MetaData()
     t = _bulk_table(meta, "t_mismatch")
-    with pytest.raises(ValueError, match="not the columns"):
+    with pytest.raises(ValueError, match="are not"):
         BulkStatement(t.insert(), ["label", "id"], SQLITE)
+
+
+def test_bulk_statement_takes_the_columns_in_any_order(database_url: str) -> None:
+    """Rows follow the caller's column order, whatever order the dialect binds them in."""
+    engine = make_engine(database_url)
+    meta = MetaData()
+    t = _bulk_table(meta, "t_order")
+    meta.create_all(engine)
+    names = [c.name for c in t.columns][::-1]
+    row = {"id": 1, "at": None, "day": dt.date(2026, 12, 1), "flag": True, "share": 0.5, "label": "một"}
+    with engine.begin() as conn:
+        BulkStatement(t.insert(), names, engine.dialect).execute(conn, [tuple(row[n] for n in names)])
+        assert dict(conn.execute(select(t)).one()._mapping) == row
+    engine.dispose()
 
 
 def test_missing_nullable_columns_are_added_in_place(database_url: str) -> None:

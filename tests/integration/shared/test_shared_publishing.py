@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-import nats
 import pytest
 from nats.js.api import StreamConfig
 
@@ -26,24 +25,17 @@ def fact(code: str, revision: int = 1) -> object:
                      subject=code, data=data, time=NOW)
 
 
-async def stored(js, stream: str, subject: str, first_seq: int) -> list:
-    sub = await js.pull_subscribe(subject, durable=f"check_{uuid.uuid4().hex[:8]}", stream=stream,
-                                  config=nats.js.api.ConsumerConfig(opt_start_seq=first_seq,
-                                                                    deliver_policy=nats.js.api.DeliverPolicy.BY_START_SEQUENCE))
-    out = []
-    while True:
-        try:
-            msgs = await sub.fetch(500, timeout=0.5)
-        except nats.errors.TimeoutError:
-            return out
-        out.extend(msgs)
+async def stored(js, stream: str, first_seq: int) -> list:
+    """Every message the stream holds from ``first_seq`` on, read by its sequence."""
+    last = (await js.stream_info(stream)).state.last_seq
+    return [await js.get_msg(stream, seq) for seq in range(first_seq, last + 1)]
 
 
 async def test_facts_go_in_atomic_batches_of_at_most_the_server_cap(nats_server: str, monkeypatch) -> None:
     monkeypatch.setattr(publishing, "ATOMIC_BATCH_MAX", 40)  # the cap is 1000; keep the test small
     broker = make_broker(CommonSettings(nats_url=nats_server))
     await broker.connect()
-    js = broker.config.connection_state.stream
+    js = broker.connection.jetstream()
     await ensure_streams(js)
     info = await js.stream_info("PARWATCH_DOSSIER_STATE")
     assert info.config.allow_atomic is True
@@ -54,15 +46,12 @@ async def test_facts_go_in_atomic_batches_of_at_most_the_server_cap(nats_server:
         await publisher.publish_many([fact(f"A{tag}-{i}") for i in range(95)], subject=DOSSIER_STATE)
         await publisher.publish_many([fact(f"B{tag}")], subject=DOSSIER_STATE)  # a batch of one commits at once
         await publisher.publish_many([], subject=DOSSIER_STATE)
-        msgs = [m for m in await stored(js, "PARWATCH_DOSSIER_STATE", DOSSIER_STATE, first)
-                if tag in parse_event(m.data).subject]
+        msgs = [m for m in await stored(js, "PARWATCH_DOSSIER_STATE", first) if tag in parse_event(m.data).subject]
         codes = [parse_event(m.data).subject for m in msgs]
         assert codes == [f"A{tag}-{i}" for i in range(95)] + [f"B{tag}"]
         batches = [m.headers.get("Nats-Batch-Id") for m in msgs]
         assert len(set(batches[:95])) == 3  # 40 + 40 + 15
         assert all("Nats-Msg-Id" not in (m.headers or {}) for m in msgs)
-        for m in msgs:
-            await m.ack()
     finally:
         await broker.stop()
 
@@ -72,7 +61,7 @@ async def test_a_stream_that_refuses_atomic_batches_raises_and_stores_nothing(na
     subject = f"test.noatomic.{name.lower()}"
     broker = make_broker(CommonSettings(nats_url=nats_server))
     await broker.connect()
-    js = broker.config.connection_state.stream
+    js = broker.connection.jetstream()
     await js.add_stream(StreamConfig(name=name, subjects=[subject]))
     monkeypatch.setattr(publishing, "stream_for", lambda s: StreamSpec(name, (subject,), 1, allow_atomic=True))
     try:

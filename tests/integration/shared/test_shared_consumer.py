@@ -1,0 +1,271 @@
+"""The one consumer path against a real nats-server: what has arrived is handed over at once, bad messages are
+dead-lettered one by one, failures are retried a bounded number of times, a stop leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import nats
+from nats.js.api import ConsumerConfig
+from prometheus_client import CollectorRegistry
+from sqlalchemy import exc as sa_exc
+
+from shared.backoff import Backoff
+from shared.consumer import Consumers, EventCounter, Outcome, Received, RetryPolicy
+from shared.events import DossierEvent, parse_event
+from shared.publishing import JetStreamPublisher
+from shared.service import make_broker, utc_now
+from shared.settings import CommonSettings
+from shared.streams import DEADLETTER, DOSSIER_EVENTS, ensure_streams
+from shared.testing import dossier_event, metric_value, publish_event, wait_until
+
+FAST_RETRY = RetryPolicy(max_deliver=3, backoff=Backoff(first=0.05, cap=0.1), ack_wait=30)
+
+
+@contextlib.asynccontextmanager
+async def consuming(url: str, register: Callable[[Consumers], None], *, batch_size: int = 100,
+                    registry: CollectorRegistry | None = None) -> AsyncIterator[Consumers]:
+    broker = make_broker(CommonSettings(nats_url=url))
+    await broker.connect()
+    js = broker.connection.jetstream()
+    await ensure_streams(js)
+    consumers = Consumers("test", publisher=JetStreamPublisher(broker), retry=FAST_RETRY, batch_size=batch_size,
+                          clock=utc_now, counter=EventCounter(registry) if registry else None)
+    register(consumers)
+    await consumers.start(js)
+    try:
+        yield consumers
+    finally:
+        await consumers.stop()
+        await broker.stop()
+
+
+@contextlib.asynccontextmanager
+async def jetstream(url: str) -> AsyncIterator[Any]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        yield js
+    finally:
+        await nc.close()
+
+
+def event(i: int, **data: Any) -> dict[str, Any]:
+    return dossier_event(f"H{i}", 2, "2026-11-23T08:00:00+07:00", seq=1, event_id=f"e{i}", **data)
+
+
+async def dead_letters(js: Any, count: int) -> list[Any]:
+    """The dead letters stored, once ``count`` are: each read by its sequence, nothing waited for."""
+    await wait_until(lambda: _stored(js, "TTHC_DEADLETTER", count), timeout=10)
+    info = await js.stream_info("TTHC_DEADLETTER")
+    return [parse_event((await js.get_msg("TTHC_DEADLETTER", seq)).data) for seq in range(1, info.state.last_seq + 1)]
+
+
+async def _stored(js: Any, stream: str, count: int) -> bool:
+    return (await js.stream_info(stream)).state.messages >= count
+
+
+async def test_what_has_arrived_is_handed_over_at_once(own_nats_server) -> None:
+    calls: list[list[str]] = []
+    gate = asyncio.Event()
+
+    def register(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="quick", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            calls.append([r.event.id for r in received])
+            if len(calls) == 1:
+                await gate.wait()  # the first call holds on while more arrive
+
+    async with jetstream(own_nats_server.url) as js, consuming(own_nats_server.url, register) as c:
+        await publish_event(js, DOSSIER_EVENTS, event(0))
+        await wait_until(lambda: calls == [["e0"]], timeout=5)  # alone: no batch to fill, no timeout to wait out
+        for i in range(1, 31):
+            await publish_event(js, DOSSIER_EVENTS, event(i))
+        await wait_until(lambda: len(c.subscriptions[0].waiting) == 30, timeout=5)  # arrived while it is held
+        gate.set()
+        await wait_until(lambda: sum(len(c) for c in calls) == 31, timeout=5)
+    assert calls[1] == [f"e{i}" for i in range(1, 31)]  # everything that arrived meanwhile, in one call
+
+
+async def test_a_batch_hands_over_at_most_the_batch_size(own_nats_server) -> None:
+    calls: list[int] = []
+    gate = asyncio.Event()
+
+    def register(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="sized", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            calls.append(len(received))
+            await gate.wait()
+
+    async with jetstream(own_nats_server.url) as js, consuming(own_nats_server.url, register, batch_size=10):
+        for i in range(25):
+            await publish_event(js, DOSSIER_EVENTS, event(i))
+        gate.set()
+        await wait_until(lambda: sum(calls) == 25, timeout=5)
+    assert max(calls) == 10
+
+
+async def test_bad_messages_are_dead_lettered_one_by_one_and_the_rest_is_handled(own_nats_server) -> None:
+    handled: list[str] = []
+    registry = CollectorRegistry()
+
+    def register(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="strict", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> list[Outcome]:
+            handled.extend(r.event.id for r in received)
+            return [Outcome.DUPLICATE if r.event.id == "e2" else Outcome.ACCEPTED for r in received]
+
+    async with jetstream(own_nats_server.url) as js:
+        await publish_event(js, DOSSIER_EVENTS, event(1))
+        await publish_event(js, DOSSIER_EVENTS, b"{not json", msg_id="bad-1")
+        bad = event(9)
+        bad["data"]["citizen_name"] = "Tran Thi B"
+        await publish_event(js, DOSSIER_EVENTS, bad)
+        await publish_event(js, DOSSIER_EVENTS, event(2))
+        async with consuming(own_nats_server.url, register, registry=registry):
+            letters = await dead_letters(js, 2)
+            await wait_until(lambda: len(handled) == 2, timeout=5)
+    assert handled == ["e1", "e2"]
+    assert sorted(letter.data.stream_seq for letter in letters) == [2, 3]
+    reasons = {letter.data.stream_seq: letter.data.reason for letter in letters}
+    assert "not valid JSON" in reasons[2]
+    assert "data.citizen_name" in reasons[3] and "Tran Thi B" not in reasons[3]
+    assert {letter.id for letter in letters} == {"deadletter:TTHC_DOSSIER:2", "deadletter:TTHC_DOSSIER:3"}
+    counted = {r: metric_value(registry, "parwatch_events_total", stream="TTHC_DOSSIER", result=r)
+               for r in ("accepted", "duplicate", "rejected")}
+    assert counted == {"accepted": 1, "duplicate": 1, "rejected": 2}
+
+
+async def test_a_failure_that_may_pass_is_retried_and_then_handled(own_nats_server) -> None:
+    deliveries: list[int] = []
+
+    def register(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="flaky", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            deliveries.append(received[0].delivered)
+            if len(deliveries) < 3:
+                raise sa_exc.OperationalError("INSERT", {}, Exception("database is locked"))
+
+    async with jetstream(own_nats_server.url) as js, consuming(own_nats_server.url, register):
+        await publish_event(js, DOSSIER_EVENTS, event(1))
+        await wait_until(lambda: len(deliveries) == 3, timeout=10)
+        info = await js.consumer_info("TTHC_DOSSIER", "flaky")
+        await wait_until(lambda: _acked(js, "flaky"), timeout=5)
+    assert deliveries == [1, 2, 3]
+    assert info.config.max_deliver == FAST_RETRY.max_deliver + 1
+
+
+async def _acked(js: Any, durable: str) -> bool:
+    info = await js.consumer_info("TTHC_DOSSIER", durable)
+    return info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_failure_that_persists_is_dead_lettered_after_bounded_deliveries(own_nats_server) -> None:
+    def register(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="down", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            raise sa_exc.OperationalError("INSERT", {}, Exception("could not connect to server"))
+
+    async with jetstream(own_nats_server.url) as js, consuming(own_nats_server.url, register):
+        await publish_event(js, DOSSIER_EVENTS, event(1))
+        [letter] = await dead_letters(js, 1)
+        await wait_until(lambda: _acked(js, "down"), timeout=5)
+    assert letter.data.reason == "transient failure (OperationalError); gave up after 3 deliveries"
+
+
+async def test_a_bug_on_one_message_does_not_hold_back_the_others(own_nats_server) -> None:
+    handled: list[str] = []
+
+    def register(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="isolate", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            if any(r.event.id == "e2" for r in received):
+                raise ValueError("a bug this message triggers")
+            handled.extend(r.event.id for r in received)
+
+    async with jetstream(own_nats_server.url) as js:
+        for i in (1, 2, 3):
+            await publish_event(js, DOSSIER_EVENTS, event(i))
+        async with consuming(own_nats_server.url, register):
+            [letter] = await dead_letters(js, 1)
+            await wait_until(lambda: _acked(js, "isolate"), timeout=5)
+    assert sorted(handled) == ["e1", "e3"]
+    assert letter.data.stream_seq == 2
+    assert letter.data.reason == "processing failed (ValueError); gave up after 3 deliveries"
+
+
+async def test_at_stop_the_batch_in_hand_is_finished_and_what_waits_goes_back_at_once(own_nats_server) -> None:
+    first: list[str] = []
+    second: list[str] = []
+    gate = asyncio.Event()
+
+    def held(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="shared", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            await gate.wait()
+            first.extend(r.event.id for r in received)
+
+    def replica(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="shared", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            second.extend(r.event.id for r in received)
+
+    async with jetstream(own_nats_server.url) as js:
+        async with consuming(own_nats_server.url, held, batch_size=1) as c:
+            for i in range(5):
+                await publish_event(js, DOSSIER_EVENTS, event(i))
+            await wait_until(lambda: sum(len(s.waiting) for s in c.subscriptions) >= 1, timeout=5)
+            stopping = asyncio.create_task(c.stop())
+            await asyncio.sleep(0)
+            gate.set()
+            await stopping
+        # ack_wait is 30 s: what the stopped consumer naked comes to the next one now, not after it.
+        async with consuming(own_nats_server.url, replica):
+            await wait_until(lambda: len(first) + len(second) == 5, timeout=10)
+    assert first and sorted(first + second) == [f"e{i}" for i in range(5)]
+
+
+async def test_an_old_pull_consumer_of_the_same_name_is_replaced_after_what_it_acked(own_nats_server) -> None:
+    handled: list[str] = []
+
+    def register(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="upgraded", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            handled.extend(r.event.id for r in received)
+
+    async with jetstream(own_nats_server.url) as js:
+        for i in range(6):
+            await publish_event(js, DOSSIER_EVENTS, event(i))
+        pull = await js.pull_subscribe(DOSSIER_EVENTS, durable="upgraded", stream="TTHC_DOSSIER",
+                                       config=ConsumerConfig(ack_wait=30))
+        for msg in await pull.fetch(3, timeout=5):
+            await msg.ack()  # an older parwatch handled e0..e2
+        await pull.unsubscribe()
+        async with consuming(own_nats_server.url, register):
+            await wait_until(lambda: len(handled) == 3, timeout=10)
+            info = await js.consumer_info("TTHC_DOSSIER", "upgraded")
+    assert handled == ["e3", "e4", "e5"]
+    assert info.config.deliver_group == "upgraded"
+
+
+async def test_a_second_call_starts_early_only_for_a_full_batch_when_allowed(own_nats_server) -> None:
+    running: list[int] = []
+    gate = asyncio.Event()
+
+    def register(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="pipelined", accept=DossierEvent, in_flight=2)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            running.append(len(received))
+            await gate.wait()
+
+    async with jetstream(own_nats_server.url) as js, consuming(own_nats_server.url, register, batch_size=5):
+        await publish_event(js, DOSSIER_EVENTS, event(0))
+        await wait_until(lambda: running == [1], timeout=5)
+        for i in range(1, 6):
+            await publish_event(js, DOSSIER_EVENTS, event(i))
+        await wait_until(lambda: running == [1, 5], timeout=5)  # a full batch went while the first is held
+        gate.set()
