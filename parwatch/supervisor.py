@@ -41,6 +41,7 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.backoff import Backoff
 from shared.embedded import nats_server_binary, stop_process, wait_for_port
 from shared.settings import CommonSettings
 
@@ -88,25 +89,19 @@ class StackSettings(BaseSettings):
 
 @dataclass(frozen=True)
 class RestartPolicy:
-    """Exponential backoff with a crash-loop brake.
+    """The shared backoff with a crash-loop brake.
 
-    The n-th consecutive crash waits ``first_delay * factor**(n-1)`` seconds,
-    at most ``max_delay``. A run of ``stable_after`` seconds or more resets the
-    count. ``crash_loop_crashes`` exits within ``crash_loop_window`` seconds
-    make a crash loop: the process is still restarted, but only every
-    ``crash_loop_delay`` seconds.
+    The n-th consecutive crash waits ``backoff.delay(n)`` seconds. A run of
+    ``stable_after`` seconds or more resets the count. ``crash_loop_crashes``
+    exits within ``crash_loop_window`` seconds make a crash loop: the process
+    is still restarted, but only every ``crash_loop_delay`` seconds.
     """
 
-    first_delay: float = 1.0
-    factor: float = 2.0
-    max_delay: float = 30.0
+    backoff: Backoff = Backoff(first=1.0, factor=2.0, cap=30.0)
     stable_after: float = 60.0
     crash_loop_crashes: int = 5
     crash_loop_window: float = 300.0
     crash_loop_delay: float = 120.0
-
-    def backoff(self, consecutive: int) -> float:
-        return min(self.max_delay, self.first_delay * self.factor ** max(0, consecutive - 1))
 
 
 @dataclass(frozen=True)
@@ -144,7 +139,7 @@ class RestartTracker:
         while self._exits and self._exits[0] < now - self.policy.crash_loop_window:
             self._exits.popleft()
         crash_loop = len(self._exits) >= self.policy.crash_loop_crashes
-        delay = self.policy.backoff(self.consecutive)
+        delay = self.policy.backoff.delay(self.consecutive)
         if crash_loop:
             delay = max(delay, self.policy.crash_loop_delay)
         self._restart_at = now + delay

@@ -12,7 +12,6 @@ counted.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
 import re
@@ -22,7 +21,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -30,108 +28,25 @@ import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.embedded import free_port
+from parwatch.testing import Ready, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 PARWATCH = Path(sys.executable).parent / "parwatch"
 
-# With faststream 0.7.8 and nats-py 2.16 a batch pull consumer sometimes drops a
-# fetched batch on a fetch timeout (nats-py raises asyncio.TimeoutError where
-# faststream catches nats.errors.TimeoutError) and JetStream redelivers it only
-# after ack_wait. The stack runs with a short ack_wait so that such a stall
-# costs seconds, and the waits below cover it.
-TRACKER_ACK_WAIT = 10
 EVENT_WAIT = 45.0
 SOURCE = "e2e/one-stop-shop"
 STREAM = "TTHC_DOSSIER"
 
-#: Port variables when a service's settings cannot be read (half-written service).
-FALLBACK_PORT_ENV = {
-    "dossier_tracker": "PARWATCH_TRACKER_PORT",
-    "deadline_monitor": "PARWATCH_MONITOR_PORT",
-    "scoring": "PARWATCH_SCORING_PORT",
-    "notifier": "PARWATCH_NOTIFIER_PORT",
-}
 
-
-def port_env(service: str) -> str:
-    """The port variable of a service, from its own settings class (env prefix + PORT)."""
+def start_stack(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[Stack, Ready]:
+    stack = Stack(data_dir=tmp_path / "var", log=tmp_path / f"{name}.log", env=env)
+    stack.start(cwd=tmp_path)
     try:
-        module = importlib.import_module(f"services.{service}.settings")
-    except Exception:
-        return FALLBACK_PORT_ENV[service]
-    for obj in vars(module).values():
-        fields = getattr(obj, "model_fields", None)
-        config = getattr(obj, "model_config", None)
-        if isinstance(obj, type) and fields and "port" in fields and config and config.get("env_prefix"):
-            return f"{config['env_prefix']}PORT"
-    return FALLBACK_PORT_ENV[service]
-
-
-@dataclass(frozen=True)
-class ServiceUrls:
-    status: str
-    metrics: str
-    health: str
-
-
-@dataclass(frozen=True)
-class Ready:
-    nats_url: str
-    services: dict[str, ServiceUrls]
-
-
-SERVICE_LINE = re.compile(r"^  (\w+)\s+(up|degraded|starting|crashed)\s+(http://\S+/metrics)\s+(http://\S+/health)\s*$")
-NATS_LINE = re.compile(r"^  NATS\s+(nats://\S+)")
-
-
-class StackProcess:
-    """`parwatch up` in a subprocess, its output in a log file."""
-
-    def __init__(self, *, workdir: Path, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._out = open(log, "wb")  # noqa: SIM115 - closed in stop/kill
-        self.proc = subprocess.Popen(
-            [str(PARWATCH), "up"], cwd=workdir, env=env, stdout=self._out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def wait_ready(self, timeout: float = 60.0) -> Ready:
-        """Parse the URL block `parwatch up` prints once the services answer."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                pytest.fail(f"parwatch up exited with {code} before it was ready:\n{self.text()[-4000:]}")
-            text = self.text()
-            if "parwatch is running" in text and "Stop with Ctrl-C" in text:
-                block = text[text.index("parwatch is running") :].splitlines()
-                nats_url = next(m.group(1) for line in block if (m := NATS_LINE.match(line)))
-                services = {
-                    m.group(1): ServiceUrls(m.group(2), m.group(3), m.group(4))
-                    for line in block
-                    if (m := SERVICE_LINE.match(line))
-                }
-                return Ready(nats_url=nats_url, services=services)
-            time.sleep(0.1)
-        pytest.fail(f"parwatch up printed no URL block in {timeout}s:\n{self.text()[-4000:]}")
-
-    def stop(self, timeout: float = 60.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        finally:
-            self._out.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self._out.close()
+        return stack, stack.wait_ready()
+    except (RuntimeError, TimeoutError) as exc:
+        stack.kill()
+        pytest.fail(str(exc))
 
 
 # -- events, as a one-stop-shop system sends them ------------------------------------
@@ -269,23 +184,9 @@ def wait_until(condition, *, what: str, timeout: float = 30.0) -> None:  # type:
 # -- the test -------------------------------------------------------------------------------
 
 
-def stack_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARWATCH_")}
-    env["PARWATCH_DATA_DIR"] = str(data_dir)
-    env["PARWATCH_EMBEDDED_NATS_PORT"] = str(free_port())  # never the default 14222, nor a system nats on 4222
-    env["PARWATCH_EMBEDDED_NATS_MONITOR_PORT"] = "0"
-    env["PARWATCH_STOP_TIMEOUT"] = "30"
-    env["PARWATCH_TRACKER_ACK_WAIT"] = str(TRACKER_ACK_WAIT)
-    for service in FALLBACK_PORT_ENV:
-        env[port_env(service)] = str(free_port())
-    return env
-
-
 def test_stack_counts_events_stops_cleanly_and_resumes(tmp_path: Path, database_url: str) -> None:
     """With SQLite files in the data folder (what `make run` does), and on PostgreSQL when one is available."""
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    env = stack_env(tmp_path / "var")
+    env = Stack.environment(tmp_path / "var")
     if database_url.startswith("postgresql"):
         env["PARWATCH_DATABASE_URL"] = database_url
     received, resolved = "2025-03-03T09:00:00+07:00", "2025-03-04T10:00:00+07:00"  # due day 2025-03-10
@@ -297,9 +198,8 @@ def test_stack_counts_events_stops_cleanly_and_resumes(tmp_path: Path, database_
     )
     naive_time = dossier_event("E2E-PTP-0003", seq=1, status=4, at="2025-03-03T09:00:00", agency="PTP")
 
-    stack = StackProcess(workdir=workdir, env=env, log=tmp_path / "run1.log")
+    stack, ready = start_stack(tmp_path, "run1", env)
     try:
-        ready = stack.wait_ready()
         assert_health(ready)
         tracker = ready.services["dossier_tracker"].metrics
         dup_flags = asyncio.run(
@@ -336,9 +236,8 @@ def test_stack_counts_events_stops_cleanly_and_resumes(tmp_path: Path, database_
     assert "parwatch stopped cleanly" in stack.text()
 
     # Started again on the same data folder: it resumes where it stopped.
-    again = StackProcess(workdir=workdir, env=env, log=tmp_path / "run2.log")
+    again, ready = start_stack(tmp_path, "run2", env)
     try:
-        ready = again.wait_ready()
         assert_health(ready)
         tracker = ready.services["dossier_tracker"].metrics
 
@@ -366,7 +265,7 @@ def test_stack_counts_events_stops_cleanly_and_resumes(tmp_path: Path, database_
 
 
 def test_up_refuses_a_busy_nats_port_and_says_which(tmp_path: Path) -> None:
-    env = stack_env(tmp_path / "var")
+    env = Stack.environment(tmp_path / "var")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -19,7 +19,7 @@ from shared.events import DossierEvent, parse_event
 from shared.publishing import JetStreamPublisher
 from shared.service import make_broker, utc_now
 from shared.settings import CommonSettings
-from shared.streams import DEADLETTER, DOSSIER_EVENTS, ensure_streams
+from shared.streams import DOSSIER_EVENTS, ensure_streams
 from shared.testing import dossier_event, metric_value, publish_event, wait_until
 
 FAST_RETRY = RetryPolicy(max_deliver=3, backoff=Backoff(first=0.05, cap=0.1), ack_wait=30)

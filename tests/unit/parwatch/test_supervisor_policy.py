@@ -94,7 +94,7 @@ def test_a_crash_loop_keeps_trying_but_slowly_and_ends_after_a_quiet_window() ->
     assert again.crash_loop and again.delay == policy.crash_loop_delay
     clock.advance(again.delay)
     quiet = crash_after(tracker, clock, policy.crash_loop_window + 1)
-    assert not quiet.crash_loop and quiet.delay == policy.first_delay
+    assert not quiet.crash_loop and quiet.delay == policy.backoff.first
 
 
 def make_supervisor(tmp_path: Path, clock: FakeClock, **settings: object) -> Supervisor:
