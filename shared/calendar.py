@@ -94,15 +94,6 @@ def _dates(value: object, *, key: str, source: str) -> frozenset[dt.date]:
 @dataclass(frozen=True)
 class WorkingCalendar:
     overrides: CalendarOverrides = field(default_factory=CalendarOverrides)
-    _hash: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash(self.overrides))
-
-    def __hash__(self) -> int:
-        # Every memoised call below hashes the calendar: the generated
-        # __hash__ would rebuild and hash a tuple of the overrides each time.
-        return self._hash
 
     # -- days -------------------------------------------------------------
     # The calendar is immutable, so day arithmetic is memoised: ingest asks
@@ -142,7 +133,6 @@ class WorkingCalendar:
         return sum(1 for d in days if self.is_working_day(d))
 
     # -- receipt and due days (rules 1 and 3) ------------------------------
-    @lru_cache(maxsize=8192)  # noqa: B019 - asked again at every event of an open dossier
     def receipt_day(self, received_at: dt.datetime) -> dt.date:
         """Rule 1: the local date; after 17:00 or on a day off, the next working day."""
         local = to_local(received_at)
@@ -191,7 +181,6 @@ class WorkingCalendar:
             day += dt.timedelta(days=1)
             cursor = dt.time(0, 0)
 
-    @lru_cache(maxsize=8192)  # noqa: B019
     def due_day(self, *, received_at: dt.datetime, value: float, unit: str) -> dt.date:
         """Rule 3 from a statutory duration."""
         receipt = self.receipt_day(received_at)

@@ -26,7 +26,6 @@ from typing import Literal, NamedTuple
 from shared.calendar import WorkingCalendar, local_date
 from shared.events import END_STATUSES, PAUSE_STATUSES, RECEIVED, SUPPLEMENT, DossierStatusChanged
 
-UTC = dt.timezone.utc
 
 Timeliness = Literal["early", "on_time", "late"]
 OpenState = Literal["in_time", "due_soon", "awaiting_supplement", "overdue"]
@@ -57,7 +56,7 @@ class RecordedEvent(NamedTuple):
 
     @classmethod
     def from_contract(cls, data: DossierStatusChanged, *, source: str, event_id: str) -> RecordedEvent:
-        """The event as the history keeps it, times in UTC as the store returns them (the same instants)."""
+        """The event as the history keeps it."""
         duration = data.statutory_duration
         return cls(
             source=source,
@@ -65,12 +64,12 @@ class RecordedEvent(NamedTuple):
             dossier_code=data.dossier_code,
             sequence=data.sequence,
             status=data.status,
-            occurred_at=data.occurred_at.astimezone(UTC),
+            occurred_at=data.occurred_at,
             agency_code=data.agency_code,
             procedure_code=data.procedure_code,
             field_code=data.field_code,
-            received_at=None if data.received_at is None else data.received_at.astimezone(UTC),
-            due_at=None if data.due_at is None else data.due_at.astimezone(UTC),
+            received_at=data.received_at,
+            due_at=data.due_at,
             duration_value=duration.value if duration else None,
             duration_unit=duration.unit if duration else None,
             channel=data.channel,
