@@ -123,6 +123,7 @@ def outbox_table(prefix: str, metadata: MetaData) -> Table:
         Column("last_error", String(500), nullable=True),
         Index(f"ix_{prefix}_outbox_due", "next_attempt_at", "id"),
         Index(f"ix_{prefix}_outbox_key", "key", "id"),
+        sqlite_autoincrement=True,  # ids never repeat, also once the outbox was empty
     )
 
 
@@ -134,13 +135,17 @@ class Outbox:
         self.table = table
 
     def create(self) -> None:
-        """Create the table; an older table of the same name with other columns is set aside first."""
+        """Create the table; an older table of the same name with other columns is set aside first
+        (renamed ``{name}_legacy``, its indexes dropped: their names may be the new table's)."""
         existing = inspect(self.engine)
         if existing.has_table(self.table.name):
             columns = {c["name"] for c in existing.get_columns(self.table.name)}
             if not {c.name for c in self.table.columns} <= columns:
                 legacy = f"{self.table.name}_legacy"
+                indexes = [i["name"] for i in existing.get_indexes(self.table.name) if i["name"]]
                 with self.engine.begin() as conn:
+                    for name in indexes:
+                        conn.execute(text(f"DROP INDEX {name}"))
                     conn.execute(text(f"ALTER TABLE {self.table.name} RENAME TO {legacy}"))
                 log.warning("outbox table of an older layout renamed table=%s to=%s", self.table.name, legacy)
         self.table.create(self.engine, checkfirst=True)
@@ -269,7 +274,7 @@ class Relay:
                                 p.attempts + 1, r.reason)
                 elif isinstance(r, GiveUp):
                     log.error("outbox message dropped topic=%s id=%d reason=%s", p.topic, p.id, r.reason)
-        await asyncio.to_thread(self.outbox.settle, results, now=self.clock(), backoff=self.backoff)
+        await asyncio.to_thread(self.outbox.settle, results, now=now, backoff=self.backoff)
         return len(due) >= self.batch
 
 

@@ -1,9 +1,9 @@
 """Wiring of the notifier: the one place that builds and connects things.
 
 ``create_app`` reads settings, loads and validates the directory (a bad file
-stops the start with every problem listed), builds channels, store, engine
-and router, and returns the :class:`Service` and its HTTP app. Nothing
-connects before the app's lifespan starts.
+stops the start with every problem listed), builds channels, store, service
+layer and consumer, and returns the :class:`Service` and its HTTP app.
+Nothing connects before the app's lifespan starts.
 """
 
 from __future__ import annotations
@@ -13,23 +13,22 @@ import logging
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from services.notifier import handlers
 from services.notifier.config import load_directory
-from services.notifier.domain.model import EscalationPolicy, Timing
-from services.notifier.engine import Clock, Notifier, NotifierMetrics, utc_now
-from services.notifier.handlers import build_router
+from services.notifier.metrics import NotifierMetrics
 from services.notifier.notify import Channel
 from services.notifier.notify.log import LogChannel
 from services.notifier.notify.smtp import SmtpChannel
 from services.notifier.notify.webhook import WebhookChannel
 from services.notifier.render import Renderer
+from services.notifier.service import Clock, NotifierService
 from services.notifier.settings import NotifierSettings
 from services.notifier.store import Store
 from shared.calendar import load_calendar
-from shared.consuming import BatchProcessor, RetryPolicy
+from shared.consumer import Consumers, RetryPolicy
 from shared.db import make_engine
-from shared.events import ALERT_FIRING_TYPE, ALERT_RESOLVED_TYPE
 from shared.publishing import JetStreamPublisher
-from shared.service import Service, make_broker, run_service
+from shared.service import Service, make_broker, utc_now
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -57,63 +56,42 @@ def build_channels(settings: NotifierSettings) -> tuple[dict[str, Channel], str]
 
 
 def create_app(
-    common: CommonSettings | None = None, settings: NotifierSettings | None = None, clock: Clock | None = None
+    common: CommonSettings | None = None, settings: NotifierSettings | None = None, *, clock: Clock = utc_now
 ) -> tuple[Service, FastAPI]:
     common = common or CommonSettings()
     settings = settings or NotifierSettings()
-    clock = clock or utc_now
     directory = load_directory(settings.directory_path())
     missing = [o.id for o in directory.officials.values()
                if o.webhook and not settings.webhook_secret_for(o.id)]
     if missing:
         raise ValueError(f"no webhook secret for {', '.join(sorted(missing))}: set PARWATCH_NOTIFIER_WEBHOOK_SECRET, "
                          "PARWATCH_NOTIFIER_WEBHOOK_SECRET_FILE or PARWATCH_NOTIFIER_WEBHOOK_SECRETS")
-    calendar = load_calendar(common.calendar_overrides)
-    escalation = EscalationPolicy(head_after_hours=settings.escalate_head_after_hours,
-                                  leadership_after_hours=settings.escalate_leadership_after_hours,
-                                  min_severity=settings.escalate_min_severity)
-    timing = Timing(group_wait=settings.group_wait, group_interval=settings.group_interval,
-                    repeat_interval=settings.repeat_interval)
+    escalation = settings.escalation()
     channels, email_channel = build_channels(settings)
     if email_channel == "log":
         log.warning("no SMTP host configured: e-mail notices are written to the log channel")
 
     registry = CollectorRegistry()
-    metrics = NotifierMetrics(registry)
-    db = make_engine(common.database_url_for(NAME))
-    store = Store(db)
-    notifier = Notifier(
+    engine = make_engine(common.database_url_for(NAME))
+    store = Store(engine)
+    notifier = NotifierService(
         store=store, directory=directory, renderer=Renderer(directory=directory, escalation=escalation),
-        channels=channels, email_channel=email_channel, timing=timing, escalation=escalation, calendar=calendar,
-        metrics=metrics, clock=clock, quiet_hours=settings.quiet_hours,
-        retry_first_delay=settings.retry_first_delay, retry_max_delay=settings.retry_max_delay,
-        delivery_batch=settings.delivery_batch, weekly_digest=settings.weekly_digest,
-        monthly_digest=settings.monthly_digest, digest_time=settings.digest_time,
-        tick_interval=settings.tick_interval, delivery_interval=settings.delivery_interval,
+        channels=channels, email_channel=email_channel, timing=settings.timing(), escalation=escalation,
+        calendar=load_calendar(common.calendar_overrides),
+        metrics=NotifierMetrics(registry), clock=clock, quiet_hours=settings.quiet_hours,
+        backoff=settings.delivery_backoff(), delivery_batch=settings.delivery_batch,
+        weekly_digest=settings.weekly_digest, monthly_digest=settings.monthly_digest, digest_time=settings.digest_time,
     )
 
     broker = make_broker(common)
-    retry = RetryPolicy()
-    processor = BatchProcessor(
-        service=NAME,
-        accept=frozenset({ALERT_FIRING_TYPE, ALERT_RESOLVED_TYPE}),
-        apply=notifier.record,
-        publisher=JetStreamPublisher(broker),
-        retry=retry,
-        clock=clock,
-    )
-    broker.include_router(build_router(processor, durable=settings.durable,
-                                       batch_size=settings.consumer_batch))
-
-    service = Service(
-        name=NAME,
-        port=settings.port,
-        broker=broker,
-        registry=registry,
-        settings=common,
-        background=[notifier.dispatch_loop, notifier.delivery_loop],
-    )
-    service.use_database(db, create_schema=store.create_schema, ping=store.ping)
+    consumers = Consumers(NAME, publisher=JetStreamPublisher(broker), retry=RetryPolicy(),
+                          batch_size=settings.consumer_batch, clock=clock)
+    handlers.register(consumers, notifier, durable=settings.durable)
+    service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common,
+                      consumers=consumers)
+    service.use_database(engine, create_schema=notifier.create_schema, ping=store.ping)
+    service.every(settings.tick_interval, notifier.tick, name="dispatch")
+    service.every(settings.delivery_interval, notifier.relay.once, name="outbox", wake=notifier.relay.wake)
     app = service.app(
         title="parwatch notifier",
         description="Routes tthc.alerts to the right officials, once, in Vietnamese (SMTP, webhook, log).",
@@ -121,7 +99,3 @@ def create_app(
     app.state.notifier = notifier
     app.state.store = store
     return service, app
-
-
-def main() -> None:
-    run_service(NAME, create_app)

@@ -11,11 +11,13 @@ import argparse
 import datetime as dt
 import json
 import sys
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from services.notifier.config import ConfigError, load_directory
 from services.notifier.domain.model import parse_duration
 from services.notifier.domain.silence import Silence, check_new_silence
+from services.notifier.service import Notice
 from services.notifier.settings import NotifierSettings
 from services.notifier.store import Store
 from shared.calendar import VN_TZ
@@ -53,14 +55,14 @@ def register(subparsers: Any) -> None:
     exp.add_argument("silence_id")
     exp.set_defaults(func=_silence_expire)
 
-    notes = subparsers.add_parser("notifications", help="query the notifier's notification log and outbox")
+    notes = subparsers.add_parser("notifications", help="query the notifier's notification log, outbox and failures")
     notes.add_argument("--receiver", help="official id")
     notes.add_argument("--agency", help="agency code")
     notes.add_argument("--alert-key")
     notes.add_argument("--since", help="a duration back from now (2d) or a time with an offset")
     notes.add_argument("--limit", type=int, default=50)
-    notes.add_argument("--outbox", choices=["pending", "sent", "failed", "duplicate", "all"],
-                       help="show outbox rows of this status instead of the log")
+    notes.add_argument("--outbox", choices=["pending", "sent", "failed", "all"],
+                       help="show notices instead of the log: waiting in the outbox, sent, or given up")
     notes.add_argument("--json", action="store_true")
     notes.set_defaults(func=_notifications)
 
@@ -170,6 +172,66 @@ def _silence_expire(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class _NoticeView:
+    """One notice as ``notifications --outbox`` shows it: waiting, sent or given up."""
+
+    id: int
+    status: str
+    kind: str
+    receiver: str
+    channel: str
+    agency: str
+    notices: list[str]
+    at: dt.datetime  # queued (pending), sent, given up
+    attempts: int | None = None
+    next_attempt_at: dt.datetime | None = None
+    last_error: str | None = None
+
+    def line(self) -> str:
+        when = {"pending": f"attempts={self.attempts} next={_local(self.next_attempt_at)}",
+                "failed": f"attempts={self.attempts} failed={_local(self.at)}", "sent": f"sent={_local(self.at)}"}
+        return (f"#{self.id:<6} {self.status:<9} {self.channel:<7} {self.receiver:<28} {self.agency:<14} "
+                f"{when[self.status]} {self.last_error or ''}").rstrip()
+
+    def json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("at", "next_attempt_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        return out
+
+
+def _notices(store: Store, which: str, *, limit: int) -> list[_NoticeView]:
+    """Pending notices from the outbox, sent ones from the notification log, failed ones from the failures."""
+    out: list[_NoticeView] = []
+    if which in ("pending", "all"):
+        for w in store.waiting(limit=limit):
+            n = Notice(w.channel, json.loads(w.payload))
+            out.append(_NoticeView(w.id, "pending", n.kind, n.receiver_id, n.channel, n.agency_code, n.notice_keys,
+                                   w.created_at, w.attempts, w.next_attempt_at, w.last_error))
+    if which in ("sent", "all"):
+        for entries in store.sent(limit=limit):
+            e = entries[0]
+            out.append(_NoticeView(e.outbox_id, "sent", "digest" if e.state == "digest" else "alerts", e.receiver_id,
+                                   e.channel, e.agency_code, [x.notice_key for x in entries], e.sent_at))
+    if which in ("failed", "all"):
+        for f in store.failures(limit=limit):
+            out.append(_NoticeView(f.id or 0, "failed", f.kind, f.receiver_id, f.channel, f.agency_code,
+                                   list(f.notice_keys), f.failed_at, f.attempts, last_error=f.reason))
+    return sorted(out, key=lambda v: v.at, reverse=True)[:limit]
+
+
+def _print_notices(views: list[_NoticeView], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps([v.json() for v in views], ensure_ascii=False, indent=2))
+    else:
+        for v in views:
+            print(v.line())
+        if not views:
+            print("no notices")
+    return 0
+
+
 def _notifications(args: argparse.Namespace) -> int:
     store, _ = _open()
     since = None
@@ -179,20 +241,7 @@ def _notifications(args: argparse.Namespace) -> int:
         except ValueError:
             since = _time(args.since, name="--since")
     if args.outbox:
-        rows = store.query_outbox(status=None if args.outbox == "all" else args.outbox, limit=args.limit)
-        out = [{"id": r.id, "status": r.status, "kind": r.kind, "receiver": r.receiver_id, "channel": r.channel,
-                "agency": r.agency_code, "notices": r.notice_keys, "attempts": r.attempts,
-                "created_at": r.created_at.isoformat(), "next_attempt_at": r.next_attempt_at.isoformat(),
-                "last_error": r.last_error} for r in rows]
-        if args.json:
-            print(json.dumps(out, ensure_ascii=False, indent=2))
-        else:
-            for r, o in zip(rows, out, strict=True):
-                print(f"#{o['id']:<6} {o['status']:<9} {o['channel']:<7} {o['receiver']:<28} {o['agency']:<14} "
-                      f"attempts={o['attempts']} next={_local(r.next_attempt_at)} {o['last_error'] or ''}")
-            if not rows:
-                print("no outbox rows")
-        return 0
+        return _print_notices(_notices(store, args.outbox, limit=args.limit), args.json)
     rows = store.query_log(receiver_id=args.receiver, agency_code=args.agency, alert_key=args.alert_key, since=since,
                            limit=args.limit)
     if args.json:

@@ -1,28 +1,22 @@
-"""The notifier's one subscriber: a durable pull consumer of ``tthc.alerts``.
+"""The notifier's one subscription: ``tthc.alerts``, durable ``notifier``.
 
-Receiving an alert is only recording it (idempotent on (source, id)) and
-acking after commit; dispatch and delivery are background loops, so a
-channel outage never slows consumption. ``BatchProcessor`` applies the
-consumer rules: dead letters, retries with delay, manual acks.
+Receiving an alert is only recording it (idempotent on (source, id)); the
+batch is acked after the commit. Dispatch and delivery are background loops,
+so a channel outage never slows consumption.
 """
 
 from __future__ import annotations
 
-from faststream.nats import NatsRouter
+from collections.abc import Sequence
 
-from shared.consuming import BatchProcessor, subscribe_batches
+from services.notifier.service import NotifierService
+from shared.consumer import Consumers, Outcome, Received
+from shared.events import AlertEvent
 from shared.streams import ALERTS
 
 
-def build_router(processor: BatchProcessor, *, durable: str = "notifier", batch_size: int = 100) -> NatsRouter:
-    router = NatsRouter()
-
-    subscribe_batches(
-        router,
-        subject=ALERTS,
-        durable=durable,
-        processor=processor,
-        batch_size=batch_size,
-        batch_timeout=0.5,
-    )
-    return router
+def register(consumers: Consumers, service: NotifierService, *, durable: str) -> None:
+    @consumers.batches(ALERTS, durable=durable, accept=AlertEvent)
+    async def alerts(received: Sequence[Received[AlertEvent]]) -> list[Outcome]:
+        """Firing and resolved alerts from deadline_monitor and scoring: recorded for the dispatch loop."""
+        return await service.record(received)

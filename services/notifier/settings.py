@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.notifier.domain.model import parse_duration
+from services.notifier.domain.model import EscalationPolicy, Timing, parse_duration
+from shared.backoff import Backoff
 
 EXAMPLE_DIRECTORY = Path(__file__).parent / "directory.example.yaml"
 
@@ -57,10 +58,12 @@ class NotifierSettings(BaseSettings):
     # -- loops and retries ---------------------------------------------------------
     tick_interval: float = Field(default=2.0, gt=0, description="seconds between dispatch passes")
     delivery_interval: float = Field(default=1.0, gt=0, description="seconds between delivery passes")
-    retry_first_delay: dt.timedelta = Field(default=dt.timedelta(seconds=10))
-    retry_max_delay: dt.timedelta = Field(default=dt.timedelta(minutes=15))
-    delivery_batch: int = Field(default=50, ge=1, le=1000)
-    consumer_batch: int = Field(default=100, ge=1, le=1000)
+    retry_first_delay: dt.timedelta = Field(
+        default=dt.timedelta(seconds=10), description="delay before a notice a channel refused is tried again"
+    )
+    retry_max_delay: dt.timedelta = Field(default=dt.timedelta(minutes=15), description="the delay doubles up to this")
+    delivery_batch: int = Field(default=50, ge=1, le=1000, description="notices taken from the outbox in one pass")
+    consumer_batch: int = Field(default=100, ge=1, le=1000, description="most alert events recorded in one call")
     durable: str = Field(default="notifier", pattern=r"^[A-Za-z0-9_-]+$")
 
     # -- digests ---------------------------------------------------------------------
@@ -112,11 +115,26 @@ class NotifierSettings(BaseSettings):
             raise ValueError("set smtp_password or smtp_password_file, not both")
         if self.webhook_secret is not None and self.webhook_secret_file is not None:
             raise ValueError("set webhook_secret or webhook_secret_file, not both")
+        if self.retry_first_delay <= dt.timedelta(0):
+            raise ValueError("retry_first_delay must be more than 0")
         if self.retry_max_delay < self.retry_first_delay:
             raise ValueError("retry_max_delay must be at least retry_first_delay")
         return self
 
     # -- derived -----------------------------------------------------------------------
+    def timing(self) -> Timing:
+        return Timing(group_wait=self.group_wait, group_interval=self.group_interval,
+                      repeat_interval=self.repeat_interval)
+
+    def escalation(self) -> EscalationPolicy:
+        return EscalationPolicy(head_after_hours=self.escalate_head_after_hours,
+                                leadership_after_hours=self.escalate_leadership_after_hours,
+                                min_severity=self.escalate_min_severity)
+
+    def delivery_backoff(self) -> Backoff:
+        """The outbox relay's delay before a notice a channel refused is tried again."""
+        return Backoff(first=self.retry_first_delay.total_seconds(), cap=self.retry_max_delay.total_seconds())
+
     def directory_path(self) -> Path:
         return self.directory or EXAMPLE_DIRECTORY
 

@@ -4,35 +4,45 @@
 * ``notifier_alert``: one row per ``alert_key``, its latest episode.
 * ``notifier_assignment``: who should hear of which alert, and what they heard.
 * ``notifier_group``: when each (receiver, agency) group last sent.
-* ``notifier_outbox``: notices to deliver, with attempts and the next try.
+* ``notifier_outbox``: notices to deliver (the shared outbox, ``shared.outbox``),
+  written in the transaction of the decision that made them.
 * ``notifier_log``: the notification log: one row per (receiver, channel,
-  notice) delivered, written in the transaction that marks the outbox row
-  sent; checked before every send, so nothing goes out twice.
+  notice) delivered, written in the transaction that deletes the notice from
+  the outbox; checked before every send, so nothing goes out twice.
+* ``notifier_failure``: notices given up, with the reason; never taken for
+  "already sent".
 * ``notifier_silence``, ``notifier_digest``: silences; digests made.
 * ``notifier_meta``: when the notifier first ran.
 
-All methods are synchronous; the engine runs them in a worker thread.
+All methods are synchronous; the service runs them in a worker thread. The
+store writes the outbox messages the service layer built; it builds none.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Column,
-    DateTime,
+    Connection,
     Engine,
     Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
     Text,
-    TypeDecorator,
     UniqueConstraint,
+    and_,
     delete,
     func,
+    insert,
+    inspect,
     or_,
     text,
 )
@@ -42,27 +52,9 @@ from services.notifier.domain.alerts import merge_alert
 from services.notifier.domain.dispatch import Plan
 from services.notifier.domain.model import AlertRecord, Assignment, GroupState
 from services.notifier.domain.silence import Silence
+from shared.db import UtcDateTime
 from shared.events import ALERT_RESOLVED_TYPE, Alert
-
-
-class UtcDateTime(TypeDecorator[dt.datetime]):
-    """Aware datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: a time needs an offset")
-        value = value.astimezone(dt.timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+from shared.outbox import Message, Outbox, outbox_table
 
 
 def _when(nullable: bool = False, **kw: Any) -> Any:
@@ -144,25 +136,6 @@ class GroupRow(SQLModel, table=True):
     last_flush_at: dt.datetime | None = _when(nullable=True, default=None)
 
 
-class OutboxRow(SQLModel, table=True):
-    __tablename__ = "notifier_outbox"
-    __table_args__ = (Index("ix_notifier_outbox_due", "status", "next_attempt_at"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(max_length=16)  # alerts | digest
-    receiver_id: str = Field(max_length=64)
-    channel: str = Field(max_length=16)
-    agency_code: str = Field(max_length=64)
-    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    notice_keys: list[str] = Field(sa_column=Column(JSON, nullable=False))
-    created_at: dt.datetime = _when()
-    status: str = Field(default="pending", max_length=16)  # pending | sent | failed | duplicate
-    attempts: int = 0
-    next_attempt_at: dt.datetime = _when()
-    last_error: str | None = Field(default=None, max_length=200)
-    finished_at: dt.datetime | None = _when(nullable=True, default=None)
-
-
 class LogRow(SQLModel, table=True):
     __tablename__ = "notifier_log"
     __table_args__ = (
@@ -182,6 +155,24 @@ class LogRow(SQLModel, table=True):
     severity: str = Field(max_length=16)
     notice_key: str = Field(max_length=400)
     sent_at: dt.datetime = _when()
+
+
+class FailureRow(SQLModel, table=True):
+    """A notice given up (a refused address, a receiver no longer in the directory)."""
+
+    __tablename__ = "notifier_failure"
+    __table_args__ = (Index("ix_notifier_failure_failed_at", "failed_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    receiver_id: str = Field(max_length=64)
+    channel: str = Field(max_length=16)
+    agency_code: str = Field(max_length=64)
+    kind: str = Field(max_length=16)  # alerts | digest
+    notice_keys: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    reason: str = Field(max_length=500)
+    attempts: int
+    created_at: dt.datetime = _when()  # when it was queued
+    failed_at: dt.datetime = _when()
 
 
 class SilenceRow(SQLModel, table=True):
@@ -217,7 +208,20 @@ class MetaRow(SQLModel, table=True):
 
 
 _MATCHER_FIELDS = ("kinds", "severities", "agencies", "refs", "alert_keys", "receivers")
-TABLES = (SeenEvent, AlertRow, AssignmentRow, GroupRow, OutboxRow, LogRow, SilenceRow, DigestRow, MetaRow)
+TABLES = (SeenEvent, AlertRow, AssignmentRow, GroupRow, LogRow, FailureRow, SilenceRow, DigestRow, MetaRow)
+OUTBOX = outbox_table("notifier", SQLModel.metadata)
+
+#: The outbox of notifiers before the shared one (``Outbox.create`` sets it aside under this name): what is read
+#: of it to carry its waiting notices over.
+_LEGACY = Table(
+    f"{OUTBOX.name}_legacy",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("channel", String(16)),
+    Column("payload", JSON),
+    Column("notice_keys", JSON),
+    Column("status", String(16)),
+)
 
 
 @dataclass(frozen=True)
@@ -226,16 +230,6 @@ class IncomingAlert:
     event_id: str
     type: str
     alert: Alert
-
-
-@dataclass(frozen=True)
-class NewOutbox:
-    kind: str
-    receiver_id: str
-    channel: str
-    agency_code: str
-    payload: dict[str, Any]
-    notice_keys: list[str]
 
 
 @dataclass(frozen=True)
@@ -251,6 +245,41 @@ class LogEntry:
 
 
 @dataclass(frozen=True)
+class Failure:
+    receiver_id: str
+    channel: str
+    agency_code: str
+    kind: str
+    notice_keys: list[str]
+    reason: str
+    attempts: int
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class LegacyNotice:
+    """A notice an older notifier left waiting in its own outbox."""
+
+    id: int
+    channel: str
+    payload: dict[str, Any]
+    notice_keys: list[str]
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A notice in the outbox, as ``parwatch notifications --outbox pending`` shows it."""
+
+    id: int
+    channel: str
+    payload: str
+    attempts: int
+    created_at: dt.datetime
+    next_attempt_at: dt.datetime
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class DispatchState:
     alerts: dict[str, AlertRecord]
     assignments: list[Assignment]
@@ -261,9 +290,29 @@ class DispatchState:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.outbox = Outbox(engine, OUTBOX)
 
     def create_schema(self) -> None:
+        """The tables; the outbox of an older notifier is set aside as ``notifier_outbox_legacy`` (by the shared
+        outbox)."""
+        self.outbox.create()
         SQLModel.metadata.create_all(self.engine, tables=[t.__table__ for t in TABLES])  # type: ignore[attr-defined]
+
+    def legacy_notices(self) -> list[LegacyNotice]:
+        """The notices an older notifier left waiting in its own outbox (none once carried over)."""
+        if not inspect(self.engine).has_table(_LEGACY.name):
+            return []
+        t = _LEGACY
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c.id, t.c.channel, t.c.payload, t.c.notice_keys)
+                                .where(t.c.status == "pending").order_by(t.c.id))
+            return [LegacyNotice(*row) for row in rows]
+
+    def carry_over(self, legacy: Sequence[LegacyNotice], messages: Sequence[Message], *, now: dt.datetime) -> None:
+        """Queue ``messages`` (the ``legacy`` notices) and take those out of the older outbox, in one transaction."""
+        with self.engine.begin() as conn:
+            self.outbox.add(conn, messages, now=now)
+            conn.execute(delete(_LEGACY).where(_LEGACY.c.id.in_([n.id for n in legacy])))
 
     def ping(self) -> bool:
         with self.engine.connect() as conn:
@@ -322,8 +371,8 @@ class Store:
             silences = [r.domain() for r in s.exec(select(SilenceRow).where(col(SilenceRow.ends_at) > now)).all()]
         return DispatchState(alerts=records, assignments=assignments, groups=groups, silences=silences)
 
-    def apply_plan(self, plan: Plan, outbox: Sequence[NewOutbox], *, now: dt.datetime) -> None:
-        """Assignments, group times and the plan's outbox rows, in one transaction."""
+    def apply_plan(self, plan: Plan, messages: Sequence[Message], *, now: dt.datetime) -> None:
+        """Assignments, group times and the notices of the plan's flushes, in one transaction."""
         with Session(self.engine) as s:
             for a in plan.removed:
                 s.exec(delete(AssignmentRow).where(  # type: ignore[call-overload]
@@ -341,14 +390,8 @@ class Store:
                     receiver_id=g.receiver_id, agency_code=g.agency_code)
                 grow.last_flush_at = g.last_flush_at
                 s.add(grow)
-            self._add_outbox(s, outbox, now=now)
+            self.outbox.add(s.connection(), messages, now=now)
             s.commit()
-
-    @staticmethod
-    def _add_outbox(s: Session, outbox: Iterable[NewOutbox], *, now: dt.datetime) -> None:
-        for o in outbox:
-            s.add(OutboxRow(kind=o.kind, receiver_id=o.receiver_id, channel=o.channel, agency_code=o.agency_code,
-                            payload=o.payload, notice_keys=o.notice_keys, created_at=now, next_attempt_at=now))
 
     # -- digests --------------------------------------------------------------------------
     def installed_at(self, *, now: dt.datetime) -> dt.datetime:
@@ -375,78 +418,38 @@ class Store:
             ))).all()
             return [r.record() for r in rows]
 
-    def make_digest(self, kind: str, period_key: str, agency_code: str, outbox: Sequence[NewOutbox], *,
+    def make_digest(self, kind: str, period_key: str, agency_code: str, messages: Sequence[Message], *,
                     now: dt.datetime) -> bool:
+        """Record the digest as made and queue its notices, once per (kind, period, agency)."""
         with Session(self.engine) as s:
             if s.get(DigestRow, (kind, period_key, agency_code)) is not None:
                 return False
             s.add(DigestRow(kind=kind, period_key=period_key, agency_code=agency_code, created_at=now))
-            self._add_outbox(s, outbox, now=now)
+            self.outbox.add(s.connection(), messages, now=now)
             s.commit()
         return True
 
     # -- delivering ------------------------------------------------------------------------
-    def due_outbox(self, *, now: dt.datetime, limit: int) -> list[OutboxRow]:
-        with Session(self.engine) as s:
-            rows = s.exec(select(OutboxRow).where(col(OutboxRow.status) == "pending",
-                                                  col(OutboxRow.next_attempt_at) <= now)
-                          .order_by(col(OutboxRow.id)).limit(limit)).all()
-            for r in rows:
-                s.expunge(r)
-            return list(rows)
-
     def logged_keys(self, *, receiver_id: str, channel: str, keys: Sequence[str]) -> set[str]:
-        if not keys:
-            return set()
-        with Session(self.engine) as s:
-            rows = s.exec(select(LogRow.notice_key).where(
-                col(LogRow.receiver_id) == receiver_id, col(LogRow.channel) == channel,
-                col(LogRow.notice_key).in_(list(keys)))).all()
-        return set(rows)
+        """The notices among ``keys`` already delivered to this receiver on this channel."""
+        with self.engine.connect() as conn:
+            return _logged(conn, receiver_id=receiver_id, channel=channel, keys=keys)
 
-    def mark_sent(self, outbox_id: int, entries: Sequence[LogEntry], *, now: dt.datetime) -> None:
-        """Log every notice of the row and mark it sent, in one transaction."""
-        with Session(self.engine) as s:
-            row = s.get(OutboxRow, outbox_id)
-            assert row is not None
-            for e in entries:
-                exists = s.exec(select(LogRow.id).where(col(LogRow.receiver_id) == e.receiver_id,
-                                                        col(LogRow.channel) == e.channel,
-                                                        col(LogRow.notice_key) == e.notice_key)).first()
-                if exists is None:
-                    s.add(LogRow(outbox_id=outbox_id, receiver_id=e.receiver_id, channel=e.channel,
-                                 agency_code=e.agency_code, alert_key=e.alert_key, state=e.state, kind=e.kind,
-                                 severity=e.severity, notice_key=e.notice_key, sent_at=now))
-            row.status, row.finished_at, row.attempts, row.last_error = "sent", now, row.attempts + 1, None
-            s.add(row)
-            s.commit()
+    @staticmethod
+    def log_sent(conn: Connection, entries: Sequence[LogEntry], *, outbox_id: int, now: dt.datetime) -> None:
+        """In the transaction that deletes the delivered notice: its entries of the notification log."""
+        if not entries:
+            return
+        done = _logged(conn, receiver_id=entries[0].receiver_id, channel=entries[0].channel,
+                       keys=[e.notice_key for e in entries])
+        rows = [{**asdict(e), "outbox_id": outbox_id, "sent_at": now} for e in entries if e.notice_key not in done]
+        if rows:
+            conn.execute(insert(LogRow), rows)
 
-    def mark_retry(self, outbox_id: int, *, attempts: int, next_attempt_at: dt.datetime, error: str) -> None:
-        with Session(self.engine) as s:
-            row = s.get(OutboxRow, outbox_id)
-            assert row is not None
-            row.attempts, row.next_attempt_at, row.last_error = attempts, next_attempt_at, error[:200]
-            s.add(row)
-            s.commit()
-
-    def mark_finished(self, outbox_id: int, *, status: str, now: dt.datetime, error: str | None = None,
-                      attempts: int | None = None) -> None:
-        with Session(self.engine) as s:
-            row = s.get(OutboxRow, outbox_id)
-            assert row is not None
-            row.status, row.finished_at = status, now
-            if error is not None:
-                row.last_error = error[:200]
-            if attempts is not None:
-                row.attempts = attempts
-            s.add(row)
-            s.commit()
-
-    def pending_counts(self) -> dict[str, int]:
-        with Session(self.engine) as s:
-            rows = s.exec(select(OutboxRow.channel, func.count()).where(col(OutboxRow.status) == "pending")
-                          .group_by(col(OutboxRow.channel))).all()
-        return {channel: int(n) for channel, n in rows}
+    @staticmethod
+    def log_failure(conn: Connection, failure: Failure, *, now: dt.datetime) -> None:
+        """In the transaction that deletes the given-up notice: why it was given up."""
+        conn.execute(insert(FailureRow), [{**asdict(failure), "reason": failure.reason[:500], "failed_at": now}])
 
     # -- silences ------------------------------------------------------------------------------
     def add_silence(self, silence: Silence) -> Silence:
@@ -496,12 +499,41 @@ class Store:
                 s.expunge(r)
             return list(rows)
 
-    def query_outbox(self, *, status: str | None = None, limit: int = 50) -> list[OutboxRow]:
+    def waiting(self, *, limit: int = 50) -> list[Waiting]:
+        """Notices in the outbox, the latest first."""
+        t = OUTBOX
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c.id, t.c.topic, t.c.payload, t.c.attempts, t.c.created_at,
+                                       t.c.next_attempt_at, t.c.last_error).order_by(t.c.id.desc()).limit(limit))
+            return [Waiting(*row) for row in rows]
+
+    def failures(self, *, limit: int = 50) -> list[FailureRow]:
+        """Notices given up, the latest first."""
         with Session(self.engine) as s:
-            q = select(OutboxRow)
-            if status:
-                q = q.where(col(OutboxRow.status) == status)
-            rows = s.exec(q.order_by(col(OutboxRow.id).desc()).limit(limit)).all()
+            rows = s.exec(select(FailureRow).order_by(col(FailureRow.id).desc()).limit(limit)).all()
             for r in rows:
                 s.expunge(r)
             return list(rows)
+
+    def sent(self, *, limit: int = 50) -> list[list[LogRow]]:
+        """Notices delivered, the latest first, each as its entries in the notification log."""
+        notice = (LogRow.receiver_id, LogRow.channel, LogRow.outbox_id, LogRow.sent_at)
+        with Session(self.engine) as s:
+            latest = (select(*notice, func.max(LogRow.id).label("last")).group_by(*notice)
+                      .order_by(func.max(LogRow.id).desc()).limit(limit).subquery())
+            rows = s.exec(select(LogRow, latest.c.last).join(latest, and_(*(c == latest.c[c.key] for c in notice)))
+                          .order_by(latest.c.last.desc(), col(LogRow.id))).all()
+            out: dict[int, list[LogRow]] = {}
+            for row, last in rows:
+                s.expunge(row)
+                out.setdefault(last, []).append(row)
+        return list(out.values())
+
+
+def _logged(conn: Connection, *, receiver_id: str, channel: str, keys: Sequence[str]) -> set[str]:
+    if not keys:
+        return set()
+    rows = conn.execute(select(LogRow.notice_key).where(
+        col(LogRow.receiver_id) == receiver_id, col(LogRow.channel) == channel,
+        col(LogRow.notice_key).in_(list(keys))))
+    return {key for (key,) in rows}

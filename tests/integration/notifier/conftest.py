@@ -1,4 +1,5 @@
-"""Real servers on loopback for the notifier: SMTP (aiosmtpd, STARTTLS or TLS) and a webhook endpoint.
+"""Real servers on loopback for the notifier: SMTP (aiosmtpd, STARTTLS or TLS) and a webhook endpoint;
+the directory of the unit tests, a clock the tests move, alert events as the consumer hands them over.
 
 TLS certificates are made in the test: with ``trustme`` when installed, else
 with the ``openssl`` command; without either, the TLS tests skip and say why.
@@ -26,9 +27,67 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from services.notifier.config import load_directory
+from services.notifier.domain.model import Directory
+from shared.consumer import Received
 from shared.embedded import free_port
+from shared.events import ALERT_FIRING_TYPE, ALERT_RESOLVED_TYPE, Alert, AlertEvent, new_event
 
 SMTP_USER, SMTP_PASSWORD = "parwatch", "mật-khẩu-thử"
+VN = dt.timezone(dt.timedelta(hours=7))
+# Wednesday 25/11/2026 09:00 in Tuy Phong: a working day, inside working hours.
+T0 = dt.datetime(2026, 11, 25, 9, 0, tzinfo=VN)
+
+
+# -- the notifier's inputs ------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self, now: dt.datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> dt.datetime:
+        self.now += dt.timedelta(**kw)
+        return self.now
+
+    def set(self, moment: dt.datetime) -> dt.datetime:
+        self.now = moment
+        return moment
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def directory() -> Directory:
+    """The unit tests' directory (tests/unit/notifier/directory.yaml)."""
+    return load_directory(Path(__file__).parents[2] / "unit" / "notifier" / "directory.yaml")
+
+
+@pytest.fixture
+def make_received() -> Callable[..., Received[AlertEvent]]:
+    """An alert event as the consumer hands it to ``NotifierService.record``."""
+
+    def make(key: str = "dossier_due_soon:H31.12-001", *, resolved: bool = False, event_id: str | None = None,
+             source: str = "parwatch/deadline_monitor", seq: int = 1, **fields: Any) -> Received[AlertEvent]:
+        data: dict[str, Any] = {
+            "alert_key": key, "kind": "dossier_due_soon", "severity": "warning", "agency_code": "PTP",
+            "ref": "H31.12-001", "summary": "Hồ sơ sắp đến hạn trả kết quả",
+            "starts_at": T0 - dt.timedelta(hours=1), "labels": {"due_day": "2026-11-27"},
+        }
+        data.update(fields)
+        if resolved and "ends_at" not in data:
+            data["ends_at"] = T0
+        event = new_event(type=ALERT_RESOLVED_TYPE if resolved else ALERT_FIRING_TYPE, source=source,
+                          data=Alert(**data), id=event_id)
+        return Received(event, "TTHC_ALERTS", seq, 1, msg=None)  # type: ignore[arg-type]
+
+    return make
 
 
 # -- TLS material ----------------------------------------------------------------------
@@ -228,5 +287,3 @@ def webhook_server() -> Iterator[WebhookServer]:
 def json_body(request: dict[str, Any]) -> Any:
     return json.loads(request["body"])
 
-
-VN = dt.timezone(dt.timedelta(hours=7))

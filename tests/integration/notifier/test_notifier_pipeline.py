@@ -3,7 +3,9 @@
 Alert CloudEvents are published with plain nats-py JetStream on
 ``tthc.alerts``; the service runs its consumer and background loops as in
 production, with an injected clock that the tests move (no sleeping through
-group waits, escalations or quiet hours).
+group waits, escalations or quiet hours). That nothing more goes out is
+shown by a dispatch pass the test runs itself (``tick(now)``) leaving the
+outbox empty, never by waiting a while.
 """
 
 from __future__ import annotations
@@ -51,20 +53,6 @@ routes:
 """
 
 
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def set(self, moment: dt.datetime) -> None:
-        self.now = moment
-
-    def advance(self, **kw: float) -> None:
-        self.now += dt.timedelta(**kw)
-
-
 async def eventually(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -79,7 +67,7 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 15.0, what: s
 class Stack:
     """The notifier service wired to this test's servers."""
 
-    def __init__(self, *, nats_url: str, tmp: Path, clock: Clock, smtp_port: int, ca_file: Path,
+    def __init__(self, *, nats_url: str, tmp: Path, clock: Any, smtp_port: int, ca_file: Path,
                  webhook_url: str = "http://127.0.0.1:9/unused", **overrides: Any) -> None:
         directory = tmp / "directory.yaml"
         if not directory.exists():
@@ -97,6 +85,7 @@ class Stack:
         self.clock = clock
         self.service, self.app = create_app(self.common, self.settings, clock=clock)
         self.store = self.app.state.store
+        self.notifier = self.app.state.notifier
 
     async def __aenter__(self) -> Stack:
         await asyncio.wait_for(self.service.start(), 60)  # a hang fails here, with a traceback
@@ -108,9 +97,11 @@ class Stack:
     def metric(self, name: str, **labels: str) -> float:
         return self.service.registry.get_sample_value(name, labels) or 0.0
 
-    async def settle(self, seconds: float = 0.4) -> None:
-        """Let the background loops run a few passes at the current fake time."""
-        await asyncio.sleep(seconds)
+    async def nothing_to_send(self) -> bool:
+        """A dispatch pass at the current time (besides the loop's) plans nothing and no notice waits:
+        so nothing more will go out until the clock moves."""
+        await self.notifier.tick(self.clock.now)
+        return self.store.waiting() == []
 
 
 def alert_event(key: str, *, resolved: bool = False, event_id: str | None = None, **fields: Any):
@@ -166,9 +157,9 @@ def refs_in(mails) -> list[str]:
 
 
 async def test_alerts_reach_the_right_officials_grouped_once_and_resolved(own_nats_server, tmp_path, smtp_server,
-                                                                          tls, webhook_server):
+                                                                          tls, webhook_server, clock):
     smtp = smtp_server()
-    clock = Clock(dt.datetime(2026, 11, 25, 9, 0, tzinfo=VN))
+    clock.set(dt.datetime(2026, 11, 25, 9, 0, tzinfo=VN))
     url = own_nats_server.url
     async with Stack(nats_url=url, tmp=tmp_path, clock=clock, smtp_port=smtp.port, ca_file=tls.ca_file,
                      webhook_url=webhook_server.url) as stack:
@@ -178,11 +169,10 @@ async def test_alerts_reach_the_right_officials_grouped_once_and_resolved(own_na
                                   ref="TTHC_DOSSIER", summary="Bản tin bị từ chối: data.status"))
         await publish(url, first, msg_id="redelivered-1")  # past the broker's dedup: the consumer must dedup
         await consumed(url, 4)
-        await stack.settle()
-        assert smtp.mailbox.all() == []  # group wait
+        assert await stack.nothing_to_send() and smtp.mailbox.all() == []  # group wait
         clock.advance(seconds=31)
         await eventually(lambda: smtp.mailbox.to("ptp.desk@example.org") and webhook_server.requests, what="notices")
-        await eventually(lambda: not stack.store.query_outbox(status="pending"), what="the sends to be recorded")
+        await eventually(lambda: not stack.store.waiting(), what="the sends to be recorded")
         [mail] = smtp.mailbox.to("ptp.desk@example.org")
         assert mail["Subject"] == "[parwatch] Phòng Tư pháp: 2 hồ sơ sắp đến hạn"
         assert sorted(refs_in([mail])) == ["H31.12-001", "H31.12-002"]
@@ -197,7 +187,7 @@ async def test_alerts_reach_the_right_officials_grouped_once_and_resolved(own_na
 
         for _ in range(3):
             clock.advance(minutes=20)
-            await stack.settle(0.2)
+            assert await stack.nothing_to_send()
         assert len(smtp.mailbox.all()) == 1 and len(webhook_server.requests) == 1
         assert stack.metric("parwatch_alerts_total", kind="dossier_due_soon", severity="warning") == 2
         assert stack.metric("parwatch_alerts_total", kind="deadletter", severity="warning") == 1
@@ -227,10 +217,9 @@ async def test_alerts_reach_the_right_officials_grouped_once_and_resolved(own_na
             ("ptp-desk", "H31.12-002", "firing"), ("tech", "deadletter:TTHC_DOSSIER:7", "firing")]
 
 
-async def test_escalation_to_head_after_working_hours(own_nats_server, tmp_path, smtp_server, tls):
+async def test_escalation_to_head_after_working_hours(own_nats_server, tmp_path, smtp_server, tls, clock):
     smtp = smtp_server()
-    start = dt.datetime(2026, 11, 27, 16, 0, tzinfo=VN)  # Friday 16:00
-    clock = Clock(start)
+    start = clock.set(dt.datetime(2026, 11, 27, 16, 0, tzinfo=VN))  # Friday 16:00
     url = own_nats_server.url
     async with Stack(nats_url=url, tmp=tmp_path, clock=clock, smtp_port=smtp.port, ca_file=tls.ca_file,
                      repeat_interval="30d") as stack:
@@ -238,8 +227,10 @@ async def test_escalation_to_head_after_working_hours(own_nats_server, tmp_path,
         await consumed(url, 1)
         clock.advance(seconds=31)
         await eventually(lambda: smtp.mailbox.to("ptp.desk@example.org"), what="the desk's notice")
+        await eventually(lambda: not stack.store.waiting(), what="the desk's notice to be recorded")
         clock.set(dt.datetime(2026, 11, 30, 15, 59, tzinfo=VN))  # Monday: 7.98 working hours later
-        await stack.settle()
+        assert await stack.nothing_to_send()
+        assert not any(a.receiver_id == "ptp-head" for a in stack.store.load_dispatch_state(now=clock.now).assignments)
         assert smtp.mailbox.to("ptp.head@example.org") == []
         clock.set(dt.datetime(2026, 11, 30, 16, 0, tzinfo=VN))  # 8 working hours: the head hears of it
         await eventually(lambda: any(a.receiver_id == "ptp-head" for a in
@@ -250,14 +241,15 @@ async def test_escalation_to_head_after_working_hours(own_nats_server, tmp_path,
         assert mail["Subject"] == "[parwatch] [Chuyển cấp] Phòng Tư pháp: 1 hồ sơ quá hạn"
         text = mail.get_body(("plain",)).get_content()
         assert "Kính gửi: Lãnh đạo Phòng Tư pháp" in text and "quá 8 giờ làm việc" in text
+        await eventually(lambda: not stack.store.waiting(), what="the head's notice to be recorded")
+        assert await stack.nothing_to_send()
         assert smtp.mailbox.to("lead@example.org") == []
         assert len(smtp.mailbox.to("ptp.desk@example.org")) == 1
 
 
-async def test_quiet_hours_and_silences(own_nats_server, tmp_path, smtp_server, tls):
+async def test_quiet_hours_and_silences(own_nats_server, tmp_path, smtp_server, tls, clock):
     smtp = smtp_server()
-    evening = dt.datetime(2026, 11, 25, 18, 0, tzinfo=VN)  # Wednesday, after office hours
-    clock = Clock(evening)
+    evening = clock.set(dt.datetime(2026, 11, 25, 18, 0, tzinfo=VN))  # Wednesday, after office hours
     url = own_nats_server.url
     async with Stack(nats_url=url, tmp=tmp_path, clock=clock, smtp_port=smtp.port, ca_file=tls.ca_file,
                      escalate_head_after_hours=0, escalate_leadership_after_hours=0) as stack:
@@ -272,9 +264,10 @@ async def test_quiet_hours_and_silences(own_nats_server, tmp_path, smtp_server, 
         [night] = await eventually(lambda: smtp.mailbox.to("ptp.desk@example.org"), what="the critical notice")
         assert night["Subject"] == "[parwatch] [KHẨN] Phòng Tư pháp: 1 hồ sơ quá hạn"
         assert refs_in([night]) == ["H-CRIT"]
+        await eventually(lambda: not stack.store.waiting(), what="the critical notice to be recorded")
         clock.set(dt.datetime(2026, 11, 26, 6, 59, tzinfo=VN))
-        await stack.settle()
-        assert len(smtp.mailbox.to("ptp.desk@example.org")) == 1  # still quiet
+        assert await stack.nothing_to_send()  # still quiet
+        assert len(smtp.mailbox.to("ptp.desk@example.org")) == 1
         clock.set(dt.datetime(2026, 11, 26, 7, 0, tzinfo=VN))
         await eventually(lambda: len(smtp.mailbox.to("ptp.desk@example.org")) == 2, what="the morning notice")
         assert refs_in(smtp.mailbox.to("ptp.desk@example.org")[1:]) == ["H-WARN"]
@@ -288,22 +281,20 @@ async def test_quiet_hours_and_silences(own_nats_server, tmp_path, smtp_server, 
 
 
 async def test_smtp_outage_and_restart_deliver_every_notice_exactly_once(own_nats_server, tmp_path, smtp_server,
-                                                                         tls):
+                                                                         tls, clock):
     smtp = smtp_server(start=False)  # the mail server is down
-    clock = Clock(dt.datetime(2026, 11, 25, 9, 0, tzinfo=VN))
+    clock.set(dt.datetime(2026, 11, 25, 9, 0, tzinfo=VN))
     url = own_nats_server.url
     kw = dict(nats_url=url, tmp=tmp_path, clock=clock, smtp_port=smtp.port, ca_file=tls.ca_file)
     async with Stack(**kw) as stack:
         await publish(url, alert_event("H-1"), alert_event("H-2"), alert_event("N-1", agency_code="PNV"))
         await consumed(url, 3)
         clock.advance(seconds=31)
-        await eventually(lambda: [r for r in stack.store.query_outbox(status="pending") if r.attempts >= 1],
-                         what="a failed attempt")
-        for _ in range(3):
-            clock.advance(seconds=60)
-            await stack.settle(0.2)
-        await eventually(lambda: all(r.attempts >= 2 for r in stack.store.query_outbox(status="pending")),
-                         what="retries")
+        await eventually(lambda: [r for r in stack.store.waiting() if r.attempts >= 1], what="a failed attempt")
+        for attempts in (2, 3):
+            clock.advance(seconds=60)  # retry_max_delay: every notice is due again
+            await eventually(lambda: all(r.attempts >= attempts for r in stack.store.waiting()),  # noqa: B023
+                             what=f"attempt {attempts}")
         assert stack.metric("parwatch_notifications_total", channel="smtp", result="failed") == 0
 
     # The notifier restarts while the mail server is still down; alerts keep coming, one of them twice.
@@ -312,17 +303,17 @@ async def test_smtp_outage_and_restart_deliver_every_notice_exactly_once(own_nat
         await publish(url, alert_event("H-1"), msg_id="again-H-1")
         await consumed(url, 5)
         clock.advance(minutes=6)
-        await eventually(lambda: len(stack.store.query_outbox(status="pending")) == 3, what="H-3 queued")
+        # H-3 queued, and every notice tried at this time: none is due before the clock moves.
+        await eventually(lambda: len(waiting := stack.store.waiting()) == 3
+                         and all(r.next_attempt_at > clock.now for r in waiting), what="H-3 queued, all tried")
         assert smtp.mailbox.all() == []
 
         smtp.start()  # the mail server is back
-        for _ in range(4):
-            clock.advance(seconds=61)
-            await stack.settle(0.3)
-        await eventually(lambda: not stack.store.query_outbox(status="pending"), what="an empty outbox")
+        clock.advance(seconds=61)  # past retry_max_delay: every notice is due
+        await eventually(lambda: not stack.store.waiting(), what="an empty outbox")
         for _ in range(3):
             clock.advance(minutes=30)
-            await stack.settle(0.2)
+            assert await stack.nothing_to_send()
 
         ptp = smtp.mailbox.to("ptp.desk@example.org")
         pnv = smtp.mailbox.to("pnv.desk@example.org")
@@ -346,8 +337,9 @@ async def test_a_bad_directory_stops_the_start_with_clear_errors(tmp_path):
     assert f"{bad}:5: routes[0].receivers[0]: 'boss' is neither a role" in message
 
 
-async def test_embedded_default_uses_the_example_directory_and_the_log_channel(own_nats_server, tmp_path, caplog):
-    clock = Clock(dt.datetime(2026, 11, 25, 9, 0, tzinfo=VN))
+async def test_embedded_default_uses_the_example_directory_and_the_log_channel(own_nats_server, tmp_path, caplog,
+                                                                               clock):
+    clock.set(dt.datetime(2026, 11, 25, 9, 0, tzinfo=VN))
     common = CommonSettings(nats_url=own_nats_server.url, data_dir=tmp_path)
     settings = NotifierSettings(tick_interval=0.05, delivery_interval=0.05)
     service, app = create_app(common, settings, clock=clock)
@@ -357,7 +349,6 @@ async def test_embedded_default_uses_the_example_directory_and_the_log_channel(o
         assert await service.healthy() == {"nats": True, "database": True}
         await publish(own_nats_server.url, alert_event("H-LOG", agency_code="XA_VINH_TAN"))
         await consumed(own_nats_server.url, 1)
-        await asyncio.sleep(0.2)
         clock.advance(seconds=31)
         registry = service.registry
         await eventually(lambda: registry.get_sample_value("parwatch_notifications_total",

@@ -125,6 +125,15 @@ async def test_records_are_written_in_the_transaction_that_removes_the_message(o
     assert outbox.size() == 0
 
 
+async def test_ids_never_repeat_once_the_outbox_was_empty(outbox: Outbox) -> None:
+    add(outbox, ("k", "first"))
+    [first] = outbox.due(now=T0, limit=10)
+    await Relay(outbox, Channel(), clock=lambda: T0).once(T0)
+    add(outbox, ("k", "second"))
+    [second] = outbox.due(now=T0, limit=10)
+    assert second.id > first.id
+
+
 async def test_a_full_batch_says_there_is_more(outbox: Outbox) -> None:
     add(outbox, *((f"k{i}", f"m{i}") for i in range(5)))
     channel = Channel()
@@ -137,6 +146,7 @@ async def test_a_full_batch_says_there_is_more(outbox: Outbox) -> None:
 def test_an_older_table_of_the_same_name_is_set_aside(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE old_outbox (id INTEGER PRIMARY KEY, subject VARCHAR(64))"))
+        conn.execute(text("CREATE INDEX ix_old_outbox_due ON old_outbox (subject)"))  # the new table's index name
         conn.execute(text("INSERT INTO old_outbox (id, subject) VALUES (1, 'tthc.alerts')"))
     box = Outbox(engine, outbox_table("old", MetaData()))
     box.create()

@@ -122,3 +122,13 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch):
     assert s.webhook_secret_for("tech") == b"k1"
     assert s.webhook_secret_for("other") == b"default-key"
     assert "pw" not in repr(s)
+
+
+def test_delivery_backoff_doubles_up_to_the_cap():
+    backoff = NotifierSettings().delivery_backoff()  # 10s, 15m: the relay's delay after a channel refused
+    assert [backoff.delay(i) for i in (1, 2, 3, 4, 7, 20)] == [10, 20, 40, 80, 640, 900]
+    assert NotifierSettings(retry_first_delay="1m", retry_max_delay="1h").delivery_backoff().delay(10) == 3600
+    with pytest.raises(ValidationError, match="retry_max_delay"):
+        NotifierSettings(retry_first_delay="1h", retry_max_delay="1m")
+    with pytest.raises(ValidationError, match="retry_first_delay"):
+        NotifierSettings(retry_first_delay=0)

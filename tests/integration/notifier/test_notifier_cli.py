@@ -1,4 +1,4 @@
-"""``parwatch silence add|list|expire`` and ``parwatch notifications`` on the notifier's database."""
+"""``parwatch silence add|list|expire`` and ``parwatch notifications`` on the notifier's database (SQLite)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 from services.notifier import cli
 from services.notifier.domain.dispatch import Plan
-from services.notifier.store import LogEntry, NewOutbox, Store
+from services.notifier.service import Notice
+from services.notifier.store import Failure, LogEntry, Store
 from shared.db import make_engine
 
 
@@ -61,17 +62,20 @@ def test_silence_add_refuses_typos_and_silences_that_match_everything(env, capsy
         run("silence", "add", "--agency", "PTP", "--until", "2026-12-01T17:00", "--comment", "x")
 
 
-def test_notifications_query_the_log_and_the_outbox(env, capsys):
+def test_notifications_query_the_log_the_outbox_and_the_failures(env, capsys):
     store = Store(make_engine(env))
     store.create_schema()
     now = dt.datetime.now(dt.timezone.utc)
-    store.apply_plan(Plan(), [
-        NewOutbox(kind="alerts", receiver_id="tuphap-motcua", channel="smtp", agency_code="PTP",
-                  payload={"type": "alerts"}, notice_keys=["k1@x:firing"])], now=now)
-    row = store.query_outbox()[0]
-    store.mark_sent(row.id, [LogEntry(receiver_id="tuphap-motcua", channel="smtp", agency_code="PTP", alert_key="k1",
-                                      state="firing", kind="dossier_overdue", severity="warning",
-                                      notice_key="k1@x:firing")], now=now)
+    sent, waiting = (Notice("smtp", {"type": "alerts", "receiver": "tuphap-motcua", "role": "officer", "agency": "PTP",
+                                     "notice_keys": [key], "items": []}) for key in ("k1@x:firing", "k2@x:firing"))
+    store.apply_plan(Plan(), [waiting.message()], now=now)
+    with store.engine.begin() as conn:
+        store.log_sent(conn, [LogEntry(receiver_id="tuphap-motcua", channel="smtp", agency_code="PTP", alert_key="k1",
+                                       state="firing", kind="dossier_overdue", severity="warning",
+                                       notice_key=sent.notice_keys[0])], outbox_id=7, now=now)
+        store.log_failure(conn, Failure(receiver_id="tuphap-lanhdao", channel="webhook", agency_code="PTP",
+                                        kind="alerts", notice_keys=["k3@x:firing"], reason="HTTP 400", attempts=1,
+                                        created_at=now), now=now)
     assert run("notifications", "--agency", "PTP", "--since", "1d", "--json") == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["receiver"], r["alert_key"], r["state"], r["channel"]) for r in rows] == [
@@ -79,7 +83,20 @@ def test_notifications_query_the_log_and_the_outbox(env, capsys):
     assert run("notifications", "--agency", "PNV") == 0
     assert capsys.readouterr().out.strip() == "no notifications"
     assert run("notifications", "--outbox", "sent") == 0
-    assert "tuphap-motcua" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "tuphap-motcua" in out and "sent=" in out and "pending" not in out
+    assert run("notifications", "--outbox", "pending") == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert "pending" in line and "tuphap-motcua" in line and "attempts=0" in line
+    assert run("notifications", "--outbox", "failed") == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert "failed" in line and "tuphap-lanhdao" in line and "HTTP 400" in line
+    assert run("notifications", "--outbox", "all", "--json") == 0
+    shown = {(r["status"], r["receiver"], r["channel"], tuple(r["notices"])) for r in json.loads(
+        capsys.readouterr().out)}
+    assert shown == {("sent", "tuphap-motcua", "smtp", ("k1@x:firing",)),
+                     ("pending", "tuphap-motcua", "smtp", ("k2@x:firing",)),
+                     ("failed", "tuphap-lanhdao", "webhook", ("k3@x:firing",))}
 
 
 def test_registered_in_the_parwatch_command(env, capsys):
