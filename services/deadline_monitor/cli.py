@@ -114,7 +114,7 @@ def _show(args: argparse.Namespace) -> int:
     start = args.start or day - DEFAULT_SPAN
     end = args.end or day + DEFAULT_SPAN
     url = _database_url(common)
-    views = _from_database(url, catalog=catalog, calendar=calendar, settings=settings) if url else None
+    views = _from_database(url) if url else None
     if views is None:
         specs = occurrence_specs(catalog, calendar=calendar, settings=settings)
         views = [
@@ -146,10 +146,10 @@ def _database_url(common: object) -> str | None:
     return f"sqlite:///{path.resolve()}" if path.is_file() else None
 
 
-def _from_database(url: str, *, catalog: Catalog, calendar: object, settings: object) -> list[OccurrenceView] | None:
+def _from_database(url: str) -> list[OccurrenceView] | None:
+    """The occurrences the monitor's database holds, or None when it holds none (or no table yet)."""
     from sqlalchemy import inspect
 
-    from services.deadline_monitor.app import policy_from
     from services.deadline_monitor.store import MonitorStore, OccurrenceRow
     from shared.db import make_engine
 
@@ -157,7 +157,7 @@ def _from_database(url: str, *, catalog: Catalog, calendar: object, settings: ob
     try:
         if not inspect(engine).has_table(OccurrenceRow.__tablename__):
             return None
-        store = MonitorStore(engine, calendar=calendar, policy=policy_from(settings), catalog=catalog)  # type: ignore[arg-type]
+        store = MonitorStore(engine)
         if store.occurrence_count() == 0:
             return None
         return store.occurrences_between(dt.date.min, dt.date.max)

@@ -1,7 +1,8 @@
 """Pure alert decisions of the deadline monitor: no I/O, no clock, no environment.
 
 Everything here takes ``today`` (the business day in Asia/Ho_Chi_Minh) or
-``now`` as an argument and returns decisions; :mod:`store` records them.
+``now`` as an argument and returns decisions; :mod:`service` applies them and
+:mod:`store` records them.
 
 Conditions and transitions
 --------------------------
@@ -45,7 +46,7 @@ from services.deadline_monitor.plan import (
     period_key,
     resolve_owners,
 )
-from shared.events import Alert, DeadLetter
+from shared.events import Alert, DeadLetter, DossierStateChanged
 
 # -- kinds, severities, levels -------------------------------------------------------
 
@@ -55,6 +56,10 @@ DOSSIER_OVERDUE = "dossier_overdue"
 PLAN_TASK_DUE_SOON = "plan_task_due_soon"
 PLAN_TASK_OVERDUE = "plan_task_overdue"
 DEADLETTER = "deadletter"
+
+#: The two transitions of an alert (its events' types and ids).
+FIRING = "firing"
+RESOLVED = "resolved"
 
 #: Each family of kinds from the least to the most severe; a kind's bit is 1 << index.
 DOSSIER_KINDS: tuple[str, ...] = (DOSSIER_DUE_SOON, DOSSIER_APOLOGY_DUE, DOSSIER_OVERDUE)
@@ -154,6 +159,11 @@ class Transition:
     def __bool__(self) -> bool:
         return self.fire is not None or bool(self.resolve)
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds whose alert changes: the one that fires, then those that resolve."""
+        return ((self.fire,) if self.fire else ()) + self.resolve
+
 
 def transitions(
     held: frozenset[str], firing: frozenset[str], *, order: Sequence[str], may_fire: bool = True
@@ -171,6 +181,25 @@ def tick_level(*, watched: bool, firing: Iterable[str], order: Sequence[str]) ->
         return None
     level = level_of(firing, order)
     return None if level >= len(order) else level
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What settling a dossier or an occurrence decided: the transition, then the kinds firing
+    (bits) and what the tick must look at next (:func:`tick_level`)."""
+
+    move: Transition
+    firing: int
+    tick_level: int | None
+
+
+def _settlement(
+    held: frozenset[str], firing_bits: int, *, order: Sequence[str], watched: bool, may_fire: bool = True
+) -> Settlement:
+    firing = kinds_of(firing_bits, order)
+    move = transitions(held, firing, order=order, may_fire=may_fire)
+    after = (firing - set(move.resolve)) | ({move.fire} if move.fire else set())
+    return Settlement(move, bits_of(after, order), tick_level(watched=watched, firing=after, order=order))
 
 
 # -- dossiers -----------------------------------------------------------------------------
@@ -232,6 +261,26 @@ def dossier_conditions(d: DossierFacts, h: Horizons) -> frozenset[str]:
         if d.due_day < h.today:
             held.add(DOSSIER_OVERDUE)
     return frozenset(held)
+
+
+def is_open(state: DossierStateChanged) -> bool:
+    """A dossier state counts as open: counted and not ended."""
+    return state.counted and state.ended_on is None
+
+
+def latest_states(states: Iterable[DossierStateChanged]) -> dict[str, DossierStateChanged]:
+    """The highest revision of each dossier among ``states`` (the first one of equal revisions)."""
+    best: dict[str, DossierStateChanged] = {}
+    for state in states:
+        held = best.get(state.dossier_code)
+        if held is None or state.revision > held.revision:
+            best[state.dossier_code] = state
+    return best
+
+
+def settle_dossier(d: DossierFacts, firing: int, h: Horizons) -> Settlement:
+    """A dossier's transition on ``h.today`` against the kinds firing (bits of :data:`DOSSIER_KINDS`)."""
+    return _settlement(dossier_conditions(d, h), firing, order=DOSSIER_KINDS, watched=dossier_watched(d))
 
 
 def dossier_alert_key(kind: str, dossier_code: str) -> str:
@@ -493,6 +542,25 @@ def occurrence_may_raise(o: OccurrenceFacts, h: Horizons, policy: Policy) -> boo
 def occurrence_watched(o: OccurrenceFacts, *, state: str | None) -> bool:
     """Time can still change it: not done and its overdue state not yet recorded."""
     return o.done_on is None and state != "overdue"
+
+
+def settle_occurrence(o: OccurrenceFacts, firing: int, h: Horizons, policy: Policy) -> tuple[TaskState, Settlement]:
+    """An occurrence's state on ``h.today`` and its transition against the kinds firing (bits of
+    :data:`PLAN_KINDS`)."""
+    state = occurrence_state(o, h.today)
+    settled = _settlement(
+        occurrence_conditions(o, h),
+        firing,
+        order=PLAN_KINDS,
+        watched=occurrence_watched(o, state=state),
+        may_fire=occurrence_may_raise(o, h, policy),
+    )
+    return state, settled
+
+
+def occurrence_key(o: OccurrenceFacts) -> str:
+    """An occurrence's ordering key and the stem of its state facts' ids."""
+    return event_id(o.plan_id, o.task_id, o.agency_code, o.period or "-")
 
 
 def plan_alert_key(kind: str, o: OccurrenceFacts) -> str:

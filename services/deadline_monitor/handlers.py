@@ -1,57 +1,37 @@
-"""deadline_monitor's subscriptions: one router, thin handlers.
+"""deadline_monitor's handlers: what each subscription takes and which service call it makes.
 
-* ``parwatch.dossier.state``: dossier snapshots from dossier_tracker; the
-  highest revision per dossier wins; alerts are settled at once.
-* ``parwatch.accepted.plan``: plan reports that dossier_tracker accepted;
-  stored once per (source, id); the occurrence they name is settled.
-* ``tthc.deadletter``: every rejected message raises a ``deadletter`` alert.
-
-Each is a durable pull consumer in batch mode with manual acks, driven by
-:class:`shared.consuming.BatchProcessor` (no event counter: the tracker owns
-``parwatch_events_total``). What the work publishes is committed to the
-outbox in the same transaction, so the ack after the commit loses nothing.
+No event counter: dossier_tracker owns ``parwatch_events_total``. What a call
+publishes is committed to the outbox in the same transaction as the state it
+announces, so the ack after the call loses nothing.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
+from collections.abc import Sequence
 
-from faststream.nats import NatsRouter
-
-from services.deadline_monitor.monitor import Monitor
-from shared.consuming import Publisher, RetryPolicy, Route, consumer_router
-from shared.events import DEADLETTER_TYPE, DOSSIER_STATE_TYPE, PLAN_TYPE
+from services.deadline_monitor.service import MonitorService
+from shared.consumer import Consumers, Outcome, Received
+from shared.events import DeadLetterEvent, DossierStateEvent, PlanEvent
 from shared.streams import ACCEPTED_PLAN_REPORTS, DEADLETTER, DOSSIER_STATE, stream_for
-
-SERVICE = "deadline_monitor"
 
 
 def snapshot_consumer(durable: str) -> tuple[str, str]:
-    """(stream, durable name) of the snapshot consumer."""
+    """(stream, durable name) of the dossier state consumer (its backlog says whether the monitor catches up)."""
     return stream_for(DOSSIER_STATE).name, f"{durable}_dossiers"
 
 
-def build_router(
-    *,
-    monitor: Monitor,
-    publisher: Publisher,
-    retry: RetryPolicy,
-    clock: Callable[[], dt.datetime],
-    durable: str,
-    batch_size: int,
-    batch_timeout: float,
-) -> NatsRouter:
-    return consumer_router(
-        service=SERVICE,
-        routes=[
-            Route(DOSSIER_STATE, snapshot_consumer(durable)[1], DOSSIER_STATE_TYPE, monitor.apply_snapshots),
-            Route(ACCEPTED_PLAN_REPORTS, f"{durable}_plan", PLAN_TYPE, monitor.apply_reports),
-            Route(DEADLETTER, f"{durable}_deadletter", DEADLETTER_TYPE, monitor.apply_deadletters),
-        ],
-        publisher=publisher,
-        retry=retry,
-        clock=clock,
-        batch_size=batch_size,
-        batch_timeout=batch_timeout,
-    )
+def register(consumers: Consumers, service: MonitorService, *, durable: str) -> None:
+    @consumers.batches(DOSSIER_STATE, durable=snapshot_consumer(durable)[1], accept=DossierStateEvent)
+    async def dossier_states(received: Sequence[Received[DossierStateEvent]]) -> list[Outcome]:
+        """Dossier state facts from dossier_tracker: the highest revision wins; alerts settled at once."""
+        return await service.apply_dossier_states(received)
+
+    @consumers.batches(ACCEPTED_PLAN_REPORTS, durable=f"{durable}_plan", accept=PlanEvent)
+    async def plan_reports(received: Sequence[Received[PlanEvent]]) -> list[Outcome]:
+        """Plan reports dossier_tracker accepted: stored once, the occurrence they name settled."""
+        return await service.apply_plan_reports(received)
+
+    @consumers.batches(DEADLETTER, durable=f"{durable}_deadletter", accept=DeadLetterEvent)
+    async def deadletters(received: Sequence[Received[DeadLetterEvent]]) -> list[Outcome]:
+        """Every rejected message raises a ``deadletter`` alert."""
+        return await service.apply_deadletters(received)

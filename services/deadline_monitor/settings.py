@@ -77,7 +77,11 @@ class MonitorSettings(ConsumerSettings):
             "yet (empty: only the monitor's own backlog)"
         ),
     )
-    outbox_interval: float = Field(default=1.0, gt=0, description="seconds between outbox polls when idle")
+    outbox_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="seconds between outbox polls when idle; the first delay before a failed publication is retried",
+    )
     outbox_batch: int = Field(default=500, ge=1, le=10000, description="events published per outbox pass")
 
     @field_validator("plans_dir")

@@ -1,22 +1,21 @@
-"""Storage of the deadline monitor: dossiers, task occurrences, alert state, outbox.
+"""Storage of the deadline monitor: dossiers, task occurrences, alert state, and its outbox.
 
-Every alert transition is recorded in ``monitor_alert`` (one row per
-``alert_key``: state, generation, fired_at, resolved_at) in the same
-transaction as the pending publication of its event in ``monitor_outbox``;
-:mod:`outbox` publishes those rows with JetStream acks and deletes them. So an
-alert fires once, a restart re-sends nothing already sent (a row published
-but not yet deleted is re-sent with the same event id, which the broker's
-duplicate window drops), and what came due while the service was down is
-recorded and sent at the first tick.
+All the monitor's SQL is here; no decision is taken and no CloudEvent built.
+The service layer works through :meth:`MonitorStore.transaction`, a unit of
+work (:class:`Work`): it reads rows, decides with :mod:`domain`, and hands back
+what to write and the messages to send, which go into the shared outbox
+(``monitor_outbox``, :mod:`shared.outbox`) in the same transaction. So an alert
+row's transition and the event that announces it commit together or not at
+all.
 
 The tick never loads every open dossier. Each dossier row keeps
 ``tick_level``: the severity level already firing (0 none, 1 due soon,
 2 apology due), or NULL when time can change nothing (ended, awaiting
 supplement, no due day, already overdue). The tick reads, per level, the
 rows of that level whose due day has reached the next kind's horizon
-(``tick_level = :level AND due_day <= :horizon``), an index range scan on
-``(tick_level, due_day)``: its cost follows the dossiers that change, not the
-open ones. Task occurrences work the same way.
+(``tick_level = :level AND due_day <= :horizon``, :meth:`Work.at_level`), an
+index range scan on ``(tick_level, due_day)``: its cost follows the dossiers
+that change, not the open ones. Task occurrences work the same way.
 """
 
 from __future__ import annotations
@@ -33,62 +32,44 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Engine,
     Index,
     Integer,
+    Table,
     Text,
     bindparam,
     case,
-    delete,
     func,
+    inspect,
     insert,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
 from sqlmodel import Field, Session, SQLModel
 
-from services.deadline_monitor import domain
 from services.deadline_monitor.domain import (
-    DOSSIER_KINDS,
-    PLAN_KINDS,
-    Catalog,
+    FIRING,
+    RESOLVED,
     DossierFacts,
-    Horizons,
     OccurrenceFacts,
     OccurrenceSpec,
-    Policy,
     ReportFacts,
 )
-from shared.calendar import WorkingCalendar, local_date
 from shared.db import StatisticsKeeper, UtcDateTime
-from shared.events import (
-    ALERT_FIRING_TYPE,
-    ALERT_RESOLVED_TYPE,
-    PLAN_TASK_STATE_TYPE,
-    Alert,
-    CloudEvent,
-    DeadLetter,
-    DossierStateChanged,
-    PlanTaskReported,
-    PlanTaskStateChanged,
-    encode,
-    new_event,
-)
-from shared.streams import ALERTS, PLAN_TASK_STATE
+from shared.events import Alert, DossierStateChanged, PlanTaskReported
+from shared.outbox import Message, Outbox, outbox_table
 
 log = logging.getLogger(__name__)
 
-SOURCE = "parwatch/deadline_monitor"
-FIRING = "firing"
-RESOLVED = "resolved"
 #: ``tick_level`` of a dossier stored while catching up and not settled yet.
 UNSETTLED = -1
 # SQLite caps bound parameters; keep IN lists well under it.
 CHUNK = 400
+
+OccurrenceKey = tuple[str, str, str, str]  # plan_id, task_id, agency_code, period
 
 
 class MonitorDossierRow(SQLModel, table=True):
@@ -140,22 +121,6 @@ class AlertRow(SQLModel, table=True):
     expires_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
-class OutboxRow(SQLModel, table=True):
-    """An event committed with the state change it announces, waiting for its JetStream ack."""
-
-    __tablename__ = "monitor_outbox"
-
-    id: int | None = Field(
-        default=None,
-        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    )
-    subject: str = Field(max_length=256)
-    event_id: str = Field(max_length=256)
-    ordering_key: str = Field(max_length=400)
-    payload: str = Field(sa_type=Text)
-    created_at: dt.datetime = Field(sa_type=UtcDateTime)
-
-
 class OccurrenceRow(SQLModel, table=True):
     """One occurrence of a plan task for one owner agency. ``period`` is "" for a one-shot task."""
 
@@ -197,56 +162,54 @@ class PlanReportRow(SQLModel, table=True):
     recorded_at: dt.datetime = Field(sa_type=UtcDateTime)
 
 
+#: The events committed with the transitions they announce (the one outbox, :mod:`shared.outbox`).
+OUTBOX = outbox_table("monitor", SQLModel.metadata)
+
 TABLES = [
     MonitorDossierRow.__table__,
     AlertRow.__table__,
-    OutboxRow.__table__,
     OccurrenceRow.__table__,
     PlanReportRow.__table__,
 ]
 
 
 def create_schema(engine: Engine) -> None:
+    """The tables; the events an older monitor left in its own outbox table move to the shared one."""
+    Outbox(engine, OUTBOX).create()  # first: sets an older ``monitor_outbox`` aside as ``monitor_outbox_legacy``
     SQLModel.metadata.create_all(engine, tables=TABLES)
+    _move_legacy_outbox(engine)
 
 
-def _chunks(items: Sequence[object], size: int = CHUNK) -> Iterable[Sequence[object]]:
+def _move_legacy_outbox(engine: Engine) -> None:
+    """Events committed and not yet published by a monitor of the older layout: sent by the shared relay, in
+    their order, with their ids (so none is lost and none is doubled by the upgrade)."""
+    legacy = f"{OUTBOX.name}_legacy"
+    if not inspect(engine).has_table(legacy):
+        return
+    with engine.begin() as conn:
+        moved = conn.execute(
+            text(
+                f"INSERT INTO {OUTBOX.name} (topic, key, payload, message_id, created_at, attempts, next_attempt_at) "
+                f"SELECT subject, ordering_key, payload, event_id, created_at, 0, created_at FROM {legacy} ORDER BY id"
+            )
+        ).rowcount
+        conn.execute(text(f"DROP TABLE {legacy}"))
+    log.warning("events of the older outbox table moved count=%d", moved)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
-#: One piece of a tick: given a session and a row budget, (rows examined, transitions, exhausted).
-Step = Callable[[Session, int], tuple[int, int, bool]]
+def _wall_clock() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 @dataclass(frozen=True)
-class PendingEvent:
-    id: int
-    subject: str
-    event_id: str
-    ordering_key: str
-    payload: str
+class OccurrenceView(OccurrenceSpec):
+    """An occurrence as `parwatch plan show` prints it: as tracked, and the day it was done."""
 
-
-@dataclass(frozen=True)
-class TickResult:
-    examined: int = 0  # rows the tick read
-    transitions: int = 0  # alerts fired or resolved, facts published
-
-    def __add__(self, other: TickResult) -> TickResult:
-        return TickResult(self.examined + other.examined, self.transitions + other.transitions)
-
-
-@dataclass(frozen=True)
-class OccurrenceView:
-    """An occurrence as `parwatch plan show` prints it."""
-
-    plan_id: str
-    task_id: str
-    agency_code: str
-    period: str
-    due_day: dt.date
-    opens_on: dt.date
     done_on: dt.date | None
 
 
@@ -275,104 +238,166 @@ def occurrence_facts(row: Any) -> OccurrenceFacts:
     )
 
 
-@functools.cache
-def _tick_statements(table: type[SQLModel], mutable: tuple[str, ...]) -> tuple[Any, Any, list[str]]:
-    """The tick's read and write statements of a table, built once (parameters bound at each run)."""
-    columns = table.__table__.c  # type: ignore[attr-defined]
-    keys = [c.name for c in table.__table__.primary_key.columns]  # type: ignore[attr-defined]
-    read = (
-        select(table.__table__)  # type: ignore[attr-defined]
-        .where(columns.tick_level == bindparam("level"), columns.due_day <= bindparam("bound"))
-        .order_by(columns.due_day)
-        .limit(bindparam("budget", type_=Integer))
+def occurrence_key_of(row: Any) -> OccurrenceKey:
+    return (row.plan_id, row.task_id, row.agency_code, row.period)
+
+
+def stored_alert(row: AlertRow, *, ends_at: dt.datetime | None = None) -> Alert:
+    """The alert an alert row holds (as it fired), ended at ``ends_at``."""
+    return Alert(
+        alert_key=row.alert_key,
+        kind=row.kind,
+        severity=row.severity,  # type: ignore[arg-type]
+        agency_code=row.agency_code,
+        ref=row.ref,
+        summary=row.summary,
+        starts_at=row.starts_at,
+        ends_at=ends_at,
+        labels=json.loads(row.labels),
     )
-    write = (
-        update(table.__table__)  # type: ignore[attr-defined]
-        .where(*(columns[k] == bindparam(f"k_{k}") for k in keys))
-        .values({m: bindparam(f"v_{m}") for m in mutable})
-    )
-    return read, write, keys
 
 
-class _Writes:
-    """Rows a transaction inserts, written with one executemany each just before the commit
-    (building ORM objects for thousands of alerts and events costs more than the SQL)."""
+@dataclass(frozen=True)
+class Ticked:
+    """A table the tick reads by ``(tick_level, due_day)``: rows come as plain records, and their
+    ``mutable`` columns are written back with one executemany UPDATE (ORM objects would cost more than
+    the SQL on a tick over thousands of rows)."""
 
-    def __init__(self) -> None:
-        self.alerts: list[dict[str, Any]] = []
-        self.outbox: list[dict[str, Any]] = []
+    table: Table
+    mutable: tuple[str, ...]
 
-    def flush(self, session: Session) -> None:
-        if self.alerts:
-            session.execute(insert(AlertRow.__table__), self.alerts)
-        if self.outbox:
-            session.execute(insert(OutboxRow.__table__), self.outbox)
-        self.alerts, self.outbox = [], []
+    @functools.cached_property
+    def keys(self) -> list[str]:
+        return [c.name for c in self.table.primary_key.columns]
 
-
-class MonitorStore:
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        calendar: WorkingCalendar,
-        policy: Policy,
-        catalog: Catalog,
-        deadletter_ttl: dt.timedelta | None = dt.timedelta(hours=24),
-        chunk: int = 1000,
-    ) -> None:
-        self.engine = engine
-        self.calendar = calendar
-        self.policy = policy
-        self.catalog = catalog
-        self.deadletter_ttl = deadletter_ttl
-        self.chunk = chunk
-        self.statistics = StatisticsKeeper(engine, tables=["monitor_dossier", "monitor_alert", "monitor_outbox"])
-
-    def horizons(self, now: dt.datetime) -> Horizons:
-        return domain.horizons(local_date(now), calendar=self.calendar, policy=self.policy)
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Session]:
-        """One transaction; the buffered inserts are written before it commits."""
-        with Session(self.engine) as session, session.begin():
-            writes = _Writes()
-            session.info["writes"] = writes
-            yield session
-            session.flush()
-            writes.flush(session)
-
-    # -- alert state and outbox (inside a transaction) ---------------------------------------
-    def _emit(self, session: Session, event: CloudEvent, *, subject: str, ordering_key: str, now: dt.datetime) -> None:
-        session.info["writes"].outbox.append(
-            {
-                "subject": subject,
-                "event_id": event.id,
-                "ordering_key": ordering_key,
-                "payload": encode(event).decode(),
-                "created_at": now,
-            }
+    @functools.cached_property
+    def read(self) -> Any:
+        c = self.table.c
+        return (
+            select(self.table)
+            .where(c.tick_level == bindparam("level"), c.due_day <= bindparam("bound"))
+            .order_by(c.due_day)
+            .limit(bindparam("budget", type_=Integer))
         )
 
-    def _alert_rows(self, session: Session, keys: Iterable[str]) -> dict[str, AlertRow]:
+    @functools.cached_property
+    def write(self) -> Any:
+        c = self.table.c
+        return (
+            update(self.table)
+            .where(*(c[k] == bindparam(f"k_{k}") for k in self.keys))
+            .values({m: bindparam(f"v_{m}") for m in self.mutable})
+        )
+
+
+DOSSIERS = Ticked(MonitorDossierRow.__table__, ("firing", "tick_level"))  # type: ignore[arg-type]
+OCCURRENCES = Ticked(
+    OccurrenceRow.__table__,  # type: ignore[arg-type]
+    ("state", "fact_version", "updated_at", "firing", "tick_level"),
+)
+
+
+class Work:
+    """One transaction of the service layer: the rows it reads and writes, the messages it sends.
+
+    Rows handed out are records: what the service layer sets on them is
+    written at the commit (ORM rows by the session, the tick's plain records by
+    :meth:`write_back`). New alert rows and the messages are written with one
+    executemany each just before the commit.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.new_alerts: list[dict[str, Any]] = []
+        self.messages: list[Message] = []
+        self.dossiers_written = 0
+
+    @property
+    def sent(self) -> int:
+        return len(self.messages)
+
+    def send(self, messages: Iterable[Message]) -> None:
+        """Messages for the outbox, committed with this transaction."""
+        self.messages.extend(messages)
+
+    def flush(self) -> None:
+        self.session.flush()
+
+    # -- dossiers -----------------------------------------------------------------------------------
+    def dossiers(self, codes: Iterable[str]) -> dict[str, MonitorDossierRow]:
+        found: dict[str, MonitorDossierRow] = {}
+        for part in _chunks(sorted(set(codes))):
+            stmt = select(MonitorDossierRow).where(MonitorDossierRow.dossier_code.in_(part))
+            found.update((r.dossier_code, r) for r in self.session.execute(stmt).scalars())
+        return found
+
+    def save_dossier(
+        self, state: DossierStateChanged, row: MonitorDossierRow | None, *, is_open: bool, now: dt.datetime
+    ) -> MonitorDossierRow:
+        """A dossier's row with ``state`` (new, or ``row`` updated); its alert bookkeeping is the caller's."""
+        values = {
+            "revision": state.revision,
+            "agency_code": state.agency_code,
+            "procedure_code": state.procedure_code,
+            "field_code": state.field_code,
+            "is_open": is_open,
+            "due_day": state.due_day,
+            "paused": state.paused,
+            "pause_started_on": state.pause_started_on,
+            "supplement_requests": state.supplement_requests,
+            "ended_on": state.ended_on,
+            "updated_at": now,
+        }
+        if row is None:
+            row = MonitorDossierRow(dossier_code=state.dossier_code, firing=0, tick_level=None, **values)
+            self.session.add(row)
+        else:
+            for k, v in values.items():
+                setattr(row, k, v)
+        self.dossiers_written += 1
+        return row
+
+    # -- what the tick reads ----------------------------------------------------------------------------
+    def at_level(self, ticked: Ticked, *, level: int, bound: dt.date, limit: int) -> list[Any]:
+        """Up to ``limit`` rows at ``level`` whose due day reached ``bound``, earliest due first."""
+        found = self.session.execute(ticked.read, {"level": level, "bound": bound, "budget": limit})
+        return [SimpleNamespace(**m) for m in found.mappings()]
+
+    def unsettled(self, *, limit: int) -> list[Any]:
+        """Up to ``limit`` dossiers stored while catching up and not settled yet."""
+        table = DOSSIERS.table
+        stmt = select(table).where(table.c.tick_level == UNSETTLED).limit(limit)
+        return [SimpleNamespace(**m) for m in self.session.execute(stmt).mappings()]
+
+    def write_back(self, ticked: Ticked, rows: Sequence[Any]) -> None:
+        """The ``mutable`` columns of records read by :meth:`at_level` or :meth:`unsettled`."""
+        if rows:
+            self.session.execute(
+                ticked.write,
+                [
+                    {f"k_{k}": getattr(r, k) for k in ticked.keys} | {f"v_{m}": getattr(r, m) for m in ticked.mutable}
+                    for r in rows
+                ],
+            )
+
+    # -- alerts -------------------------------------------------------------------------------------
+    def alerts(self, keys: Iterable[str]) -> dict[str, AlertRow]:
         found: dict[str, AlertRow] = {}
         for part in _chunks(sorted(set(keys))):
-            for row in session.execute(select(AlertRow).where(AlertRow.alert_key.in_(part))).scalars():
+            for row in self.session.execute(select(AlertRow).where(AlertRow.alert_key.in_(part))).scalars():
                 found[row.alert_key] = row
         return found
 
-    def _fire(
+    def save_firing(
         self,
-        session: Session,
         alert: Alert,
-        existing: AlertRow | None,
+        row: AlertRow | None,
         *,
+        generation: int,
         now: dt.datetime,
         expires_at: dt.datetime | None = None,
-    ) -> bool:
-        """Record a firing transition and its event; False if the alert was firing already."""
-        if existing is not None and existing.state == FIRING:
-            return False
+    ) -> None:
+        """``alert`` firing from ``now`` in its ``generation`` (a new row, or ``row`` fired again)."""
         values = {
             "kind": alert.kind,
             "severity": alert.severity,
@@ -381,562 +406,161 @@ class MonitorStore:
             "summary": alert.summary,
             "labels": json.dumps(alert.labels, ensure_ascii=False, sort_keys=True),
             "state": FIRING,
+            "generation": generation,
             "starts_at": alert.starts_at,
             "fired_at": now,
             "resolved_at": None,
             "expires_at": expires_at,
         }
-        if existing is None:
-            generation = 1
-            session.info["writes"].alerts.append({"alert_key": alert.alert_key, "generation": 1, **values})
+        if row is None:
+            self.new_alerts.append({"alert_key": alert.alert_key, **values})
         else:
             for k, v in values.items():
-                setattr(existing, k, v)
-            existing.generation += 1
-            generation = existing.generation
-        event = new_event(
-            type=ALERT_FIRING_TYPE,
-            source=SOURCE,
-            id=domain.alert_event_id(alert.alert_key, FIRING, generation),
-            subject=alert.alert_key,
-            data=alert,
-            time=now,
-        )
-        self._emit(session, event, subject=ALERTS, ordering_key=alert.alert_key, now=now)
-        return True
+                setattr(row, k, v)
 
-    def _resolve(self, session: Session, row: AlertRow | None, *, now: dt.datetime) -> bool:
-        if row is None or row.state != FIRING:
-            return False
+    def save_resolved(self, row: AlertRow, *, now: dt.datetime) -> None:
         row.state = RESOLVED
         row.resolved_at = now
         row.expires_at = None
-        alert = Alert(
-            alert_key=row.alert_key,
-            kind=row.kind,
-            severity=row.severity,  # type: ignore[arg-type]
-            agency_code=row.agency_code,
-            ref=row.ref,
-            summary=row.summary,
-            starts_at=row.starts_at,
-            ends_at=now,
-            labels=json.loads(row.labels),
-        )
-        event = new_event(
-            type=ALERT_RESOLVED_TYPE,
-            source=SOURCE,
-            id=domain.alert_event_id(row.alert_key, RESOLVED, row.generation),
-            subject=row.alert_key,
-            data=alert,
-            time=now,
-        )
-        self._emit(session, event, subject=ALERTS, ordering_key=row.alert_key, now=now)
-        return True
 
-    # -- dossiers ------------------------------------------------------------------------------
-    def apply_snapshots(
-        self, snapshots: Sequence[DossierStateChanged], *, now: dt.datetime, settle: bool = True
-    ) -> list[bool]:
-        """Keep each dossier's highest revision and settle its alerts; per snapshot: True if ignored
-        (a duplicate or an older revision).
+    def expiring(self, *, now: dt.datetime, limit: int) -> list[AlertRow]:
+        """Up to ``limit`` alerts whose ``expires_at`` has come, earliest first."""
+        stmt = select(AlertRow).where(AlertRow.expires_at <= now).order_by(AlertRow.expires_at).limit(limit)
+        return list(self.session.execute(stmt).scalars())
 
-        With ``settle=False`` (the consumer is catching up on a backlog, and a
-        later revision of the dossier may be further down the stream) the state
-        is stored and the dossier marked *unsettled* (``tick_level = -1``): no
-        alert yet; :meth:`settle_unsettled` settles it once the backlog is read.
-        """
-        h = self.horizons(now)
-        best: dict[str, DossierStateChanged] = {}
-        for snap in snapshots:
-            held = best.get(snap.dossier_code)
-            if held is None or snap.revision > held.revision:
-                best[snap.dossier_code] = snap
-        with self._transaction() as session:
-            rows: dict[str, MonitorDossierRow] = {}
-            for part in _chunks(sorted(best)):
-                stmt = select(MonitorDossierRow).where(MonitorDossierRow.dossier_code.in_(part))
-                rows.update((r.dossier_code, r) for r in session.execute(stmt).scalars())
-            applied: set[tuple[str, int]] = set()
-            changed: list[MonitorDossierRow] = []
-            for code, snap in best.items():
-                row = rows.get(code)
-                if row is not None and snap.revision <= row.revision:
-                    continue
-                values = {
-                    "revision": snap.revision,
-                    "agency_code": snap.agency_code,
-                    "procedure_code": snap.procedure_code,
-                    "field_code": snap.field_code,
-                    "is_open": snap.counted and snap.ended_on is None,
-                    "due_day": snap.due_day,
-                    "paused": snap.paused,
-                    "pause_started_on": snap.pause_started_on,
-                    "supplement_requests": snap.supplement_requests,
-                    "ended_on": snap.ended_on,
-                    "updated_at": now,
-                }
-                if row is None:
-                    row = MonitorDossierRow(dossier_code=code, firing=0, tick_level=None, **values)
-                    session.add(row)
-                else:
-                    for k, v in values.items():
-                        setattr(row, k, v)
-                changed.append(row)
-                applied.add((code, snap.revision))
-            if settle:
-                self._settle_dossiers(session, changed, h=h, now=now)
-            else:
-                for row in changed:
-                    row.tick_level = UNSETTLED
-        self.statistics.wrote(len(changed))
-        return [(s.dossier_code, s.revision) not in applied for s in snapshots]
+    # -- plan occurrences -----------------------------------------------------------------------------
+    def occurrences(self) -> dict[OccurrenceKey, OccurrenceRow]:
+        return {occurrence_key_of(r): r for r in self.session.execute(select(OccurrenceRow)).scalars()}
 
-    def settle_unsettled(self, *, now: dt.datetime) -> TickResult:
-        """Settle every dossier stored while catching up (one empty index lookup when there is none)."""
-        return self._run_steps([self._unsettled_step(self.horizons(now), now)])
+    def occurrence(self, key: OccurrenceKey) -> OccurrenceRow | None:
+        return self.session.get(OccurrenceRow, key)
 
-    def _unsettled_step(self, h: Horizons, now: dt.datetime) -> Step:
-        table = MonitorDossierRow.__table__
-        mutable = ("firing", "tick_level")
-        _, write, keys = _tick_statements(MonitorDossierRow, mutable)
-        read = select(table).where(table.c.tick_level == UNSETTLED).limit(bindparam("budget", type_=Integer))
+    def unpublished_occurrences(self) -> list[OccurrenceRow]:
+        """Occurrences whose state was never published (tracked since the last commit)."""
+        return list(self.session.execute(select(OccurrenceRow).where(OccurrenceRow.state.is_(None))).scalars())
 
-        def step(session: Session, budget: int) -> tuple[int, int, bool]:
-            rows = [SimpleNamespace(**m) for m in session.execute(read, {"budget": budget}).mappings()]
-            if not rows:
-                return 0, 0, True
-            moved = self._settle_dossiers(session, rows, h=h, now=now)
-            session.execute(
-                write,
-                [{f"k_{k}": getattr(r, k) for k in keys} | {f"v_{m}": getattr(r, m) for m in mutable} for r in rows],
+    def add_occurrence(self, spec: OccurrenceSpec, *, now: dt.datetime) -> None:
+        self.session.add(
+            OccurrenceRow(
+                plan_id=spec.plan_id,
+                task_id=spec.task_id,
+                agency_code=spec.agency_code,
+                period=spec.period,
+                due_day=spec.due_day,
+                opens_on=spec.opens_on,
+                tick_level=0,
+                updated_at=now,
             )
-            return len(rows), moved, len(rows) < budget
+        )
 
-        return step
-
-    def _settle_dossiers(self, session: Session, rows: Sequence[Any], *, h: Horizons, now: dt.datetime) -> int:
-        plans: list[tuple[MonitorDossierRow, DossierFacts, domain.Transition]] = []
-        keys: list[str] = []
+    def delete(self, rows: Iterable[Any]) -> None:
         for row in rows:
-            facts = dossier_facts(row)
-            firing = domain.kinds_of(row.firing, DOSSIER_KINDS)
-            move = domain.transitions(domain.dossier_conditions(facts, h), firing, order=DOSSIER_KINDS)
-            plans.append((row, facts, move))
-            keys += [domain.dossier_alert_key(k, row.dossier_code) for k in ([move.fire] if move.fire else [])]
-            keys += [domain.dossier_alert_key(k, row.dossier_code) for k in move.resolve]
-        existing = self._alert_rows(session, keys) if keys else {}
-        count = 0
-        for row, facts, move in plans:
-            firing = set(domain.kinds_of(row.firing, DOSSIER_KINDS))
-            for kind in move.resolve:
-                count += self._resolve(session, existing.get(domain.dossier_alert_key(kind, row.dossier_code)), now=now)
-                firing.discard(kind)
-            if move.fire:
-                alert = domain.dossier_alert(
-                    move.fire, facts, agency_name=self.catalog.agency_name(facts.agency_code), h=h, starts_at=now
-                )
-                self._fire(session, alert, existing.get(alert.alert_key), now=now)
-                firing.add(move.fire)
-                count += 1
-            row.firing = domain.bits_of(firing, DOSSIER_KINDS)
-            row.tick_level = domain.tick_level(
-                watched=domain.dossier_watched(facts), firing=firing, order=DOSSIER_KINDS
+            self.session.delete(row)
+
+    # -- plan reports -------------------------------------------------------------------------------------
+    def seen_reports(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (source, id) among ``keys`` already stored."""
+        seen: set[tuple[str, str]] = set()
+        cols = tuple_(PlanReportRow.source, PlanReportRow.event_id)
+        for part in _chunks(sorted(set(keys))):
+            stmt = select(PlanReportRow.source, PlanReportRow.event_id).where(cols.in_(part))
+            seen.update((s, i) for s, i in self.session.execute(stmt))
+        return seen
+
+    def add_report(
+        self, source: str, event_id: str, report: PlanTaskReported, *, occ_period: str | None, now: dt.datetime
+    ) -> None:
+        self.session.add(
+            PlanReportRow(
+                source=source,
+                event_id=event_id,
+                plan_id=report.plan_id,
+                task_id=report.task_id,
+                agency_code=report.agency_code,
+                period=report.period,
+                occ_period=occ_period,
+                state=report.state,
+                reported_at=report.reported_at,
+                recorded_at=now,
             )
-        return count
+        )
 
-    # -- the tick ------------------------------------------------------------------------------------------
-    def tick(self, *, now: dt.datetime) -> TickResult:
-        """Everything time changes at ``now``: dossiers, task occurrences, expired alerts.
+    def reports_of(self, key: OccurrenceKey) -> list[ReportFacts]:
+        """The reports that apply to one occurrence."""
+        r = PlanReportRow
+        plan_id, task_id, agency_code, period = key
+        stmt = select(r).where(
+            r.plan_id == plan_id, r.task_id == task_id, r.agency_code == agency_code, r.occ_period == period
+        )
+        return [_report_facts(row) for row in self.session.execute(stmt).scalars()]
 
-        With nothing to do it is one transaction of seven index range scans that
-        return no row.
-        """
-        return self._run_steps(self.tick_steps(now=now))
+    def plan_reports(self, plan_ids: Iterable[str]) -> list[PlanReportRow]:
+        """Every stored report of these plans (records: a changed ``occ_period`` is written at the commit)."""
+        out: list[PlanReportRow] = []
+        for part in _chunks(sorted(set(plan_ids))):
+            out += self.session.execute(select(PlanReportRow).where(PlanReportRow.plan_id.in_(part))).scalars()
+        return out
 
-    def tick_steps(self, *, now: dt.datetime, dossiers: bool = True) -> list[Step]:
-        """The tick as steps, for a caller that runs one transaction at a time (:meth:`run_transaction`).
+    def reports_by_occurrence(self, plan_ids: Iterable[str]) -> dict[OccurrenceKey, list[ReportFacts]]:
+        """The reports of these plans that apply to an occurrence, by occurrence."""
+        out: dict[OccurrenceKey, list[ReportFacts]] = defaultdict(list)
+        for part in _chunks(sorted(set(plan_ids))):
+            stmt = select(PlanReportRow).where(PlanReportRow.plan_id.in_(part), PlanReportRow.occ_period.is_not(None))
+            for r in self.session.execute(stmt).scalars():
+                out[(r.plan_id, r.task_id, r.agency_code, r.occ_period)].append(_report_facts(r))  # type: ignore[index]
+        return out
 
-        ``dossiers=False`` (the snapshot consumer is catching up) leaves the
-        dossiers alone: their stored state may be older than the stream's.
-        """
-        h = self.horizons(now)
-        steps: list[Step] = [self._unsettled_step(h, now), *self._dossier_steps(h, now)] if dossiers else []
-        return [*steps, *self._occurrence_steps(h, now), self._expiry_step(now)]
+    # -- at the commit ------------------------------------------------------------------------------------
+    def _write_buffers(self, outbox: Outbox, *, now: dt.datetime) -> None:
+        self.session.flush()
+        if self.new_alerts:
+            self.session.execute(insert(AlertRow.__table__), self.new_alerts)
+        outbox.add(self.session.connection(), self.messages, now=now)
 
-    def tick_dossiers(self, *, now: dt.datetime) -> TickResult:
-        return self._run_steps(self._dossier_steps(self.horizons(now), now))
 
-    def tick_occurrences(self, *, now: dt.datetime) -> TickResult:
-        return self._run_steps(self._occurrence_steps(self.horizons(now), now))
+def _report_facts(row: PlanReportRow) -> ReportFacts:
+    return ReportFacts(state=row.state, reported_at=row.reported_at, source=row.source, event_id=row.event_id)
 
-    def expire_alerts(self, *, now: dt.datetime) -> TickResult:
-        """Resolve firing alerts whose time is up (dead letters after their TTL)."""
-        return self._run_steps([self._expiry_step(now)])
 
-    def _dossier_steps(self, h: Horizons, now: dt.datetime) -> list[Step]:
-        # A dossier at level L waits for a kind above L: due soon, apology due, overdue. Each bound is
-        # the largest horizon among those kinds (a due day on a day off can be in the apology
-        # horizon and not yet in the due-soon one when both leads are equal).
-        bounds = ((0, max(h.soon, h.apology, h.yesterday)), (1, max(h.apology, h.yesterday)), (2, h.yesterday))
-        mutable = ("firing", "tick_level")
-        return [
-            self._level_step(
-                MonitorDossierRow, level, bound, settle=self._settle_dossiers, mutable=mutable, h=h, now=now
-            )
-            for level, bound in bounds
-        ]
+class MonitorStore:
+    """The monitor's database. ``clock`` times the outbox's bookkeeping (when a message was written and is
+    due): the wall clock, whatever clock the service layer decides with, so that a retry waits real seconds."""
 
-    def _occurrence_steps(self, h: Horizons, now: dt.datetime) -> list[Step]:
-        bounds = ((0, h.plan_soon), (1, h.yesterday))
-        mutable = ("state", "fact_version", "updated_at", "firing", "tick_level")
-        return [
-            self._level_step(
-                OccurrenceRow, level, bound, settle=self._settle_occurrences, mutable=mutable, h=h, now=now
-            )
-            for level, bound in bounds
-        ]
+    def __init__(self, engine: Engine, *, clock: Callable[[], dt.datetime] = _wall_clock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.outbox = Outbox(engine, OUTBOX)
+        self.statistics = StatisticsKeeper(engine, tables=["monitor_dossier", "monitor_alert", OUTBOX.name])
 
-    def _level_step(
-        self,
-        table,
-        level: int,
-        bound: dt.date,
-        *,
-        settle,
-        mutable: tuple[str, ...],
-        h: Horizons,  # type: ignore[no-untyped-def]
-        now: dt.datetime,
-    ) -> Step:
-        """Settle up to ``budget`` rows at ``level`` whose due day reached ``bound``.
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Work]:
+        """One transaction: what the block did through the :class:`Work`, with its messages, commits at its end."""
+        with Session(self.engine) as session, session.begin():
+            work = Work(session)
+            yield work
+            work._write_buffers(self.outbox, now=self.clock())
+        self.statistics.wrote(work.dossiers_written)
 
-        Rows are read and written with plain SQL (one executemany UPDATE of the
-        ``mutable`` columns): building ORM objects would cost more than the SQL.
-        """
-        read, write, keys = _tick_statements(table, mutable)
-
-        def step(session: Session, budget: int) -> tuple[int, int, bool]:
-            found = session.execute(read, {"level": level, "bound": bound, "budget": budget})
-            rows = [SimpleNamespace(**m) for m in found.mappings()]
-            if not rows:
-                return 0, 0, True
-            moved = settle(session, rows, h=h, now=now)
-            session.execute(
-                write,
-                [{f"k_{k}": getattr(r, k) for k in keys} | {f"v_{m}": getattr(r, m) for m in mutable} for r in rows],
-            )
-            if all(r.tick_level == level for r in rows):  # nothing moved on: never loop on the same rows
-                log.error("tick made no progress table=%s level=%d rows=%d", table.__tablename__, level, len(rows))
-                return len(rows), moved, True
-            return len(rows), moved, len(rows) < budget
-
-        return step
-
-    def _expiry_step(self, now: dt.datetime) -> Step:
-        def step(session: Session, budget: int) -> tuple[int, int, bool]:
-            stmt = select(AlertRow).where(AlertRow.expires_at <= now).order_by(AlertRow.expires_at).limit(budget)
-            rows = list(session.execute(stmt).scalars())
-            moved = 0
-            for row in rows:
-                if row.state == FIRING:
-                    moved += self._resolve(session, row, now=now)
-                row.expires_at = None
-            return len(rows), moved, len(rows) < budget
-
-        return step
-
-    def run_transaction(self, steps: Sequence[Step]) -> tuple[TickResult, list[Step]]:
-        """Run steps in order in one transaction of at most ``chunk`` rows; returns the steps left."""
-        todo = list(steps)
-        result = TickResult()
-        with self._transaction() as session:
-            budget = self.chunk
-            while todo and budget > 0:
-                examined, moved, exhausted = todo[0](session, budget)
-                result += TickResult(examined=examined, transitions=moved)
-                budget -= examined
-                if exhausted:
-                    todo.pop(0)
-        return result, todo
-
-    def _run_steps(self, steps: Sequence[Step]) -> TickResult:
-        todo = list(steps)
-        result = TickResult()
-        while todo:
-            part, todo = self.run_transaction(todo)
-            result += part
-        return result
+    # -- read side (metrics, CLI, tests) ----------------------------------------------------------------
+    def _get(self, model: type[SQLModel], key: Any) -> Any:
+        with Session(self.engine) as session:
+            row = session.get(model, key)
+            if row is not None:
+                session.expunge(row)
+            return row
 
     def get_dossier(self, code: str) -> MonitorDossierRow | None:
-        with Session(self.engine) as session:
-            row = session.get(MonitorDossierRow, code)
-            if row is not None:
-                session.expunge(row)
-            return row
-
-    # -- plan occurrences --------------------------------------------------------------------------
-    def sync_occurrences(self, specs: Sequence[OccurrenceSpec], *, now: dt.datetime) -> TickResult:
-        """Make the stored occurrences those of the loaded plans; re-derive their states from the reports.
-
-        Occurrences no longer generated (a task removed or re-dated, a plan file
-        removed, a narrower window) are deleted after their alerts resolve.
-        """
-        h = self.horizons(now)
-        wanted = {s.key: s for s in specs}
-        with self._transaction() as session:
-            rows = {
-                (r.plan_id, r.task_id, r.agency_code, r.period): r
-                for r in session.execute(select(OccurrenceRow)).scalars()
-            }
-            gone = [r for k, r in rows.items() if k not in wanted]
-            resolved = 0
-            if gone:
-                keys = [domain.plan_alert_key(kind, occurrence_facts(r)) for r in gone for kind in PLAN_KINDS]
-                existing = self._alert_rows(session, keys)
-                for key in keys:
-                    resolved += self._resolve(session, existing.get(key), now=now)
-                for r in gone:
-                    session.delete(r)
-                log.info("plan occurrences removed count=%d", len(gone))
-            for key, spec in wanted.items():
-                row = rows.get(key)
-                if row is None:
-                    session.add(
-                        OccurrenceRow(
-                            plan_id=spec.plan_id,
-                            task_id=spec.task_id,
-                            agency_code=spec.agency_code,
-                            period=spec.period,
-                            due_day=spec.due_day,
-                            opens_on=spec.opens_on,
-                            tick_level=0,
-                            updated_at=now,
-                        )
-                    )
-                elif (row.due_day, row.opens_on) != (spec.due_day, spec.opens_on):
-                    row.due_day, row.opens_on, row.updated_at = spec.due_day, spec.opens_on, now
-                    row.tick_level = 0 if row.done_on is None else None
-            session.flush()
-            self._rematch_reports(session, plan_ids={s.plan_id for s in specs})
-            live = [r for k, r in rows.items() if k in wanted]
-            fresh = list(session.execute(select(OccurrenceRow).where(OccurrenceRow.state.is_(None))).scalars())
-            todo = {(r.plan_id, r.task_id, r.agency_code, r.period): r for r in live + fresh}
-            done_days = self._done_days(session, plan_ids={s.plan_id for s in specs})
-            for key, row in todo.items():
-                row.done_on = done_days.get(key)
-            moved = self._settle_occurrences(session, list(todo.values()), h=h, now=now)
-        return TickResult(examined=len(todo), transitions=moved + resolved)
-
-    def _rematch_reports(self, session: Session, *, plan_ids: set[str]) -> None:
-        """Point every stored report at its occurrence under the plans as loaded now."""
-        for part in _chunks(sorted(plan_ids)):
-            for report in session.execute(select(PlanReportRow).where(PlanReportRow.plan_id.in_(part))).scalars():
-                occ = self._report_period(report.plan_id, report.task_id, report.period, report.reported_at)
-                if occ != report.occ_period:
-                    report.occ_period = occ
-
-    def _report_period(self, plan_id: str, task_id: str, period: str | None, reported_at: dt.datetime) -> str | None:
-        task = self.catalog.task(plan_id, task_id)
-        if task is None:
-            return None
-        return domain.report_period(task, period=period, reported_on=local_date(reported_at))
-
-    def _done_days(self, session: Session, *, plan_ids: set[str]) -> dict[tuple[str, str, str, str], dt.date]:
-        reports: dict[tuple[str, str, str, str], list[ReportFacts]] = defaultdict(list)
-        for part in _chunks(sorted(plan_ids)):
-            stmt = select(PlanReportRow).where(PlanReportRow.plan_id.in_(part), PlanReportRow.occ_period.is_not(None))
-            for r in session.execute(stmt).scalars():
-                reports[(r.plan_id, r.task_id, r.agency_code, r.occ_period)].append(  # type: ignore[index]
-                    ReportFacts(state=r.state, reported_at=r.reported_at, source=r.source, event_id=r.event_id)
-                )
-        out: dict[tuple[str, str, str, str], dt.date] = {}
-        for key, items in reports.items():
-            day = domain.done_on(items, local_date=local_date)
-            if day is not None:
-                out[key] = day
-        return out
-
-    def apply_reports(self, reports: Sequence[tuple[str, str, PlanTaskReported]], *, now: dt.datetime) -> list[bool]:
-        """Store (source, id, report) once each and settle the occurrences they name; True = duplicate."""
-        h = self.horizons(now)
-        keys = [(source, event_id) for source, event_id, _ in reports]
-        with self._transaction() as session:
-            seen: set[tuple[str, str]] = set()
-            cols = tuple_(PlanReportRow.source, PlanReportRow.event_id)
-            for part in _chunks(sorted(set(keys))):
-                seen.update(session.execute(select(PlanReportRow.source, PlanReportRow.event_id).where(cols.in_(part))))
-            duplicate: list[bool] = []
-            touched: set[tuple[str, str, str, str]] = set()
-            for source, event_id, report in reports:
-                dup = (source, event_id) in seen
-                duplicate.append(dup)
-                if dup:
-                    continue
-                seen.add((source, event_id))
-                occ = self._report_period(report.plan_id, report.task_id, report.period, report.reported_at)
-                session.add(
-                    PlanReportRow(
-                        source=source,
-                        event_id=event_id,
-                        plan_id=report.plan_id,
-                        task_id=report.task_id,
-                        agency_code=report.agency_code,
-                        period=report.period,
-                        occ_period=occ,
-                        state=report.state,
-                        reported_at=report.reported_at,
-                        recorded_at=now,
-                    )
-                )
-                if occ is None:
-                    log.warning(
-                        "plan report matches no task occurrence plan=%s task=%s agency=%s period=%s",
-                        report.plan_id,
-                        report.task_id,
-                        report.agency_code,
-                        report.period,
-                    )
-                else:
-                    touched.add((report.plan_id, report.task_id, report.agency_code, occ))
-            session.flush()
-            rows = []
-            for key in sorted(touched):
-                row = session.get(OccurrenceRow, key)
-                if row is None:
-                    log.warning("plan report for an occurrence not tracked plan=%s task=%s agency=%s period=%s", *key)
-                    continue
-                stmt = select(PlanReportRow).where(
-                    PlanReportRow.plan_id == key[0],
-                    PlanReportRow.task_id == key[1],
-                    PlanReportRow.agency_code == key[2],
-                    PlanReportRow.occ_period == key[3],
-                )
-                items = [
-                    ReportFacts(state=r.state, reported_at=r.reported_at, source=r.source, event_id=r.event_id)
-                    for r in session.execute(stmt).scalars()
-                ]
-                row.done_on = domain.done_on(items, local_date=local_date)
-                rows.append(row)
-            self._settle_occurrences(session, rows, h=h, now=now)
-        return duplicate
-
-    def _settle_occurrences(self, session: Session, rows: Sequence[Any], *, h: Horizons, now: dt.datetime) -> int:
-        plans: list[tuple[OccurrenceRow, OccurrenceFacts, domain.Transition]] = []
-        keys: list[str] = []
-        for row in rows:
-            facts = occurrence_facts(row)
-            firing = domain.kinds_of(row.firing, PLAN_KINDS)
-            move = domain.transitions(
-                domain.occurrence_conditions(facts, h),
-                firing,
-                order=PLAN_KINDS,
-                may_fire=domain.occurrence_may_raise(facts, h, self.policy),
-            )
-            plans.append((row, facts, move))
-            keys += [domain.plan_alert_key(k, facts) for k in ([move.fire] if move.fire else [])]
-            keys += [domain.plan_alert_key(k, facts) for k in move.resolve]
-        existing = self._alert_rows(session, keys) if keys else {}
-        count = 0
-        for row, facts, move in plans:
-            state = domain.occurrence_state(facts, h.today)
-            if state != row.state:
-                row.state = state
-                row.fact_version += 1
-                row.updated_at = now
-                self._emit_task_state(session, facts, state=state, version=row.fact_version, now=now)
-                count += 1
-            firing = set(domain.kinds_of(row.firing, PLAN_KINDS))
-            for kind in move.resolve:
-                count += self._resolve(session, existing.get(domain.plan_alert_key(kind, facts)), now=now)
-                firing.discard(kind)
-            if move.fire:
-                plan = self.catalog.plans.get(facts.plan_id)
-                alert = domain.occurrence_alert(
-                    move.fire,
-                    facts,
-                    task=self.catalog.task(facts.plan_id, facts.task_id),
-                    plan=plan,
-                    agency_name=self.catalog.agency_name(facts.agency_code),
-                    starts_at=now,
-                )
-                self._fire(session, alert, existing.get(alert.alert_key), now=now)
-                firing.add(move.fire)
-                count += 1
-            row.firing = domain.bits_of(firing, PLAN_KINDS)
-            row.tick_level = domain.tick_level(
-                watched=domain.occurrence_watched(facts, state=state), firing=firing, order=PLAN_KINDS
-            )
-        return count
-
-    def _emit_task_state(
-        self, session: Session, o: OccurrenceFacts, *, state: str, version: int, now: dt.datetime
-    ) -> None:
-        fact = PlanTaskStateChanged(
-            plan_id=o.plan_id,
-            task_id=o.task_id,
-            agency_code=o.agency_code,
-            period=o.period or None,
-            due_day=o.due_day,
-            state=state,  # type: ignore[arg-type]
-            done_on=o.done_on,
-            updated_at=now,
-        )
-        key = domain.event_id(o.plan_id, o.task_id, o.agency_code, o.period or "-")
-        event = new_event(
-            type=PLAN_TASK_STATE_TYPE,
-            source=SOURCE,
-            id=domain.event_id(key, version),
-            subject=f"{o.plan_id}:{o.task_id}",
-            data=fact,
-            time=now,
-        )
-        self._emit(session, event, subject=PLAN_TASK_STATE, ordering_key=key, now=now)
-
-    # -- dead letters ---------------------------------------------------------------------------------
-    def record_deadletters(self, letters: Sequence[DeadLetter], *, district_code: str, now: dt.datetime) -> list[bool]:
-        """Raise one ``deadletter`` alert per rejected message, ever; True = already raised."""
-        expires = now + self.deadletter_ttl if self.deadletter_ttl else None
-        with self._transaction() as session:
-            known = set(
-                self._alert_rows(session, [domain.deadletter_alert_key(d.stream, d.stream_seq) for d in letters])
-            )
-            out = []
-            for letter in letters:
-                key = domain.deadletter_alert_key(letter.stream, letter.stream_seq)
-                if key in known:
-                    out.append(True)
-                    continue
-                known.add(key)
-                alert = domain.deadletter_alert(letter, district_code=district_code, starts_at=now)
-                self._fire(session, alert, None, now=now, expires_at=expires)
-                out.append(False)
-        return out
+        return self._get(MonitorDossierRow, code)
 
     def get_alert(self, key: str) -> AlertRow | None:
-        with Session(self.engine) as session:
-            row = session.get(AlertRow, key)
-            if row is not None:
-                session.expunge(row)
-            return row
+        return self._get(AlertRow, key)
 
-    # -- outbox -----------------------------------------------------------------------------------------
-    def pending(self, limit: int) -> list[PendingEvent]:
-        with Session(self.engine) as session:
-            stmt = select(
-                OutboxRow.id, OutboxRow.subject, OutboxRow.event_id, OutboxRow.ordering_key, OutboxRow.payload
-            )
-            rows = session.execute(stmt.order_by(OutboxRow.id).limit(limit))
-            return [PendingEvent(*r) for r in rows]
-
-    def delete_published(self, ids: Sequence[int]) -> None:
-        with Session(self.engine) as session, session.begin():
-            for part in _chunks(list(ids)):
-                session.execute(delete(OutboxRow).where(OutboxRow.id.in_(part)))
+    def get_occurrence(self, key: OccurrenceKey) -> OccurrenceRow | None:
+        return self._get(OccurrenceRow, key)
 
     def outbox_size(self) -> int:
-        with Session(self.engine) as session:
-            return int(session.execute(select(func.count()).select_from(OutboxRow)).scalar_one())
+        return self.outbox.size()
 
-    # -- read side (metrics, CLI) --------------------------------------------------------------------------
     def plan_task_counts(self, today: dt.date) -> list[tuple[str, str, int]]:
         """(agency, state, count) of the occurrences open on ``today`` or done, states as of ``today``."""
         o = OccurrenceRow
@@ -980,13 +604,6 @@ class MonitorStore:
     def occurrence_count(self) -> int:
         with Session(self.engine) as session:
             return int(session.execute(select(func.count()).select_from(OccurrenceRow)).scalar_one())
-
-    def get_occurrence(self, key: tuple[str, str, str, str]) -> OccurrenceRow | None:
-        with Session(self.engine) as session:
-            row = session.get(OccurrenceRow, key)
-            if row is not None:
-                session.expunge(row)
-            return row
 
     def ping(self) -> bool:
         with Session(self.engine) as session:

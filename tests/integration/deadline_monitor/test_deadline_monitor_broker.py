@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import nats
 import pytest
 
 from services.deadline_monitor.app import create_app
+from services.deadline_monitor.service import MonitorService
 from services.deadline_monitor.settings import MonitorSettings
 from shared.calendar import VN_TZ
 from shared.events import (
@@ -50,7 +52,6 @@ class Clock:
 FAST = {
     "include_shipped_plans": False,
     "tick_interval": 0.1,
-    "batch_timeout": 0.05,
     "outbox_interval": 0.05,
     "retry_first_delay": 0.2,
     "retry_max_delay": 0.5,
@@ -180,6 +181,35 @@ async def test_an_alert_fires_once_and_resolves_through_the_broker(own_nats_serv
         ("vn.tthc.alert.resolved", "dossier_apology_due:H9:resolved:1"),
     ]
     assert events[1].data.ends_at == at("2026-11-27T07:30") and events[1].data.starts_at == events[0].data.starts_at
+
+
+async def test_a_state_of_a_dossier_already_overdue_alerts_on_arrival(
+    own_nats_server, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks: list[bool] = []
+    ticked = asyncio.Event()
+    tick = MonitorService.tick
+
+    async def counted_tick(self: MonitorService, now: dt.datetime | None = None) -> bool:
+        more = await tick(self, now)
+        ticks.append(more)
+        ticked.set()
+        return more
+
+    monkeypatch.setattr(MonitorService, "tick", counted_tick)
+    url = own_nats_server.url
+    clock = Clock(at("2026-11-30T08:00"))  # Monday; the dossier was due on Friday 27/11
+    async with jetstream(url) as js, running_monitor(url, sqlite_url, clock, tick_interval=3600) as (_, app):
+        await asyncio.wait_for(ticked.wait(), timeout=10)  # the tick at start, before the state exists
+        await publish_event(js, DOSSIER_STATE, snapshot("LATE.1", 1, "2026-11-27"))
+
+        async def alerted() -> bool:
+            return bool(await stored(js, "TTHC_ALERTS"))
+
+        await wait_until(alerted, timeout=10)
+        alerts = await stored(js, "TTHC_ALERTS")
+        assert len(ticks) == 1  # the next tick is an hour away: the state's arrival raised the alert
+    assert [(e.type, e.data.alert_key) for e in alerts] == [("vn.tthc.alert.firing", "dossier_overdue:LATE.1")]
 
 
 PLAN = """\
@@ -325,7 +355,7 @@ def test_invalid_plan_files_stop_the_start_with_every_error(tmp_path: Path) -> N
 def test_the_shipped_plan_loads_and_encode_is_what_the_broker_gets() -> None:
     # The wiring loads the shipped Plan 146 file without error (any error would raise here).
     service, app = create_app(CommonSettings(), MonitorSettings())
-    assert "KH-146-2023-TP" in app.state.store.catalog.plans
+    assert "KH-146-2023-TP" in app.state.monitor.catalog.plans
     assert service.port == 9102
     event = new_event(
         type=DOSSIER_STATE_TYPE,

@@ -1,39 +1,19 @@
-"""`parwatch plan validate` and `parwatch plan show`, the settings, and the outbox's ordering."""
+"""`parwatch plan validate` and `parwatch plan show` without a database, and the settings.
+
+`parwatch plan show` over the monitor's database: tests/integration/deadline_monitor/test_deadline_monitor_cli.py."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from services.deadline_monitor import cli
-from services.deadline_monitor.outbox import waves
 from services.deadline_monitor.settings import SHIPPED_PLANS, MonitorSettings
-from services.deadline_monitor.store import PendingEvent
 
-PLAN = """\
-plan_id: KH-CLI-2026
-number: 5/KH-UBND
-title: Kế hoạch thử dòng lệnh
-issued_on: 2026-01-05
-issuer: TUY_PHONG
-valid_from: 2026-01-05
-valid_until: 2026-12-31
-tasks:
-  - id: C.weekly
-    section: A.1
-    title: Rà soát hồ sơ trễ hạn hằng tuần
-    owner: [PNV]
-    due: {every: week, weekday: fri}
-  - id: C.once
-    section: A.2
-    title: Xây dựng kế hoạch kiểm tra công tác cải cách hành chính
-    owner: [PNV, PTP]
-    due: {date: 2026-12-15}
-"""
+PLAN = (Path(__file__).parent / "cli-plan.yaml").read_text(encoding="utf-8")  # also read by the integration tests
 
 
 def run(*argv: str) -> int:
@@ -131,42 +111,6 @@ def test_show_outside_the_plan_says_where_the_plan_is(operator_env: Path, capsys
     assert "PARWATCH_MONITOR_PLAN_WINDOW_TO" in out
 
 
-def test_show_reads_the_monitor_database(operator_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from services.deadline_monitor.catalog import catalog_from_settings, occurrence_specs
-    from services.deadline_monitor.domain import Policy
-    from services.deadline_monitor.store import MonitorStore, create_schema
-    from shared.calendar import VN_TZ, load_calendar
-    from shared.db import make_engine
-    from shared.events import PlanTaskReported
-
-    settings = MonitorSettings()
-    catalog = catalog_from_settings(settings)
-    calendar = load_calendar()
-    (operator_env / "var").mkdir()
-    engine = make_engine(f"sqlite:///{operator_env / 'var' / 'deadline_monitor.db'}")
-    create_schema(engine)
-    store = MonitorStore(engine, calendar=calendar, policy=Policy(), catalog=catalog)
-    now = dt.datetime(2026, 12, 2, 9, 0, tzinfo=VN_TZ)
-    store.sync_occurrences(occurrence_specs(catalog, calendar=calendar, settings=settings), now=now)
-    done = PlanTaskReported(
-        plan_id="KH-CLI-2026", task_id="C.weekly", agency_code="PNV", state="done", reported_at=now, period="2026-W48"
-    )
-    store.apply_reports([("tool", "r1", done)], now=now)
-    engine.dispose()
-
-    assert (
-        run("plan", "show", "--date", "2026-12-02", "--agency", "PNV", "--from", "2026-11-27", "--to", "2026-12-04")
-        == 0
-    )
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].endswith("(from the monitor database)")
-    assert [line.split()[:7] for line in out[2:-1]] == [
-        ["27/11/2026", "done_late", "KH-CLI-2026", "C.weekly", "2026-W48", "PNV", "02/12/2026"],
-        ["04/12/2026", "open", "KH-CLI-2026", "C.weekly", "2026-W49", "PNV", "-"],
-    ]
-    assert out[-1] == "Occurrences opened by 02/12/2026 (agency PNV): 49: done 0, done_late 1, open 2, overdue 46"
-
-
 def test_show_refuses_an_invalid_operator_plan(operator_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (operator_env / "plans" / "cli.yaml").write_text(PLAN.replace("[PNV]", "[NOPE]"), encoding="utf-8")
     assert run("plan", "show") == 1
@@ -199,16 +143,3 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_inconsistent_settings_are_refused(values: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         MonitorSettings(**values)  # type: ignore[arg-type]
-
-
-# -- outbox ordering ---------------------------------------------------------------------------------------
-
-
-def pending(i: int, key: str) -> PendingEvent:
-    return PendingEvent(id=i, subject="tthc.alerts", event_id=f"e{i}", ordering_key=key, payload="{}")
-
-
-def test_outbox_waves_never_hold_two_events_of_one_key() -> None:
-    rows = [pending(1, "a"), pending(2, "b"), pending(3, "a"), pending(4, "c"), pending(5, "a")]
-    assert [[r.id for r in w] for w in waves(rows)] == [[1, 2], [3, 4], [5]]
-    assert waves([]) == []

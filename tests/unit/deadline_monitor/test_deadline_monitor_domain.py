@@ -25,7 +25,7 @@ from services.deadline_monitor.domain import (
 )
 from services.deadline_monitor.plan import Plan, Task, load_agencies
 from shared.calendar import VN_TZ, load_calendar, local_date
-from shared.events import DeadLetter
+from shared.events import DeadLetter, DossierStateChanged
 
 CAL = load_calendar()  # the shipped overrides: 2/1/2026 is a day off
 POLICY = Policy()
@@ -200,6 +200,48 @@ def test_tick_level_follows_the_most_severe_firing_kind() -> None:
     assert domain.tick_level(watched=True, firing=(DOSSIER_DUE_SOON, DOSSIER_APOLOGY_DUE), order=DOSSIER_KINDS) == 2
     assert domain.tick_level(watched=True, firing=(DOSSIER_OVERDUE,), order=DOSSIER_KINDS) is None
     assert domain.tick_level(watched=False, firing=(), order=DOSSIER_KINDS) is None
+
+
+def test_settling_a_dossier_gives_the_transition_the_bits_and_the_next_tick_level() -> None:
+    bits = domain.bits_of
+    due_soon = domain.settle_dossier(dossier("2026-11-27"), 0, h("2026-11-26"))
+    assert (due_soon.move.fire, due_soon.move.resolve) == (DOSSIER_DUE_SOON, ())
+    assert (due_soon.firing, due_soon.tick_level) == (bits({DOSSIER_DUE_SOON}, DOSSIER_KINDS), 1)
+    overdue = domain.settle_dossier(dossier("2026-11-27"), due_soon.firing, h("2026-11-30"))
+    assert overdue.move.kinds == (DOSSIER_OVERDUE,)
+    assert (overdue.firing, overdue.tick_level) == (bits({DOSSIER_DUE_SOON, DOSSIER_OVERDUE}, DOSSIER_KINDS), None)
+    ended = domain.settle_dossier(dossier("2026-11-27", is_open=False), overdue.firing, h("2026-12-01"))
+    assert ended.move.kinds == (DOSSIER_DUE_SOON, DOSSIER_OVERDUE) and ended.move.fire is None
+    assert (ended.firing, ended.tick_level) == (0, None)
+    # a kind firing already does not fire again: the bits keep it, the level follows it
+    again = domain.settle_dossier(dossier("2026-11-27"), due_soon.firing, h("2026-11-26"))
+    assert not again.move and (again.firing, again.tick_level) == (due_soon.firing, 1)
+
+
+def test_settling_an_occurrence_gives_its_state_first() -> None:
+    state, fresh = domain.settle_occurrence(occ("2026-02-23"), 0, h("2026-02-24"), POLICY)
+    assert state == "overdue" and fresh.move.fire == PLAN_TASK_OVERDUE and fresh.tick_level is None
+    state, old = domain.settle_occurrence(occ("2026-02-23"), 0, h("2026-03-10"), POLICY)
+    assert state == "overdue" and not old.move and old.firing == 0  # too old to alert; its state still counts
+    state, done = domain.settle_occurrence(occ("2026-02-23", "2026-02-24"), fresh.firing, h("2026-02-25"), POLICY)
+    assert state == "done_late" and done.move.kinds == (PLAN_TASK_OVERDUE,) and done.tick_level is None
+    state, open_ = domain.settle_occurrence(occ("2026-02-23"), 0, h("2026-02-10"), POLICY)
+    assert state == "open" and not open_.move and open_.tick_level == 0
+
+
+def test_the_highest_revision_of_each_dossier_is_kept() -> None:
+    def state(code: str, revision: int, **kw: object) -> DossierStateChanged:
+        values: dict[str, object] = dict(
+            dossier_code=code, revision=revision, agency_code="PTP", procedure_code="p", field_code="f", status=4,
+            counted=True, updated_at=NOW,
+        )
+        return DossierStateChanged(**(values | kw))  # type: ignore[arg-type]
+
+    first, later, other = state("A", 2), state("A", 3), state("B", 1)
+    assert domain.latest_states([first, other, later, state("A", 3, status=5)]) == {"A": later, "B": other}
+    assert domain.is_open(later)
+    assert not domain.is_open(state("A", 4, ended_on=d("2026-11-27")))
+    assert not domain.is_open(state("A", 4, counted=False))
 
 
 @given(st.sets(st.sampled_from(DOSSIER_KINDS)))

@@ -1,0 +1,660 @@
+"""deadline_monitor's service layer: applies the domain to what arrives and to the passing of time,
+and decides what to publish.
+
+* **Dossier state facts** (``parwatch.dossier.state``): each dossier keeps its
+  highest revision, and is settled at once: a dossier already overdue when its
+  fact arrives raises ``dossier_overdue`` then, not at the next tick. While the
+  monitor is catching up on a backlog (:class:`Backlog`), dossiers are stored
+  unsettled instead, and settled with their latest state once it is read.
+* **Plan reports** (``parwatch.accepted.plan``): stored once per (source, id);
+  the occurrence they name is settled.
+* **Dead letters** (``tthc.deadletter``): one ``deadletter`` alert each, ever.
+* **The tick** (:meth:`MonitorService.tick`): what the passing of time changed
+  (an indexed read per level, :mod:`store`), and the dead-letter alerts whose
+  time is up.
+
+Each decision is written in one store transaction (:meth:`MonitorStore.transaction`)
+with the CloudEvents that announce it, built here as outbox messages: alerts
+on ``tthc.alerts`` (id ``{alert_key}:{firing|resolved}:{generation}``, in order
+per alert key) and task states on ``parwatch.plan.task_state`` (in order per
+occurrence). The outbox relay is woken after every commit that sent something.
+
+One process writes through one :class:`MonitorService`: a lock serialises its
+transactions (the tick, states, reports and dead letters may touch the same
+rows), each run in a thread. A tick takes it per transaction (``tick_chunk``
+rows), so a long tick does not hold the consumers back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from nats.js.api import ConsumerInfo
+from nats.js.errors import NotFoundError
+
+from services.deadline_monitor import domain
+from services.deadline_monitor.domain import (
+    FIRING,
+    PLAN_KINDS,
+    RESOLVED,
+    Catalog,
+    Horizons,
+    OccurrenceFacts,
+    OccurrenceSpec,
+    Policy,
+    WorkingDays,
+)
+from services.deadline_monitor.store import (
+    DOSSIERS,
+    OCCURRENCES,
+    UNSETTLED,
+    AlertRow,
+    MonitorStore,
+    Ticked,
+    Work,
+    dossier_facts,
+    occurrence_facts,
+    occurrence_key_of,
+    stored_alert,
+)
+from shared.backoff import is_retryable
+from shared.calendar import local_date
+from shared.consumer import Outcome, Received
+from shared.events import (
+    ALERT_FIRING_TYPE,
+    ALERT_RESOLVED_TYPE,
+    PLAN_TASK_STATE_TYPE,
+    Alert,
+    DeadLetter,
+    DeadLetterEvent,
+    DossierStateChanged,
+    DossierStateEvent,
+    PlanEvent,
+    PlanTaskReported,
+    PlanTaskStateChanged,
+    encode,
+    new_event,
+)
+from shared.outbox import Message
+from shared.streams import ALERTS, PLAN_TASK_STATE
+
+log = logging.getLogger(__name__)
+
+SOURCE = "parwatch/deadline_monitor"
+T = TypeVar("T")
+F = TypeVar("F")
+#: One piece of a tick: given the transaction and a row budget, (rows examined, transitions, exhausted).
+Step = Callable[[Work, int], tuple[int, int, bool]]
+ConsumerInfoOf = Callable[[str, str], Awaitable[ConsumerInfo]]
+
+
+@dataclass(frozen=True)
+class TickResult:
+    examined: int = 0  # rows read
+    transitions: int = 0  # alerts fired or resolved, facts published
+
+    def __add__(self, other: TickResult) -> TickResult:
+        return TickResult(self.examined + other.examined, self.transitions + other.transitions)
+
+
+# -- what the monitor publishes ------------------------------------------------------------------
+
+
+def alert_message(alert: Alert, *, transition: str, generation: int, now: dt.datetime) -> Message:
+    """The ``vn.tthc.alert.firing|resolved`` event of one transition, ordered by its alert key."""
+    event = new_event(
+        type=ALERT_FIRING_TYPE if transition == FIRING else ALERT_RESOLVED_TYPE,
+        source=SOURCE,
+        id=domain.alert_event_id(alert.alert_key, transition, generation),
+        subject=alert.alert_key,
+        data=alert,
+        time=now,
+    )
+    return Message(topic=ALERTS, key=alert.alert_key, payload=encode(event).decode(), message_id=event.id)
+
+
+def task_state_message(o: OccurrenceFacts, *, state: domain.TaskState, version: int, now: dt.datetime) -> Message:
+    """The ``vn.parwatch.plan.task_state_changed`` fact of an occurrence's state, ordered by occurrence."""
+    fact = PlanTaskStateChanged(
+        plan_id=o.plan_id,
+        task_id=o.task_id,
+        agency_code=o.agency_code,
+        period=o.period or None,
+        due_day=o.due_day,
+        state=state,
+        done_on=o.done_on,
+        updated_at=now,
+    )
+    key = domain.occurrence_key(o)
+    event = new_event(
+        type=PLAN_TASK_STATE_TYPE,
+        source=SOURCE,
+        id=domain.event_id(key, version),
+        subject=f"{o.plan_id}:{o.task_id}",
+        data=fact,
+        time=now,
+    )
+    return Message(topic=PLAN_TASK_STATE, key=key, payload=encode(event).decode(), message_id=event.id)
+
+
+def outcomes(duplicate: Sequence[bool]) -> list[Outcome]:
+    return [Outcome.DUPLICATE if dup else Outcome.ACCEPTED for dup in duplicate]
+
+
+def _with_facts(rows: Sequence[Any], facts_of: Callable[[Any], F]) -> list[tuple[Any, F]]:
+    return [(row, facts_of(row)) for row in rows]
+
+
+# -- catching up ------------------------------------------------------------------------------------
+
+
+class Backlog:
+    """How much dossier state the monitor has not read yet; above ``threshold`` it is catching up.
+
+    A backlog (a first start in front of the stream's history, a restart after
+    a long stop) holds older revisions of dossiers whose later ones follow:
+    settling each on arrival would fire and resolve alerts for dossiers that
+    ended long ago. Two parts count: the state facts waiting on the monitor's
+    own consumer (``num_pending`` of each batch's last message; at a tick, its
+    consumer's info: those not delivered yet and those delivered and not yet
+    handled) and the dossier events dossier_tracker has not read yet
+    (``upstream``: state the monitor has not seen either). Without
+    ``consumer_info`` (no broker) only what :meth:`delivered` says counts.
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: int = 1000,
+        consumer_info: ConsumerInfoOf | None = None,
+        own: tuple[str, str] | None = None,
+        upstream: tuple[str, str] | None = None,
+    ) -> None:
+        self.threshold = threshold
+        self.consumer_info = consumer_info
+        self.own = own
+        self.upstream = upstream
+        self.own_pending = 0  # state facts waiting on the monitor's consumer, as last seen
+        self.upstream_pending = 0  # dossier events dossier_tracker has not read, as last seen
+        self._upstream_read = -1e9  # monotonic time of the last upstream answer
+
+    @property
+    def pending(self) -> int:
+        return self.own_pending + self.upstream_pending
+
+    @property
+    def catching_up(self) -> bool:
+        return self.pending > self.threshold
+
+    def delivered(self, num_pending: int) -> None:
+        """What a delivered message says still waits behind it on the monitor's consumer."""
+        self.own_pending = num_pending
+
+    async def probe(self) -> None:
+        """Both parts from the consumers' info (at a tick); a part that cannot be read keeps its last value."""
+        own = await self._pending(self.own, missing=None, in_flight=True)  # not created yet: nothing known
+        if own is not None:
+            self.own_pending = own
+        await self._probe_upstream()
+
+    async def probe_upstream(self, *, at_most_every: float = 1.0) -> None:
+        """The upstream part, unless it was read less than ``at_most_every`` seconds ago (at each batch)."""
+        if time.monotonic() - self._upstream_read < at_most_every:
+            return
+        await self._probe_upstream()
+
+    async def _probe_upstream(self) -> None:
+        found = await self._pending(self.upstream, missing=0)  # no tracker consumer (yet): nothing waits upstream
+        if found is not None:
+            self.upstream_pending = found
+            self._upstream_read = time.monotonic()
+
+    async def _pending(
+        self, consumer: tuple[str, str] | None, *, missing: int | None, in_flight: bool = False
+    ) -> int | None:
+        """Messages not yet delivered to ``consumer`` (stream, durable), and with ``in_flight`` those delivered
+        and not yet acked; ``missing`` if it does not exist, None if unknown."""
+        if consumer is None or self.consumer_info is None:
+            return None
+        try:
+            info = await self.consumer_info(*consumer)
+        except NotFoundError:
+            return missing
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            log.debug("backlog unknown consumer=%s error=%s; keeping the last value", consumer[1], type(exc).__name__)
+            return None
+        return int(info.num_pending or 0) + (int(info.num_ack_pending or 0) if in_flight else 0)
+
+
+# -- the service layer -----------------------------------------------------------------------------------
+
+
+class MonitorService:
+    """The monitor's work, as the handlers, the tick loop and the start call it (see the module's docstring).
+
+    ``wake`` is the outbox relay's; ``clock`` the business clock, used when a call is given no ``now``.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: MonitorStore,
+        catalog: Catalog,
+        calendar: WorkingDays,
+        policy: Policy,
+        clock: Callable[[], dt.datetime],
+        backlog: Backlog | None = None,
+        wake: Callable[[], None] | None = None,
+        deadletter_ttl: dt.timedelta | None = dt.timedelta(hours=24),
+        tick_chunk: int = 1000,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.calendar = calendar
+        self.policy = policy
+        self.clock = clock
+        self.backlog = backlog or Backlog()
+        self.wake = wake  # the outbox relay's: something was committed for it
+        self.deadletter_ttl = deadletter_ttl
+        self.tick_chunk = tick_chunk
+        self.district_code = catalog.agencies.district_code
+        self._lock = asyncio.Lock()
+
+    def horizons(self, now: dt.datetime) -> Horizons:
+        return domain.horizons(local_date(now), calendar=self.calendar, policy=self.policy)
+
+    async def _commit(self, decide: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``decide(work, ...)`` in one store transaction, in a thread, one at a time; the relay woken if it
+        sent something."""
+        async with self._lock:
+            result, sent = await asyncio.to_thread(self._transaction, decide, *args, **kwargs)
+        if sent and self.wake is not None:
+            self.wake()
+        return result
+
+    def _transaction(self, decide: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, int]:
+        with self.store.transaction() as work:
+            result = decide(work, *args, **kwargs)
+        return result, work.sent
+
+    # -- the handlers' calls ----------------------------------------------------------------------------
+    async def apply_dossier_states(self, received: Sequence[Received[DossierStateEvent]]) -> list[Outcome]:
+        """Dossier state facts: settled at once, or stored unsettled while catching up."""
+        if received:
+            self.backlog.delivered(received[-1].msg.metadata.num_pending)
+        await self.backlog.probe_upstream()
+        duplicate = await self.record_states([r.event.data for r in received], settle=not self.backlog.catching_up)
+        return outcomes(duplicate)
+
+    async def apply_plan_reports(self, received: Sequence[Received[PlanEvent]]) -> list[Outcome]:
+        return outcomes(await self.record_reports([(r.event.source, r.event.id, r.event.data) for r in received]))
+
+    async def apply_deadletters(self, received: Sequence[Received[DeadLetterEvent]]) -> list[Outcome]:
+        return outcomes(await self.record_deadletters([r.event.data for r in received]))
+
+    # -- dossier states ------------------------------------------------------------------------------------
+    async def record_states(
+        self, states: Sequence[DossierStateChanged], *, now: dt.datetime | None = None, settle: bool = True
+    ) -> list[bool]:
+        """Keep each dossier's highest revision; per state, True if ignored (a duplicate or an older revision).
+
+        With ``settle=False`` (catching up: a later revision may follow) the
+        dossiers are stored unsettled (no alert yet); with ``settle=True`` they
+        are settled, and so is every dossier stored unsettled before.
+        """
+        now = now or self.clock()
+        duplicate = await self._commit(self._record_states, states, now=now, settle=settle)
+        if settle:
+            await self.settle_unsettled(now)
+        return duplicate
+
+    def _record_states(
+        self, work: Work, states: Sequence[DossierStateChanged], *, now: dt.datetime, settle: bool
+    ) -> list[bool]:
+        best = domain.latest_states(states)
+        rows = work.dossiers(best)
+        applied: set[tuple[str, int]] = set()
+        changed = []
+        for code, state in best.items():
+            row = rows.get(code)
+            if row is not None and state.revision <= row.revision:
+                continue
+            changed.append(work.save_dossier(state, row, is_open=domain.is_open(state), now=now))
+            applied.add((code, state.revision))
+        if settle:
+            self._settle_dossiers(work, changed, h=self.horizons(now), now=now)
+        else:
+            for row in changed:
+                row.tick_level = UNSETTLED
+        return [(s.dossier_code, s.revision) not in applied for s in states]
+
+    async def settle_unsettled(self, now: dt.datetime) -> TickResult:
+        """Settle every dossier stored while catching up (one empty index lookup when there is none)."""
+        return await self.run_steps([self.unsettled_step(now)])
+
+    # -- plan reports and occurrences ------------------------------------------------------------------
+    async def record_reports(
+        self, reports: Sequence[tuple[str, str, PlanTaskReported]], *, now: dt.datetime | None = None
+    ) -> list[bool]:
+        """Store (source, id, report) once each and settle the occurrences they name; True = duplicate."""
+        return await self._commit(self._record_reports, reports, now=now or self.clock())
+
+    def _record_reports(
+        self, work: Work, reports: Sequence[tuple[str, str, PlanTaskReported]], *, now: dt.datetime
+    ) -> list[bool]:
+        seen = work.seen_reports((source, event_id) for source, event_id, _ in reports)
+        duplicate: list[bool] = []
+        touched: set[tuple[str, str, str, str]] = set()
+        for source, event_id, report in reports:
+            dup = (source, event_id) in seen
+            duplicate.append(dup)
+            if dup:
+                continue
+            seen.add((source, event_id))
+            occ = self._report_period(report.plan_id, report.task_id, report.period, report.reported_at)
+            work.add_report(source, event_id, report, occ_period=occ, now=now)
+            if occ is None:
+                log.warning(
+                    "plan report matches no task occurrence plan=%s task=%s agency=%s period=%s",
+                    report.plan_id,
+                    report.task_id,
+                    report.agency_code,
+                    report.period,
+                )
+            else:
+                touched.add((report.plan_id, report.task_id, report.agency_code, occ))
+        work.flush()
+        rows = []
+        for key in sorted(touched):
+            row = work.occurrence(key)
+            if row is None:
+                log.warning("plan report for an occurrence not tracked plan=%s task=%s agency=%s period=%s", *key)
+                continue
+            row.done_on = domain.done_on(work.reports_of(key), local_date=local_date)
+            rows.append(row)
+        self._settle_occurrences(work, rows, h=self.horizons(now), now=now)
+        return duplicate
+
+    def _report_period(self, plan_id: str, task_id: str, period: str | None, reported_at: dt.datetime) -> str | None:
+        task = self.catalog.task(plan_id, task_id)
+        if task is None:
+            return None
+        return domain.report_period(task, period=period, reported_on=local_date(reported_at))
+
+    async def sync_plans(self, specs: Sequence[OccurrenceSpec], *, now: dt.datetime | None = None) -> TickResult:
+        """Make the stored occurrences those of the loaded plans; derive their states from the reports again.
+
+        Occurrences no longer generated (a task removed or re-dated, a plan file
+        removed, a narrower window) are deleted after their alerts resolve.
+        """
+        result = await self._commit(self._sync_plans, specs, now=now or self.clock())
+        log.info("plan occurrences synced tracked=%d transitions=%d", len(specs), result.transitions)
+        return result
+
+    def _sync_plans(self, work: Work, specs: Sequence[OccurrenceSpec], *, now: dt.datetime) -> TickResult:
+        wanted = {s.key: s for s in specs}
+        rows = work.occurrences()
+        gone = [r for k, r in rows.items() if k not in wanted]
+        resolved = 0
+        if gone:
+            keys = [domain.plan_alert_key(kind, occurrence_facts(r)) for r in gone for kind in PLAN_KINDS]
+            existing = work.alerts(keys)
+            for key in keys:
+                resolved += self._resolve(work, existing.get(key), now=now)
+            work.delete(gone)
+            log.info("plan occurrences removed count=%d", len(gone))
+        for key, spec in wanted.items():
+            row = rows.get(key)
+            if row is None:
+                work.add_occurrence(spec, now=now)
+            elif (row.due_day, row.opens_on) != (spec.due_day, spec.opens_on):
+                row.due_day, row.opens_on, row.updated_at = spec.due_day, spec.opens_on, now
+                row.tick_level = 0 if row.done_on is None else None
+        work.flush()
+        plan_ids = {s.plan_id for s in specs}
+        for report in work.plan_reports(plan_ids):  # each stored report to its occurrence under the plans as loaded
+            occ = self._report_period(report.plan_id, report.task_id, report.period, report.reported_at)
+            if occ != report.occ_period:
+                report.occ_period = occ
+        live = [r for k, r in rows.items() if k in wanted]
+        todo = {occurrence_key_of(r): r for r in live + work.unpublished_occurrences()}
+        reports = work.reports_by_occurrence(plan_ids)
+        for key, row in todo.items():
+            row.done_on = domain.done_on(reports.get(key, ()), local_date=local_date)
+        moved = self._settle_occurrences(work, list(todo.values()), h=self.horizons(now), now=now)
+        return TickResult(examined=len(todo), transitions=moved + resolved)
+
+    # -- dead letters -------------------------------------------------------------------------------------
+    async def record_deadletters(self, letters: Sequence[DeadLetter], *, now: dt.datetime | None = None) -> list[bool]:
+        """Raise one ``deadletter`` alert per rejected message, ever; True = already raised."""
+        return await self._commit(self._record_deadletters, letters, now=now or self.clock())
+
+    def _record_deadletters(self, work: Work, letters: Sequence[DeadLetter], *, now: dt.datetime) -> list[bool]:
+        expires = now + self.deadletter_ttl if self.deadletter_ttl else None
+        known = set(work.alerts(domain.deadletter_alert_key(d.stream, d.stream_seq) for d in letters))
+        out = []
+        for letter in letters:
+            key = domain.deadletter_alert_key(letter.stream, letter.stream_seq)
+            if key in known:
+                out.append(True)
+                continue
+            known.add(key)
+            alert = domain.deadletter_alert(letter, district_code=self.district_code, starts_at=now)
+            self._fire(work, alert, None, now=now, expires_at=expires)
+            out.append(False)
+        return out
+
+    # -- alert transitions (inside a transaction) -------------------------------------------------------
+    def _fire(
+        self,
+        work: Work,
+        alert: Alert,
+        existing: AlertRow | None,
+        *,
+        now: dt.datetime,
+        expires_at: dt.datetime | None = None,
+    ) -> bool:
+        """Record a firing transition and its event; False if the alert was firing already."""
+        if existing is not None and existing.state == FIRING:
+            return False
+        generation = 1 if existing is None else existing.generation + 1
+        work.save_firing(alert, existing, generation=generation, now=now, expires_at=expires_at)
+        work.send([alert_message(alert, transition=FIRING, generation=generation, now=now)])
+        return True
+
+    def _resolve(self, work: Work, row: AlertRow | None, *, now: dt.datetime) -> bool:
+        """Record a resolving transition and its event; False if the alert was not firing."""
+        if row is None or row.state != FIRING:
+            return False
+        work.save_resolved(row, now=now)
+        alert = stored_alert(row, ends_at=now)
+        work.send([alert_message(alert, transition=RESOLVED, generation=row.generation, now=now)])
+        return True
+
+    def _transition(
+        self, work: Work, *, resolve: Iterable[str], fire: Alert | None, existing: dict[str, AlertRow], now: dt.datetime
+    ) -> int:
+        """Resolve the alerts (keys) whose condition no longer holds, fire the one that now does; the
+        transitions counted."""
+        count = sum(self._resolve(work, existing.get(key), now=now) for key in resolve)
+        if fire is not None:
+            self._fire(work, fire, existing.get(fire.alert_key), now=now)
+            count += 1
+        return count
+
+    def _settle_dossiers(self, work: Work, rows: Sequence[Any], *, h: Horizons, now: dt.datetime) -> int:
+        decided = [
+            (row, facts, domain.settle_dossier(facts, row.firing, h)) for row, facts in _with_facts(rows, dossier_facts)
+        ]
+        existing = work.alerts(
+            domain.dossier_alert_key(kind, row.dossier_code) for row, _, s in decided for kind in s.move.kinds
+        )
+        count = 0
+        for row, facts, s in decided:
+            fire = (
+                domain.dossier_alert(
+                    s.move.fire, facts, agency_name=self.catalog.agency_name(facts.agency_code), h=h, starts_at=now
+                )
+                if s.move.fire
+                else None
+            )
+            resolve = [domain.dossier_alert_key(kind, row.dossier_code) for kind in s.move.resolve]
+            count += self._transition(work, resolve=resolve, fire=fire, existing=existing, now=now)
+            row.firing, row.tick_level = s.firing, s.tick_level
+        return count
+
+    def _settle_occurrences(self, work: Work, rows: Sequence[Any], *, h: Horizons, now: dt.datetime) -> int:
+        decided = [
+            (row, facts, *domain.settle_occurrence(facts, row.firing, h, self.policy))
+            for row, facts in _with_facts(rows, occurrence_facts)
+        ]
+        existing = work.alerts(
+            domain.plan_alert_key(kind, facts) for _, facts, _, s in decided for kind in s.move.kinds
+        )
+        count = 0
+        for row, facts, state, s in decided:
+            if state != row.state:
+                row.state = state
+                row.fact_version += 1
+                row.updated_at = now
+                work.send([task_state_message(facts, state=state, version=row.fact_version, now=now)])
+                count += 1
+            fire = (
+                domain.occurrence_alert(
+                    s.move.fire,
+                    facts,
+                    task=self.catalog.task(facts.plan_id, facts.task_id),
+                    plan=self.catalog.plans.get(facts.plan_id),
+                    agency_name=self.catalog.agency_name(facts.agency_code),
+                    starts_at=now,
+                )
+                if s.move.fire
+                else None
+            )
+            resolve = [domain.plan_alert_key(kind, facts) for kind in s.move.resolve]
+            count += self._transition(work, resolve=resolve, fire=fire, existing=existing, now=now)
+            row.firing, row.tick_level = s.firing, s.tick_level
+        return count
+
+    # -- the tick --------------------------------------------------------------------------------------
+    async def tick(self, now: dt.datetime | None = None) -> bool:
+        """Everything time changed by ``now`` (default: the clock): dossiers, task occurrences, expired alerts.
+
+        While the monitor is catching up, the dossiers are left alone: their
+        stored state may be older than the stream's. With nothing due it is one
+        transaction of seven index range scans that return no row. The periodic
+        step (``service.every``): False, a tick leaves nothing undone.
+        """
+        now = now or self.clock()
+        await self.backlog.probe()
+        if self.backlog.catching_up:
+            log.info("catching up on dossier states backlog=%d: dossier alerts wait", self.backlog.pending)
+        result = await self.run_steps(self.tick_steps(now, dossiers=not self.backlog.catching_up))
+        if result.transitions:
+            log.info("tick day=%s examined=%d transitions=%d", local_date(now), result.examined, result.transitions)
+        return False
+
+    def tick_steps(self, now: dt.datetime, *, dossiers: bool = True) -> list[Step]:
+        """The tick as steps (:meth:`run_steps`); ``dossiers=False`` leaves the dossiers alone."""
+        steps = [self.unsettled_step(now), *self.dossier_steps(now)] if dossiers else []
+        return [*steps, *self.occurrence_steps(now), self.expiry_step(now)]
+
+    async def run_steps(self, steps: Sequence[Step]) -> TickResult:
+        """Run ``steps`` in order, in transactions of at most ``tick_chunk`` rows each."""
+        todo = list(steps)
+        result = TickResult()
+        while todo:
+            part, todo = await self._commit(self._run_budget, todo)
+            result += part
+        return result
+
+    def _run_budget(self, work: Work, steps: Sequence[Step]) -> tuple[TickResult, list[Step]]:
+        todo = list(steps)
+        result = TickResult()
+        budget = self.tick_chunk
+        while todo and budget > 0:
+            examined, moved, exhausted = todo[0](work, budget)
+            result += TickResult(examined=examined, transitions=moved)
+            budget -= examined
+            if exhausted:
+                todo.pop(0)
+        return result, todo
+
+    def dossier_steps(self, now: dt.datetime) -> list[Step]:
+        h = self.horizons(now)
+        # A dossier at level L waits for a kind above L: due soon, apology due, overdue. Each bound is
+        # the largest horizon among those kinds (a due day on a day off can be in the apology
+        # horizon and not yet in the due-soon one when both leads are equal).
+        bounds = ((0, max(h.soon, h.apology, h.yesterday)), (1, max(h.apology, h.yesterday)), (2, h.yesterday))
+        return [
+            self._level_step(DOSSIERS, level, bound, settle=self._settle_dossiers, h=h, now=now)
+            for level, bound in bounds
+        ]
+
+    def occurrence_steps(self, now: dt.datetime) -> list[Step]:
+        h = self.horizons(now)
+        bounds = ((0, h.plan_soon), (1, h.yesterday))
+        return [
+            self._level_step(OCCURRENCES, level, bound, settle=self._settle_occurrences, h=h, now=now)
+            for level, bound in bounds
+        ]
+
+    def _level_step(
+        self,
+        ticked: Ticked,
+        level: int,
+        bound: dt.date,
+        *,
+        settle: Callable[..., int],
+        h: Horizons,
+        now: dt.datetime,
+    ) -> Step:
+        """Settle up to ``budget`` rows at ``level`` whose due day reached ``bound``."""
+
+        def step(work: Work, budget: int) -> tuple[int, int, bool]:
+            rows = work.at_level(ticked, level=level, bound=bound, limit=budget)
+            if not rows:
+                return 0, 0, True
+            moved = settle(work, rows, h=h, now=now)
+            work.write_back(ticked, rows)
+            if all(r.tick_level == level for r in rows):  # nothing moved on: never loop on the same rows
+                log.error("tick made no progress table=%s level=%d rows=%d", ticked.table.name, level, len(rows))
+                return len(rows), moved, True
+            return len(rows), moved, len(rows) < budget
+
+        return step
+
+    def unsettled_step(self, now: dt.datetime) -> Step:
+        """Settle up to ``budget`` dossiers stored while catching up."""
+        h = self.horizons(now)
+
+        def step(work: Work, budget: int) -> tuple[int, int, bool]:
+            rows = work.unsettled(limit=budget)
+            if not rows:
+                return 0, 0, True
+            moved = self._settle_dossiers(work, rows, h=h, now=now)
+            work.write_back(DOSSIERS, rows)
+            return len(rows), moved, len(rows) < budget
+
+        return step
+
+    def expiry_step(self, now: dt.datetime) -> Step:
+        """Resolve up to ``budget`` firing alerts whose time is up (dead letters after their TTL)."""
+
+        def step(work: Work, budget: int) -> tuple[int, int, bool]:
+            rows = work.expiring(now=now, limit=budget)
+            moved = 0
+            for row in rows:
+                moved += self._resolve(work, row, now=now)
+                row.expires_at = None
+            return len(rows), moved, len(rows) < budget
+
+        return step
