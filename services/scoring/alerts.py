@@ -12,9 +12,12 @@ A KPI of an agency for the current period (``kpi_below_target``):
 * when its period is over, a firing alert is resolved ("period closed"),
   with the last value it saw.
 
-Decisions are recorded (``Pending``) and published afterwards from the
-stored record (an outbox), so a crash between the two publishes later and a
-restart never fires again what is already firing.
+A round returns the records' new state and its transitions (an alert fired
+or resolved, :class:`Transition`). The service layer turns each transition
+into its event and the store writes both in one transaction (the shared
+outbox), so a restart never fires again what is already firing. A
+transition's event id (``{alert_key}:{n}:firing|resolved``, ``n`` the
+record's transitions so far) is the same however often it is delivered.
 """
 
 from __future__ import annotations
@@ -69,16 +72,6 @@ def alert_key(agency: str, kpi: str, period_key: str) -> str:
 
 
 @dataclass(frozen=True)
-class Pending:
-    """An alert event decided and not yet acknowledged by its stream."""
-
-    type: str
-    event_id: str
-    summary: str
-    at: dt.datetime
-
-
-@dataclass(frozen=True)
 class AlertRecord:
     alert_key: str
     agency_code: str
@@ -93,7 +86,17 @@ class AlertRecord:
     started_at: dt.datetime | None = None
     ends_at: dt.datetime | None = None
     last_evaluated_at: dt.datetime | None = None
-    pending: Pending | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An alert fired or resolved: the event to send. ``record`` is the record after it."""
+
+    type: str  # FIRING or RESOLVED
+    event_id: str  # {alert_key}:{transitions}:firing|resolved
+    summary: str
+    at: dt.datetime
+    record: AlertRecord
 
 
 def percent_vi(value: float, *, digits: int = 1) -> str:
@@ -137,39 +140,33 @@ def summary_closed(*, kpi: str, agency_name: str, period: Period, value: float |
     )
 
 
-def _event_id(record: AlertRecord, kind: str) -> str:
-    return f"{record.alert_key}:{record.transitions}:{kind}"
+def _transition(record: AlertRecord, *, event_type: str, summary: str, now: dt.datetime) -> Transition:
+    kind = "firing" if event_type == FIRING else "resolved"
+    return Transition(type=event_type, event_id=f"{record.alert_key}:{record.transitions}:{kind}", summary=summary,
+                      at=now, record=record)
 
 
 def step(
     record: AlertRecord, obs: Observation, *, policy: Hysteresis, now: dt.datetime, agency_name: str
-) -> AlertRecord:
-    """One evaluation of one KPI; returns the updated record (with ``pending`` on a transition)."""
+) -> tuple[AlertRecord, Transition | None]:
+    """One evaluation of one KPI: the updated record, and its transition if it fired or resolved."""
     record = replace(record, last_evaluated_at=now, target=obs.target)
     if obs.value is None:
-        return record
+        return record, None
     value = obs.value
     record = replace(record, value=value)
     if not record.firing:
         below = record.below + 1 if value < obs.target else 0
         if below < policy.fire_after:
-            return replace(record, below=below, above=0)
+            return replace(record, below=below, above=0), None
         fired = replace(record, firing=True, below=0, above=0, transitions=record.transitions + 1, started_at=now,
                         ends_at=None)
-        return replace(
-            fired,
-            pending=Pending(
-                type=FIRING,
-                event_id=_event_id(fired, "firing"),
-                summary=summary_firing(
-                    kpi=obs.kpi, agency_name=agency_name, period=obs.period, value=value, target=obs.target
-                ),
-                at=now,
-            ),
-        )
+        summary = summary_firing(kpi=obs.kpi, agency_name=agency_name, period=obs.period, value=value,
+                                 target=obs.target)
+        return fired, _transition(fired, event_type=FIRING, summary=summary, now=now)
     above = record.above + 1 if value >= policy.resolve_at(obs.target) else 0
     if above < policy.resolve_after:
-        return replace(record, above=above, below=0)
+        return replace(record, above=above, below=0), None
     return _resolve(
         record,
         now=now,
@@ -178,7 +175,7 @@ def step(
     )
 
 
-def close(record: AlertRecord, *, now: dt.datetime, agency_name: str) -> AlertRecord:
+def close(record: AlertRecord, *, now: dt.datetime, agency_name: str) -> tuple[AlertRecord, Transition]:
     """Resolve a firing alert whose period is over."""
     period = Period.parse(record.period)
     target = record.target if record.target is not None else 1.0
@@ -190,18 +187,18 @@ def close(record: AlertRecord, *, now: dt.datetime, agency_name: str) -> AlertRe
     )
 
 
-def _resolve(record: AlertRecord, *, now: dt.datetime, summary: str) -> AlertRecord:
+def _resolve(record: AlertRecord, *, now: dt.datetime, summary: str) -> tuple[AlertRecord, Transition]:
     resolved = replace(record, firing=False, below=0, above=0, transitions=record.transitions + 1, ends_at=now)
-    return replace(resolved, pending=Pending(type=RESOLVED, event_id=_event_id(resolved, "resolved"),
-                                             summary=summary, at=now))
+    return resolved, _transition(resolved, event_type=RESOLVED, summary=summary, now=now)
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What one evaluation round changes in the stored records."""
+    """What one evaluation round changes in the stored records, and the transitions to send."""
 
     upserts: list[AlertRecord]
     deletes: list[str]
+    transitions: list[Transition]
 
 
 def evaluate(
@@ -224,6 +221,7 @@ def evaluate(
     the same shared records do not shorten the streaks.
     """
     upserts: list[AlertRecord] = []
+    transitions: list[Transition] = []
     for obs in observations:
         key = obs.alert_key
         record = records.get(key)
@@ -233,19 +231,20 @@ def evaluate(
             record = AlertRecord(alert_key=key, agency_code=obs.agency_code, kpi=obs.kpi, period=obs.period.key)
         if record.last_evaluated_at is not None and now - record.last_evaluated_at < min_gap:
             continue
-        if record.pending is not None:
-            continue  # its event is not out yet: decide nothing more until it is
-        updated = step(record, obs, policy=policy, now=now, agency_name=names.get(obs.agency_code, obs.agency_code))
+        updated, transition = step(record, obs, policy=policy, now=now,
+                                   agency_name=names.get(obs.agency_code, obs.agency_code))
         if updated != record:
             upserts.append(updated)
+        if transition is not None:
+            transitions.append(transition)
     deletes: list[str] = []
     for key, record in records.items():
         if record.period in current:
             continue
-        if record.pending is not None:
-            continue
         if record.firing:
-            upserts.append(close(record, now=now, agency_name=names.get(record.agency_code, record.agency_code)))
+            closed, transition = close(record, now=now, agency_name=names.get(record.agency_code, record.agency_code))
+            upserts.append(closed)
+            transitions.append(transition)
         else:
             deletes.append(key)
-    return Evaluation(upserts=upserts, deletes=deletes)
+    return Evaluation(upserts=upserts, deletes=deletes, transitions=transitions)

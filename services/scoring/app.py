@@ -8,19 +8,25 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from services.scoring import handlers
 from services.scoring.api import build_api
 from services.scoring.board import Scoreboard, load_directory
-from services.scoring.handlers import build_router
 from services.scoring.metrics import ScoringCollector
+from services.scoring.service import ScoringService
 from services.scoring.settings import ScoringSettings
 from services.scoring.store import ScoringStore, create_schema
-from services.scoring.watch import KpiWatch
+from shared.consumer import Consumers
 from shared.db import make_engine
+from shared.outbox import Relay
 from shared.publishing import JetStreamPublisher
-from shared.service import Service, make_broker, run_service, utc_now
+from shared.service import Service, make_broker, utc_now
 from shared.settings import CommonSettings
 
 NAME = "scoring"
+
+#: Seconds between outbox passes when nothing wakes the relay: how soon an alert the stream refused is retried
+#: (each attempt after the outbox's backoff). A round that decided something wakes it at once.
+OUTBOX_INTERVAL = 5.0
 
 
 def create_app(
@@ -40,35 +46,19 @@ def create_app(
 
     broker = make_broker(common)
     publisher = JetStreamPublisher(broker)
-    retry = settings.retry_policy()
-    broker.include_router(
-        build_router(
-            store=store,
-            publisher=publisher,
-            retry=retry,
-            clock=clock,
-            durable=settings.durable,
-            batch_size=settings.batch_size,
-            batch_timeout=settings.batch_timeout,
-        )
-    )
-    service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common)
-    watch = KpiWatch(
-        store=store,
-        board=board,
-        directory=directory,
-        publisher=publisher,
-        policy=settings.hysteresis(),
-        target=settings.target,
-        kpis=settings.alert_kpis,
-        periods=settings.alert_periods,
-        include_district=settings.alert_district,
-        interval=settings.evaluate_interval,
-        clock=clock,
-    )
-
+    relay = Relay(store.outbox, publisher.deliver, clock=clock)
+    scoring = ScoringService(store=store, board=board, directory=directory, settings=settings, clock=clock,
+                             wake=relay.wake)
+    # No event counter: parwatch_events_total is dossier_tracker's.
+    consumers = Consumers(NAME, publisher=publisher, retry=settings.retry_policy(), batch_size=settings.batch_size,
+                          clock=clock)
+    handlers.register(consumers, scoring, durable=settings.durable)
+    service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common,
+                      consumers=consumers)
     service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
-    service.background.append(watch.run)
+    service.on_start.append(scoring.adopt_legacy_alerts)  # after the schema exists
+    service.every(settings.evaluate_interval, scoring.evaluate, name="kpi")
+    service.every(OUTBOX_INTERVAL, relay.once, name="outbox", wake=relay.wake)
     app = service.app(
         description=(
             "Figures officials are judged by, per agency and period: on-time rate (contract rule 7), "
@@ -76,8 +66,5 @@ def create_app(
         ),
         extra_routes=[build_api(board=board, directory=directory, clock=clock)],
     )
+    app.state.scoring, app.state.relay = scoring, relay  # for whoever drives a round by hand (tests)
     return service, app
-
-
-def main() -> None:
-    run_service(NAME, create_app)

@@ -1,4 +1,8 @@
-"""Figures per agency and period, read from the aggregates (used by metrics, API, CLI, alerts).
+"""scoring's read model: figures per agency and period, read from the aggregates.
+
+It only reads. The metrics, the query API, the report command and the
+service layer's KPI rounds (:mod:`services.scoring.service`) all take their
+figures from it, so they always agree.
 
 The current period ends now: its ended counts come from the period cells and
 its open dossiers from the small open table, judged against today. A past

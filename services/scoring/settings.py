@@ -26,7 +26,7 @@ class ScoringSettings(ConsumerSettings):
         default=500,
         ge=1,
         le=5000,
-        description="state snapshots pulled and applied per transaction (more than other consumers take: scoring"
+        description="most facts applied in one transaction under load (more than other consumers take: scoring"
         " must keep up with the tracker's bursts, and a batch's cost is mostly its transaction)",
     )
 

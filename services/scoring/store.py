@@ -11,7 +11,10 @@ Tables (all prefixed ``scoring_``):
   every month, quarter and year;
 * ``scoring_open_count``: open dossiers per (agency, due day, mode), the
   small table the current on-time rate is read from;
-* ``scoring_alert``: KPI alert state and its outbox.
+* ``scoring_alert``: KPI alert state;
+* ``scoring_outbox``: the alert events decided and not yet published (the
+  shared outbox, :mod:`shared.outbox`), written in the transaction that
+  updates the alert records.
 
 A batch runs in one transaction: the stored rows it replaces are read with
 ``SELECT .. FOR UPDATE`` (in key order), the difference between old and new
@@ -27,11 +30,14 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from sqlalchemy import (
+    Column,
     Engine,
     Index,
+    MetaData,
+    String,
     Table,
     and_,
     bindparam,
@@ -39,6 +45,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
     select,
     text,
     tuple_,
@@ -48,7 +55,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel
 
-from services.scoring.alerts import AlertRecord, Evaluation, Pending
+from services.scoring.alerts import AlertRecord, Evaluation, Transition
 from services.scoring.domain import (
     ALWAYS_OVERDUE,
     CRITERIA,
@@ -67,6 +74,7 @@ from services.scoring.domain import (
     task_contributions,
 )
 from shared.db import BulkStatement, StatisticsKeeper, UtcDateTime
+from shared.outbox import Message, Outbox, outbox_table
 
 # SQLite caps bound parameters; keep statements well under it.
 CHUNK = 400
@@ -163,10 +171,6 @@ class AlertRow(SQLModel, table=True):
     started_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
     ends_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
     last_evaluated_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
-    pending_type: str | None = Field(default=None, max_length=64)
-    pending_id: str | None = Field(default=None, max_length=256)
-    pending_summary: str | None = Field(default=None, max_length=1000)
-    pending_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 def _t(model: type[SQLModel]) -> Table:
@@ -181,12 +185,29 @@ OPEN_COUNT = _t(OpenCountRow)
 ALERT = _t(AlertRow)
 TABLES = [DOSSIER, RATING, TASK, PERIOD_COUNT, OPEN_COUNT, ALERT]
 AGGREGATES = [PERIOD_COUNT, OPEN_COUNT]
+OUTBOX = outbox_table("scoring", SQLModel.metadata)
+
+#: ``scoring_alert`` as versions before the shared outbox left it: a record kept its undelivered event.
+_LEGACY_ALERT = Table(
+    "scoring_alert",
+    MetaData(),
+    Column("alert_key", String(256), primary_key=True),
+    Column("pending_type", String(64)),
+    Column("pending_id", String(256)),
+    Column("pending_summary", String(1000)),
+    Column("pending_at", UtcDateTime),
+)
+
+#: One alert round's decision, taken on the locked records: what changes, and the messages to send.
+Decide = Callable[[dict[str, AlertRecord]], tuple[Evaluation, Sequence[Message]]]
 
 _FACT_FIELDS = list(DossierFacts.__dataclass_fields__)
+_ALERT_FIELDS = list(AlertRecord.__dataclass_fields__)
 
 
 def create_schema(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine, tables=TABLES)
+    Outbox(engine, OUTBOX).create()
 
 
 def _chunks(items: Sequence[object], size: int = CHUNK) -> Iterator[Sequence[object]]:
@@ -222,6 +243,7 @@ class ScoringStore:
             engine, tables=["scoring_dossier", "scoring_rating", "scoring_period_count", "scoring_open_count"]
         )
         self._bumps: dict[str, BulkStatement] = {}
+        self.outbox = Outbox(engine, OUTBOX)
 
     # -- write side ----------------------------------------------------------------------
     def apply_states(self, states: Sequence[DossierFacts], *, now: dt.datetime) -> list[bool]:
@@ -568,38 +590,57 @@ class ScoringStore:
         return True
 
     # -- alerts ----------------------------------------------------------------------------
-    def evaluate_alerts(self, decide: Callable[[dict[str, AlertRecord]], Evaluation]) -> Evaluation:
-        """Run one alert evaluation on the stored records, locked, and store its result."""
+    def evaluate_alerts(self, decide: Decide, *, now: dt.datetime) -> Evaluation:
+        """Run one alert round on the stored records, locked; store its result and its messages (outbox)."""
         with Session(self.engine) as session, session.begin():
             rows = session.execute(select(ALERT).order_by(ALERT.c.alert_key).with_for_update())
             records = {r.alert_key: _alert_record(r) for r in rows}
-            result = decide(records)
+            result, messages = decide(records)
             for record in result.upserts:
-                values = _alert_values(record)
+                values = asdict(record)
                 if record.alert_key in records:
                     session.execute(update(ALERT).where(ALERT.c.alert_key == record.alert_key).values(values))
                 else:
                     session.execute(insert(ALERT).values(values))
             if result.deletes:
                 session.execute(delete(ALERT).where(ALERT.c.alert_key.in_(result.deletes)))
+            self.outbox.add(session.connection(), messages, now=now)
         return result
 
     def alert_records(self) -> dict[str, AlertRecord]:
         with self.engine.connect() as conn:
             return {r.alert_key: _alert_record(r) for r in conn.execute(select(ALERT))}
 
-    def pending_alerts(self) -> list[AlertRecord]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(ALERT).where(ALERT.c.pending_id.is_not(None)).order_by(ALERT.c.pending_at))
-            return [_alert_record(r) for r in rows]
+    def adopt_legacy_pending(
+        self, messages: Callable[[list[Transition]], Sequence[Message]], *, now: dt.datetime
+    ) -> int:
+        """Move the alert events an older version left undelivered in ``scoring_alert`` into the outbox.
 
-    def mark_published(self, alert_key: str, event_id: str) -> None:
+        Before the shared outbox, each alert record kept its own undelivered
+        event (``pending_*`` columns): those go to the outbox as they were
+        decided (same event id), so an upgrade loses none. The columns stay,
+        unused, in such databases.
+        """
+        if "pending_id" not in {c["name"] for c in inspect(self.engine).get_columns(ALERT.name)}:
+            return 0
+        legacy = _LEGACY_ALERT
         with Session(self.engine) as session, session.begin():
-            session.execute(
-                update(ALERT)
-                .where(ALERT.c.alert_key == alert_key, ALERT.c.pending_id == event_id)
-                .values(pending_type=None, pending_id=None, pending_summary=None, pending_at=None)
-            )
+            stmt = select(legacy).where(legacy.c.pending_id.is_not(None)).order_by(legacy.c.alert_key)
+            pending = session.execute(stmt.with_for_update()).all()
+            keys = [r.alert_key for r in pending]
+            if not keys:
+                return 0
+            rows = session.execute(select(ALERT).where(ALERT.c.alert_key.in_(keys)))
+            records = {r.alert_key: _alert_record(r) for r in rows}
+            found = [
+                Transition(type=p.pending_type, event_id=p.pending_id, summary=p.pending_summary, at=p.pending_at,
+                           record=records[p.alert_key])
+                for p in pending
+            ]
+            self.outbox.add(session.connection(), messages(found), now=now)
+            cleared = dict.fromkeys(["pending_type", "pending_id", "pending_summary", "pending_at"])
+            session.execute(update(legacy).where(legacy.c.alert_key.in_(keys)).values(cleared))
+        return len(keys)
 
 
 def _rating_facts(row) -> RatingFacts:  # type: ignore[no-untyped-def]
@@ -628,46 +669,4 @@ def _task_facts(row) -> TaskFacts:  # type: ignore[no-untyped-def]
 
 
 def _alert_record(row) -> AlertRecord:  # type: ignore[no-untyped-def]
-    pending = None
-    if row.pending_id is not None:
-        pending = Pending(type=row.pending_type, event_id=row.pending_id, summary=row.pending_summary,
-                          at=row.pending_at)
-    return AlertRecord(
-        alert_key=row.alert_key,
-        agency_code=row.agency_code,
-        kpi=row.kpi,
-        period=row.period,
-        firing=row.firing,
-        below=row.below,
-        above=row.above,
-        transitions=row.transitions,
-        value=row.value,
-        target=row.target,
-        started_at=row.started_at,
-        ends_at=row.ends_at,
-        last_evaluated_at=row.last_evaluated_at,
-        pending=pending,
-    )
-
-
-def _alert_values(record: AlertRecord) -> dict[str, object]:
-    p = record.pending
-    return {
-        "alert_key": record.alert_key,
-        "agency_code": record.agency_code,
-        "kpi": record.kpi,
-        "period": record.period,
-        "firing": record.firing,
-        "below": record.below,
-        "above": record.above,
-        "transitions": record.transitions,
-        "value": record.value,
-        "target": record.target,
-        "started_at": record.started_at,
-        "ends_at": record.ends_at,
-        "last_evaluated_at": record.last_evaluated_at,
-        "pending_type": p.type if p else None,
-        "pending_id": p.event_id if p else None,
-        "pending_summary": p.summary if p else None,
-        "pending_at": p.at if p else None,
-    }
+    return AlertRecord(**{name: getattr(row, name) for name in _ALERT_FIELDS})

@@ -23,6 +23,7 @@ from services.scoring.domain import (
 )
 from services.scoring.store import ScoringStore, create_schema
 from shared.db import is_conflict, is_transient, make_engine
+from shared.outbox import Message
 
 UTC = dt.timezone.utc
 D = dt.date
@@ -251,33 +252,61 @@ def test_rebuild_gives_the_incremental_aggregates(store: ScoringStore) -> None:
     assert result.period_cells == len(incremental[0]) and result.open_cells == len(incremental[1])
 
 
+def _alert_round(store: ScoringStore, minute: int, *, value: float = 0.5, fail: bool = False):
+    """One alert round whose messages are the transitions' summaries; ``fail``: the round raises after deciding."""
+    obs = [Observation(agency_code="PTP", kpi="on_time", period=Period.parse("2026-11"), value=value, target=0.98)]
+    now = NOW + dt.timedelta(minutes=minute)
+
+    def decide(records):
+        result = evaluate(records, obs, policy=Hysteresis(fire_after=1, resolve_after=1), now=now,
+                          names={"PTP": "Phòng Tư pháp"}, current={"2026-11"})
+        if fail:
+            raise RuntimeError("the round failed before its commit")
+        return result, [Message(topic="tthc.alerts", key=t.record.alert_key, payload=t.summary,
+                                message_id=t.event_id) for t in result.transitions]
+
+    return store.evaluate_alerts(decide, now=now)
+
+
+def _outbox(store: ScoringStore) -> list[tuple[str, str, str]]:
+    return [(p.key, p.message_id, p.payload) for p in store.outbox.due(now=NOW + dt.timedelta(days=1), limit=100)]
+
+
 def test_alert_state_survives_a_restart_without_firing_again(database_url: str) -> None:
-    obs = [Observation(agency_code="PTP", kpi="on_time", period=Period.parse("2026-11"), value=0.5, target=0.98)]
-    policy = Hysteresis(fire_after=1)
-
-    def round_(store: ScoringStore, minute: int):
-        return store.evaluate_alerts(
-            lambda records: evaluate(records, obs, policy=policy, now=NOW + dt.timedelta(minutes=minute),
-                                     names={"PTP": "Phòng Tư pháp"}, current={"2026-11"})
-        )
-
     engine = make_engine(database_url)
     create_schema(engine)
     first = ScoringStore(engine)
-    round_(first, 0)
-    (pending,) = first.pending_alerts()
-    assert pending.pending.summary == "Tỷ lệ hồ sơ đúng hạn của Phòng Tư pháp tháng 11/2026 là 50%, dưới mục tiêu 98%"
-    first.mark_published(pending.alert_key, pending.pending.event_id)
-    assert first.pending_alerts() == []
+    _alert_round(first, 0)
+    key = "kpi_below_target:PTP:on_time:2026-11"
+    # The decision and its message were committed together.
+    assert _outbox(first) == [
+        (key, f"{key}:1:firing", "Tỷ lệ hồ sơ đúng hạn của Phòng Tư pháp tháng 11/2026 là 50%, dưới mục tiêu 98%")
+    ]
     engine.dispose()
 
     engine = make_engine(database_url)  # "restart"
     second = ScoringStore(engine)
-    round_(second, 1)
-    round_(second, 2)
-    assert second.pending_alerts() == []
+    _alert_round(second, 1)
+    _alert_round(second, 2)
+    assert [m[1] for m in _outbox(second)] == [f"{key}:1:firing"]  # nothing more to send
     (record,) = second.alert_records().values()
     assert record.firing and record.transitions == 1 and record.started_at == NOW
+    engine.dispose()
+
+
+def test_an_alert_round_that_fails_changes_no_record_and_sends_nothing(database_url: str) -> None:
+    engine = make_engine(database_url)
+    create_schema(engine)
+    store = ScoringStore(engine)
+    with pytest.raises(RuntimeError):
+        _alert_round(store, 0, fail=True)
+    assert store.alert_records() == {} and _outbox(store) == []
+    _alert_round(store, 1)
+    with pytest.raises(RuntimeError):
+        _alert_round(store, 2, value=1.0, fail=True)  # would resolve it
+    (record,) = store.alert_records().values()
+    assert record.firing and record.transitions == 1
+    assert [m[1] for m in _outbox(store)] == ["kpi_below_target:PTP:on_time:2026-11:1:firing"]
     engine.dispose()
 
 

@@ -37,9 +37,7 @@ def run(values, *, target: float = 0.98, policy: Hysteresis = POLICY, kpi: str =
         result = evaluate(records, obs, policy=policy, now=now, names=NAMES, current={NOV.key})
         for r in result.upserts:
             records[r.alert_key] = r
-            if r.pending is not None:
-                decided.append((i, r.pending.type))
-                records[r.alert_key] = AlertRecord(**{**r.__dict__, "pending": None})  # published
+        decided += [(i, t.type) for t in result.transitions]
     return decided, records.get(alert_key("PTP", kpi, NOV.key))
 
 
@@ -94,24 +92,27 @@ def test_event_ids_are_stable_per_transition() -> None:
     ids = []
     for i, value in enumerate([0.5, 0.5, 1, 1, 1, 0.5, 0.5]):
         obs = [Observation(agency_code="PTP", kpi="on_time", period=NOV, value=value, target=0.98)]
-        for r in evaluate(records, obs, policy=POLICY, now=T0 + dt.timedelta(minutes=i), names=NAMES,
-                          current={NOV.key}).upserts:
-            if r.pending:
-                ids.append(r.pending.event_id)
-                r = AlertRecord(**{**r.__dict__, "pending": None})
-            records[r.alert_key] = r
+        result = evaluate(records, obs, policy=POLICY, now=T0 + dt.timedelta(minutes=i), names=NAMES,
+                          current={NOV.key})
+        records |= {r.alert_key: r for r in result.upserts}
+        ids += [t.event_id for t in result.transitions]
     key = "kpi_below_target:PTP:on_time:2026-11"
     assert ids == [f"{key}:1:firing", f"{key}:2:resolved", f"{key}:3:firing"]
 
 
-def test_undelivered_decision_blocks_further_decisions() -> None:
+def test_a_transition_carries_the_record_it_left() -> None:
     obs = [Observation(agency_code="PTP", kpi="on_time", period=NOV, value=0.5, target=0.98)]
     policy = Hysteresis(fire_after=1, resolve_after=1)
-    first = evaluate({}, obs, policy=policy, now=T0, names=NAMES, current={NOV.key}).upserts[0]
-    assert first.pending is not None
-    again = evaluate({first.alert_key: first}, obs, policy=policy, now=T0 + dt.timedelta(minutes=1), names=NAMES,
+    result = evaluate({}, obs, policy=policy, now=T0, names=NAMES, current={NOV.key})
+    (fired,) = result.upserts
+    (transition,) = result.transitions
+    assert transition.record == fired and fired.firing and fired.started_at == T0
+    assert (transition.type, transition.at) == (FIRING, T0)
+    # Evaluated again while firing and still below: nothing to send, only the record's last evaluation moves.
+    again = evaluate({fired.alert_key: fired}, obs, policy=policy, now=T0 + dt.timedelta(minutes=1), names=NAMES,
                      current={NOV.key})
-    assert again.upserts == [] and again.deletes == []
+    assert again.transitions == [] and again.deletes == []
+    assert [r.last_evaluated_at for r in again.upserts] == [T0 + dt.timedelta(minutes=1)]
 
 
 def test_min_gap_keeps_replicas_from_shortening_streaks() -> None:
@@ -121,32 +122,34 @@ def test_min_gap_keeps_replicas_from_shortening_streaks() -> None:
     assert first.below == 1
     soon = evaluate({first.alert_key: first}, obs, policy=POLICY, now=T0 + dt.timedelta(seconds=5), names=NAMES,
                     current={NOV.key}, min_gap=dt.timedelta(seconds=30))
-    assert soon.upserts == []
+    assert soon.upserts == [] and soon.transitions == []
     later = evaluate({first.alert_key: first}, obs, policy=POLICY, now=T0 + dt.timedelta(seconds=31), names=NAMES,
                      current={NOV.key}, min_gap=dt.timedelta(seconds=30))
-    assert later.upserts[0].firing
+    assert later.upserts[0].firing and [t.type for t in later.transitions] == [FIRING]
 
 
 def test_period_end_resolves_a_firing_alert_and_forgets_a_quiet_one() -> None:
     _, firing = run([0.9, 0.9])
     quiet = AlertRecord(alert_key=alert_key("PTP", "national_sync", NOV.key), agency_code="PTP",
                         kpi="national_sync", period=NOV.key, value=1.0, target=1.0)
-    records = {firing.alert_key: AlertRecord(**{**firing.__dict__, "pending": None}), quiet.alert_key: quiet}
+    records = {firing.alert_key: firing, quiet.alert_key: quiet}
     dec = Period.parse("2026-12")
     result = evaluate(records, [], policy=POLICY, now=T0 + dt.timedelta(days=11), names=NAMES, current={dec.key})
     assert result.deletes == [quiet.alert_key]
     (closed,) = result.upserts
-    assert closed.pending.type == RESOLVED and not closed.firing
-    assert closed.pending.summary == (
+    (transition,) = result.transitions
+    assert transition.type == RESOLVED and transition.record == closed and not closed.firing
+    assert transition.event_id == f"{firing.alert_key}:2:resolved"
+    assert transition.summary == (
         "Tháng 11/2026 đã kết thúc; tỷ lệ hồ sơ đúng hạn của Phòng Tư pháp chốt ở 90% (mục tiêu 98%)"
     )
 
 
 def test_running_period_without_observations_keeps_its_alert() -> None:
     _, firing = run([0.9, 0.9])
-    records = {firing.alert_key: AlertRecord(**{**firing.__dict__, "pending": None})}
+    records = {firing.alert_key: firing}
     result = evaluate(records, [], policy=POLICY, now=T0 + dt.timedelta(hours=1), names=NAMES, current={NOV.key})
-    assert result.upserts == [] and result.deletes == []
+    assert result.upserts == [] and result.deletes == [] and result.transitions == []
 
 
 def test_firing_summary_is_vietnamese_with_decimal_comma() -> None:
