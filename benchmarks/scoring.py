@@ -149,7 +149,7 @@ async def pipeline(
     run = uuid.uuid4().hex[:6]
     tracker, _ = create_tracker(
         CommonSettings(nats_url=url, database_url=tracker_db),
-        TrackerSettings(durable=f"tracker_{run}", batch_size=tracker_batch, batch_timeout=0.2),
+        TrackerSettings(durable=f"tracker_{run}", batch_size=tracker_batch),
         clock=clock,
     )
     started = time.perf_counter()
@@ -161,7 +161,7 @@ async def pipeline(
 
     scoring, _ = create_scoring(
         CommonSettings(nats_url=url, database_url=scoring_db),
-        ScoringSettings(durable=f"scoring_{run}", batch_size=scoring_batch, batch_timeout=0.2, evaluate_interval=3600),
+        ScoringSettings(durable=f"scoring_{run}", batch_size=scoring_batch, evaluate_interval=3600),
         clock=clock,
     )
     # scoring's consumer reads the whole state stream: exactly what this tracker published.

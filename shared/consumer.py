@@ -247,20 +247,22 @@ class Subscription:
                                                       manual_ack=True)
 
     async def stop(self) -> None:
-        subscription, self._subscription = self._subscription, None
-        if subscription is not None:
-            await subscription.unsubscribe()
+        """Take no more deliveries, finish the batches in hand, nak what waits (for a replica, or the next start)."""
         task, self._task = self._task, None
         if task is not None:
-            self.waiting.append(_STOP)  # after the batches already waiting: they are handled first
+            self.waiting.appendleft(_STOP)  # ahead of what waits: no new batch starts from now on
             self._arrived.set()
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            await subscription.drain()  # what the client already received reaches ``waiting`` too
+        if task is not None:
             try:
                 await asyncio.wait_for(task, timeout=30.0)
             except TimeoutError:
                 log.error("consumer did not finish its batch at stop durable=%s", self.durable)
         left = [a for a in self.waiting if a is not _STOP]
         self.waiting.clear()
-        for a in left:  # for another replica, or this one's next start
+        for a in left:
             await a.msg.nak()
 
     async def _run(self) -> None:
@@ -275,8 +277,6 @@ class Subscription:
                     not handling or (len(handling) < self.in_flight and len(self.waiting) >= self.batch_size)
                 ):
                     batch = [self.waiting.popleft() for _ in range(min(self.batch_size, len(self.waiting)))]
-                    if batch[-1] is _STOP:
-                        self.waiting.appendleft(batch.pop())
                     task = asyncio.create_task(self._handle_safely(batch))
                     task.add_done_callback(lambda t: (handling.discard(t), self._arrived.set()))
                     handling.add(task)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -21,7 +22,7 @@ import uvicorn
 from fastapi import FastAPI, Response
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 from sqlalchemy import Engine
 
 from shared.backoff import Backoff
@@ -227,8 +228,16 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def run_service(name: str, create_app: Callable[[CommonSettings], tuple[Service, FastAPI]]) -> None:
-    """What ``python -m services.<name>`` does: settings, logging, serve until a signal."""
+def main(name: str, create_app: Callable[[CommonSettings], tuple[Service, FastAPI]]) -> None:
+    """The entry point of a service's process (``python -m services.<name>``): its process-wide choices, made
+    here and nowhere else (a test process that builds services keeps its own), then the service until a signal.
+
+    * no ``_created`` series: they would double every counter's series for little use;
+    * ``gc.freeze()`` once the modules are loaded: what they hold lives as long as the process, out of the cycle
+      collector's sight, which otherwise walks it again and again (docs/benchmarks.md).
+    """
+    disable_created_metrics()
+    gc.freeze()
     common = CommonSettings()
     setup_logging(common, service=name)
     service, app = create_app(common)

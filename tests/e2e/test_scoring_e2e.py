@@ -83,13 +83,13 @@ async def test_events_in_ratios_and_alert_out(nats_server: str, tmp_path: Path) 
     run = uuid.uuid4().hex[:8]
     tracker, _ = create_tracker(
         CommonSettings(nats_url=nats_server, database_url=f"sqlite:///{tmp_path / 'tracker.db'}", data_dir=tmp_path),
-        TrackerSettings(port=0, durable=f"tracker_{run}", batch_timeout=0.05),
+        TrackerSettings(port=0, durable=f"tracker_{run}"),
         clock=clock,
     )
     scoring, scoring_app = create_scoring(
         CommonSettings(nats_url=nats_server, database_url=f"sqlite:///{tmp_path / 'scoring.db'}", data_dir=tmp_path),
         # The session's nats-server is shared: only this test's agency may raise alerts (per-agency target).
-        ScoringSettings(port=0, durable=f"scoring_{run}", agencies_file=names, batch_timeout=0.05,
+        ScoringSettings(port=0, durable=f"scoring_{run}", agencies_file=names,
                         evaluate_interval=0.2, target_on_time=0.0, targets={agency: {"on_time": 0.98}},
                         alert_kpis=["on_time"], alert_district=False),
         clock=clock,

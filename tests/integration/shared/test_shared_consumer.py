@@ -215,18 +215,21 @@ async def test_at_stop_the_batch_in_hand_is_finished_and_what_waits_goes_back_at
             second.extend(r.event.id for r in received)
 
     async with jetstream(own_nats_server.url) as js:
-        async with consuming(own_nats_server.url, held, batch_size=1) as c:
-            for i in range(5):
+        async with consuming(own_nats_server.url, held, batch_size=5) as c:
+            await publish_event(js, DOSSIER_EVENTS, event(0))
+            await wait_until(lambda: not c.subscriptions[0].waiting, timeout=5)  # e0 in hand
+            for i in range(1, 5):
                 await publish_event(js, DOSSIER_EVENTS, event(i))
-            await wait_until(lambda: sum(len(s.waiting) for s in c.subscriptions) >= 1, timeout=5)
+            await wait_until(lambda: len(c.subscriptions[0].waiting) == 4, timeout=5)  # four waiting
             stopping = asyncio.create_task(c.stop())
             await asyncio.sleep(0)
             gate.set()
             await stopping
         # ack_wait is 30 s: what the stopped consumer naked comes to the next one now, not after it.
         async with consuming(own_nats_server.url, replica):
-            await wait_until(lambda: len(first) + len(second) == 5, timeout=10)
-    assert first and sorted(first + second) == [f"e{i}" for i in range(5)]
+            await wait_until(lambda: len(second) == 4, timeout=10)
+    assert first == ["e0"]
+    assert sorted(second) == [f"e{i}" for i in range(1, 5)]
 
 
 async def test_an_old_pull_consumer_of_the_same_name_is_replaced_after_what_it_acked(own_nats_server) -> None:
