@@ -12,6 +12,7 @@ counted.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import re
@@ -277,3 +278,60 @@ def test_up_refuses_a_busy_nats_port_and_says_which(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"port {port} is in use" in result.stderr
     assert "PARWATCH_EMBEDDED_NATS_PORT" in result.stderr
+
+
+def test_an_event_is_seen_in_its_fact_and_an_overdue_one_in_its_alert_within_seconds(tmp_path: Path) -> None:
+    """Functional bounds (the tight targets are benchmarks/latency.py's): an event's state fact on
+    parwatch.dossier.state, and for a dossier already overdue when its event arrives, its dossier_overdue alert on
+    tthc.alerts (evaluated on arrival, not at the monitor's next tick)."""
+    stack, ready = start_stack(tmp_path, "seen", Stack.environment(tmp_path / "var"))
+    try:
+        assert ready.services["deadline_monitor"].status == "up", ready
+        today = dt.datetime.now(dt.timezone(dt.timedelta(hours=7)))
+        fresh = dossier_event("E2E-SEEN-0001", seq=1, status=2, at=today.isoformat(), agency="PTP",
+                              received_at=today.isoformat())
+        ten_days_ago = (today - dt.timedelta(days=10)).isoformat()
+        late = dossier_event("E2E-LATE-0002", seq=1, status=2, at=ten_days_ago, agency="PTP",
+                             received_at=ten_days_ago, statutory_duration={"value": 1, "unit": "working_days"})
+        fact_after, alert_after = asyncio.run(seen(ready.nats_url, fresh, late))
+        assert fact_after < 5.0, f"state fact after {fact_after:.2f}s"
+        assert alert_after < 5.0, f"dossier_overdue alert after {alert_after:.2f}s"
+        assert stack.stop() == 0, stack.text()[-4000:]
+    finally:
+        stack.kill()
+
+
+async def seen(nats_url: str, fresh: dict, late: dict) -> tuple[float, float]:
+    """Seconds from publishing ``fresh`` to its state fact, and from publishing ``late`` to its overdue alert."""
+    nc = await nats.connect(nats_url)
+    try:
+        facts: asyncio.Queue[tuple[float, dict]] = asyncio.Queue()
+        alerts: asyncio.Queue[tuple[float, dict]] = asyncio.Queue()
+
+        async def on_fact(msg) -> None:  # type: ignore[no-untyped-def]
+            await facts.put((time.perf_counter(), json.loads(msg.data)))
+
+        async def on_alert(msg) -> None:  # type: ignore[no-untyped-def]
+            await alerts.put((time.perf_counter(), json.loads(msg.data)))
+
+        await nc.subscribe("parwatch.dossier.state", cb=on_fact)
+        await nc.subscribe("tthc.alerts", cb=on_alert)
+        js = nc.jetstream()
+
+        async def first(queue: asyncio.Queue[tuple[float, dict]], match) -> float:  # type: ignore[no-untyped-def]
+            while True:
+                at, body = await asyncio.wait_for(queue.get(), timeout=30)
+                if match(body):
+                    return at
+
+        started = time.perf_counter()
+        await js.publish("tthc.dossier.events", json.dumps(fresh).encode(), headers={"Nats-Msg-Id": fresh["id"]})
+        fact_at = await first(facts, lambda b: b["subject"] == fresh["subject"])
+        fact_after = fact_at - started
+        started = time.perf_counter()
+        await js.publish("tthc.dossier.events", json.dumps(late).encode(), headers={"Nats-Msg-Id": late["id"]})
+        alert_at = await first(alerts, lambda b: b["type"] == "vn.tthc.alert.firing"
+                               and b["data"]["kind"] == "dossier_overdue" and b["data"]["ref"] == late["subject"])
+        return fact_after, alert_at - started
+    finally:
+        await nc.close()

@@ -45,8 +45,8 @@ def task_named(service: Service, name: str) -> asyncio.Task[None]:
     return task
 
 
-async def test_stop_ends_the_tick_loop_when_its_probe_swallows_the_cancel(nats_server: str, sqlite_url: str) -> None:
-    service, app = monitor(nats_server, sqlite_url)
+async def test_stop_ends_the_tick_loop_when_its_probe_swallows_the_cancel(own_nats_server, sqlite_url: str) -> None:
+    service, app = monitor(own_nats_server.url, sqlite_url)
     loop = asyncio.get_running_loop()
     reply: asyncio.Future[Any] = loop.create_future()
     probing = asyncio.Event()
@@ -76,9 +76,9 @@ async def test_stop_ends_the_tick_loop_when_its_probe_swallows_the_cancel(nats_s
 
 
 async def test_stop_gives_up_on_a_loop_that_refuses_to_end_and_says_so(
-    nats_server: str, sqlite_url: str, caplog: pytest.LogCaptureFixture
+    own_nats_server, sqlite_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    service, _ = monitor(nats_server, sqlite_url)
+    service, _ = monitor(own_nats_server.url, sqlite_url)
     service.stop_timeout = 0.3
     release = asyncio.Event()
     running = asyncio.Event()
