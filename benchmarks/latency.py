@@ -15,12 +15,14 @@ nats-py as a one-stop-shop system would, each for a new dossier, and times:
     scrape interval plus one scrape's duration, both printed beside it;
 (c) event -> its ``dossier_overdue`` alert on ``tthc.alerts``, for events of
     dossiers whose due day is already past when they arrive (received ten
-    days ago, one working day to resolve); a tenth of the events at 200 and
-    2,000/s, every other one below.
+    days ago, one working day to resolve): every other event at 1 and 20/s,
+    ten a second at 200 and 2,000/s (a district does not see hundreds of
+    dossiers a second that are already late).
 
 All times are taken in this process (``time.perf_counter``) from just before
 the publish to the moment the fact, alert or scrape came back. Prints
-p50/p95/p99/max per rate and measure, and the rate achieved.
+p50/p95/p99/max per rate and measure, the rate achieved, and the CPU each
+process of the stack used during the rate (µs of CPU an event).
 
     .venv/bin/python benchmarks/latency.py                     # SQLite, 1/20/200/2000 ev/s, 20 s each
     .venv/bin/python benchmarks/latency.py --postgres postgresql://postgres@127.0.0.1:5432/test
@@ -43,6 +45,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +92,7 @@ class Run:
         self.rate = rate
         self.seconds = seconds
         self.tag = tag
-        self.overdue_every = 10 if rate >= 200 else 2
+        self.overdue_every = max(2, rate // 10)
         self.published: dict[str, float] = {}  # code -> publish time
         self.order: list[str] = []  # codes in publish order
         self.fact: dict[str, float] = {}
@@ -139,7 +142,21 @@ async def scrape_open(client: httpx.AsyncClient, url: str) -> tuple[float, float
     return total, took
 
 
-async def measure(ready, rates: Sequence[int], seconds: float) -> None:  # type: ignore[no-untyped-def]
+def stack_cpu(root: int) -> dict[str, float]:
+    """CPU seconds so far of every process of the stack, by name (a service, its store's process, nats-server)."""
+    out: dict[str, float] = {}
+    for proc in psutil.Process(root).children(recursive=True):
+        try:
+            cmd = proc.cmdline()
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        name = cmd[cmd.index("-m") + 1] if "-m" in cmd else Path(cmd[0]).name
+        out[name.removeprefix("services.")] = out.get(name, 0.0) + times.user + times.system
+    return out
+
+
+async def measure(ready, rates: Sequence[int], seconds: float, root: int) -> None:  # type: ignore[no-untyped-def]
     nc = await nats.connect(ready.nats_url)
     js = nc.jetstream()
     runs: list[Run] = []
@@ -184,6 +201,7 @@ async def measure(ready, rates: Sequence[int], seconds: float) -> None:  # type:
                     await asyncio.sleep(SCRAPE_EVERY)
 
             scraping = asyncio.create_task(scraper())
+            cpu_before = stack_cpu(root)
             achieved = await publish(js, run)
             deadline = time.perf_counter() + 30
             while time.perf_counter() < deadline and (
@@ -193,11 +211,12 @@ async def measure(ready, rates: Sequence[int], seconds: float) -> None:  # type:
                 await asyncio.sleep(0.1)
             stop.set()
             await scraping
-            report(run, achieved, scrapes)
+            cpu = {k: v - cpu_before.get(k, 0.0) for k, v in stack_cpu(root).items()}
+            report(run, achieved, scrapes, cpu)
     await nc.close()
 
 
-def report(run: Run, achieved: float, scrapes: list[float]) -> None:
+def report(run: Run, achieved: float, scrapes: list[float], cpu: dict[str, float]) -> None:
     a = [run.fact[c] - run.published[c] for c in run.order if c in run.fact]
     b = [run.visible[k] - run.published[c] for k, c in enumerate(run.order, start=1) if k in run.visible]
     b_minus_a = [run.visible[k] - run.fact[c] for k, c in enumerate(run.order, start=1)
@@ -215,6 +234,8 @@ def report(run: Run, achieved: float, scrapes: list[float]) -> None:
                 ("alerts", overdue, c_)) if len(want) != len(got)]
     if missing:
         print("  missing after 30 s: " + ", ".join(f"{n} {k}" for n, k in missing))
+    n = len(run.published)
+    print("  CPU an event (µs): " + ", ".join(f"{k} {v / n * 1e6:.0f}" for k, v in sorted(cpu.items()) if v > 0))
 
 
 def main() -> None:
@@ -240,7 +261,8 @@ def main() -> None:
         stack.start(cwd=Path(tmp))
         try:
             ready = stack.wait_ready()
-            asyncio.run(measure(ready, args.rates, args.seconds))
+            assert stack.proc is not None
+            asyncio.run(measure(ready, args.rates, args.seconds, stack.proc.pid))
             stack.stop()
         finally:
             stack.kill()

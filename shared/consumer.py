@@ -229,7 +229,10 @@ class Subscription:
             return
         have = info.config
         if have.deliver_subject == wanted.deliver_subject and have.deliver_group == wanted.deliver_group:
-            await js.add_consumer(self.stream, wanted)  # updates what may change (limits, ack_wait)
+            # Updates what may change (limits, ack_wait); where it started stays as it was created.
+            await js.add_consumer(
+                self.stream, wanted.evolve(deliver_policy=have.deliver_policy, opt_start_seq=have.opt_start_seq)
+            )
             return
         # A consumer of another kind under this name (a pull consumer of an older parwatch): replace it,
         # starting after what it acknowledged; what it had delivered and not acked comes again.

@@ -44,7 +44,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             # Checkpoint every ~40 MB of WAL instead of SQLite's ~4 MB: a page
             # rewritten by several batches is copied back once (tracker's store
             # 12% faster, docs/benchmarks.md); the file is cut back after.
-            cur.execute("PRAGMA wal_autocheckpoint=10000")
+            cur.execute("PRAGMA wal_autocheckpoint=1000")
             cur.execute("PRAGMA journal_size_limit=67108864")
             cur.close()
 
@@ -140,19 +140,25 @@ class BulkSelect:
 
     Core compiles an ``IN`` list again for each new length and builds a row
     object per result row; the tracker looks up a batch's keys several times
-    per batch. This compiles one statement of ``chunk`` placeholders (a
-    shorter list is padded by repeating its first key, which ``IN`` ignores)
-    and applies the columns' own result processors, so values come back as
-    Core would return them (test_shared_db checks it).
+    per batch. This compiles the statement once for each of a few list sizes
+    (up to ``chunk``); a list is padded to the next size by repeating its
+    first key, which ``IN`` ignores, so one key costs one placeholder, not
+    ``chunk`` of them (a batch of one event at a quiet hour). The columns' own
+    result processors are applied, so values come back as Core would return
+    them (test_shared_db checks it).
     """
+
+    SIZES = (1, 8, 64)
 
     def __init__(self, columns: Sequence[ColumnElement[Any]], key: ColumnElement[Any], dialect: Dialect,
                  *, chunk: int = 400) -> None:
-        self.names = tuple(f"k{i}" for i in range(chunk))
-        compiled = select(*columns).where(key.in_([bindparam(n) for n in self.names])).compile(dialect=dialect)
-        self.sql: str = compiled.string
-        self.named = not compiled.positional
         self.chunk = chunk
+        self.statements: dict[int, tuple[str, tuple[str, ...]]] = {}
+        for size in sorted({s for s in self.SIZES if s < chunk} | {chunk}):
+            names = tuple(f"k{i}" for i in range(size))
+            compiled = select(*columns).where(key.in_([bindparam(n) for n in names])).compile(dialect=dialect)
+            self.statements[size] = (compiled.string, names)
+            self.named = not compiled.positional
         self.key_processor = key.type.dialect_impl(dialect).bind_processor(dialect)
         self.columns = tuple(columns)
         self.dialect = dialect
@@ -175,9 +181,11 @@ class BulkSelect:
             part = keys[start : start + self.chunk]
             if self.key_processor is not None:
                 part = [self.key_processor(k) for k in part]
-            part += [part[0]] * (self.chunk - len(part))
-            params: Any = dict(zip(self.names, part, strict=True)) if self.named else tuple(part)
-            result = conn.exec_driver_sql(self.sql, params)
+            size = next(s for s in self.statements if s >= len(part))
+            sql, names = self.statements[size]
+            part += [part[0]] * (size - len(part))
+            params: Any = dict(zip(names, part, strict=True)) if self.named else tuple(part)
+            result = conn.exec_driver_sql(sql, params)
             if self.processors is None:
                 self.processors = self._processors(result.cursor.description)
             processors = self.processors

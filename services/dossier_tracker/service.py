@@ -2,9 +2,10 @@
 
 * A batch of dossier status events is stored in one transaction (history,
   each touched dossier's state, ended counts); the new state of every
-  dossier it touched is then published on ``parwatch.dossier.state`` in one
-  JetStream atomic batch, before the events are acked. A batch redelivered
-  after a crash is all duplicates, and still publishes the dossiers' state.
+  dossier it touched is then published on ``parwatch.dossier.state``
+  (pipelined, every ack awaited) before the events are acked. A batch redelivered
+  after a crash is all duplicates, and still publishes the dossiers' state
+  (stored once more at most: each fact's ``Nats-Msg-Id`` is its id).
   Storing and encoding the facts happen in the store's own process
   (:func:`store_batch`): they cost about as much Python time as receiving,
   decoding, publishing and acking, which this process does meanwhile.
@@ -53,10 +54,12 @@ def open_store(database_url: str, calendar_overrides: str | None) -> TrackerStor
 
 def store_batch(
     store: TrackerStore, events: Sequence[RecordedEvent], stream_seqs: Sequence[int], *, now: dt.datetime
-) -> tuple[list[bool], list[bytes]]:
-    """In the store's process: store a batch; per event whether it was a duplicate, and the facts to publish."""
+) -> tuple[list[bool], list[tuple[str, bytes]]]:
+    """In the store's process: store a batch; per event whether it was a duplicate, and the facts to publish
+    (id, encoded)."""
     result = store.apply_batch(events, stream_seqs, now=now)
-    return result.duplicate, [encode(state_fact(state, now=now)) for state in result.states.values()]
+    facts = [state_fact(state, now=now) for state in result.states.values()]
+    return result.duplicate, [(fact.id, encode(fact)) for fact in facts]
 
 
 def outcomes(duplicate: Sequence[bool]) -> list[Outcome]:

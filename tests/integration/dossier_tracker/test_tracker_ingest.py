@@ -234,7 +234,7 @@ def _spawn_tracker(nats_url: str, database_url: str, port: int, workdir: Path) -
         "PARWATCH_NATS_URL": nats_url,
         "PARWATCH_DATABASE_URL": database_url,
         "PARWATCH_TRACKER_PORT": str(port),
-        "PARWATCH_TRACKER_BATCH_SIZE": "50",
+        "PARWATCH_TRACKER_BATCH_SIZE": "20",
         "PARWATCH_TRACKER_ACK_WAIT": "3",  # the killed consumer's batch comes back after this
         "PARWATCH_DATA_DIR": str(workdir),
     }
@@ -243,11 +243,12 @@ def _spawn_tracker(nats_url: str, database_url: str, port: int, workdir: Path) -
 
 
 async def test_a_consumer_killed_mid_stream_loses_nothing(own_nats_server, database_url: str, tmp_path: Path) -> None:
-    dossiers = 300
+    dossiers = 1200  # a backlog the tracker cannot drain before the kill lands
     events = [e for i in range(dossiers) for e in lifecycle(f"H.KILL.{i}", agency=f"AG{i % 3}")]
     async with jetstream(own_nats_server.url) as js:
-        for e in events:
-            await publish_event(js, DOSSIER_EVENTS, e)
+        acks = [await js.publish_async(DOSSIER_EVENTS, json.dumps(e).encode(), headers={"Nats-Msg-Id": e["id"]})
+                for e in events]
+        await asyncio.gather(*acks)
     port = free_port()
     metrics_url = f"http://127.0.0.1:{port}/metrics"
 

@@ -251,7 +251,10 @@ async def test_an_old_pull_consumer_of_the_same_name_is_replaced_after_what_it_a
         async with consuming(own_nats_server.url, register):
             await wait_until(lambda: len(handled) == 3, timeout=10)
             info = await js.consumer_info("TTHC_DOSSIER", "upgraded")
-    assert handled == ["e3", "e4", "e5"]
+        await publish_event(js, DOSSIER_EVENTS, event(6))
+        async with consuming(own_nats_server.url, register):  # started again: the replaced consumer is kept
+            await wait_until(lambda: len(handled) == 4, timeout=10)
+    assert handled == ["e3", "e4", "e5", "e6"]
     assert info.config.deliver_group == "upgraded"
 
 
