@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -50,57 +48,19 @@ sys.path.insert(0, str(REPO))
 from services.dossier_tracker.settings import TrackerSettings  # noqa: E402
 from shared.embedded import free_port, start_nats_server, stop_process, wait_for_port  # noqa: E402
 from shared.streams import DOSSIER_EVENTS  # noqa: E402
-from shared.testing import create_database, machine_description, prepublish_dossier_events  # noqa: E402
+from shared.testing import (  # noqa: E402
+    create_database,
+    district_day,
+    machine_description,
+    prepublish_dossier_events,
+)
 
 AGENCIES = ["PTP", "PTNMT", "PLDTBXH", "PKTHT", "TT_LIEN_HUONG", "TT_PHAN_RI_CUA", "XA_VINH_TAN", "XA_PHU_LAC"]
 BATCH = 500
 
 
 def generate(n_events: int, *, seed: int = 146) -> list[bytes]:
-    """Five events a dossier (received, processing, supplement or not, resolved, returned), interleaved."""
-    rng = random.Random(seed)
-    start = dt.datetime(2026, 9, 1, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=7)))
-    dossiers = n_events // 5
-    timeline: list[tuple[dt.datetime, bytes]] = []
-    for i in range(dossiers):
-        code = f"000.00.20.H{i % 97:02d}-{i:08d}"
-        agency = AGENCIES[i % len(AGENCIES)]
-        t = start + dt.timedelta(minutes=rng.randint(0, 60 * 24 * 60))
-        statuses = [2, 4, rng.choice([4, 5, 6]), 9, 10]
-        for seq, status in enumerate(statuses, start=1):
-            data = {
-                "dossier_code": code,
-                "sequence": seq,
-                "status": status,
-                "occurred_at": t.isoformat(),
-                "agency_code": agency,
-                "procedure_code": f"1.00{i % 40:04d}",
-                "field_code": "HOTICH",
-            }
-            if status == 2:
-                data |= {
-                    "received_at": t.isoformat(),
-                    "statutory_duration": {"value": rng.choice([1, 3, 5, 15]), "unit": "working_days"},
-                    "channel": rng.choice([1, 2, 2]),
-                    "online_payment": rng.random() < 0.4,
-                }
-            if status == 10:
-                data["synced_national"] = True
-            event = {
-                "specversion": "1.0",
-                "id": str(uuid.UUID(int=rng.getrandbits(128))),
-                "source": "bench.motcua",
-                "type": "vn.tthc.dossier.status_changed",
-                "time": t.isoformat(),
-                "subject": code,
-                "data": data,
-            }
-            timeline.append((t, json.dumps(event).encode()))
-            t += dt.timedelta(hours=rng.randint(1, 60))
-    timeline.sort(key=lambda x: x[0])
-    return [raw for _, raw in timeline]
-
-
+    return district_day(n_events, agencies=AGENCIES, days=60, seed=seed)
 
 
 async def pending(url: str, durable: str) -> int:

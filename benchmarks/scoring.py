@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import random
 import sqlite3
 import statistics
@@ -65,7 +64,13 @@ from services.scoring.store import DOSSIER, ScoringStore, create_schema  # noqa:
 from shared.db import make_engine  # noqa: E402
 from shared.embedded import free_port, start_nats_server, stop_process  # noqa: E402
 from shared.settings import CommonSettings  # noqa: E402
-from shared.testing import create_database, drop_database, machine_description, prepublish_dossier_events  # noqa: E402
+from shared.testing import (  # noqa: E402
+    create_database,
+    district_day,
+    drop_database,
+    machine_description,
+    prepublish_dossier_events,
+)
 
 VN = dt.timezone(dt.timedelta(hours=7))
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)  # 10:00 on 20/11/2026 in Vietnam
@@ -81,39 +86,7 @@ def clock() -> dt.datetime:
 
 
 def generate_events(n_events: int, *, seed: int = 146) -> list[bytes]:
-    """Five events a dossier (received, processing, maybe a supplement, resolved, returned), interleaved."""
-    rng = random.Random(seed)
-    start = dt.datetime(2026, 9, 1, 8, 0, tzinfo=VN)
-    timeline: list[tuple[dt.datetime, bytes]] = []
-    for i in range(n_events // 5):
-        code = f"000.00.20.H{i % 97:02d}-{i:08d}"
-        agency = AGENCIES[i % len(AGENCIES)]
-        t = start + dt.timedelta(minutes=rng.randint(0, 60 * 24 * 70))
-        statuses = [2, 4, rng.choice([4, 5, 6]), 9, 10]
-        for seq, status in enumerate(statuses, start=1):
-            data: dict[str, object] = {
-                "dossier_code": code, "sequence": seq, "status": status, "occurred_at": t.isoformat(),
-                "agency_code": agency, "procedure_code": f"1.00{i % 40:04d}", "field_code": "HOTICH",
-            }
-            if status == 2:
-                data |= {
-                    "received_at": t.isoformat(),
-                    "statutory_duration": {"value": rng.choice([1, 3, 5, 15]), "unit": "working_days"},
-                    "channel": rng.choice([1, 2, 2]),
-                    "online_payment": rng.random() < 0.4,
-                }
-            if status == 10:
-                data["synced_national"] = True
-            event = {
-                "specversion": "1.0", "id": str(uuid.UUID(int=rng.getrandbits(128))), "source": "bench.motcua",
-                "type": "vn.tthc.dossier.status_changed", "time": t.isoformat(), "subject": code, "data": data,
-            }
-            timeline.append((t, json.dumps(event).encode()))
-            t += dt.timedelta(hours=rng.randint(1, 60))
-    timeline.sort(key=lambda x: x[0])
-    return [raw for _, raw in timeline]
-
-
+    return district_day(n_events, agencies=AGENCIES, days=70, seed=seed)
 
 
 async def consumer_left(url: str, stream: str, durable: str) -> int:

@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -174,6 +174,45 @@ def machine_description() -> str:
     return (
         f"{os.cpu_count()} cores · {model} · Python {platform.python_version()} · SQLite {sqlite3.sqlite_version}"
     )
+
+
+def district_day(n_events: int, *, agencies: Sequence[str], days: int = 60, seed: int = 146) -> list[bytes]:
+    """``n_events`` dossier events as a district's days interleave them: five a dossier (received, processing,
+    processing or a supplement or a financial obligation, resolved, returned), dossiers received over ``days``
+    days from 1/9/2026, in time order. For benchmarks."""
+    import datetime as dt
+    import random
+
+    rng = random.Random(seed)
+    start = dt.datetime(2026, 9, 1, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    timeline: list[tuple[dt.datetime, bytes]] = []
+    for i in range(n_events // 5):
+        code = f"000.00.20.H{i % 97:02d}-{i:08d}"
+        agency = agencies[i % len(agencies)]
+        t = start + dt.timedelta(minutes=rng.randint(0, 60 * 24 * days))
+        statuses = [2, 4, rng.choice([4, 5, 6]), 9, 10]
+        for seq, status in enumerate(statuses, start=1):
+            data: dict[str, Any] = {
+                "dossier_code": code, "sequence": seq, "status": status, "occurred_at": t.isoformat(),
+                "agency_code": agency, "procedure_code": f"1.00{i % 40:04d}", "field_code": "HOTICH",
+            }
+            if status == 2:
+                data |= {
+                    "received_at": t.isoformat(),
+                    "statutory_duration": {"value": rng.choice([1, 3, 5, 15]), "unit": "working_days"},
+                    "channel": rng.choice([1, 2, 2]),
+                    "online_payment": rng.random() < 0.4,
+                }
+            if status == 10:
+                data["synced_national"] = True
+            event = {
+                "specversion": "1.0", "id": str(uuid.UUID(int=rng.getrandbits(128))), "source": "bench.motcua",
+                "type": DOSSIER_TYPE, "time": t.isoformat(), "subject": code, "data": data,
+            }
+            timeline.append((t, json.dumps(event).encode()))
+            t += dt.timedelta(hours=rng.randint(1, 60))
+    timeline.sort(key=lambda x: x[0])
+    return [raw for _, raw in timeline]
 
 
 async def prepublish_dossier_events(url: str, payloads: list[bytes], *, window: int = 2000) -> float:

@@ -237,6 +237,9 @@ def open_state(
 
 OrderKey = tuple[object, ...]
 
+#: The event's optional facts of which the latest one sent stands (what ``derive_state`` reads with ``_latest``).
+LATEST_WINS = ("channel", "online_payment", "digitized", "synced_national")
+
 
 def sequence_key(e: RecordedEvent) -> OrderKey:
     return (e.sequence, e.occurred_at, e.source, e.event_id)
@@ -345,14 +348,10 @@ class Fold:
             self.source_due_day = local_date(e.due_at)
         if e.duration_value is not None and e.duration_unit is not None:
             self.duration_value, self.duration_unit = e.duration_value, e.duration_unit
-        if e.channel is not None:
-            self.channel = e.channel
-        if e.online_payment is not None:
-            self.online_payment = e.online_payment
-        if e.digitized is not None:
-            self.digitized = e.digitized
-        if e.synced_national is not None:
-            self.synced_national = e.synced_national
+        for name in LATEST_WINS:
+            value = getattr(e, name)
+            if value is not None:
+                setattr(self, name, value)
 
     def state(self, *, calendar: WorkingCalendar) -> DossierState:
         if self.count == 0:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import uuid
 
-import nats.errors
 import pytest
 
 from shared.events import DOSSIER_STATE_TYPE, DossierStateChanged, encode, new_event, parse_event
@@ -15,6 +13,7 @@ from shared.publishing import JetStreamPublisher
 from shared.service import make_broker
 from shared.settings import CommonSettings
 from shared.streams import ALERTS, DOSSIER_STATE, ensure_streams
+from shared.testing import wait_until
 
 NOW = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.timezone.utc)
 
@@ -73,5 +72,6 @@ async def test_an_outbox_message_is_delivered_with_its_id_and_an_outage_is_a_ret
         result = await publisher.deliver(pending)
         assert isinstance(result, Retry) and "publish failed" in result.reason
     finally:
-        with contextlib.suppress(nats.errors.Error):  # closing while it reconnects
-            await broker.stop()
+        own_nats_server.start()  # back, so that the client stops reconnecting and closes cleanly
+        await wait_until(lambda: broker.connection.is_connected, timeout=15)
+        await broker.stop()
