@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from services.deadline_monitor import handlers
 from services.deadline_monitor.catalog import catalog_from_settings, occurrence_specs
-from services.deadline_monitor.domain import Policy
+from services.deadline_monitor.domain import Policy, from_attributes
 from services.deadline_monitor.metrics import MonitorCollector
 from services.deadline_monitor.service import Backlog, MonitorService
 from services.deadline_monitor.settings import MonitorSettings
@@ -29,12 +29,7 @@ NAME = "deadline_monitor"
 
 
 def policy_from(settings: MonitorSettings) -> Policy:
-    return Policy(
-        due_soon_working_days=settings.due_soon_working_days,
-        apology_working_days=settings.apology_working_days,
-        plan_due_soon_working_days=settings.plan_due_soon_working_days,
-        plan_alert_max_age_days=settings.plan_alert_max_age_days,
-    )
+    return from_attributes(Policy, settings)
 
 
 def create_app(

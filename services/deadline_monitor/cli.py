@@ -24,13 +24,13 @@ from services.deadline_monitor.catalog import PlanLoadError, catalog_from_settin
 from services.deadline_monitor.domain import (
     TASK_STATES,
     Catalog,
-    OccurrenceFacts,
     default_window,
+    field_values,
     occurrence_state,
     vn_date,
 )
 from services.deadline_monitor.plan import load_agencies, validate_plan_text
-from services.deadline_monitor.store import OccurrenceView
+from services.deadline_monitor.store import OccurrenceView, occurrence_facts
 
 NAME = "deadline_monitor"
 DEFAULT_SPAN = dt.timedelta(days=30)
@@ -117,9 +117,7 @@ def _show(args: argparse.Namespace) -> int:
     views = _from_database(url) if url else None
     if views is None:
         specs = occurrence_specs(catalog, calendar=calendar, settings=settings)
-        views = [
-            OccurrenceView(s.plan_id, s.task_id, s.agency_code, s.period, s.due_day, s.opens_on, None) for s in specs
-        ]
+        views = [OccurrenceView(**field_values(s), done_on=None) for s in specs]
         origin = "from the plan files alone: no report known"
     else:
         origin = "from the monitor database"
@@ -217,8 +215,7 @@ def print_status(
 
 
 def _state(v: OccurrenceView, day: dt.date) -> str:
-    facts = OccurrenceFacts(v.plan_id, v.task_id, v.agency_code, v.period, v.due_day, v.done_on)
-    return occurrence_state(facts, day)
+    return occurrence_state(occurrence_facts(v), day)
 
 
 def _row(v: OccurrenceView, *, catalog: Catalog, day: dt.date) -> tuple[str, ...]:

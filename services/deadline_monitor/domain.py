@@ -27,11 +27,12 @@ its due day, a new ``due_at`` moves the due day, the task is reported done).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import dataclass, fields
+from typing import Literal, Protocol, TypeVar
 
 from services.deadline_monitor.plan import (
     Agencies,
@@ -86,6 +87,25 @@ class WorkingDays(Protocol):
     def on_or_after(self, day: dt.date) -> dt.date: ...
 
     def add_working_days(self, day: dt.date, n: int) -> dt.date: ...
+
+
+D = TypeVar("D")
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def from_attributes(cls: type[D], source: object) -> D:
+    """The ``cls`` dataclass whose every field is the attribute of that name of ``source`` (a stored row, the
+    settings): what is taken is what ``cls`` declares, not a second list of names."""
+    return cls(**{name: getattr(source, name) for name in _field_names(cls)})
+
+
+def field_values(data: object) -> dict[str, object]:
+    """The fields of the dataclass ``data`` by name, as they are (``dataclasses.asdict`` copies them)."""
+    return {name: getattr(data, name) for name in _field_names(type(data))}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import KW_ONLY, dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -26,10 +27,11 @@ from services.deadline_monitor.store import MonitorStore
 from shared.calendar import local_date
 
 
+@dataclass(eq=False)  # registered by identity, as any collector
 class MonitorCollector(Collector):
-    def __init__(self, store: MonitorStore, *, clock: Callable[[], dt.datetime]) -> None:
-        self.store = store
-        self.clock = clock
+    store: MonitorStore
+    _: KW_ONLY
+    clock: Callable[[], dt.datetime]
 
     def describe(self) -> list[Metric]:
         return []  # collected lazily: no database call at registration

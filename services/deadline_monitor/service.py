@@ -32,7 +32,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from nats.js.api import ConsumerInfo
@@ -237,35 +237,25 @@ class Backlog:
 # -- the service layer -----------------------------------------------------------------------------------
 
 
+@dataclass(kw_only=True, eq=False, repr=False)  # a holder of its dependencies, compared by identity
 class MonitorService:
     """The monitor's work, as the handlers, the tick loop and the start call it (see the module's docstring).
 
     ``wake`` is the outbox relay's; ``clock`` the business clock, used when a call is given no ``now``.
     """
 
-    def __init__(
-        self,
-        *,
-        store: MonitorStore,
-        catalog: Catalog,
-        calendar: WorkingDays,
-        policy: Policy,
-        clock: Callable[[], dt.datetime],
-        backlog: Backlog | None = None,
-        wake: Callable[[], None] | None = None,
-        deadletter_ttl: dt.timedelta | None = dt.timedelta(hours=24),
-        tick_chunk: int = 1000,
-    ) -> None:
-        self.store = store
-        self.catalog = catalog
-        self.calendar = calendar
-        self.policy = policy
-        self.clock = clock
-        self.backlog = backlog or Backlog()
-        self.wake = wake  # the outbox relay's: something was committed for it
-        self.deadletter_ttl = deadletter_ttl
-        self.tick_chunk = tick_chunk
-        self.district_code = catalog.agencies.district_code
+    store: MonitorStore
+    catalog: Catalog
+    calendar: WorkingDays
+    policy: Policy
+    clock: Callable[[], dt.datetime]
+    backlog: Backlog = field(default_factory=Backlog)
+    wake: Callable[[], None] | None = None  # the outbox relay's: something was committed for it
+    deadletter_ttl: dt.timedelta | None = dt.timedelta(hours=24)
+    tick_chunk: int = 1000
+
+    def __post_init__(self) -> None:
+        self.district_code = self.catalog.agencies.district_code
         self._lock = asyncio.Lock()
 
     def horizons(self, now: dt.datetime) -> Horizons:

@@ -7,14 +7,21 @@ CLI) and passed down; nothing else reads the environment.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ConsumerSettings
 
 SHIPPED_PLANS = Path(__file__).parent / "plans"
+
+#: The paths that must exist when set: what each must be, and how an error names it.
+_MUST_EXIST: dict[str, tuple[Callable[[Path], bool], str]] = {
+    "plans_dir": (Path.is_dir, "plans folder"),
+    "agencies_file": (Path.is_file, "agencies file"),
+}
 
 
 class MonitorSettings(ConsumerSettings):
@@ -84,18 +91,12 @@ class MonitorSettings(ConsumerSettings):
     )
     outbox_batch: int = Field(default=500, ge=1, le=10000, description="events published per outbox pass")
 
-    @field_validator("plans_dir")
+    @field_validator(*_MUST_EXIST)
     @classmethod
-    def _dir_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_dir():
-            raise ValueError(f"plans folder {value} does not exist")
-        return value
-
-    @field_validator("agencies_file")
-    @classmethod
-    def _file_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"agencies file {value} does not exist")
+    def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        is_there, what = _MUST_EXIST[str(info.field_name)]
+        if value is not None and not is_there(value):
+            raise ValueError(f"{what} {value} does not exist")
         return value
 
     @model_validator(mode="after")

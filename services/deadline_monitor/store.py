@@ -57,6 +57,8 @@ from services.deadline_monitor.domain import (
     OccurrenceFacts,
     OccurrenceSpec,
     ReportFacts,
+    field_values,
+    from_attributes,
 )
 from shared.db import StatisticsKeeper, UtcDateTime
 from shared.events import Alert, DossierStateChanged, PlanTaskReported
@@ -214,28 +216,11 @@ class OccurrenceView(OccurrenceSpec):
 
 
 def dossier_facts(row: Any) -> DossierFacts:
-    return DossierFacts(
-        dossier_code=row.dossier_code,
-        agency_code=row.agency_code,
-        procedure_code=row.procedure_code,
-        field_code=row.field_code,
-        is_open=row.is_open,
-        due_day=row.due_day,
-        paused=row.paused,
-        pause_started_on=row.pause_started_on,
-        supplement_requests=row.supplement_requests,
-    )
+    return from_attributes(DossierFacts, row)
 
 
 def occurrence_facts(row: Any) -> OccurrenceFacts:
-    return OccurrenceFacts(
-        plan_id=row.plan_id,
-        task_id=row.task_id,
-        agency_code=row.agency_code,
-        period=row.period,
-        due_day=row.due_day,
-        done_on=row.done_on,
-    )
+    return from_attributes(OccurrenceFacts, row)
 
 
 def occurrence_key_of(row: Any) -> OccurrenceKey:
@@ -440,18 +425,7 @@ class Work:
         return list(self.session.execute(select(OccurrenceRow).where(OccurrenceRow.state.is_(None))).scalars())
 
     def add_occurrence(self, spec: OccurrenceSpec, *, now: dt.datetime) -> None:
-        self.session.add(
-            OccurrenceRow(
-                plan_id=spec.plan_id,
-                task_id=spec.task_id,
-                agency_code=spec.agency_code,
-                period=spec.period,
-                due_day=spec.due_day,
-                opens_on=spec.opens_on,
-                tick_level=0,
-                updated_at=now,
-            )
-        )
+        self.session.add(OccurrenceRow(**field_values(spec), tick_level=0, updated_at=now))
 
     def delete(self, rows: Iterable[Any]) -> None:
         for row in rows:
@@ -519,7 +493,7 @@ class Work:
 
 
 def _report_facts(row: PlanReportRow) -> ReportFacts:
-    return ReportFacts(state=row.state, reported_at=row.reported_at, source=row.source, event_id=row.event_id)
+    return from_attributes(ReportFacts, row)
 
 
 class MonitorStore:

@@ -106,46 +106,31 @@ class Notice:
                          notice_key=i["notice_key"]) for i in self.body["items"]]
 
 
+@dataclass(kw_only=True, eq=False, repr=False)  # a holder of its dependencies, compared by identity
 class NotifierService:
-    def __init__(
-        self,
-        *,
-        store: Store,
-        directory: Directory,
-        renderer: Renderer,
-        channels: Mapping[str, Channel],
-        email_channel: str,
-        timing: Timing,
-        escalation: EscalationPolicy,
-        calendar: Calendar,
-        metrics: NotifierMetrics,
-        backoff: Backoff,
-        clock: Clock = utc_now,
-        quiet_hours: bool = True,
-        delivery_batch: int = 50,
-        weekly_digest: bool = True,
-        monthly_digest: bool = True,
-        digest_time: dt.time = dt.time(7, 30),
-    ) -> None:
-        self.store = store
-        self.directory = directory
-        self.renderer = renderer
-        self.channels = channels
-        self.email_channel = email_channel
-        self.timing = timing
-        self.escalation = escalation
-        self.calendar = calendar
-        self.metrics = metrics
-        self.clock = clock
-        self.quiet_hours = quiet_hours
-        self.weekly_digest = weekly_digest
-        self.monthly_digest = monthly_digest
-        self.digest_time = digest_time
+    store: Store
+    directory: Directory
+    renderer: Renderer
+    channels: Mapping[str, Channel]
+    email_channel: str
+    timing: Timing
+    escalation: EscalationPolicy
+    calendar: Calendar
+    metrics: NotifierMetrics
+    backoff: Backoff  # the relay's, before a notice a channel refused is tried again
+    clock: Clock = utc_now
+    quiet_hours: bool = True
+    delivery_batch: int = 50  # notices the relay takes in one pass
+    weekly_digest: bool = True
+    monthly_digest: bool = True
+    digest_time: dt.time = dt.time(7, 30)
+
+    def __post_init__(self) -> None:
         #: Delivers the outbox: run ``relay.once`` in the background, woken when a pass queued notices.
-        self.relay = Relay(store.outbox, self.send, clock=clock, batch=delivery_batch, concurrency=SEND_CONCURRENCY,
-                           backoff=backoff)
-        metrics.initialize({c for o in directory.officials.values() for c in self.channels_for(o)},
-                           outbox=store.outbox)
+        self.relay = Relay(self.store.outbox, self.send, clock=self.clock, batch=self.delivery_batch,
+                           concurrency=SEND_CONCURRENCY, backoff=self.backoff)
+        self.metrics.initialize({c for o in self.directory.officials.values() for c in self.channels_for(o)},
+                                outbox=self.store.outbox)
         self._installed_at: dt.datetime | None = None
         self._lock = asyncio.Lock()  # receiving and planning take turns: a plan sees every alert recorded before it
 

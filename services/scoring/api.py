@@ -15,16 +15,17 @@ events for) is ``null``, never 0.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import asdict
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, fields
+from typing import Any, Literal, get_type_hints
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from services.scoring.board import Directory, PeriodNotStarted, PeriodTable, Scoreboard
-from services.scoring.domain import Figures, Period, compute_figures, today_in_vietnam
+from services.scoring.domain import Figures, IndexPart, Period, compute_figures, today_in_vietnam
 from services.scoring.report import render
+from services.scoring.store import DossierRef
 
 PERIOD_HELP = "YYYY-MM (month), YYYY-Qn (quarter) or YYYY (year) in Asia/Ho_Chi_Minh; default: the running month"
 
@@ -35,16 +36,35 @@ class AgencyOut(BaseModel):
     kind: str = Field(description="department, commune, district (the roll-up of every agency) or unknown")
 
 
-class IndexPartOut(BaseModel):
-    part: str
-    group: str = Field(description="Decision 766 group: publicity_transparency, progress, online_service, ...")
-    max_points: float
-    points: float | None = Field(description="null when not computable from parwatch's events")
-    computable: bool
-    note: str
+def model_of(
+    cls: type, name: str, *, notes: Mapping[str, str] | None = None, base: type[BaseModel] = BaseModel, **types: Any
+) -> type[BaseModel]:
+    """The response model of a domain dataclass: its fields, names, types and order (one definition of the data).
+
+    ``notes``: a field's description in the OpenAPI output; ``types``: a field served as another type (a nested
+    dataclass as its own response model). ``base``: fields that come first.
+    """
+    hints = get_type_hints(cls)
+    notes = notes or {}
+    served: dict[str, Any] = {
+        f.name: (types.get(f.name, hints[f.name]), Field(description=notes.get(f.name))) for f in fields(cls)
+    }
+    return create_model(name, __base__=base, **served)
 
 
-class FiguresOut(BaseModel):
+IndexPartOut = model_of(
+    IndexPart,
+    "IndexPartOut",
+    notes={
+        "group": "Decision 766 group: publicity_transparency, progress, online_service, ...",
+        "points": "null when not computable from parwatch's events",
+    },
+)
+
+
+class _FiguresHead(BaseModel):
+    """What a set of figures is of: the agency and the period."""
+
     agency: str
     agency_name: str
     period: str
@@ -53,45 +73,26 @@ class FiguresOut(BaseModel):
     period_end: dt.date
     current: bool = Field(description="true: the period is running and its figures end now")
     as_of: dt.date = Field(description="the day open dossiers are judged at (today, or the period's last day)")
-    ended_early: int
-    ended_on_time: int
-    ended_late: int
-    ended_unclassified: int = Field(description="ended without a due day: in neither part of the on-time rate")
-    open: int
-    overdue: int
-    on_time_ratio: float | None = Field(description="contract rule 7; null without dossiers")
-    received: int
-    filed_online: int
-    paid_online: int
-    payment_reported: int
-    digitized: int
-    synced: int
-    online_filing_ratio: float | None
-    online_payment_ratio: float | None
-    digitized_ratio: float | None
-    national_sync_ratio: float | None
-    rated: int
-    rated_satisfied: int
-    rated_unsatisfied: int
-    satisfaction_ratio: float | None
-    criteria: dict[str, float] = Field(description="mean score 0..2 of each criterion c1..c9 that was answered")
-    tasks_done: int
-    tasks_done_late: int
-    tasks_overdue: int
-    tasks_open: int
-    plan_completion_ratio: float | None
-    index: list[IndexPartOut]
+
+
+FIGURE_NOTES = {
+    "ended_unclassified": "ended without a due day: in neither part of the on-time rate",
+    "on_time_ratio": "contract rule 7; null without dossiers",
+    "criteria": "mean score 0..2 of each criterion c1..c9 that was answered",
+}
+
+
+_FiguresFields = model_of(Figures, "FiguresFields", notes=FIGURE_NOTES, base=_FiguresHead, index=list[IndexPartOut])
+
+
+# The agency and period, every field of Figures (its index parts as IndexPartOut), then the index totals.
+class FiguresOut(_FiguresFields):  # type: ignore[misc,valid-type]
     index_points_computed: float | None = Field(description="sum of the computable parts' points")
     index_max_points_computed: float = Field(description="the most those computable parts can give")
     not_computable: list[str] = Field(description="index parts parwatch cannot compute from its events")
 
 
-class DossierRefOut(BaseModel):
-    dossier_code: str
-    agency_code: str
-    receipt_day: dt.date | None
-    due_day: dt.date | None
-    ended_on: dt.date | None
+DossierRefOut = model_of(DossierRef, "DossierRefOut")
 
 
 class ReviewOut(BaseModel):

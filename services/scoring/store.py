@@ -28,9 +28,13 @@ batch is retried (``is_conflict``). Readers only sum small tables.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
+import types
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, TypeVar, get_args, get_type_hints
 
 from sqlalchemy import (
     Column,
@@ -79,29 +83,61 @@ from shared.outbox import Message, Outbox, outbox_table
 # SQLite caps bound parameters; keep statements well under it.
 CHUNK = 400
 
+Record = TypeVar("Record")
+Latest = TypeVar("Latest", RatingFacts, TaskFacts)  # a record of which the latest wins (``supersedes``)
 
-class DossierRow(SQLModel, table=True):
+
+def _columns_of(facts: type, *, key: str, lengths: Mapping[str, int]) -> type[SQLModel]:
+    """A SQLModel base with one column per field of the dataclass ``facts``: same names, types, defaults, order.
+
+    A table built on it stores the facts as the domain defines them. What a field's type does not say of its
+    column: ``key``, the primary key; ``lengths``, the string columns' lengths. Every instant is a ``UtcDateTime``.
+    """
+    hints = get_type_hints(facts)
+    namespace: dict[str, Any] = {"__module__": __name__, "__annotations__": {}}
+    for f in fields(facts):
+        hint = namespace["__annotations__"][f.name] = hints[f.name]
+        spec: dict[str, Any] = {"primary_key": True} if f.name == key else {}
+        if f.name in lengths:
+            spec["max_length"] = lengths[f.name]
+        if dt.datetime in (get_args(hint) or (hint,)):
+            spec["sa_type"] = UtcDateTime
+        if f.default is not MISSING:
+            spec["default"] = f.default
+        if f.default_factory is not MISSING:
+            spec["default_factory"] = f.default_factory
+        if spec:
+            namespace[f.name] = Field(**spec)
+    return types.new_class(f"{facts.__name__}Columns", (SQLModel,), exec_body=lambda ns: ns.update(namespace))
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _from_row(cls: type[Record], row: Any, **given: Any) -> Record:
+    """The dataclass ``cls`` of a stored row: each field from the column of its name, but the ``given`` ones."""
+    return cls(**{n: getattr(row, n) for n in _field_names(cls) if n not in given}, **given)
+
+
+def _to_row(facts: Any, *, but: Collection[str] = (), **extra: Any) -> dict[str, object]:
+    """The columns of a stored dataclass: each field under its name (but those in ``but``), then ``extra``."""
+    return {n: getattr(facts, n) for n in _field_names(type(facts)) if n not in but} | extra
+
+
+class DossierRow(  # type: ignore[misc]
+    _columns_of(DossierFacts, key="dossier_code", lengths={"dossier_code": 64, "agency_code": 64, "timeliness": 16}),
+    table=True,
+):
+    """A dossier's facts (a column per field of DossierFacts) and when they were stored."""
+
     __tablename__ = "scoring_dossier"
     __table_args__ = (
         Index("ix_scoring_dossier_ended", "ended_on"),
         Index("ix_scoring_dossier_agency_ended", "agency_code", "ended_on"),
     )
 
-    dossier_code: str = Field(primary_key=True, max_length=64)
-    revision: int
-    agency_code: str = Field(max_length=64)
-    counted: bool
-    receipt_day: dt.date | None = None
-    due_day: dt.date | None = None
-    paused: bool = False
-    pause_started_on: dt.date | None = None
-    supplement_requests: int = 0
-    ended_on: dt.date | None = None
-    timeliness: str | None = Field(default=None, max_length=16)
-    channel: int | None = None
-    online_payment: bool | None = None
-    digitized: bool | None = None
-    synced_national: bool | None = None
     updated_at: dt.datetime = Field(sa_type=UtcDateTime)
 
 
@@ -155,22 +191,13 @@ class OpenCountRow(SQLModel, table=True):
     n: int = 0
 
 
-class AlertRow(SQLModel, table=True):
-    __tablename__ = "scoring_alert"
+class AlertRow(  # type: ignore[misc]
+    _columns_of(AlertRecord, key="alert_key", lengths={"alert_key": 256, "agency_code": 64, "kpi": 32, "period": 8}),
+    table=True,
+):
+    """An alert record: a column per field of AlertRecord."""
 
-    alert_key: str = Field(primary_key=True, max_length=256)
-    agency_code: str = Field(max_length=64)
-    kpi: str = Field(max_length=32)
-    period: str = Field(max_length=8)
-    firing: bool = False
-    below: int = 0
-    above: int = 0
-    transitions: int = 0
-    value: float | None = None
-    target: float | None = None
-    started_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
-    ends_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
-    last_evaluated_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    __tablename__ = "scoring_alert"
 
 
 def _t(model: type[SQLModel]) -> Table:
@@ -200,9 +227,6 @@ _LEGACY_ALERT = Table(
 
 #: One alert round's decision, taken on the locked records: what changes, and the messages to send.
 Decide = Callable[[dict[str, AlertRecord]], tuple[Evaluation, Sequence[Message]]]
-
-_FACT_FIELDS = list(DossierFacts.__dataclass_fields__)
-_ALERT_FIELDS = list(AlertRecord.__dataclass_fields__)
 
 
 def create_schema(engine: Engine) -> None:
@@ -266,18 +290,14 @@ class ScoringStore:
                 if prev_row is not None and prev_row.revision >= new.revision:
                     continue
                 if prev_row is not None:
-                    prev = DossierFacts(**{n: getattr(prev_row, n) for n in _FACT_FIELDS})
+                    prev = _from_row(DossierFacts, prev_row)
                     cells.subtract(dossier_contributions(prev))
                     if (k := open_key(prev)) is not None:
                         opens[k] -= 1
                 cells.update(dossier_contributions(new))
                 if (k := open_key(new)) is not None:
                     opens[k] += 1
-                values = {n: getattr(new, n) for n in _FACT_FIELDS} | {"updated_at": now}
-                if prev_row is None:
-                    inserts.append(values)
-                else:
-                    updates.append({**values, "b_dossier_code": code})
+                (inserts if prev_row is None else updates).append(_to_row(new, updated_at=now))
                 changed.add(code)
             self._write_rows(session, DOSSIER, inserts=inserts, updates=updates, key=["dossier_code"])
             self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
@@ -287,86 +307,51 @@ class ScoringStore:
 
     def apply_ratings(self, ratings: Sequence[RatingFacts]) -> list[bool]:
         """Keep each dossier's latest rating; returns per item whether it changed the store."""
-        best: dict[str, RatingFacts] = {}
-        for r in ratings:
-            if supersedes(r, best.get(r.dossier_code)):
-                best[r.dossier_code] = r
-        changed: set[str] = set()
-        with Session(self.engine) as session, session.begin():
-            codes = sorted(best)
-            old = {r.dossier_code: r for r in self._locked(session, RATING, [RATING.c.dossier_code], codes)}
-            cells: Counter[CellKey] = Counter()
-            inserts: list[dict[str, object]] = []
-            updates: list[dict[str, object]] = []
-            for code in codes:
-                new = best[code]
-                prev_row = old.get(code)
-                prev = _rating_facts(prev_row) if prev_row is not None else None
-                if not supersedes(new, prev):
-                    continue
-                if prev is not None:
-                    cells.subtract(rating_contributions(prev))
-                cells.update(rating_contributions(new))
-                values: dict[str, object] = {
-                    "dossier_code": code,
-                    "agency_code": new.agency_code,
-                    "rated_at": new.rated_at,
-                    "event_id": new.event_id,
-                    "overall": new.overall,
-                } | {cid: new.criteria.get(cid) for cid in CRITERIA}
-                if prev_row is None:
-                    inserts.append(values)
-                else:
-                    updates.append({**values, "b_dossier_code": code})
-                changed.add(code)
-            self._write_rows(session, RATING, inserts=inserts, updates=updates, key=["dossier_code"])
-            self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
-        return [r.dossier_code in changed and best[r.dossier_code] is r for r in ratings]
+        return self._keep_latest(
+            ratings, RATING, ["dossier_code"], stored=_rating_facts, row=_rating_row, contributions=rating_contributions
+        )
 
     def apply_tasks(self, tasks: Sequence[TaskFacts]) -> list[bool]:
-        """Keep each plan-task occurrence's latest state."""
-        best: dict[tuple[str, str, str, str], TaskFacts] = {}
-        for t in tasks:
-            if supersedes(t, best.get(t.key)):
-                best[t.key] = t
-        changed: set[tuple[str, str, str, str]] = set()
-        key_cols = [TASK.c.plan_id, TASK.c.task_id, TASK.c.agency_code, TASK.c.occurrence]
+        """Keep each plan-task occurrence's latest state; returns per item whether it changed the store."""
+        return self._keep_latest(
+            tasks, TASK, ["plan_id", "task_id", "agency_code", "occurrence"],
+            stored=functools.partial(_from_row, TaskFacts), row=_to_row, contributions=task_contributions,
+        )
+
+    def _keep_latest(
+        self, items: Sequence[Latest], table: Table, key: list[str], *, stored: Callable[[Any], Latest],
+        row: Callable[[Latest], dict[str, object]], contributions: Callable[[Latest], Counter[CellKey]],
+    ) -> list[bool]:
+        """Keep the latest record (``supersedes``) of each ``key`` in ``table``, and the counts it contributes.
+
+        ``stored``: the record of a stored row; ``row``: the row of a record.
+        """
+        key_of = operator.attrgetter(*key)  # of a record or a row: a value, or a tuple for a composite key
+        best: dict[Any, Latest] = {}
+        for item in items:
+            if supersedes(item, best.get(key_of(item))):
+                best[key_of(item)] = item
+        changed: set[Any] = set()
         with Session(self.engine) as session, session.begin():
             keys = sorted(best)
-            old = {(r.plan_id, r.task_id, r.agency_code, r.occurrence): r
-                   for r in self._locked(session, TASK, key_cols, keys)}
+            old = {key_of(r): r for r in self._locked(session, table, [table.c[k] for k in key], keys)}
             cells: Counter[CellKey] = Counter()
             inserts: list[dict[str, object]] = []
             updates: list[dict[str, object]] = []
-            for key in keys:
-                new = best[key]
-                prev_row = old.get(key)
-                prev = _task_facts(prev_row) if prev_row is not None else None
+            for k in keys:
+                new = best[k]
+                prev_row = old.get(k)
+                prev = stored(prev_row) if prev_row is not None else None
                 if not supersedes(new, prev):
                     continue
                 if prev is not None:
-                    cells.subtract(task_contributions(prev))
-                cells.update(task_contributions(new))
-                values: dict[str, object] = {
-                    "plan_id": new.plan_id,
-                    "task_id": new.task_id,
-                    "occurrence": new.occurrence,
-                    "agency_code": new.agency_code,
-                    "due_day": new.due_day,
-                    "state": new.state,
-                    "updated_at": new.updated_at,
-                    "event_id": new.event_id,
-                }
-                if prev_row is None:
-                    inserts.append(values)
-                else:
-                    updates.append({**values, "b_plan_id": new.plan_id, "b_task_id": new.task_id,
-                                    "b_agency_code": new.agency_code, "b_occurrence": new.occurrence})
-                changed.add(key)
-            self._write_rows(session, TASK, inserts=inserts, updates=updates,
-                             key=["plan_id", "task_id", "agency_code", "occurrence"])
+                    cells.subtract(contributions(prev))
+                cells.update(contributions(new))
+                (inserts if prev_row is None else updates).append(row(new))
+                changed.add(k)
+            self._write_rows(session, table, inserts=inserts, updates=updates, key=key)
             self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
-        return [t.key in changed and best[t.key] is t for t in tasks]
+        return [key_of(item) in changed and best[key_of(item)] is item for item in items]
 
     def _locked(self, session: Session, table: Table, key_cols: list, keys: Sequence[object]) -> list:
         """The stored rows of ``keys``, locked for this transaction (PostgreSQL), in key order."""
@@ -381,11 +366,13 @@ class ScoringStore:
         self, session: Session, table: Table, *, inserts: list[dict[str, object]], updates: list[dict[str, object]],
         key: list[str],
     ) -> None:
+        """Insert the new rows; update the stored ones, each found by its ``key`` columns."""
         for part in _chunks(inserts, 100):
             session.execute(insert(table), list(part))
         if updates:
             cond = and_(*(table.c[k] == bindparam(f"b_{k}") for k in key))
-            for part in _chunks(updates, 100):
+            found = [row | {f"b_{k}": row[k] for k in key} for row in updates]
+            for part in _chunks(found, 100):
                 session.execute(update(table).where(cond), list(part))
 
     def _insert(self):  # type: ignore[no-untyped-def]
@@ -433,7 +420,7 @@ class ScoringStore:
                 cells.update(rating_contributions(_rating_facts(row)))
                 ratings += 1
             for row in session.execute(select(TASK)):
-                cells.update(task_contributions(_task_facts(row)))
+                cells.update(task_contributions(_from_row(TaskFacts, row)))
                 tasks += 1
             period_rows = [
                 {"period": p, "agency_code": a, "figure": f, "n": n} for (p, a, f), n in sorted(cells.items()) if n
@@ -594,10 +581,10 @@ class ScoringStore:
         """Run one alert round on the stored records, locked; store its result and its messages (outbox)."""
         with Session(self.engine) as session, session.begin():
             rows = session.execute(select(ALERT).order_by(ALERT.c.alert_key).with_for_update())
-            records = {r.alert_key: _alert_record(r) for r in rows}
+            records = {r.alert_key: _from_row(AlertRecord, r) for r in rows}
             result, messages = decide(records)
             for record in result.upserts:
-                values = asdict(record)
+                values = _to_row(record)
                 if record.alert_key in records:
                     session.execute(update(ALERT).where(ALERT.c.alert_key == record.alert_key).values(values))
                 else:
@@ -609,7 +596,7 @@ class ScoringStore:
 
     def alert_records(self) -> dict[str, AlertRecord]:
         with self.engine.connect() as conn:
-            return {r.alert_key: _alert_record(r) for r in conn.execute(select(ALERT))}
+            return {r.alert_key: _from_row(AlertRecord, r) for r in conn.execute(select(ALERT))}
 
     def adopt_legacy_pending(
         self, messages: Callable[[list[Transition]], Sequence[Message]], *, now: dt.datetime
@@ -631,7 +618,7 @@ class ScoringStore:
             if not keys:
                 return 0
             rows = session.execute(select(ALERT).where(ALERT.c.alert_key.in_(keys)))
-            records = {r.alert_key: _alert_record(r) for r in rows}
+            records = {r.alert_key: _from_row(AlertRecord, r) for r in rows}
             found = [
                 Transition(type=p.pending_type, event_id=p.pending_id, summary=p.pending_summary, at=p.pending_at,
                            record=records[p.alert_key])
@@ -643,30 +630,12 @@ class ScoringStore:
         return len(keys)
 
 
-def _rating_facts(row) -> RatingFacts:  # type: ignore[no-untyped-def]
+def _rating_facts(row: Any) -> RatingFacts:
+    """A stored rating: its criteria are columns ``c1`` .. ``c9`` (NULL: not answered)."""
     criteria = {cid: getattr(row, cid) for cid in CRITERIA if getattr(row, cid) is not None}
-    return RatingFacts(
-        dossier_code=row.dossier_code,
-        agency_code=row.agency_code,
-        rated_at=row.rated_at,
-        event_id=row.event_id,
-        overall=row.overall,
-        criteria=criteria,
-    )
+    return _from_row(RatingFacts, row, criteria=criteria)
 
 
-def _task_facts(row) -> TaskFacts:  # type: ignore[no-untyped-def]
-    return TaskFacts(
-        plan_id=row.plan_id,
-        task_id=row.task_id,
-        occurrence=row.occurrence,
-        agency_code=row.agency_code,
-        due_day=row.due_day,
-        state=row.state,
-        updated_at=row.updated_at,
-        event_id=row.event_id,
-    )
+def _rating_row(r: RatingFacts) -> dict[str, object]:
+    return _to_row(r, but={"criteria"}, **{cid: r.criteria.get(cid) for cid in CRITERIA})
 
-
-def _alert_record(row) -> AlertRecord:  # type: ignore[no-untyped-def]
-    return AlertRecord(**{name: getattr(row, name) for name in _ALERT_FIELDS})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import ssl
+from dataclasses import dataclass
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -35,31 +36,22 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     return ctx
 
 
+@dataclass(kw_only=True, eq=False, repr=False)  # no repr: it would show the password
 class SmtpChannel:
     name = "smtp"
 
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        security: Literal["starttls", "tls", "none"],
-        sender: str,
-        user: str | None = None,
-        password: str | None = None,
-        ca_file: Path | None = None,
-        timeout: float = 30.0,
-        domain: str = "parwatch.invalid",
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.security = security
-        self.sender = sender
-        self.user = user
-        self.password = password
-        self.timeout = timeout
-        self.domain = domain
-        self.context = tls_context(ca_file) if security != "none" else None
+    host: str
+    port: int
+    security: Literal["starttls", "tls", "none"]
+    sender: str
+    user: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None  # CA bundle to verify the server with (default: system CAs)
+    timeout: float = 30.0
+    domain: str = "parwatch.invalid"
+
+    def __post_init__(self) -> None:
+        self.context = tls_context(self.ca_file) if self.security != "none" else None
 
     def build(self, official: Official, message: Message) -> MIMEMultipart:
         """A multipart/alternative mail (plain text, then HTML), UTF-8.
