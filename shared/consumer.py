@@ -1,10 +1,11 @@
 """How every parwatch service consumes: durable JetStream consumers that hand a handler what has arrived.
 
-A service declares its handlers on a :class:`Consumers`::
+A service declares its subscriptions on a :class:`Consumers`, each handing
+its batches to a call of the service layer (``services/<name>/handlers.py``)::
 
-    @consumers.batches(DOSSIER_EVENTS, durable="dossier_tracker", accept=DossierEvent)
-    async def status_changes(received: Sequence[Received[DossierEvent]]) -> list[Outcome]:
-        return await service.record_status_changes(received)
+    consumers.batches(DOSSIER_EVENTS, durable="dossier_tracker", accept=DossierEvent)(
+        service.record_status_changes  # async (Sequence[Received[DossierEvent]]) -> list[Outcome]
+    )
 
 Each is a durable JetStream push consumer whose deliver group is the durable
 name (replicas of a service share its messages), subscribed on the
