@@ -47,6 +47,7 @@ from typing import IO, Any
 import yaml
 
 import shared
+from shared.backoff import Backoff
 from shared.calendar import AFTERNOON, MORNING, VN_TZ, WorkingCalendar, load_calendar
 from shared.events import CONTENT_TYPE, DOSSIER_TYPE, PLAN_TYPE, RATING_TYPE
 from shared.settings import CommonSettings
@@ -702,6 +703,10 @@ class DistrictFeed:
             k += 1
 
 
+#: How long the feed waits before sending a chunk again while NATS is away.
+RETRY = Backoff(first=0.5, cap=10.0)
+
+
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(VN_TZ).isoformat()
 
@@ -866,6 +871,7 @@ class FeedPublisher:
         """Publish with JetStream acks; a failed chunk is sent again (Nats-Msg-Id dedups it)."""
         for i in range(0, len(messages), chunk):
             part = messages[i : i + chunk]
+            failures = 0
             while True:
                 try:
                     await asyncio.gather(
@@ -880,8 +886,9 @@ class FeedPublisher:
                 except Exception as exc:  # NATS restarting: wait and send the chunk again
                     if self._stop.is_set():
                         return
+                    failures += 1
                     log.warning("demo publish failed (%s); retrying", type(exc).__name__)
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(RETRY.delay(failures))
             self.stats.add(part)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,8 +31,14 @@ from sqlalchemy import exc as sa_exc
 log = logging.getLogger(__name__)
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """A SQLAlchemy engine tuned for SQLite (WAL, busy timeout) or PostgreSQL."""
+def make_engine(url: str, *, pool_size: int = 5, checkpoint_every: float | None = None) -> Engine:
+    """A SQLAlchemy engine tuned for SQLite (WAL, busy timeout) or PostgreSQL.
+
+    ``checkpoint_every`` (SQLite, for a process that writes much): the WAL is
+    copied back into the database by a thread of its own every so many
+    seconds, not by the transaction that crosses SQLite's threshold, which
+    then waits for it (see :func:`_checkpoint_in_background`).
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -41,17 +49,33 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
-            # Checkpoint every ~40 MB of WAL instead of SQLite's ~4 MB: a page
-            # rewritten by several batches is copied back once (tracker's store
-            # 12% faster, docs/benchmarks.md); the file is cut back after.
-            cur.execute("PRAGMA wal_autocheckpoint=1000")
-            cur.execute("PRAGMA journal_size_limit=67108864")
+            if checkpoint_every:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
+        if checkpoint_every:
+            _checkpoint_in_background(engine, every=checkpoint_every)
         return engine
     if url.startswith("postgresql") and "+" not in url.split("://", 1)[0]:
         url = url.replace("postgresql://", "postgresql+psycopg://", 1)
     return create_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_recycle=1800)
+
+
+def _checkpoint_in_background(engine: Engine, *, every: float) -> None:
+    """Copy the WAL back every ``every`` seconds from a daemon thread (SQLite releases the interpreter lock
+    while it does). A page rewritten by many transactions in between is copied once, and no transaction waits
+    for a checkpoint: with SQLite's own, every ~4 MB of WAL, the one that crossed the line did (docs/benchmarks.md)."""
+
+    def run() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception:  # the next one will try again; a WAL that grows meanwhile loses nothing
+                log.warning("WAL checkpoint failed", exc_info=True)
+
+    threading.Thread(target=run, name="sqlite-checkpoint", daemon=True).start()
 
 
 def add_missing_columns(engine: Engine, table: Table) -> list[str]:

@@ -43,6 +43,8 @@ class StreamSpec:
     max_msg_size: int = MAX_MESSAGE_BYTES
     max_bytes: int = -1
     description: str = ""
+    # Atomic batch publishing (nats-server >= 2.12): a backlog's facts go in batches stored all or none, acked once.
+    allow_atomic: bool = False
 
     def config(self, *, replicas: int = 1) -> StreamConfig:
         return StreamConfig(
@@ -58,6 +60,7 @@ class StreamSpec:
             duplicate_window=float(self.duplicate_window_s),
             num_replicas=replicas,
             allow_direct=True,
+            allow_atomic=self.allow_atomic or None,
         )
 
 
@@ -69,7 +72,13 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("TTHC_PLAN", (PLAN_EVENTS,), 400, description="Plan task progress reports"),
     StreamSpec("TTHC_ALERTS", (ALERTS,), 90, description="Alerts from deadline_monitor and scoring"),
     StreamSpec("TTHC_DEADLETTER", (DEADLETTER,), 90, description="Messages rejected by any service, with reasons"),
-    StreamSpec("PARWATCH_DOSSIER_STATE", (DOSSIER_STATE,), 400, description="Derived dossier state (dossier_tracker)"),
+    StreamSpec(
+        "PARWATCH_DOSSIER_STATE",
+        (DOSSIER_STATE,),
+        400,
+        description="Derived dossier state (dossier_tracker)",
+        allow_atomic=True,
+    ),
     StreamSpec("PARWATCH_PLAN_STATE", (PLAN_TASK_STATE,), 400, description="Plan task occurrence states (deadline_monitor)"),
     StreamSpec(
         "PARWATCH_ACCEPTED",

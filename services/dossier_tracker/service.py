@@ -2,13 +2,12 @@
 
 * A batch of dossier status events is stored in one transaction (history,
   each touched dossier's state, ended counts); the new state of every
-  dossier it touched is then published on ``parwatch.dossier.state``
-  (pipelined, every ack awaited) before the events are acked. A batch redelivered
-  after a crash is all duplicates, and still publishes the dossiers' state
-  (stored once more at most: each fact's ``Nats-Msg-Id`` is its id).
-  Storing and encoding the facts happen in the store's own process
-  (:func:`store_batch`): they cost about as much Python time as receiving,
-  decoding, publishing and acking, which this process does meanwhile.
+  dossier it touched is then published on ``parwatch.dossier.state``, every
+  ack awaited (``shared.publishing``), before the events are acked. A batch redelivered
+  after a crash is all duplicates, and still publishes the dossiers' state.
+  Storing happens in the store's own process (:func:`store_batch`): it costs
+  about as much Python time as receiving, decoding, encoding the facts,
+  publishing and acking, which this process does meanwhile.
 * An accepted rating or plan report is recorded as seen (deduplication on
   (``source``, ``id``)) and republished unchanged for scoring and
   deadline_monitor, also when it is a duplicate: the first delivery may have
@@ -26,7 +25,7 @@ from services.dossier_tracker.store import TrackerStore
 from shared.calendar import load_calendar
 from shared.consumer import Outcome, Received
 from shared.db import make_engine
-from shared.events import DOSSIER_STATE_TYPE, CloudEvent, DossierEvent, DossierStateChanged, encode, new_event
+from shared.events import DOSSIER_STATE_TYPE, CloudEvent, DossierEvent, DossierStateChanged, new_event
 from shared.process import WorkerProcess
 from shared.publishing import JetStreamPublisher
 from shared.streams import DOSSIER_STATE
@@ -49,17 +48,16 @@ def state_fact(state: DossierState, *, now: dt.datetime) -> CloudEvent[Any]:
 
 def open_store(database_url: str, calendar_overrides: str | None) -> TrackerStore:
     """The store of the store's process (``shared.process.WorkerProcess``), which runs :func:`store_batch`."""
-    return TrackerStore(make_engine(database_url), calendar=load_calendar(calendar_overrides))
+    return TrackerStore(make_engine(database_url, checkpoint_every=1.0), calendar=load_calendar(calendar_overrides))
 
 
 def store_batch(
     store: TrackerStore, events: Sequence[RecordedEvent], stream_seqs: Sequence[int], *, now: dt.datetime
-) -> tuple[list[bool], list[tuple[str, bytes]]]:
-    """In the store's process: store a batch; per event whether it was a duplicate, and the facts to publish
-    (id, encoded)."""
+) -> tuple[list[bool], list[DossierState]]:
+    """In the store's process: store a batch; per event whether it was a duplicate, and the touched dossiers'
+    states."""
     result = store.apply_batch(events, stream_seqs, now=now)
-    facts = [state_fact(state, now=now) for state in result.states.values()]
-    return result.duplicate, [(fact.id, encode(fact)) for fact in facts]
+    return result.duplicate, list(result.states.values())
 
 
 def outcomes(duplicate: Sequence[bool]) -> list[Outcome]:
@@ -78,9 +76,10 @@ class TrackerService:
         self.clock = clock
 
     async def record_status_changes(self, received: Sequence[Received[DossierEvent]]) -> list[Outcome]:
+        now = self.clock()
         events = [RecordedEvent.from_contract(r.event.data, source=r.event.source, event_id=r.event.id) for r in received]
-        duplicate, facts = await self.store.run(store_batch, events, [r.seq for r in received], now=self.clock())
-        await self.publisher.publish_encoded(facts, subject=DOSSIER_STATE)
+        duplicate, states = await self.store.run(store_batch, events, [r.seq for r in received], now=now)
+        await self.publisher.publish_many([state_fact(state, now=now) for state in states], subject=DOSSIER_STATE)
         return outcomes(duplicate)
 
     async def relay(self, received: Sequence[Received[Any]], *, subject: str) -> list[Outcome]:

@@ -202,3 +202,23 @@ def test_missing_nullable_columns_are_added_in_place(database_url: str) -> None:
     with pytest.raises(RuntimeError, match="cannot be added"):
         add_missing_columns(engine, strict)
     engine.dispose()
+
+
+def test_a_background_checkpoint_copies_the_wal_back_and_no_transaction_does(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    path = tmp_path / "checkpointed.db"
+    engine = make_engine(f"sqlite:///{path}", checkpoint_every=0.05)
+    meta = MetaData()
+    table = Table("t_wal", meta, Column("id", Integer, primary_key=True), Column("label", String(200)))
+    meta.create_all(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0  # no transaction checkpoints
+    before = path.stat().st_size
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": i, "label": "x" * 200} for i in range(2000)])
+    deadline = time.monotonic() + 10
+    while path.stat().st_size <= before and time.monotonic() < deadline:  # the rows reach the database file
+        time.sleep(0.05)
+    assert path.stat().st_size > before
+    engine.dispose()
