@@ -1,4 +1,5 @@
-"""JetStreamPublisher against a real nats-server: pipelined publishes, every one acked, each stored once."""
+"""JetStreamPublisher against a real nats-server: every message acked and stored once, a few one by one with their
+ids, a backlog's in atomic batches."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import datetime as dt
 import uuid
 
 import pytest
+from nats.js.api import StreamConfig
 
+from shared import publishing
 from shared.events import DOSSIER_STATE_TYPE, DossierStateChanged, encode, new_event, parse_event
 from shared.outbox import Delivered, Pending, Retry
-from shared.publishing import JetStreamPublisher
+from shared.publishing import BatchNotStored, JetStreamPublisher
 from shared.service import make_broker
 from shared.settings import CommonSettings
-from shared.streams import ALERTS, DOSSIER_STATE, ensure_streams
+from shared.streams import ALERTS, DOSSIER_STATE, StreamSpec, ensure_streams
 from shared.testing import wait_until
 
 NOW = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.timezone.utc)
@@ -75,3 +78,39 @@ async def test_an_outbox_message_is_delivered_with_its_id_and_an_outage_is_a_ret
         own_nats_server.start()  # back, so that the client stops reconnecting and closes cleanly
         await wait_until(lambda: broker.connection.is_connected, timeout=15)
         await broker.stop()
+
+
+async def test_a_backlogs_facts_go_in_atomic_batches_of_at_most_the_server_cap(broker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(publishing, "ATOMIC_FROM", 30)  # 256 and 1000 in the service; keep the test small
+    monkeypatch.setattr(publishing, "ATOMIC_BATCH_MAX", 40)
+    js = broker.connection.jetstream()
+    info = await js.stream_info("PARWATCH_DOSSIER_STATE")
+    assert info.config.allow_atomic is True
+    first = info.state.last_seq + 1
+    publisher = JetStreamPublisher(broker)
+    tag = uuid.uuid4().hex[:6]
+    await publisher.publish_many([fact(f"A{tag}-{i}") for i in range(95)], subject=DOSSIER_STATE)
+    await publisher.publish_many([fact(f"B{tag}-{i}") for i in range(3)], subject=DOSSIER_STATE)  # a few: one by one
+    msgs = await stored(js, "PARWATCH_DOSSIER_STATE", first)
+    assert [parse_event(m.data).subject for m in msgs] == [f"A{tag}-{i}" for i in range(95)] + [
+        f"B{tag}-{i}" for i in range(3)
+    ]
+    batches = [m.headers.get("Nats-Batch-Id") for m in msgs[:95]]  # type: ignore[union-attr]
+    assert len(set(batches)) == 3  # 40 + 40 + 15
+    assert all("Nats-Msg-Id" not in m.headers for m in msgs[:95])  # type: ignore[operator]
+    assert all("Nats-Batch-Id" not in m.headers and "Nats-Msg-Id" in m.headers for m in msgs[95:])  # type: ignore[operator]
+
+
+async def test_a_stream_that_refuses_atomic_batches_raises_and_stores_nothing(broker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    name = f"NOATOMIC_{uuid.uuid4().hex[:6].upper()}"
+    subject = f"test.noatomic.{name.lower()}"
+    js = broker.connection.jetstream()
+    await js.add_stream(StreamConfig(name=name, subjects=[subject]))
+    monkeypatch.setattr(publishing, "stream_for", lambda s: StreamSpec(name, (subject,), 1, allow_atomic=True))
+    monkeypatch.setattr(publishing, "ATOMIC_FROM", 2)
+    try:
+        with pytest.raises(BatchNotStored, match="refused"):
+            await JetStreamPublisher(broker, ack_timeout=5).publish_many([fact("X1"), fact("X2")], subject=subject)
+        assert (await js.stream_info(name)).state.messages == 0
+    finally:
+        await js.delete_stream(name)
