@@ -28,22 +28,31 @@ The rules, the same for every service:
   large) is dead-lettered on ``tthc.deadletter`` with a reason naming the
   field, once (the dead letter's id is ``deadletter:{stream}:{seq}``), and
   acked; the rest of its batch goes on;
-* a failure that may pass (database or broker away, a lost race) naks the
-  batch with the shared backoff's delay; after ``max_deliver`` deliveries a
-  message is dead-lettered with the reason, never dropped silently;
+* a failure that may pass (database or broker away, a lost race) holds the
+  batch: the consumer takes nothing new and tries the same batch again after
+  the shared backoff's delay, as long as it takes, keeping the held and the
+  waiting messages from being redelivered meanwhile (``in_progress``). An
+  outage costs time, never a dead letter; with its ``max_ack_pending``
+  reached, the server stops delivering until the batch passes;
 * any other exception isolates the failing message (the batch is retried one
-  message at a time), logged with its traceback, never its payload;
-* acks come after the handler returned, so after its commit and after what it
-  published was acked; handlers are idempotent, so a redelivery after a crash
-  between the two changes nothing;
-* at stop, the batch being handled is finished and acked; what is still
-  waiting is naked at once, for another replica or the next start.
+  message at a time), logged with its traceback, never its payload; such a
+  message is naked with the backoff's delay and dead-lettered with the reason
+  at its ``max_deliver``-th delivery, never dropped silently;
+* a message is acked only after what the handler published, or its dead
+  letter, was stored (acked by JetStream); handlers are idempotent, so a
+  redelivery after a crash between the two changes nothing. The server's own
+  ``max_deliver`` is unlimited: a message whose dead letter cannot be stored
+  comes again rather than being abandoned;
+* at stop, the batch being handled is finished and acked (a held batch is
+  naked at once); what is still waiting is naked at once, for another
+  replica or the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -65,6 +74,7 @@ from shared.streams import DEADLETTER, stream_for
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=CloudEvent[Any])
+T = TypeVar("T")
 
 
 class Outcome(str, Enum):
@@ -88,9 +98,9 @@ Handler = Callable[[Sequence[Received[Any]]], Awaitable[Sequence[Outcome] | None
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded redeliveries, each after the shared backoff's delay."""
+    """How long to wait before trying again; how many deliveries a message that fails by itself gets."""
 
-    max_deliver: int = 12
+    max_deliver: int = 12  # deliveries of a message that fails by itself (not an outage) before its dead letter
     backoff: Backoff = Backoff(first=1.0, cap=120.0)
     ack_wait: float = 60.0
 
@@ -193,6 +203,7 @@ class Subscription:
         self.waiting: collections.deque[_Arrival] = collections.deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._subscription: JetStreamContext.PushSubscription | None = None
 
     async def arrived(self, msg: Msg) -> None:
@@ -214,8 +225,9 @@ class Subscription:
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=JsAckPolicy.EXPLICIT,
             ack_wait=retry.ack_wait,
-            # One above ours: the handler always sees the last delivery and dead-letters it with a reason.
-            max_deliver=retry.max_deliver + 1,
+            # Unlimited: the handler dead-letters a failing message itself, at ``retry.max_deliver``; the server
+            # never abandons one (a message whose dead letter could not be stored comes again).
+            max_deliver=-1,
             # The batches in hand and the next one arriving.
             max_ack_pending=(self.in_flight + 1) * self.batch_size,
             filter_subject=self.subject,
@@ -253,6 +265,7 @@ class Subscription:
     async def stop(self) -> None:
         """Take no more deliveries, finish the batches in hand, nak what waits (for a replica, or the next start)."""
         task, self._task = self._task, None
+        self._stopping.set()
         if task is not None:
             self.waiting.appendleft(_STOP)  # ahead of what waits: no new batch starts from now on
             self._arrived.set()
@@ -293,6 +306,10 @@ class Subscription:
     async def _handle_safely(self, batch: list[_Arrival]) -> None:
         try:
             await self.handle(batch)
+        except _Stopping:  # held through an outage when the service stops: for another replica or the next start
+            for a in batch:
+                with contextlib.suppress(Exception):
+                    await a.msg.nak()
         except Exception:  # the broker itself is away: the messages stay unacked and come again after ack_wait
             log.exception("batch left unacked durable=%s size=%d", self.durable, len(batch))
 
@@ -310,13 +327,11 @@ class Subscription:
 
     async def _apply(self, received: Sequence[Received[Any]], *, isolate: bool) -> None:
         try:
-            outcomes = await self.handler(received)
-        except Exception as exc:  # classified below, never swallowed
-            if is_retryable(exc):
-                log.warning("transient failure durable=%s batch=%d error=%s", self.durable, len(received),
-                            type(exc).__name__)
-                await self._retry_later(received, why=f"transient failure ({type(exc).__name__})")
-            elif isolate:
+            outcomes = await self._until_it_passes(lambda: self.handler(received), held=[r.msg for r in received])
+        except _Stopping:
+            raise
+        except Exception as exc:  # classified here, never swallowed
+            if isolate:
                 log.warning("batch failed durable=%s batch=%d; retrying one by one", self.durable, len(received))
                 for r in received:
                     await self._apply([r], isolate=False)
@@ -336,6 +351,50 @@ class Subscription:
                 counter.count(stream, result, n)
         for r in received:
             await r.msg.ack()
+
+    async def _until_it_passes(self, attempt: Callable[[], Awaitable[T]], *, held: Sequence[Msg]) -> T:
+        """``attempt()``'s answer. A failure that may pass (an outage) holds the ``held`` messages: the same
+        attempt is made again after the backoff's delay, for as long as it takes; it never counts toward a dead
+        letter. Raises :class:`_Stopping` if the service stops meanwhile."""
+        failures = 0
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                failures += 1
+                delay = self.owner.retry.backoff.delay(failures)
+                log.warning("transient failure durable=%s held=%d error=%s failures=%d; next try in %.1fs",
+                            self.durable, len(held), type(exc).__name__, failures, delay)
+                await self._hold(held, seconds=delay)
+
+    async def _hold(self, held: Sequence[Msg], *, seconds: float) -> None:
+        """Wait ``seconds`` (or until the service stops), telling the server every third of ``ack_wait`` that the
+        held messages, and those waiting behind them, are still being worked on."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while True:
+            await self._still_working([*held, *(a.msg for a in self.waiting if a is not _STOP)])
+            left = until - loop.time()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=min(left, self.owner.retry.ack_wait / 3))
+            except TimeoutError:
+                continue
+            raise _Stopping
+
+    async def _still_working(self, msgs: Sequence[Msg]) -> None:
+        for msg in msgs:
+            try:
+                await msg.in_progress()
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                # The broker is away too: the held messages may come again meanwhile, handled idempotently.
+                log.debug("in_progress not sent durable=%s error=%s", self.durable, type(exc).__name__)
+                return
 
     async def _retry_later(self, received: Sequence[Received[Any]], *, why: str) -> None:
         retry = self.owner.retry
@@ -358,11 +417,16 @@ class Subscription:
                 stream=stream, stream_seq=seq, subject=msg.subject, reason=reason[:2000], received_at=self.owner.clock()
             ),
         )
-        await self.owner.publisher.publish(letter, subject=DEADLETTER)
+        # Acked only once the dead letter is stored; an outage holds it like any batch.
+        await self._until_it_passes(lambda: self.owner.publisher.publish(letter, subject=DEADLETTER), held=[msg])
         log.warning("message rejected durable=%s stream=%s seq=%d reason=%s", self.durable, stream, seq, reason)
         if self.owner.counter is not None:
             self.owner.counter.count(stream, "rejected")
         await msg.ack()
+
+
+class _Stopping(Exception):
+    """The service stops while a batch is held through an outage."""
 
 
 #: Put behind the waiting messages at stop: the loop ends when it reaches it.
