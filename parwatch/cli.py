@@ -57,7 +57,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from shared.logs import one_line_handler  # every record one escaped line (shared/logs.py)
+
+    logging.basicConfig(level=logging.INFO,
+                        handlers=[one_line_handler("%(asctime)s %(levelname)s %(name)s: %(message)s")])
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

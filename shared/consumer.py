@@ -70,6 +70,7 @@ from prometheus_client import CollectorRegistry, Counter
 from shared.backoff import Backoff, is_retryable
 from shared.events import DEADLETTER_TYPE, CloudEvent, DeadLetter, EventRejected, new_event, parse_event, types_of
 from shared.streams import DEADLETTER, stream_for
+from shared.text import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -414,7 +415,8 @@ class Subscription:
             id=f"deadletter:{stream}:{seq}",
             subject=msg.subject,
             data=DeadLetter(
-                stream=stream, stream_seq=seq, subject=msg.subject, reason=reason[:2000], received_at=self.owner.clock()
+                stream=stream, stream_seq=seq, subject=msg.subject, reason=safe_text(reason, limit=2000),
+                received_at=self.owner.clock(),
             ),
         )
         # Acked only once the dead letter is stored; an outage holds it like any batch.

@@ -3,7 +3,20 @@
 Every message is a CloudEvents 1.0 event in structured JSON mode. Parsing is
 strict: unknown fields, naive datetimes, NaN, wrong JSON types and over-long
 strings are rejected with a message that names the field and never echoes the
-rejected value (see :func:`parse_event`).
+rejected value nor a key the sender invented (see :func:`parse_event`).
+
+What the door lets in is what every store (SQLite, PostgreSQL) can keep and
+every reader can show:
+
+* codes (agency, procedure, field, plan, task, a dead letter's stream) are
+  printable identifiers, :data:`CODE_PATTERN`: 1 to 64 ASCII letters, digits,
+  ``.``, ``_``, ``/`` or ``-``, a letter or digit first;
+* times carry an offset and lie in [:data:`EARLIEST`, :data:`LATEST`) (so no
+  year 0001 or 9999 that overflows once moved to UTC);
+* free text that is stored or shown (ids, sources, subjects, alert texts) has
+  no control, format or line-separator character (:data:`TEXT_PATTERN`; a
+  plan report's ``note`` may hold line breaks and tabs): PostgreSQL refuses
+  NUL, and the others forge or hide text on a screen.
 """
 
 from __future__ import annotations
@@ -11,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
 from pydantic import (
     AwareDatetime,
@@ -23,6 +36,9 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import ErrorDetails
+
+from shared.text import safe_text
 
 CONTENT_TYPE = "application/cloudevents+json"
 SPECVERSION = "1.0"
@@ -30,10 +46,26 @@ SPECVERSION = "1.0"
 #: Largest message any parwatch stream accepts (bytes).
 MAX_MESSAGE_BYTES = 64 * 1024
 
-Code = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-DossierCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._/-]+$")]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-Period = Annotated[str, StringConstraints(pattern=r"^\d{4}(-W(0[1-9]|[1-4]\d|5[0-3])|-(0[1-9]|1[0-2]))?$")]
+#: A code: agency, procedure, field, plan, task, stream. Printable ASCII, a letter or digit first.
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$"
+#: A dossier code (MaHoSo), as the contract has always written it.
+DOSSIER_CODE_PATTERN = r"^[A-Za-z0-9._/-]+$"
+#: Free text: no control (Cc), format (Cf: bidirectional controls, zero-width characters) or line and paragraph
+#: separator (Zl, Zp) character. Unicode categories, as :mod:`shared.text` reads them.
+TEXT_PATTERN = r"^[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]*$"
+#: A plan report's note: free text that may also break lines and hold tabs.
+NOTE_PATTERN = r"^(?:[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]|[\t\n\r])*$"
+PERIOD_PATTERN = r"^\d{4}(-W(0[1-9]|[1-4]\d|5[0-3])|-(0[1-9]|1[0-2]))?$"
+#: Times lie in [EARLIEST, LATEST): every store and every offset's arithmetic holds them.
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+
+Code = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=CODE_PATTERN)]
+DossierCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=DOSSIER_CODE_PATTERN)]
+Period = Annotated[str, StringConstraints(pattern=PERIOD_PATTERN)]
+Time = Annotated[AwareDatetime, Field(ge=EARLIEST, lt=LATEST)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=TEXT_PATTERN)]
+Subject = Annotated[str, StringConstraints(max_length=256, pattern=TEXT_PATTERN)]
 
 
 class Contract(BaseModel):
@@ -78,12 +110,12 @@ class DossierStatusChanged(Contract):
     dossier_code: DossierCode
     sequence: int | None = Field(default=None, ge=1, le=2**53)
     status: int = Field(ge=1, le=10)
-    occurred_at: AwareDatetime
+    occurred_at: Time
     agency_code: Code
     procedure_code: Code
     field_code: Code
-    received_at: AwareDatetime | None = None
-    due_at: AwareDatetime | None = None
+    received_at: Time | None = None
+    due_at: Time | None = None
     statutory_duration: StatutoryDuration | None = None
     channel: int | None = Field(default=None, ge=1, le=3)
     online_payment: bool | None = None
@@ -105,7 +137,7 @@ CriterionId = Literal["c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"]
 class RatingSubmitted(Contract):
     dossier_code: DossierCode
     agency_code: Code
-    rated_at: AwareDatetime
+    rated_at: Time
     overall: Literal["very_satisfied", "satisfied", "unsatisfied"]
     criteria: dict[CriterionId, Literal[0, 1, 2]] | None = None
 
@@ -118,15 +150,15 @@ class PlanTaskReported(Contract):
     task_id: Code
     agency_code: Code
     state: Literal["done", "in_progress", "blocked"]
-    reported_at: AwareDatetime
+    reported_at: Time
     period: Period | None = None
-    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    note: Annotated[str, StringConstraints(max_length=2000, pattern=NOTE_PATTERN)] | None = None
 
 
 # -- alerts -------------------------------------------------------------------------
 
-AlertKind = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
-ALERT_KINDS = (
+#: The alert kinds: a closed set (they are a metric label).
+AlertKind = Literal[
     "dossier_due_soon",
     "dossier_overdue",
     "dossier_apology_due",
@@ -134,21 +166,23 @@ ALERT_KINDS = (
     "plan_task_overdue",
     "kpi_below_target",
     "deadletter",
-)
+    "unknown_agency",
+]
+ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
 
 
 class Alert(Contract):
-    alert_key: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    alert_key: ShortText
     kind: AlertKind
     severity: Literal["info", "warning", "critical"]
     agency_code: Code
-    ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    summary: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime | None = None
-    labels: dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=256)]] = Field(
-        default_factory=dict, max_length=32
-    )
+    ref: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=TEXT_PATTERN)]
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=TEXT_PATTERN)]
+    starts_at: Time
+    ends_at: Time | None = None
+    labels: dict[
+        Annotated[str, StringConstraints(max_length=64, pattern=TEXT_PATTERN)], Subject
+    ] = Field(default_factory=dict, max_length=32)
 
 
 # -- dead letters -------------------------------------------------------------------
@@ -156,10 +190,10 @@ class Alert(Contract):
 
 class DeadLetter(Contract):
     stream: Code
-    stream_seq: int = Field(ge=0)
-    subject: Annotated[str, StringConstraints(max_length=256)]
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-    received_at: AwareDatetime
+    stream_seq: int = Field(ge=0, le=2**63 - 1)
+    subject: Subject
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=TEXT_PATTERN)]
+    received_at: Time
 
 
 # -- internal facts ------------------------------------------------------------------
@@ -182,7 +216,7 @@ class DossierStateChanged(Contract):
     field_code: Code
     status: int = Field(ge=1, le=10)
     counted: bool  # reached status 2 (rule 1)
-    received_at: AwareDatetime | None = None
+    received_at: Time | None = None
     receipt_day: dt.date | None = None
     due_day: dt.date | None = None
     due_from_source: bool = False
@@ -196,7 +230,7 @@ class DossierStateChanged(Contract):
     online_payment: bool | None = None
     digitized: bool | None = None
     synced_national: bool | None = None
-    updated_at: AwareDatetime
+    updated_at: Time
 
 
 class PlanTaskStateChanged(Contract):
@@ -209,7 +243,7 @@ class PlanTaskStateChanged(Contract):
     due_day: dt.date
     state: Literal["open", "done", "done_late", "overdue"]
     done_on: dt.date | None = None
-    updated_at: AwareDatetime
+    updated_at: Time
 
 
 DataT = TypeVar("DataT", bound=Contract)
@@ -217,13 +251,13 @@ DataT = TypeVar("DataT", bound=Contract)
 
 class CloudEvent(Contract, Generic[DataT]):
     specversion: Literal["1.0"]
-    id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    source: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    id: ShortText
+    source: ShortText
     type: str
-    time: AwareDatetime | None = None
-    subject: Annotated[str, StringConstraints(max_length=256)] | None = None
+    time: Time | None = None
+    subject: Subject | None = None
     datacontenttype: Literal["application/json"] | None = None
-    dataschema: Annotated[str, StringConstraints(max_length=512)] | None = None
+    dataschema: Annotated[str, StringConstraints(max_length=512, pattern=TEXT_PATTERN)] | None = None
     data: DataT
 
 
@@ -294,16 +328,95 @@ class EventRejected(ValueError):
         self.reason = reason
 
 
-def describe_validation_error(exc: ValidationError, *, limit: int = 5) -> str:
-    """A readable sentence naming each bad field, never the rejected value."""
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False, include_context=False)[:limit]:
-        loc = ".".join(str(p) for p in err["loc"]) or "event"
-        parts.append(f"{loc}: {err['msg']}")
-    more = exc.error_count() - limit
-    if more > 0:
-        parts.append(f"and {more} more error(s)")
-    return "; ".join(parts)
+#: What a pattern asks for, in words (a reason never prints a regular expression).
+PATTERN_WORDS = {
+    CODE_PATTERN: "must be a code: 1 to 64 letters, digits, '.', '_', '/' or '-', a letter or digit first",
+    DOSSIER_CODE_PATTERN: "must be 1 to 64 letters, digits, '.', '_', '/' or '-'",
+    TEXT_PATTERN: "must not contain control, format or line-separator characters",
+    NOTE_PATTERN: "must not contain control or format characters other than line breaks and tabs",
+    PERIOD_PATTERN: "must be a year (2023), a month (2023-07) or an ISO week (2023-W27)",
+}
+_REASON_PART = 300  # characters of one error's sentence
+_TIME_BOUNDS = (f"{EARLIEST:%Y-%m-%dT%H:%M:%S}", f"{LATEST:%Y-%m-%dT%H:%M:%S}")
+
+
+def describe_validation_error(exc: ValidationError, *, limit: int = 5, model: type[BaseModel] | None = None) -> str:
+    """A readable sentence naming each bad field of the contract, never a value and never a key the sender
+    invented.
+
+    An error's location is walked through the model's fields (``model``, else the model the error names):
+    a key that is no field becomes "unexpected field in data" (or "in event"), a key inside a map (a rating's
+    ``criteria``, an alert's ``labels``) is named by the map's field only. Repeated sentences are said once.
+    """
+    root = model or _contract_models().get(exc.title)
+    parts: list[str] = []
+    for err in exc.errors(include_input=False, include_url=False):
+        part = _describe(err, root)
+        if part not in parts:
+            parts.append(part)
+    shown = parts[:limit]
+    if len(parts) > limit:
+        shown.append(f"and {len(parts) - limit} more error(s)")
+    return "; ".join(shown)
+
+
+def _describe(err: ErrorDetails, root: type[BaseModel] | None) -> str:
+    path, invented = _contract_path(err["loc"], root)
+    if err["type"] == "extra_forbidden" or invented:
+        return f"unexpected field in {path or 'event'}"
+    where = path or "event"
+    if err["loc"] and err["loc"][-1] == "[key]":
+        where += " key"
+    return f"{where}: {safe_text(_words(err), limit=_REASON_PART)}"
+
+
+def _contract_path(loc: tuple[int | str, ...], root: type[BaseModel] | None) -> tuple[str, bool]:
+    """(the dotted path of contract fields along ``loc``, whether ``loc`` went through a key the contract does not
+    have). The walk stops at a map or a value: what lies below it is the sender's."""
+    names: list[str] = []
+    fields = _fields_of(root)
+    for part in loc:
+        if fields is None:
+            break
+        if part not in fields:
+            return ".".join(names), True
+        names.append(str(part))
+        fields = _fields_of(fields[str(part)].annotation)
+    return ".".join(names), False
+
+
+def _fields_of(annotation: Any) -> dict[str, Any] | None:
+    """The fields of the model ``annotation`` is (or holds, as ``X | None``), else None (a map, a value)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation.model_fields
+    if get_origin(annotation) is not None and get_origin(annotation) is not dict:
+        for arg in get_args(annotation):
+            fields = _fields_of(arg)
+            if fields is not None:
+                return fields
+    return None
+
+
+def _words(err: ErrorDetails) -> str:
+    """The error's sentence, in pydantic's words except where those would print a pattern or a prefix."""
+    ctx = err.get("ctx") or {}
+    if err["type"] == "string_pattern_mismatch":
+        return PATTERN_WORDS.get(str(ctx.get("pattern")), "has characters that are not allowed")
+    bound = str(ctx.get("ge", ctx.get("lt", "")))
+    if err["type"] in ("greater_than_equal", "less_than") and bound.startswith(_TIME_BOUNDS):
+        return f"must lie between {EARLIEST:%Y-%m-%d} and {LATEST - dt.timedelta(days=1):%Y-%m-%d} (UTC)"
+    return err["msg"].removeprefix("Value error, ")
+
+
+def _contract_models() -> dict[str, type[BaseModel]]:
+    """Every contract model by its name (the ``title`` of its validation errors)."""
+    found: dict[str, type[BaseModel]] = {}
+    pending: list[type[BaseModel]] = [Contract]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.__name__, cls)
+        pending.extend(cls.__subclasses__())
+    return found
 
 
 def parse_event(raw: bytes | str, *, accept: frozenset[str] | set[str] | None = None) -> CloudEvent[Any]:
@@ -340,13 +453,13 @@ def parse_event(raw: bytes | str, *, accept: frozenset[str] | set[str] | None = 
         raise EventRejected("type: field required (a CloudEvents type string)")
     adapter = _ADAPTERS.get(etype)
     if adapter is None:
-        raise EventRejected(f"type: unknown event type {etype[:80]!r}")
+        raise EventRejected("type: unknown event type")
     if accept is not None and etype not in accept:
-        raise EventRejected(f"type: {etype!r} is not accepted on this subject")
+        raise EventRejected(f"type: not accepted on this subject, which takes {', '.join(sorted(accept))}")
     try:
         return adapter.validate_json(raw, strict=True)
     except ValidationError as exc:
-        raise EventRejected(describe_validation_error(exc)) from None
+        raise EventRejected(describe_validation_error(exc, model=ENVELOPES[etype])) from None
 
 
 class _NonFiniteNumber(ValueError):

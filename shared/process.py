@@ -190,7 +190,10 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # anything printed goes to stderr, not into the answers
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
+    from shared.logs import one_line_handler  # every record one escaped line (shared/logs.py)
+
+    logging.basicConfig(level=logging.WARNING,
+                        handlers=[one_line_handler("%(asctime)s %(levelname)s worker %(name)s: %(message)s")])
     with contextlib.suppress(BrokenPipeError):
         serve(sys.stdin.buffer, sink)
 

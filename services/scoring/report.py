@@ -4,6 +4,13 @@ One row per agency of the directory (in its order; an agency without data in
 the period has empty ratios), then any agency seen only in the data, then the
 district roll-up. Ratios are shares between 0 and 1 (formatted as percent in
 XLSX); an empty cell means "no value" (no dossier), never 0.
+
+A text cell holds a code that came in an event or a name from the operator's
+directory: it is made safe to show (:func:`shared.text.safe_text`) and, if
+it begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, gets a
+leading single quote, as OWASP recommends against formula injection ("CSV
+injection"); in XLSX it is written as a string, never a formula. Numeric
+cells are numbers, negative ones included, and are left as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +22,11 @@ from dataclasses import dataclass
 
 from services.scoring.board import Directory, PeriodTable
 from services.scoring.domain import Figures
+from shared.text import safe_text
+
+#: What makes a spreadsheet read a cell as a formula (OWASP, CSV injection).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_TEXT_CELL = 200  # characters of a text cell
 
 
 @dataclass(frozen=True)
@@ -80,9 +92,19 @@ def report_rows(table: PeriodTable, directory: Directory) -> list[list[object]]:
     return rows
 
 
+def text_cell(value: str) -> str:
+    """A text cell a spreadsheet shows as text and never runs: safe to show, and with a leading single quote if
+    it begins like a formula."""
+    text = safe_text(value, limit=_TEXT_CELL)  # a tab or CR becomes a space; a hidden character goes
+    formula_like = value.startswith(FORMULA_TRIGGERS) or text.startswith(FORMULA_TRIGGERS)
+    return "'" + text if formula_like else text
+
+
 def _csv_cell(value: object, kind: str) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):
+        return text_cell(value)
     if kind in ("ratio", "points") and isinstance(value, float):
         return f"{value:.4f}" if kind == "ratio" else f"{value:.2f}"
     return str(value)
@@ -116,9 +138,11 @@ def to_xlsx(table: PeriodTable, directory: Directory) -> bytes:
         cell.font = Font(bold=True)
     kinds = ["text", "text"] + [c.kind for c in COLUMNS]
     for row in report_rows(table, directory):
-        ws.append(row)
+        ws.append([text_cell(v) if isinstance(v, str) else v for v in row])
         for cell, kind in zip(ws[ws.max_row], kinds, strict=True):
-            if kind == "ratio" and cell.value is not None:
+            if isinstance(cell.value, str):
+                cell.data_type = "s"  # text, never a formula, whatever it begins with
+            elif kind == "ratio" and cell.value is not None:
                 cell.number_format = "0.0%"
             elif kind == "points" and cell.value is not None:
                 cell.number_format = "0.00"

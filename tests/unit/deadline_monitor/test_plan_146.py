@@ -366,3 +366,15 @@ def test_plan_file_is_plain_yaml_without_duplicate_keys() -> None:
     data = yaml.safe_load(PLAN_FILE.read_text(encoding="utf-8"))
     assert data["plan_id"] == PLAN.plan_id == "KH-146-2023-TP"
     assert len(data["tasks"]) == len(PLAN.tasks)
+
+
+@pytest.mark.parametrize("title", ["dòng một\ndòng hai", "Kế hoạch\u202e giả", "Kế hoạch\x1b[31m", "Kế\u200bhoạch"])
+def test_titles_that_reach_alerts_are_one_line_of_plain_text(title: str) -> None:
+    plan = yaml.safe_load(PLAN_FILE.read_text(encoding="utf-8"))
+    plan["title"] = title
+    plan["tasks"][0]["title"] = title
+    errors = validate_plan_text(yaml.safe_dump(plan, allow_unicode=True), source="plan.yaml")
+    assert [(e.field, e.message) for e in errors] == [
+        ("tasks[0].title", "one line of plain text: no line break, control or bidirectional character"),
+        ("title", "one line of plain text: no line break, control or bidirectional character"),
+    ]
