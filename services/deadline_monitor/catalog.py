@@ -15,6 +15,7 @@ import yaml
 from services.deadline_monitor.domain import Catalog, OccurrenceSpec, WorkingDays, plan_occurrence_specs
 from services.deadline_monitor.plan import Agencies, Plan, PlanError, load_agencies, validate_plan_text
 from services.deadline_monitor.settings import MonitorSettings
+from shared.agencies import AgencySettings
 
 
 class PlanLoadError(ValueError):
@@ -48,8 +49,10 @@ def load_catalog(files: Sequence[Path], *, agencies: Agencies | None = None) -> 
     return Catalog(agencies=agencies, plans=plans)
 
 
-def catalog_from_settings(settings: MonitorSettings) -> Catalog:
-    agencies = load_agencies(settings.agencies_file) if settings.agencies_file else load_agencies()
+def catalog_from_settings(settings: MonitorSettings, *, agencies: Agencies | None = None) -> Catalog:
+    """The plans of ``settings`` against ``agencies`` (default: the shared directory as configured, the monitor's
+    own ``agencies_file`` first)."""
+    agencies = agencies or AgencySettings().load(override=settings.agencies_file)
     return load_catalog(settings.plan_files(), agencies=agencies)
 
 

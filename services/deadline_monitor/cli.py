@@ -31,6 +31,7 @@ from services.deadline_monitor.domain import (
 )
 from services.deadline_monitor.plan import load_agencies, validate_plan_text
 from services.deadline_monitor.store import OccurrenceView, occurrence_facts
+from shared.agencies import AgencySettings
 
 NAME = "deadline_monitor"
 DEFAULT_SPAN = dt.timedelta(days=30)
@@ -43,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     validate = actions.add_parser("validate", help="check plan files; print every error as FILE:LINE: field: message")
     validate.add_argument("files", nargs="+", metavar="FILE", type=Path)
-    validate.add_argument("--agencies", type=Path, default=None, help="agencies YAML (default: the shipped one)")
+    validate.add_argument("--agencies", type=Path, default=None,
+                          help="agencies YAML (default: the agency directory as the services load it)")
     validate.set_defaults(func=_validate)
 
     show = actions.add_parser("show", help="print the state of each task occurrence around a date")
@@ -69,7 +71,7 @@ def _date(text: str) -> dt.date:
 
 def validate_files(files: Sequence[Path], *, agencies_file: Path | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    agencies = load_agencies(agencies_file) if agencies_file else load_agencies()
+    agencies = load_agencies(agencies_file) if agencies_file else AgencySettings().load()
     failed = False
     for path in files:
         try:

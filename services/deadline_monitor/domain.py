@@ -57,6 +57,9 @@ DOSSIER_OVERDUE = "dossier_overdue"
 PLAN_TASK_DUE_SOON = "plan_task_due_soon"
 PLAN_TASK_OVERDUE = "plan_task_overdue"
 DEADLETTER = "deadletter"
+UNKNOWN_AGENCY = "unknown_agency"
+#: The one ``unknown_agency`` alert of the monitor: one condition (events for codes outside the directory).
+UNKNOWN_AGENCY_KEY = UNKNOWN_AGENCY
 
 #: The two transitions of an alert (its events' types and ids).
 FIRING = "firing"
@@ -73,6 +76,7 @@ SEVERITY: dict[str, Literal["info", "warning", "critical"]] = {
     PLAN_TASK_DUE_SOON: "warning",
     PLAN_TASK_OVERDUE: "critical",
     DEADLETTER: "warning",
+    UNKNOWN_AGENCY: "warning",
 }
 
 TaskState = Literal["open", "done", "done_late", "overdue"]
@@ -298,8 +302,17 @@ def latest_states(states: Iterable[DossierStateChanged]) -> dict[str, DossierSta
     return best
 
 
-def settle_dossier(d: DossierFacts, firing: int, h: Horizons) -> Settlement:
-    """A dossier's transition on ``h.today`` against the kinds firing (bits of :data:`DOSSIER_KINDS`)."""
+def settle_dossier(d: DossierFacts, firing: int, h: Horizons, *, known: bool = True) -> Settlement:
+    """A dossier's transition on ``h.today`` against the kinds firing (bits of :data:`DOSSIER_KINDS`).
+
+    A dossier of a unit outside the agency directory (``known=False``) holds
+    no condition and is not watched: nobody in the district answers for it,
+    so it raises no dossier alert (one that fired before resolves) and the
+    tick never reads it; the one ``unknown_agency`` alert speaks for all such
+    dossiers (:func:`unknown_agency_alert`).
+    """
+    if not known:
+        return _settlement(frozenset(), firing, order=DOSSIER_KINDS, watched=False)
     return _settlement(dossier_conditions(d, h), firing, order=DOSSIER_KINDS, watched=dossier_watched(d))
 
 
@@ -365,12 +378,12 @@ class Catalog:
     plans: Mapping[str, Plan]
 
     def agency_name(self, code: str) -> str:
-        for agency in self.agencies.agencies:
-            if agency.code == code:
-                return agency.name
-        if code == self.agencies.district_code:
-            return self.agencies.district_name
-        return code
+        """The display name; a code outside the directory is never echoed (``shared.agencies.UNKNOWN_NAME``)."""
+        return self.agencies.name(code)
+
+    def known(self, code: str) -> bool:
+        """A unit of the agency directory, or the district."""
+        return self.agencies.known(code)
 
     def task(self, plan_id: str, task_id: str) -> Task | None:
         plan = self.plans.get(plan_id)
@@ -654,6 +667,51 @@ def deadletter_alert(letter: DeadLetter, *, district_code: str, starts_at: dt.da
         summary=summary,
         starts_at=starts_at,
         labels={"stream": letter.stream, "subject": letter.subject[:256]},
+    )
+
+
+# -- agencies outside the directory ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnknownSeen:
+    """How many new facts of one transaction named an agency code outside the directory."""
+
+    dossiers: int = 0
+    plan_reports: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.dossiers or self.plan_reports)
+
+
+def unknown_agency_alert(seen: UnknownSeen, *, district_code: str, starts_at: dt.datetime) -> Alert:
+    """The one ``unknown_agency`` alert (warning), for the district's technical desk.
+
+    It names no code, in its summary, ref or labels: the codes came from
+    outside and may be hostile (a code can read like an instruction to pay).
+    It says how many dossiers and plan reports the events that raised it
+    carried, and the command that lists the codes, escaped.
+    """
+    parts = []
+    if seen.dossiers:
+        parts.append(f"{seen.dossiers} hồ sơ")
+    if seen.plan_reports:
+        parts.append(f"{seen.plan_reports} báo cáo nhiệm vụ")
+    summary = (
+        f"Hệ thống nhận được dữ liệu mang mã đơn vị không có trong danh mục đơn vị ({' và '.join(parts)} "
+        "trong lần nhận đầu tiên). Dữ liệu vẫn được lưu và tính chung dưới nhãn «unknown»; cảnh báo của các hồ sơ "
+        "này không gửi đến đơn vị hay lãnh đạo nào. Kiểm tra mã đơn vị trong hệ thống gửi dữ liệu, hoặc bổ sung "
+        "đơn vị vào danh mục (tệp PARWATCH_AGENCIES_EXTRA); xem danh sách mã bằng lệnh: parwatch agencies unknown."
+    )
+    return Alert(
+        alert_key=UNKNOWN_AGENCY_KEY,
+        kind=UNKNOWN_AGENCY,
+        severity=SEVERITY[UNKNOWN_AGENCY],
+        agency_code=district_code,
+        ref="agency_directory",
+        summary=summary,
+        starts_at=starts_at,
+        labels={"dossiers": str(seen.dossiers), "plan_reports": str(seen.plan_reports)},
     )
 
 

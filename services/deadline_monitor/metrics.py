@@ -5,7 +5,9 @@ that have opened by the current day in Asia/Ho_Chi_Minh (the first day of
 their period; a one-shot task from its plan's ``valid_from``) or are done,
 with their state on that day: ``done``, ``done_late``, ``open`` or
 ``overdue``. It is one GROUP BY on ``monitor_occurrence``, so it is right at
-any instant, not only after a tick.
+any instant, not only after a tick. Its ``agency`` is a code of the agency
+directory (``shared.agencies``) or ``unknown`` (every other code, added up);
+``state`` one of the four above.
 
 Additions (not in the contract): ``parwatch_monitor_alerts_firing{kind}`` and
 ``parwatch_monitor_outbox_pending`` (events committed but not yet acked by
@@ -17,14 +19,15 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.deadline_monitor.domain import DOSSIER_KINDS, PLAN_KINDS, TASK_STATES
+from services.deadline_monitor.domain import DEADLETTER, DOSSIER_KINDS, PLAN_KINDS, TASK_STATES, UNKNOWN_AGENCY
 from services.deadline_monitor.store import MonitorStore
 from shared.calendar import local_date
+from shared.metrics import database_backed
 
 
 @dataclass(eq=False)  # registered by identity, as any collector
@@ -32,10 +35,13 @@ class MonitorCollector(Collector):
     store: MonitorStore
     _: KW_ONLY
     clock: Callable[[], dt.datetime]
+    #: A stored agency code's label value (``AgencyDirectory.label``); the wiring always gives it.
+    label: Callable[[str], str] = field(default=lambda code: code)
 
     def describe(self) -> list[Metric]:
         return []  # collected lazily: no database call at registration
 
+    @database_backed
     def collect(self) -> Iterator[Metric]:
         today = local_date(self.clock())
         tasks = GaugeMetricFamily(
@@ -45,9 +51,10 @@ class MonitorCollector(Collector):
         )
         counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(TASK_STATES, 0))
         for agency in self.store.tracked_agencies():
-            counts[agency]  # every tracked agency gets its four series, zeros included
+            counts[self.label(agency)]  # every tracked agency gets its four series, zeros included
         for agency, state, n in self.store.plan_task_counts(today):
-            counts[agency][state] += n
+            if state in TASK_STATES:
+                counts[self.label(agency)][state] += n
         for agency in sorted(counts):
             for state in TASK_STATES:
                 tasks.add_metric([agency, state], counts[agency][state])
@@ -59,7 +66,7 @@ class MonitorCollector(Collector):
             labels=["kind"],
         )
         found = self.store.firing_counts()
-        for kind in (*DOSSIER_KINDS, *PLAN_KINDS, "deadletter"):
+        for kind in (*DOSSIER_KINDS, *PLAN_KINDS, DEADLETTER, UNKNOWN_AGENCY):
             firing.add_metric([kind], found.get(kind, 0))
         yield firing
 

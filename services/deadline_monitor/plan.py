@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal, Protocol, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -42,16 +43,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-import shared
+from shared import agencies as _shared_agencies
+from shared.text import is_unsafe
 
-DEFAULT_AGENCIES = Path(shared.__file__).parent / "data" / "agencies.yaml"
+DEFAULT_AGENCIES = _shared_agencies.DEFAULT_FILE
 
 Group = Literal["all", "departments", "communes"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: Longest day of each month; 29 February is allowed and falls on 28 February in common years.
 _MONTH_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
-_GROUP_KIND = {"departments": "department", "communes": "commune"}
 
 
 # -- scalar types -------------------------------------------------------------
@@ -83,6 +84,14 @@ Number = Annotated[float, BeforeValidator(_real_number)]
 Code = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")]
 Codes = Annotated[tuple[Code, ...], BeforeValidator(_one_or_many)]
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$", max_length=64)]
+def _plain_line(value: str) -> str:
+    if any(is_unsafe(char) for char in value):
+        raise PydanticCustomError("plain_line", "one line of plain text: no line break, control or bidirectional character")
+    return value
+
+
+# A title reaches alert summaries and e-mails: one line of plain text.
+Title = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_plain_line)]
 Day = Annotated[int, Field(strict=True, ge=1, le=31)]
 Month = Annotated[int, Field(strict=True, ge=1, le=12)]
 
@@ -219,7 +228,7 @@ class TaskTarget(_Frozen):
 
 class Task(_Frozen):
     id: Ident
-    title: str = Field(min_length=1, max_length=200)
+    title: Title
     description: str | None = None
     section: Ident
     owner: Owner
@@ -234,7 +243,7 @@ class Target(_Frozen):
     """A KPI target the plan sets (per agency unless ``per: district``)."""
 
     id: Ident
-    title: str = Field(min_length=1)
+    title: Title
     unit: Literal["ratio", "count"]
     op: Literal["gt", "ge"]
     value: Number
@@ -257,7 +266,7 @@ class Target(_Frozen):
 class Plan(_Frozen):
     plan_id: Ident
     number: str | None = None
-    title: str = Field(min_length=1)
+    title: Title
     issued_on: PlanDate
     issuer: Code
     valid_from: PlanDate
@@ -313,67 +322,15 @@ def _bind(task: Task, *, start: dt.date, end: dt.date) -> Task:
 
 # -- agencies -----------------------------------------------------------------
 
-
-class _AgencyRow(_Frozen):
-    code: Code
-    kind: Literal["department", "commune"]
-    name: str = Field(min_length=1)
-
-
-class _District(_Frozen):
-    code: Code
-    name: str = Field(min_length=1)
+# The directory is shared by every service (``shared.agencies``); these names stay for the plan code and its callers.
+Agency = _shared_agencies.Agency
+Agencies = _shared_agencies.AgencyDirectory
+parse_agencies = _shared_agencies.parse_agencies
 
 
-class _AgenciesFile(_Frozen):
-    district: _District
-    agencies: tuple[_AgencyRow, ...] = Field(min_length=1)
-
-
-@dataclass(frozen=True)
-class Agency:
-    code: str
-    kind: str
-    name: str
-
-
-@dataclass(frozen=True)
-class Agencies:
-    """The district and its units, in file order."""
-
-    district_code: str
-    district_name: str
-    agencies: tuple[Agency, ...]
-
-    @property
-    def codes(self) -> frozenset[str]:
-        return frozenset(a.code for a in self.agencies)
-
-    def members(self, group: str) -> tuple[str, ...]:
-        """Codes of a group: ``all``, ``departments`` or ``communes``."""
-        kind = _GROUP_KIND.get(group)
-        if group != "all" and kind is None:
-            raise ValueError(f"unknown owner group {group!r}")
-        return tuple(a.code for a in self.agencies if group == "all" or a.kind == kind)
-
-
-def parse_agencies(text: str, *, source: str = "<agencies>") -> Agencies:
-    try:
-        raw = _AgenciesFile.model_validate(yaml.safe_load(text))
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise ValueError(f"{source}: not a valid agencies file: {exc}") from None
-    rows = tuple(Agency(code=r.code, kind=r.kind, name=r.name) for r in raw.agencies)
-    codes = [a.code for a in rows]
-    duplicated = sorted({c for c in codes if codes.count(c) > 1} | ({raw.district.code} & set(codes)))
-    if duplicated:
-        raise ValueError(f"{source}: codes used twice: {', '.join(duplicated)}")
-    return Agencies(district_code=raw.district.code, district_name=raw.district.name, agencies=rows)
-
-
-def load_agencies(path: str | Path | None = None) -> Agencies:
-    """The agencies file at ``path`` (default: ``shared/data/agencies.yaml``)."""
-    path = Path(path or DEFAULT_AGENCIES)
-    return parse_agencies(path.read_text(encoding="utf-8"), source=str(path))
+def load_agencies(path: str | Path | None = None, *, extra: str | Path | None = None) -> Agencies:
+    """The agencies file at ``path`` (default: ``shared/data/agencies.yaml``), extended by ``extra``."""
+    return _shared_agencies.load_agencies(path, extra=extra)
 
 
 class UnknownAgencyError(ValueError):

@@ -9,6 +9,12 @@ and decides what to publish.
 * **Plan reports** (``parwatch.accepted.plan``): stored once per (source, id);
   the occurrence they name is settled.
 * **Dead letters** (``tthc.deadletter``): one ``deadletter`` alert each, ever.
+* **Agency codes outside the directory** (``shared.agencies``): a dossier of
+  such a unit raises no dossier alert (nobody answers for it); new dossier
+  facts or plan reports naming such codes fire the one ``unknown_agency``
+  alert (for the technical desk), or, while it fires, restart its quiet
+  period: it resolves ``unknown_agency_quiet`` after the last such event
+  (the tick's expiry step), and fires again if they come back.
 * **The tick** (:meth:`MonitorService.tick`): what the passing of time changed
   (an indexed read per level, :mod:`store`), and the dead-letter alerts whose
   time is up.
@@ -83,6 +89,7 @@ from shared.events import (
 )
 from shared.outbox import Message
 from shared.streams import ALERTS, PLAN_TASK_STATE
+from shared.text import escape_text
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +259,7 @@ class MonitorService:
     backlog: Backlog = field(default_factory=Backlog)
     wake: Callable[[], None] | None = None  # the outbox relay's: something was committed for it
     deadletter_ttl: dt.timedelta | None = dt.timedelta(hours=24)
+    unknown_agency_quiet: dt.timedelta | None = dt.timedelta(hours=24)  # None: the alert never resolves by itself
     tick_chunk: int = 1000
 
     def __post_init__(self) -> None:
@@ -313,12 +321,15 @@ class MonitorService:
         rows = work.dossiers(best)
         applied: set[tuple[str, int]] = set()
         changed = []
+        unknown = 0
         for code, state in best.items():
             row = rows.get(code)
             if row is not None and state.revision <= row.revision:
                 continue
             changed.append(work.save_dossier(state, row, is_open=domain.is_open(state), now=now))
             applied.add((code, state.revision))
+            unknown += not self.catalog.known(state.agency_code)
+        self._note_unknown(work, domain.UnknownSeen(dossiers=unknown), now=now)
         if settle:
             self._settle_dossiers(work, changed, h=self.horizons(now), now=now)
         else:
@@ -343,30 +354,36 @@ class MonitorService:
         seen = work.seen_reports((source, event_id) for source, event_id, _ in reports)
         duplicate: list[bool] = []
         touched: set[tuple[str, str, str, str]] = set()
+        unknown = 0
         for source, event_id, report in reports:
             dup = (source, event_id) in seen
             duplicate.append(dup)
             if dup:
                 continue
             seen.add((source, event_id))
+            unknown += not self.catalog.known(report.agency_code)
             occ = self._report_period(report.plan_id, report.task_id, report.period, report.reported_at)
             work.add_report(source, event_id, report, occ_period=occ, now=now)
             if occ is None:
                 log.warning(
                     "plan report matches no task occurrence plan=%s task=%s agency=%s period=%s",
-                    report.plan_id,
-                    report.task_id,
-                    report.agency_code,
-                    report.period,
+                    escape_text(report.plan_id),
+                    escape_text(report.task_id),
+                    self.catalog.agencies.label(report.agency_code),
+                    escape_text(report.period or ""),
                 )
             else:
                 touched.add((report.plan_id, report.task_id, report.agency_code, occ))
+        self._note_unknown(work, domain.UnknownSeen(plan_reports=unknown), now=now)
         work.flush()
         rows = []
         for key in sorted(touched):
             row = work.occurrence(key)
             if row is None:
-                log.warning("plan report for an occurrence not tracked plan=%s task=%s agency=%s period=%s", *key)
+                plan_id, task_id, agency, period = key
+                log.warning("plan report for an occurrence not tracked plan=%s task=%s agency=%s period=%s",
+                            escape_text(plan_id), escape_text(task_id), self.catalog.agencies.label(agency),
+                            escape_text(period))
                 continue
             row.done_on = domain.done_on(work.reports_of(key), local_date=local_date)
             rows.append(row)
@@ -442,6 +459,22 @@ class MonitorService:
             out.append(False)
         return out
 
+    # -- agencies outside the directory (inside a transaction) ------------------------------------------
+    def _note_unknown(self, work: Work, seen: domain.UnknownSeen, *, now: dt.datetime) -> None:
+        """Fire the one ``unknown_agency`` alert for ``seen``, or, while it fires, restart its quiet period."""
+        if not seen:
+            return
+        key = domain.UNKNOWN_AGENCY_KEY
+        row = work.alerts([key]).get(key)
+        expires = now + self.unknown_agency_quiet if self.unknown_agency_quiet else None
+        if row is not None and row.state == FIRING:
+            row.expires_at = expires
+            return
+        alert = domain.unknown_agency_alert(seen, district_code=self.district_code, starts_at=now)
+        self._fire(work, alert, row, now=now, expires_at=expires)
+        log.warning("events name agency codes outside the directory dossiers=%d plan_reports=%d: unknown_agency "
+                    "alert fired (list them: parwatch agencies unknown)", seen.dossiers, seen.plan_reports)
+
     # -- alert transitions (inside a transaction) -------------------------------------------------------
     def _fire(
         self,
@@ -482,7 +515,8 @@ class MonitorService:
 
     def _settle_dossiers(self, work: Work, rows: Sequence[Any], *, h: Horizons, now: dt.datetime) -> int:
         decided = [
-            (row, facts, domain.settle_dossier(facts, row.firing, h)) for row, facts in _with_facts(rows, dossier_facts)
+            (row, facts, domain.settle_dossier(facts, row.firing, h, known=self.catalog.known(facts.agency_code)))
+            for row, facts in _with_facts(rows, dossier_facts)
         ]
         existing = work.alerts(
             domain.dossier_alert_key(kind, row.dossier_code) for row, _, s in decided for kind in s.move.kinds

@@ -24,10 +24,12 @@ from services.notifier.render import Renderer
 from services.notifier.service import Clock, NotifierService
 from services.notifier.settings import NotifierSettings
 from services.notifier.store import Store
+from shared.agencies import AgencySettings
 from shared.calendar import load_calendar
 from shared.consumer import Consumers, RetryPolicy
 from shared.db import make_engine
 from shared.publishing import JetStreamPublisher
+from shared.retention import Cleanup
 from shared.service import Service, make_broker, utc_now
 from shared.settings import CommonSettings
 
@@ -60,7 +62,10 @@ def create_app(
 ) -> tuple[Service, FastAPI]:
     common = common or CommonSettings()
     settings = settings or NotifierSettings()
-    directory = load_directory(settings.directory_path())
+    directory = load_directory(settings.directory_path(), agencies=AgencySettings().load())
+    if not directory.technical_desk:
+        log.warning("no technical desk in the directory: unknown_agency alerts and alerts for agency codes outside "
+                    "the agency directory reach nobody (set technical_desk, or a deadletter route to an official)")
     missing = [o.id for o in directory.officials.values()
                if o.webhook and not settings.webhook_secret_for(o.id)]
     if missing:
@@ -91,6 +96,8 @@ def create_app(
                       consumers=consumers)
     service.use_database(engine, create_schema=notifier.create_schema, ping=store.ping)
     service.every(settings.tick_interval, notifier.tick, name="dispatch")
+    cleanup = Cleanup(store.prune, common.retention(), clock=clock)
+    service.every(common.retention_interval, cleanup.once, name="retention")
     service.every(settings.delivery_interval, notifier.relay.once, name="outbox", wake=notifier.relay.wake)
     app = service.app(
         title="parwatch notifier",

@@ -20,6 +20,7 @@ from services.notifier.domain.silence import Silence, check_new_silence
 from services.notifier.service import Notice
 from services.notifier.settings import NotifierSettings
 from services.notifier.store import Store
+from shared.agencies import AgencySettings
 from shared.calendar import VN_TZ
 from shared.db import make_engine
 from shared.events import ALERT_KINDS
@@ -117,7 +118,7 @@ def _silence_add(args: argparse.Namespace) -> int:
     store, settings = _open()
     now = _now()
     try:
-        directory = load_directory(settings.directory_path())
+        directory = load_directory(settings.directory_path(), agencies=AgencySettings().load())
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

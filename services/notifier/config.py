@@ -3,7 +3,13 @@
 Every problem is reported at once, each naming the file, the line and the
 field, e.g. ``directory.yaml:14: agencies[1].officials[0].role: Input should
 be 'officer', 'head' or 'district_leadership'``. Agency codes must be those of
-``shared/data/agencies.yaml``; display names come from there.
+the agency directory (``shared.agencies``: ``shared/data/agencies.yaml`` and
+the operator's extension); display names come from there.
+
+``technical_desk`` lists the official ids that hear of ``unknown_agency``
+alerts and of every alert for a code outside the directory (nobody else
+does, whatever the routes say). Without it, the official ids a
+``deadletter`` route names are the desk.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from services.notifier.domain.model import ROLES, Directory, Match, Official, Route, parse_duration
 from services.notifier.settings import is_loopback_host
+from shared.agencies import DEFAULT_FILE, AgencyDirectory, load_agencies
 from shared.events import ALERT_KINDS
 
-AGENCIES_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "agencies.yaml"
+AGENCIES_FILE = DEFAULT_FILE
 
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 Ident = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
@@ -102,27 +109,38 @@ class RouteSpec(_Spec):
 class DirectorySpec(_Spec):
     version: Literal[1] = 1
     agencies: list[AgencySpec] = Field(min_length=1)
+    technical_desk: list[Ident] = Field(default_factory=list)
     routes: list[RouteSpec] = Field(min_length=1)
 
 
+def agency_names(agencies: AgencyDirectory) -> tuple[str, str, dict[str, str]]:
+    """(district code, district name, {agency code: display name}) of the agency directory."""
+    return agencies.district_code, agencies.district_name, agencies.names()
+
+
 def load_agency_names(path: Path = AGENCIES_FILE) -> tuple[str, str, dict[str, str]]:
-    """(district code, district name, {agency code: display name}) from agencies.yaml."""
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    district = raw["district"]
-    names = {a["code"]: a["name"] for a in raw["agencies"]}
-    names[district["code"]] = district["name"]
-    return district["code"], district["name"], names
+    """(district code, district name, {agency code: display name}) from an agencies file."""
+    return agency_names(load_agencies(path))
 
 
-def load_directory(path: Path, *, agencies_file: Path = AGENCIES_FILE) -> Directory:
+def load_directory(
+    path: Path, *, agencies_file: Path = AGENCIES_FILE, agencies: AgencyDirectory | None = None
+) -> Directory:
+    """The directory file at ``path`` against ``agencies`` (default: the agencies file ``agencies_file``)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the file ({exc.strerror or exc})"]) from None
-    return parse_directory(text, source=str(path), agencies_file=agencies_file)
+    return parse_directory(text, source=str(path), agencies_file=agencies_file, agencies=agencies)
 
 
-def parse_directory(text: str, *, source: str = "<directory>", agencies_file: Path = AGENCIES_FILE) -> Directory:
+def parse_directory(
+    text: str,
+    *,
+    source: str = "<directory>",
+    agencies_file: Path = AGENCIES_FILE,
+    agencies: AgencyDirectory | None = None,
+) -> Directory:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
@@ -141,7 +159,7 @@ def parse_directory(text: str, *, source: str = "<directory>", agencies_file: Pa
             loc = tuple(err["loc"])
             problems.append(f"{source}:{_line(root, loc)}: {_path(loc)}: {err['msg']}")
         raise ConfigError(problems) from None
-    district_code, district_name, names = load_agency_names(agencies_file)
+    district_code, district_name, names = agency_names(agencies or load_agencies(agencies_file))
     problems = [f"{source}:{_line(root, loc)}: {_path(loc)}: {msg}" for loc, msg in _cross_check(spec, names)]
     if problems:
         raise ConfigError(problems)
@@ -170,6 +188,9 @@ def _cross_check(spec: DirectorySpec, names: dict[str, str]) -> list[tuple[tuple
             seen_ids.setdefault(o.id, loc)
             if not o.email and not o.webhook:
                 out.append((loc, "an official needs an email or a webhook"))
+    for j, desk in enumerate(spec.technical_desk):
+        if desk not in seen_ids:
+            out.append((("technical_desk", j), f"{desk!r} is not an official id of this file"))
     route_names: set[str] = set()
     for i, r in enumerate(spec.routes):
         if r.name in route_names:
@@ -211,7 +232,15 @@ def _to_domain(spec: DirectorySpec, names: dict[str, str], district_code: str, d
         for r in spec.routes
     )
     return Directory(officials=officials, routes=routes, agency_names=names, district_code=district_code,
-                     district_name=district_name)
+                     district_name=district_name, technical_desk=_technical_desk(spec))
+
+
+def _technical_desk(spec: DirectorySpec) -> tuple[str, ...]:
+    """The ids of ``technical_desk``, else the official ids (not roles) the ``deadletter`` routes name."""
+    if spec.technical_desk:
+        return tuple(dict.fromkeys(spec.technical_desk))
+    named = [x for r in spec.routes if "deadletter" in r.match.kind for x in r.receivers if x not in ROLES]
+    return tuple(dict.fromkeys(named))
 
 
 def _path(loc: tuple[Any, ...]) -> str:

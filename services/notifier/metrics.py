@@ -1,19 +1,24 @@
-"""The notifier's metrics: notices by result, alerts received, send errors, and what waits in the outbox."""
+"""The notifier's metrics: notices by result, alerts received, send errors, and what waits in the outbox.
+
+Every label value comes from a closed set: ``kind`` from ``ALERT_KINDS`` (any
+other kind, which the contract's parser already refuses, is counted as
+``other``), ``severity`` from the contract's three, ``channel`` from the
+configured channels, ``result`` and ``retryable`` from the code.
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy.exc import SQLAlchemyError
 
 from shared.events import ALERT_KINDS
+from shared.metrics import database_backed
 from shared.outbox import Outbox
 
-log = logging.getLogger(__name__)
+SEVERITIES = ("info", "warning", "critical")
 
 
 class NotifierMetrics:
@@ -38,6 +43,11 @@ class NotifierMetrics:
             registry=registry,
         )
 
+    def alert_received(self, *, kind: str, severity: str) -> None:
+        """Count one distinct firing alert event, under closed label values."""
+        self.alerts.labels(kind=kind if kind in ALERT_KINDS else "other",
+                           severity=severity if severity in SEVERITIES else "other").inc()
+
     def initialize(self, channels: Iterable[str], *, outbox: Outbox) -> None:
         """Export zeros for the known series, so dashboards and rate() see them from the start, and the
         outbox's size by channel (read at each scrape)."""
@@ -46,7 +56,7 @@ class NotifierMetrics:
             for result in ("sent", "failed", "suppressed"):
                 self.notifications.labels(channel=channel, result=result)
         for kind in ALERT_KINDS:
-            for severity in ("info", "warning", "critical"):
+            for severity in SEVERITIES:
                 self.alerts.labels(kind=kind, severity=severity)
         self.registry.register(OutboxPending(outbox, channels))
 
@@ -58,15 +68,12 @@ class OutboxPending(Collector):
         self.outbox = outbox
         self.channels = list(channels)
 
+    @database_backed
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily(
             "parwatch_notifier_outbox_pending", "Notices waiting in the outbox, by channel.", labels=["channel"]
         )
-        try:
-            waiting = self.outbox.topics()
-        except SQLAlchemyError:  # the database away: the gauge is absent from this scrape, the counters are not
-            log.warning("outbox size not read for /metrics", exc_info=True)
-            return
+        waiting = self.outbox.topics()
         counts = dict.fromkeys(self.channels, 0) | waiting
         for channel in sorted(counts):
             gauge.add_metric([channel], counts[channel])

@@ -4,11 +4,18 @@ Everything that came from an alert (ref, summary, labels, agency code) is
 data to the templates, so the HTML templates' autoescaping covers all of it.
 Dates are dd/mm/yyyy in Asia/Ho_Chi_Minh. Receivers are greeted by their
 post, never by name; no address appears in a message.
+
+An agency code outside the agency directory never reaches a subject or a
+body (:func:`scrub`): the agency is shown as ``unknown`` and named
+``shared.agencies.UNKNOWN_NAME``, the alert's own summary is replaced by a
+fixed text, and a ref or key holding the code is replaced too. The code came
+from outside: it may read like an order to pay.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -20,6 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from services.notifier.domain.model import KIND_ORDER, LEVEL_HEAD, LEVEL_LEADERSHIP, Directory, EscalationPolicy
 from services.notifier.notify import Message
+from shared.agencies import UNKNOWN
 from shared.calendar import to_local
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -79,7 +87,20 @@ KINDS: Mapping[str, KindText] = {
         "Kiểm tra hệ thống gửi dữ liệu và gửi lại bản tin đúng định dạng trước ngày {due}.",
         "Kiểm tra hệ thống gửi dữ liệu và gửi lại bản tin đúng định dạng.",
     ),
+    "unknown_agency": KindText(
+        "cảnh báo mã đơn vị ngoài danh mục",
+        "Dữ liệu mang mã đơn vị không có trong danh mục đơn vị",
+        "Kiểm tra mã đơn vị trong hệ thống gửi dữ liệu, hoặc bổ sung đơn vị vào danh mục đơn vị, trước ngày {due}; "
+        "xem danh sách mã bằng lệnh: parwatch agencies unknown.",
+        "Kiểm tra mã đơn vị trong hệ thống gửi dữ liệu, hoặc bổ sung đơn vị vào danh mục đơn vị; xem danh sách mã "
+        "bằng lệnh: parwatch agencies unknown.",
+    ),
 }
+#: The summary shown for an alert whose agency is outside the directory (its own may carry the code).
+UNKNOWN_AGENCY_SUMMARY = (
+    "Cảnh báo của một đơn vị không có trong danh mục đơn vị; nội dung gốc không được hiển thị vì mã đơn vị do hệ "
+    "thống bên ngoài gửi đến. Kiểm tra mã đơn vị trong hệ thống gửi dữ liệu (lệnh: parwatch agencies unknown)."
+)
 OTHER = KindText("cảnh báo", "Cảnh báo {ref}", "Xem nội dung cảnh báo và xử lý trước ngày {due}.",
                  "Xem nội dung cảnh báo và xử lý theo quy định.")
 
@@ -119,6 +140,22 @@ def due_day(labels: Mapping[str, str]) -> dt.date | None:
 
 def one_line(text: str) -> str:
     return _CONTROL.sub(" ", text).strip()
+
+
+def scrub(raw: Mapping[str, Any], directory: Directory) -> dict[str, Any]:
+    """A notice item as it may be shown: for an agency code outside the directory, the agency is ``unknown``,
+    the summary a fixed text, and a key or ref that holds the code a digest of it. Known agencies: unchanged."""
+    item = dict(raw)
+    code = str(item.get("agency_code", ""))
+    if directory.knows(code):
+        return item
+    item["agency_code"] = UNKNOWN
+    item["summary"] = UNKNOWN_AGENCY_SUMMARY
+    for field in ("alert_key", "ref"):
+        value = str(item.get(field, ""))
+        if code and code != UNKNOWN and code in value:
+            item[field] = "unknown-" + hashlib.sha256(value.encode()).hexdigest()[:12]
+    return item
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -164,7 +201,10 @@ class Renderer:
         return Message(delivery_id=delivery_id, subject=view["subject"], text=text, html=html, data=data)
 
     # -- alerts ------------------------------------------------------------------
-    def salutation(self, role: str, agency_code: str) -> str:
+    def salutation(self, role: str, agency_code: str, receiver: str | None = None) -> str:
+        official = self.directory.officials.get(receiver or "")
+        if not self.directory.knows(agency_code) and official is not None:
+            return official.title  # the technical desk, by its post: the agency says nothing here
         if role == "district_leadership":
             return f"Lãnh đạo {self.directory.district_name}"
         agency = self.directory.agency_name(agency_code)
@@ -173,6 +213,7 @@ class Renderer:
         return f"Công chức phụ trách - {agency}"
 
     def _item(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        raw = scrub(raw, self.directory)
         labels = raw.get("labels") or {}
         due = due_day(labels)
         kt = kind_text(raw["kind"])
@@ -229,11 +270,11 @@ class Renderer:
         return one_line(f"[parwatch] {tags}{agency}: {', '.join(parts)}")
 
     def _alerts_view(self, payload: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        agency_code = payload["agency"]
+        agency_code = self.directory.agency_label(payload["agency"])
         items = [self._item(i) for i in payload["items"]]
         view = {
             "subject": self.alerts_subject(agency_code, items),
-            "salutation": self.salutation(payload["role"], agency_code),
+            "salutation": self.salutation(payload["role"], agency_code, payload.get("receiver")),
             "agency_name": self.directory.agency_name(agency_code),
             "district_name": self.directory.district_name,
             "plan": PLAN,
@@ -267,7 +308,8 @@ class Renderer:
         return view, data
 
     # -- digests ------------------------------------------------------------------
-    def _entry(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+    def _entry(self, raw: Mapping[str, Any], agency_code: str) -> dict[str, Any]:
+        raw = scrub(raw | {"agency_code": agency_code}, self.directory)
         due = due_day(raw.get("labels") or {})
         return {
             "ref": raw["ref"],
@@ -284,7 +326,7 @@ class Renderer:
         period = d["period"]
         start, end = dt.date.fromisoformat(period["start"]), dt.date.fromisoformat(period["end"])
         kind = d["kind"]
-        agency_code = d["agency_code"]
+        agency_code = self.directory.agency_label(d["agency_code"])
         agency = self.directory.agency_name(agency_code)
         if kind == "weekly":
             week = period["key"].split("-W")
@@ -304,11 +346,12 @@ class Renderer:
             ("tasks", f"Nhiệm vụ {PLAN} đến hạn hoặc quá hạn"),
             ("kpis", "Chỉ tiêu chưa đạt mục tiêu"),
         ):
-            entries = [self._entry(e) for e in d.get(key, ())]
+            entries = [self._entry(e, agency_code) for e in d.get(key, ())]
             if kind == "weekly" or entries:
                 sections.append({"key": key, "heading": heading, "entries": entries})
         rows = []
-        for c in d.get("counts", ()):
+        counts = [c | {"agency_code": self.directory.agency_label(c["agency_code"])} for c in d.get("counts", ())]
+        for c in counts:
             rows.append({
                 "agency_name": self.directory.agency_name(c["agency_code"]),
                 "kinds": [
@@ -324,7 +367,7 @@ class Renderer:
             })
         view = {
             "subject": one_line(subject),
-            "salutation": self.salutation(payload["role"], agency_code),
+            "salutation": self.salutation(payload["role"], agency_code, payload.get("receiver")),
             "kind": kind,
             "label": label,
             "agency_name": agency,
@@ -340,6 +383,6 @@ class Renderer:
             "receiver": payload["receiver"],
             "agency": {"code": agency_code, "name": agency},
             "digest": {"kind": kind, "period": period, "sections": {s["key"]: s["entries"] for s in sections},
-                       "counts": d.get("counts", [])},
+                       "counts": counts},
         }
         return view, data

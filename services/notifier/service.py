@@ -32,7 +32,7 @@ from typing import Any
 from services.notifier.domain import digest as digests
 from services.notifier.domain.dispatch import Calendar, Flush, plan_dispatch
 from services.notifier.domain.model import Directory, EscalationPolicy, Official, Timing
-from services.notifier.domain.routing import officials_for_role
+from services.notifier.domain.routing import officials_for_role, restricted
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.notify import Channel, SendResult
 from services.notifier.render import Renderer
@@ -42,6 +42,7 @@ from shared.consumer import Outcome, Received
 from shared.events import ALERT_FIRING_TYPE, AlertEvent
 from shared.outbox import Delivered, GiveUp, Message, Pending, Relay, Result, Retry
 from shared.service import utc_now
+from shared.text import escape_text
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +152,10 @@ class NotifierService:
             fresh = await asyncio.to_thread(self.store.record_alerts, events, now=self.clock())
         for ev, new in zip(events, fresh, strict=True):
             if new and ev.type == ALERT_FIRING_TYPE:
-                self.metrics.alerts.labels(kind=ev.alert.kind, severity=ev.alert.severity).inc()
-            log.info("alert %s key=%s kind=%s agency=%s", "recorded" if new else "duplicate", ev.alert.alert_key,
-                     ev.alert.kind, ev.alert.agency_code)
+                self.metrics.alert_received(kind=ev.alert.kind, severity=ev.alert.severity)
+            log.info("alert %s key=%s kind=%s agency=%s", "recorded" if new else "duplicate",
+                     escape_text(ev.alert.alert_key, limit=300), escape_text(ev.alert.kind, limit=80),
+                     self.directory.agency_label(ev.alert.agency_code))
         return [Outcome.ACCEPTED if new else Outcome.DUPLICATE for new in fresh]
 
     # -- dispatching ------------------------------------------------------------------
@@ -235,6 +237,8 @@ class NotifierService:
                 continue
             since = dt.datetime.combine(period.start - dt.timedelta(days=1), dt.time(0), tzinfo=dt.timezone.utc)
             alerts = await asyncio.to_thread(self.store.alerts_since, since)
+            # The technical desk's alone (unknown_agency, codes outside the directory): no digest shows them.
+            alerts = [a for a in alerts if not restricted(self.directory, a)]
             for kind, code in todo:
                 if kind == digests.WEEKLY:
                     d = digests.build_weekly(code, period, alerts)
@@ -281,6 +285,10 @@ class NotifierService:
         if official is None or channel is None:
             return self._give_up(pending, notice, "receiver not in the directory" if official is None
                                  else "channel not configured")
+        if (notice.kind == "alerts" and not self.directory.knows(notice.agency_code)
+                and official.id not in self.directory.technical_desk):
+            # Queued by an older notifier for an agency outside the directory: the technical desk's alone.
+            return self._give_up(pending, notice, "agency outside the directory: for the technical desk only")
         done = await asyncio.to_thread(self.store.logged_keys, receiver_id=notice.receiver_id,
                                        channel=notice.channel, keys=notice.notice_keys)
         remaining = notice.without(done)
@@ -319,7 +327,8 @@ class NotifierService:
         self.metrics.notifications.labels(channel=notice.channel, result="failed").inc()
         log.error("notification failed outbox=%d receiver=%s channel=%s reason=%s", pending.id, notice.receiver_id,
                   notice.channel, reason)
-        failure = Failure(receiver_id=notice.receiver_id, channel=notice.channel, agency_code=notice.agency_code,
+        failure = Failure(receiver_id=notice.receiver_id, channel=notice.channel,
+                          agency_code=self.directory.agency_label(notice.agency_code),
                           kind=notice.kind, notice_keys=notice.notice_keys, reason=reason,
                           attempts=pending.attempts + 1, created_at=pending.created_at)
         return GiveUp(reason, record=functools.partial(self.store.log_failure, failure=failure, now=self.clock()))

@@ -1,6 +1,8 @@
 """scoring's query API (FastAPI router; OpenAPI at ``/openapi.json``).
 
-* ``GET /agencies``: the district's units and the roll-up code;
+* ``GET /agencies``: the district's units, ``unknown`` when figures exist for
+  codes outside the agency directory (added up under that one code), and the
+  roll-up code;
 * ``GET /figures/{agency}?period=2026-10``: every figure of an agency (or
   the district code for the roll-up) for a period (``YYYY-MM``, ``YYYY-Qn``,
   ``YYYY``; default the running month);
@@ -26,6 +28,7 @@ from services.scoring.board import Directory, PeriodNotStarted, PeriodTable, Sco
 from services.scoring.domain import Figures, IndexPart, Period, compute_figures, today_in_vietnam
 from services.scoring.report import render
 from services.scoring.store import DossierRef
+from shared.agencies import UNKNOWN
 
 PERIOD_HELP = "YYYY-MM (month), YYYY-Qn (quarter) or YYYY (year) in Asia/Ho_Chi_Minh; default: the running month"
 
@@ -33,7 +36,10 @@ PERIOD_HELP = "YYYY-MM (month), YYYY-Qn (quarter) or YYYY (year) in Asia/Ho_Chi_
 class AgencyOut(BaseModel):
     code: str
     name: str
-    kind: str = Field(description="department, commune, district (the roll-up of every agency) or unknown")
+    kind: str = Field(
+        description="department, commune, district (the roll-up of every agency) or unknown (every code outside the"
+        " agency directory, added up)"
+    )
 
 
 def model_of(
@@ -146,14 +152,15 @@ def build_api(*, board: Scoreboard, directory: Directory, clock: Callable[[], dt
             raise HTTPException(status_code=422, detail=str(exc)) from None
 
     def check_agency(agency: str) -> None:
-        if not directory.known(agency) and agency not in board.store.known_agencies():
-            raise HTTPException(status_code=404, detail=f"unknown agency {agency[:64]!r}")
+        """A directory code, the district's, or ``unknown`` (every other code, added up): never echoed back."""
+        if not directory.known(agency) and agency != UNKNOWN:
+            raise HTTPException(status_code=404, detail="no such agency in the directory (others: 'unknown')")
 
     @router.get("/agencies", response_model=list[AgencyOut], summary="Agencies and the district roll-up")
     def agencies() -> list[AgencyOut]:
         out = [AgencyOut(code=a.code, name=a.name, kind=a.kind) for a in directory.agencies]
-        listed = {a.code for a in directory.agencies} | {directory.district_code}
-        out += [AgencyOut(code=c, name=c, kind="unknown") for c in sorted(board.store.known_agencies() - listed)]
+        if any(not directory.known(c) for c in board.store.known_agencies()):
+            out.append(AgencyOut(code=UNKNOWN, name=directory.name(UNKNOWN), kind="unknown"))
         out.append(AgencyOut(code=directory.district_code, name=directory.district.name, kind="district"))
         return out
 
@@ -186,8 +193,8 @@ def build_api(*, board: Scoreboard, directory: Directory, clock: Callable[[], dt
             period=p.key,
             current=current,
             as_of=day if current else p.end,
-            late=[DossierRefOut(**asdict(r)) for r in late],
-            overdue=[DossierRefOut(**asdict(r)) for r in overdue],
+            late=[DossierRefOut(**(asdict(r) | {"agency_code": directory.label(r.agency_code)})) for r in late],
+            overdue=[DossierRefOut(**(asdict(r) | {"agency_code": directory.label(r.agency_code)})) for r in overdue],
         )
 
     @router.get(

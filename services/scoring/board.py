@@ -18,9 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-import shared
 from services.scoring.domain import (
     PERIOD_KINDS,
     Figures,
@@ -32,8 +29,9 @@ from services.scoring.domain import (
     roll_up,
 )
 from services.scoring.store import DossierRef, ScoringStore
+from shared.agencies import DEFAULT_FILE, UNKNOWN, UNKNOWN_NAME, AgencyDirectory, load_agencies
 
-DEFAULT_AGENCIES = Path(shared.__file__).parent / "data" / "agencies.yaml"
+DEFAULT_AGENCIES = DEFAULT_FILE
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,10 @@ class Agency:
 
 @dataclass(frozen=True)
 class Directory:
-    """Tuy Phong's units (``shared/data/agencies.yaml``) and the district roll-up code."""
+    """Tuy Phong's units (the shared agency directory, ``shared.agencies``) and the district roll-up code.
+
+    Codes outside it are shown as one ``unknown`` unit (:meth:`label`), named :data:`UNKNOWN_NAME`.
+    """
 
     district: Agency
     agencies: tuple[Agency, ...]
@@ -60,28 +61,33 @@ class Directory:
         for a in self.agencies:
             if a.code == code:
                 return a.name
-        return code
+        return UNKNOWN_NAME  # never a code from outside
 
     def names(self) -> dict[str, str]:
-        return {a.code: a.name for a in self.agencies} | {self.district.code: self.district.name}
+        return {a.code: a.name for a in self.agencies} | {self.district.code: self.district.name, UNKNOWN: UNKNOWN_NAME}
 
     def known(self, code: str) -> bool:
         return code == self.district.code or any(a.code == code for a in self.agencies)
 
+    def label(self, code: str) -> str:
+        """The code as figures, metrics and reports show it: itself if known, else ``unknown``."""
+        return code if self.known(code) else UNKNOWN
 
-def load_directory(path: str | Path | None = None) -> Directory:
-    raw = yaml.safe_load(Path(path or DEFAULT_AGENCIES).read_text(encoding="utf-8")) or {}
-    district = raw.get("district") or {}
-    code = str(district.get("code") or "TUY_PHONG")
-    name = str(district.get("name") or code)
-    # The roll-up speaks of the whole district, not of its People's Committee.
-    prefix = "Ủy ban nhân dân "
-    roll_up_name = "toàn " + name[len(prefix) :] if name.startswith(prefix) else f"toàn {name}"
-    agencies = tuple(
-        Agency(code=str(a["code"]), name=str(a.get("name") or a["code"]), kind=str(a.get("kind") or "unknown"))
-        for a in raw.get("agencies") or ()
-    )
-    return Directory(district=Agency(code=code, name=roll_up_name, kind="district"), agencies=agencies)
+    @classmethod
+    def of(cls, agencies: AgencyDirectory) -> Directory:
+        # The roll-up speaks of the whole district, not of its People's Committee.
+        name = agencies.district_name
+        prefix = "Ủy ban nhân dân "
+        roll_up_name = "toàn " + name[len(prefix) :] if name.startswith(prefix) else f"toàn {name}"
+        return cls(
+            district=Agency(code=agencies.district_code, name=roll_up_name, kind="district"),
+            agencies=tuple(Agency(code=a.code, name=a.name, kind=a.kind) for a in agencies.agencies),
+        )
+
+
+def load_directory(path: str | Path | None = None, *, extra: str | Path | None = None) -> Directory:
+    """The shared agency directory at ``path`` (default ``shared/data/agencies.yaml``), extended by ``extra``."""
+    return Directory.of(load_agencies(path, extra=extra))
 
 
 class PeriodNotStarted(ValueError):
@@ -99,22 +105,38 @@ class PeriodTable:
 
 
 class Scoreboard:
-    def __init__(self, store: ScoringStore, *, config: IndexConfig, district: str) -> None:
+    """``directory``: codes outside it are added up under ``unknown`` (None: every code as stored, for tests
+    of the arithmetic alone)."""
+
+    def __init__(
+        self, store: ScoringStore, *, config: IndexConfig, district: str, directory: Directory | None = None
+    ) -> None:
         self.store = store
         self.config = config
         self.district = district
+        self.directory = directory
+
+    def _label(self, code: str) -> str:
+        return self.directory.label(code) if self.directory is not None else code
+
+    def _by_label(
+        self, counts: Mapping[str, Counter[str]], opens: Mapping[str, tuple[int, int]]
+    ) -> dict[str, Counter[str]]:
+        """Each label's counts: the stored codes' ended counts and open/overdue dossiers, added up."""
+        per_agency: dict[str, Counter[str]] = {}
+        for agency in set(counts) | set(opens):
+            c = per_agency.setdefault(self._label(agency), Counter())
+            c.update(counts.get(agency, {}))
+            n_open, n_overdue = opens.get(agency, (0, 0))
+            c["open"] += n_open
+            c["overdue"] += n_overdue
+        return per_agency
 
     def _table(
         self, period: Period, *, current: bool, as_of: dt.date, counts: Mapping[str, Counter[str]],
         opens: Mapping[str, tuple[int, int]],
     ) -> PeriodTable:
-        per_agency: dict[str, Counter[str]] = {}
-        for agency in set(counts) | set(opens):
-            c = Counter(counts.get(agency, {}))
-            n_open, n_overdue = opens.get(agency, (0, 0))
-            c["open"] += n_open
-            c["overdue"] += n_overdue
-            per_agency[agency] = c
+        per_agency = self._by_label(counts, opens)
         figures = {a: compute_figures(c, config=self.config) for a, c in per_agency.items()}
         figures = {a: f for a, f in figures.items() if f.has_data}
         if figures:
@@ -150,7 +172,11 @@ class Scoreboard:
     ) -> tuple[bool, list[DossierRef], list[DossierRef]]:
         """The dossiers of the weekly review: ended late in the period, overdue at its end."""
         current = self.is_current(period, today)
-        agencies = None if agency == self.district else [agency]
+        agencies: list[str] | None = [agency]
+        if agency == self.district:
+            agencies = None
+        elif agency == UNKNOWN and self.directory is not None:
+            agencies = [c for c in sorted(self.store.known_agencies()) if not self.directory.known(c)]
         late, overdue = self.store.review_list(
             agencies=agencies, period=period, day=today if current else period.end, current=current, limit=limit
         )

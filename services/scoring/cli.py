@@ -1,7 +1,16 @@
-"""scoring's operator commands (``parwatch report``, ``parwatch rebuild-scores``).
+"""scoring's operator commands (``parwatch report``, ``parwatch rebuild-scores``, ``parwatch agencies``).
 
-Both use the service's database (``PARWATCH_DATABASE_URL``, else the SQLite
-file ``scoring.db`` under ``PARWATCH_DATA_DIR``) and its settings.
+* ``parwatch agencies list`` prints the agency directory as the services load
+  it (``PARWATCH_AGENCIES_FILE``, ``PARWATCH_AGENCIES_EXTRA``);
+* ``parwatch agencies unknown`` prints the agency codes scoring holds figures
+  for that are outside the directory (the ones metrics show as ``unknown``
+  and the ``unknown_agency`` alert speaks of), with their open and overdue
+  dossiers now. Each code is printed escaped (``shared.text.escape_text``:
+  control and bidirectional characters as ``\\u202e``): it came from outside.
+
+All but ``agencies list`` use the service's database (``PARWATCH_DATABASE_URL``,
+else the SQLite file ``scoring.db`` under ``PARWATCH_DATA_DIR``) and its
+settings.
 """
 
 from __future__ import annotations
@@ -31,6 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     rebuild.set_defaults(func=run_rebuild)
 
+    agencies = subparsers.add_parser("agencies", help="the agency directory, and the codes seen outside it")
+    actions = agencies.add_subparsers(dest="agencies_command", metavar="ACTION")
+    actions.required = True
+    actions.add_parser("list", help="print the agency directory as the services load it").set_defaults(
+        func=run_agencies_list
+    )
+    actions.add_parser(
+        "unknown", help="print the agency codes of stored events that are outside the directory (escaped)"
+    ).set_defaults(func=run_agencies_unknown)
+
 
 def _open_store():  # type: ignore[no-untyped-def]
     from services.scoring.settings import ScoringSettings
@@ -45,8 +64,15 @@ def _open_store():  # type: ignore[no-untyped-def]
     return settings, engine, ScoringStore(engine)
 
 
+def _directory(settings):  # type: ignore[no-untyped-def]
+    from services.scoring.board import Directory
+    from shared.agencies import AgencySettings
+
+    return Directory.of(AgencySettings().load(override=settings.agencies_file))
+
+
 def run_report(args: argparse.Namespace, *, clock=None) -> int:  # type: ignore[no-untyped-def]
-    from services.scoring.board import PeriodNotStarted, Scoreboard, load_directory
+    from services.scoring.board import PeriodNotStarted, Scoreboard
     from services.scoring.domain import Period, today_in_vietnam
     from services.scoring.report import render
 
@@ -57,8 +83,9 @@ def run_report(args: argparse.Namespace, *, clock=None) -> int:  # type: ignore[
         return 2
     settings, engine, store = _open_store()
     try:
-        directory = load_directory(settings.agencies_file)
-        board = Scoreboard(store, config=settings.index_config(), district=directory.district_code)
+        directory = _directory(settings)
+        board = Scoreboard(store, config=settings.index_config(), district=directory.district_code,
+                           directory=directory)
         now = clock() if clock else dt.datetime.now(dt.timezone.utc)
         try:
             table = board.table(period, today=today_in_vietnam(now))
@@ -90,4 +117,36 @@ def run_rebuild(args: argparse.Namespace) -> int:
         f"rebuilt scoring aggregates from {result.dossiers} dossiers, {result.ratings} ratings, "
         f"{result.tasks} plan-task occurrences: {result.period_cells} period cells, {result.open_cells} open cells"
     )
+    return 0
+
+
+def run_agencies_list(args: argparse.Namespace) -> int:
+    from services.scoring.settings import ScoringSettings
+
+    directory = _directory(ScoringSettings())
+    for a in directory.agencies:
+        print(f"{a.code:<16} {a.kind:<10} {a.name}")
+    print(f"{directory.district_code:<16} {'district':<10} {directory.district.name}")
+    return 0
+
+
+def run_agencies_unknown(args: argparse.Namespace, *, clock=None) -> int:  # type: ignore[no-untyped-def]
+    from services.scoring.domain import today_in_vietnam
+    from shared.text import escape_text
+
+    settings, engine, store = _open_store()
+    try:
+        directory = _directory(settings)
+        codes = sorted(c for c in store.known_agencies() if not directory.known(c))
+        now = clock() if clock else dt.datetime.now(dt.timezone.utc)
+        opens = store.open_now(today_in_vietnam(now))
+    finally:
+        engine.dispose()
+    if not codes:
+        print("no agency code outside the directory")
+        return 0
+    print(f"{len(codes)} agency code(s) outside the directory, counted under 'unknown' (open and overdue dossiers now):")
+    for code in codes:
+        n_open, n_overdue = opens.get(code, (0, 0))
+        print(f"  {escape_text(code, limit=200):<40} open={n_open} overdue={n_overdue}")
     return 0

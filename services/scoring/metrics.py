@@ -7,8 +7,13 @@ values. A figure without a denominator has no series (never 0 or 1).
 
 ``period`` is the running ``month``, ``quarter`` or ``year`` in
 Asia/Ho_Chi_Minh. Satisfaction and plan completion have no ``period`` label
-(contract): they are the running year's. ``agency`` is an agency code, or the
-district code (``TUY_PHONG``) for the roll-up of every agency.
+(contract): they are the running year's. ``agency`` is a code of the agency
+directory (``shared.agencies``), ``unknown`` for every other code added up
+(the board folds them), or the district code (``TUY_PHONG``) for the roll-up
+of every agency: at most the directory's size plus two values, whatever the
+events say. The other labels (``period``, ``part``, ``figure``,
+``criterion``) come from fixed sets: the period kinds, the index parts, the
+figures below, and the contract's criteria ``c1``..``c9``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from services.scoring.board import Scoreboard
 from services.scoring.domain import PERIOD_KINDS, today_in_vietnam
+from shared.metrics import database_backed
 
 #: (figure attribute, ``figure`` label) of parwatch_period_dossiers.
 PERIOD_DOSSIER_FIGURES = (
@@ -53,6 +59,7 @@ class ScoringCollector(Collector):
     def describe(self) -> list[Metric]:
         return []  # collected lazily: no database call at registration
 
+    @database_backed
     def collect(self) -> Iterator[Metric]:
         tables = self.board.current_tables(today_in_vietnam(self.clock()))
         on_time = GaugeMetricFamily(

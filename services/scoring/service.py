@@ -37,6 +37,7 @@ from services.scoring.board import Directory, Scoreboard
 from services.scoring.domain import DossierFacts, RatingFacts, TaskFacts, today_in_vietnam
 from services.scoring.settings import ScoringSettings
 from services.scoring.store import ScoringStore
+from shared.agencies import UNKNOWN
 from shared.consumer import Outcome, Received
 from shared.events import Alert, CloudEvent, DossierStateEvent, PlanTaskStateEvent, RatingEvent, encode, new_event
 from shared.outbox import Message
@@ -153,6 +154,8 @@ class ScoringService:
             current.add(table.period.key)
             for agency in sorted(table.figures):
                 if agency == self.board.district and not self.include_district:
+                    continue
+                if agency == UNKNOWN:  # nobody answers for units outside the directory (the monitor's unknown_agency)
                     continue
                 figures = table.figures[agency]
                 for kpi in self.kpis:

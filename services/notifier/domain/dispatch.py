@@ -10,7 +10,9 @@ Semantics (Alertmanager's, per receiver and agency):
 * An *assignment* says that a receiver should hear of an alert episode (an
   ``alert_key`` with its ``starts_at``). It is created when a route or an
   escalation level names the receiver, and remembers what was notified.
-* A *group* is (receiver, agency). A new alert is ready ``group_wait`` after
+* A *group* is (receiver, agency); every code outside the agency directory
+  is one agency, ``unknown``, so invented codes make one notice, not one each,
+  and never reach a subject. A new alert is ready ``group_wait`` after
   it was received (an escalation: after it was decided); a group sends at
   most once per ``group_interval``;
   when a group sends, it carries every notice it has pending, so alerts that
@@ -44,7 +46,7 @@ from services.notifier.domain.model import (
     notice_key,
 )
 from services.notifier.domain.quiet import WorkingDays, bypasses_quiet, is_quiet
-from services.notifier.domain.routing import Target, matching_routes, route_alert
+from services.notifier.domain.routing import Target, matching_routes, restricted, route_alert
 from services.notifier.domain.silence import Silence, silenced_by
 
 
@@ -112,8 +114,11 @@ def desired_targets(
     escalation: EscalationPolicy,
     calendar: WorkingHours,
 ) -> list[Target]:
-    """Everyone who should hear of a firing alert at ``now``: routes, then escalation."""
+    """Everyone who should hear of a firing alert at ``now``: routes, then escalation (never for a restricted one:
+    the technical desk alone)."""
     targets = route_alert(directory, alert)
+    if restricted(directory, alert):
+        return targets
     routes = matching_routes(directory, alert)
     escalating = [r for r in routes if r.escalate]
     if escalating:
@@ -148,6 +153,9 @@ def plan_dispatch(
         alert = alerts.get(a.alert_key)
         if alert is None or a.episode != alert.starts_at or a.receiver_id not in directory.officials:
             plan.removed.append(a)  # an older episode, or a receiver gone from the directory
+            continue
+        if restricted(directory, alert) and a.receiver_id not in directory.technical_desk:
+            plan.removed.append(a)  # routed before the directory said so (an older notifier): the desk's alone now
             continue
         known.add(a.key)
         if not a.done:
@@ -190,7 +198,7 @@ def plan_dispatch(
         if quiet and not bypasses_quiet(severity=alert.severity, state=candidate.item.state,
                                         repeat=candidate.item.repeat):
             continue
-        by_group[(a.receiver_id, alert.agency_code)].append(candidate)
+        by_group[(a.receiver_id, directory.agency_label(alert.agency_code))].append(candidate)
 
     for (receiver_id, agency_code), candidates in sorted(by_group.items()):
         last = groups.get((receiver_id, agency_code))

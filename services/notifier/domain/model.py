@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from shared.agencies import UNKNOWN, UNKNOWN_NAME
+
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: Mapping[str, int] = {"info": 0, "warning": 1, "critical": 2}
 
@@ -18,7 +20,10 @@ AlertState = Literal["firing", "resolved"]
 
 #: Alert kinds from the most to the least urgent (the order of a notice's lines).
 KIND_ORDER: tuple[str, ...] = ("dossier_overdue", "dossier_apology_due", "dossier_due_soon", "plan_task_overdue",
-                               "plan_task_due_soon", "kpi_below_target", "deadletter")
+                               "plan_task_due_soon", "kpi_below_target", "deadletter", "unknown_agency")
+
+#: Events named a unit outside the agency directory: for the technical desk only, never for leaders.
+UNKNOWN_AGENCY_KIND = "unknown_agency"
 
 #: Escalation levels of an assignment: routed, to the head, to district leadership.
 LEVEL_ROUTED, LEVEL_HEAD, LEVEL_LEADERSHIP = 0, 1, 2
@@ -103,16 +108,30 @@ class Route:
 
 @dataclass(frozen=True)
 class Directory:
-    """Agencies, their officials and the routes, as validated by ``config``."""
+    """Agencies, their officials and the routes, as validated by ``config``.
+
+    ``agency_names`` is the agency directory (``shared.agencies``: its units
+    and the district): a code outside it is shown as ``unknown`` and named
+    :data:`UNKNOWN_NAME`, never echoed. ``technical_desk``: the official ids
+    that hear of alerts for such codes and of ``unknown_agency`` alerts.
+    """
 
     officials: Mapping[str, Official]
     routes: tuple[Route, ...]
     agency_names: Mapping[str, str]
     district_code: str
     district_name: str
+    technical_desk: tuple[str, ...] = ()
+
+    def knows(self, code: str) -> bool:
+        return code in self.agency_names
+
+    def agency_label(self, code: str) -> str:
+        """``code`` if the agency directory holds it, else ``unknown``."""
+        return code if code in self.agency_names else UNKNOWN
 
     def agency_name(self, code: str) -> str:
-        return self.agency_names.get(code, code)
+        return self.agency_names.get(code, UNKNOWN_NAME)
 
     def officials_in(self, agency_code: str, role: str) -> list[Official]:
         return [

@@ -5,13 +5,31 @@ or official ids. A role is resolved in the alert's agency; when the agency has
 nobody in that role, the next level up hears of it instead (officer -> head ->
 district leadership), so an alert is never routed into a void. Like
 Alertmanager, the first matching route wins unless it says ``continue``.
+
+Two kinds of alerts never take that path (:func:`restricted`): an
+``unknown_agency`` alert, and any alert whose agency is outside the agency
+directory. Nobody in the district answers for such a code, and the code
+came from outside: they go to the technical desk
+(``Directory.technical_desk``) alone, never up the chain to leaders, and are
+never escalated.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.notifier.domain.model import LEVEL_ROUTED, ROLES, AlertRecord, Directory, Official, Route
+from services.notifier.domain.model import (
+    LEVEL_ROUTED,
+    ROLES,
+    UNKNOWN_AGENCY_KIND,
+    AlertRecord,
+    Directory,
+    Official,
+    Route,
+)
+
+#: The route name of assignments to the technical desk when no route matched the alert.
+TECHNICAL_DESK_ROUTE = "technical-desk"
 
 _CHAIN = {"officer": ("officer", "head", "district_leadership"), "head": ("head", "district_leadership"),
           "district_leadership": ("district_leadership",)}
@@ -52,8 +70,22 @@ def matching_routes(directory: Directory, alert: AlertRecord) -> list[Route]:
     return out
 
 
+def restricted(directory: Directory, alert: AlertRecord) -> bool:
+    """For the technical desk only: an ``unknown_agency`` alert, or an alert of a code outside the directory."""
+    return alert.kind == UNKNOWN_AGENCY_KIND or not directory.knows(alert.agency_code)
+
+
+def desk_targets(directory: Directory, alert: AlertRecord) -> list[Target]:
+    """The technical desk, under the first matching route's name (its timing), else :data:`TECHNICAL_DESK_ROUTE`."""
+    routes = matching_routes(directory, alert)
+    name = routes[0].name if routes else TECHNICAL_DESK_ROUTE
+    return [Target(receiver_id=i, route=name) for i in directory.technical_desk if i in directory.officials]
+
+
 def route_alert(directory: Directory, alert: AlertRecord) -> list[Target]:
-    """Receivers of an alert, each once, in route order."""
+    """Receivers of an alert, each once, in route order (the technical desk alone for a restricted alert)."""
+    if restricted(directory, alert):
+        return desk_targets(directory, alert)
     seen: set[str] = set()
     out: list[Target] = []
     for route in matching_routes(directory, alert):

@@ -310,3 +310,44 @@ async def test_an_older_outbox_is_set_aside_and_its_waiting_notices_carried_over
     again = Harness(database_url, directory, clock)  # the next start: nothing to carry
     assert again.store.waiting() == []
     again.engine.dispose()
+
+
+# -- agency codes outside the directory ----------------------------------------------------------------------
+
+HOSTILE = "ZZCANARY-0123456789"  # a code the contract accepts, from outside the directory
+
+
+async def test_alerts_of_unknown_codes_reach_the_technical_desk_alone_and_name_no_code(harness, make_received):
+    received = [make_received(f"dossier_overdue:H-{i}", event_id=f"u{i}", kind="dossier_overdue",
+                              severity="critical", agency_code=f"{HOSTILE}-{i}", ref=f"H-{i}",
+                              summary=f"Hồ sơ H-{i} của {HOSTILE}-{i} đã quá hạn") for i in range(3)]
+    received.append(make_received("unknown_agency", event_id="ua", kind="unknown_agency", agency_code="TUY_PHONG",
+                                  ref="agency_directory", summary="Dữ liệu mang mã đơn vị ngoài danh mục", labels={}))
+    await harness.notifier.record(received)
+    await harness.run()
+    await harness.run(seconds=30)
+    assert harness.smtp.sent == []  # nobody reached by e-mail: not the leadership up the chain, not an officer
+    assert sorted((r, m.data["agency"]["code"]) for r, m in harness.webhook.sent) == [
+        ("tech", "TUY_PHONG"), ("tech", "unknown")]  # one notice for the 3 codes, one for the unknown_agency alert
+    for _, m in harness.webhook.sent:
+        assert "CANARY" not in m.subject + m.text + m.html + json.dumps(m.data, ensure_ascii=False)
+    assert {r.agency_code for r in harness.store.query_log()} == {"unknown", "TUY_PHONG"}
+
+
+async def test_a_notice_queued_before_for_a_leader_about_an_unknown_code_is_not_sent(harness, clock):
+    from shared.outbox import Outbox
+
+    key = "dossier_overdue:H-1"
+    item = {"notice_key": f"{key}@x:firing", "alert_key": key, "state": "firing", "level": 2, "repeat": 0,
+            "kind": "dossier_overdue", "severity": "critical", "agency_code": HOSTILE, "ref": "H-1",
+            "summary": HOSTILE, "starts_at": clock().isoformat(), "ends_at": None, "labels": {}}
+    old = Notice("smtp", {"type": "alerts", "receiver": "lead", "role": "district_leadership", "agency": HOSTILE,
+                          "created_at": clock().isoformat(), "notice_keys": [item["notice_key"]], "items": [item]})
+    outbox: Outbox = harness.store.outbox
+    with harness.engine.begin() as conn:
+        outbox.add(conn, [old.message()], now=clock())
+    await harness.notifier.relay.once(clock())
+    assert harness.smtp.sent == []
+    assert harness.metric("parwatch_notifications_total", channel="smtp", result="failed") == 1
+    [failure] = harness.store.failures()
+    assert failure.agency_code == "unknown" and failure.reason.startswith("agency outside the directory")

@@ -78,13 +78,14 @@ def test_plan_tasks_and_escalation_and_resolved(renderer):
 
 
 def test_html_escapes_a_script_in_every_field_and_text_keeps_it_verbatim(renderer):
-    evil = item(SCRIPT, kind="dossier_overdue", ref=SCRIPT, summary=f"Tóm tắt {SCRIPT}", agency=SCRIPT,
+    # The agency is a directory code: one outside it never reaches a message (test_notifier_unknown_agency).
+    evil = item(SCRIPT, kind="dossier_overdue", ref=SCRIPT, summary=f"Tóm tắt {SCRIPT}",
                 labels={"due_day": SCRIPT, "note": SCRIPT})
-    m = renderer.render(payload(evil, agency=SCRIPT), delivery_id="parwatch-9", sent_at=NOW)
+    m = renderer.render(payload(evil), delivery_id="parwatch-9", sent_at=NOW)
     assert "<script" not in m.html.lower()
     assert "&lt;script&gt;" in m.html
     assert SCRIPT in m.text  # plain text is not HTML: nothing to escape
-    assert "\n" not in m.subject and "<script>" in m.subject  # headers are encoded by the mail library
+    assert m.subject == "[parwatch] Phòng Tư pháp: 1 hồ sơ quá hạn"  # the directory's name, no alert text
     body = json.dumps(m.data, ensure_ascii=False)
     assert json.loads(body)["alerts"][0]["ref"] == SCRIPT  # JSON keeps data as data
 
