@@ -44,6 +44,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.backoff import Backoff
 from shared.embedded import nats_server_binary, stop_process, wait_for_port
 from shared.settings import CommonSettings
+from shared.streams import StreamSpec
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,8 @@ class StartupError(RuntimeError):
     """The stack cannot start; the message says why and what to do."""
 
 
-async def _ensure_streams(servers: list[str], *, replicas: int, timeout: float = 20.0) -> None:
+async def _ensure_streams(servers: list[str], *, replicas: int, specs: Sequence[StreamSpec],
+                          timeout: float = 20.0) -> None:
     import nats
 
     from shared.streams import ensure_streams
@@ -319,7 +321,7 @@ async def _ensure_streams(servers: list[str], *, replicas: int, timeout: float =
         try:
             nc = await nats.connect(servers, connect_timeout=3, max_reconnect_attempts=2, allow_reconnect=False)
             try:
-                await ensure_streams(nc.jetstream(timeout=5), replicas=replicas)
+                await ensure_streams(nc.jetstream(timeout=5), replicas=replicas, specs=specs)
             finally:
                 await nc.close()
             return
@@ -422,7 +424,7 @@ class Supervisor:
 
     def ensure_streams(self) -> None:
         servers = [u.strip() for u in self.nats_url.split(",") if u.strip()]
-        asyncio.run(_ensure_streams(servers, replicas=self.common.stream_replicas))
+        asyncio.run(_ensure_streams(servers, replicas=self.common.stream_replicas, specs=self.common.stream_specs()))
 
     def start_services(self) -> None:
         only = [s.strip() for s in self.settings.services.split(",") if s.strip()]

@@ -10,22 +10,26 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
     Connection,
     Date,
     DateTime,
     Dialect,
     Engine,
     Executable,
+    Integer,
     Table,
     TypeDecorator,
     bindparam,
     create_engine,
+    delete,
     event,
     inspect,
     select,
     text,
+    tuple_,
 )
-from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
@@ -100,6 +104,52 @@ def add_missing_columns(engine: Engine, table: Table) -> list[str]:
         added.append(column.name)
         log.info("column added table=%s column=%s", table.name, column.name)
     return added
+
+
+def widen_to_bigint(engine: Engine, table: Table) -> list[str]:
+    """On PostgreSQL, make BIGINT the INTEGER columns of an existing table that the model declares BIGINT; returns
+    their names.
+
+    Older parwatch versions stored sequences (a source's ``sequence``, a
+    stream sequence, an outbox id) in 32-bit columns, which the contract's
+    values up to 2^53 overflow. The change rewrites the table once, under a
+    lock, at the first start of the newer version. SQLite's integers are
+    64-bit whatever the declared type: nothing to do there.
+    """
+    if engine.dialect.name != "postgresql":
+        return []
+    present = {c["name"]: c["type"] for c in inspect(engine).get_columns(table.name)}
+    preparer = engine.dialect.identifier_preparer
+    widened = []
+    for column in table.columns:
+        found = present.get(column.name)
+        if not isinstance(column.type, BigInteger) or found is None:
+            continue
+        if isinstance(found, BigInteger) or not isinstance(found, Integer):
+            continue
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {preparer.format_table(table)} ALTER COLUMN "
+                              f"{preparer.format_column(column)} TYPE BIGINT"))
+        widened.append(column.name)
+        log.warning("column widened to 64 bits table=%s column=%s", table.name, column.name)
+    return widened
+
+
+def delete_chunk(engine: Engine, table: Table, where: ColumnElement[bool], *, limit: int) -> int:
+    """Delete at most ``limit`` rows of ``table`` that match ``where``, in one short transaction; returns how many.
+
+    The rows are chosen by primary key in a subquery (``DELETE .. WHERE key IN
+    (SELECT key .. LIMIT n) AND where``), so a cleanup never holds a long
+    transaction and never binds an unbounded list of values; ``where`` is
+    checked again on each row deleted, so a row a concurrent transaction has
+    just changed (PostgreSQL re-reads it after that commit) stays if it no
+    longer matches.
+    """
+    key = list(table.primary_key.columns)
+    chosen = select(*key).where(where).limit(limit)
+    target = key[0] if len(key) == 1 else tuple_(*key)
+    with engine.begin() as conn:
+        return int(conn.execute(delete(table).where(target.in_(chosen), where)).rowcount)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -3,7 +3,10 @@
 A message published alone or in a small group carries ``Nats-Msg-Id`` = its
 event id, so one published again (a batch redelivered after a crash, an
 outbox message sent twice) is stored once inside the stream's duplicate
-window; consumers keep their own idempotence beyond it.
+window; consumers keep their own idempotence beyond it. Events of many
+sources republished on one stream (dossier_tracker's accepted ratings and
+plan reports) carry :func:`source_scoped_id` instead: two sources may use the
+same event id, and the broker would keep only the first of them.
 
 Many messages at once (a backlog drained) go to a stream that allows it as
 JetStream atomic batches (ADR-50, nats-server 2.12 or later): about 10 µs of
@@ -17,9 +20,10 @@ wait for.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -30,12 +34,22 @@ from shared.events import CONTENT_TYPE, CloudEvent, encode
 from shared.outbox import Delivered, Pending, Result, Retry
 from shared.streams import stream_for
 
-
 #: From this many messages on, to a stream that allows it, one atomic batch (per ATOMIC_BATCH_MAX) instead of
 #: pipelined publishes.
 ATOMIC_FROM = 256
 #: nats-server's cap on the messages of one atomic batch.
 ATOMIC_BATCH_MAX = 1000
+
+
+def source_scoped_id(event: CloudEvent[Any]) -> str:
+    """The broker's dedup id of an event of any source: a digest of its type, source and id.
+
+    The contract makes (``source``, ``id``) an event's identity; the id alone
+    is only unique within its source. A digest keeps the header short and
+    free of whatever characters a source put in its ids.
+    """
+    identity = json.dumps([event.type, event.source, event.id], ensure_ascii=True)
+    return hashlib.sha256(identity.encode()).hexdigest()
 
 
 class BatchNotStored(ConnectionError):
@@ -68,9 +82,19 @@ class JetStreamPublisher:
             raise
         return Delivered()
 
-    async def publish_many(self, events: Sequence[CloudEvent[Any]], *, subject: str) -> None:
-        """Several events, pipelined; returns once the stream acked every one, raises on the first failure."""
-        await self.publish_encoded([(e.id, encode(e)) for e in events], subject=subject)
+    async def publish_many(
+        self,
+        events: Sequence[CloudEvent[Any]],
+        *,
+        subject: str,
+        msg_id: Callable[[CloudEvent[Any]], str] | None = None,
+    ) -> None:
+        """Several events, pipelined; returns once the stream acked every one, raises on the first failure.
+
+        ``msg_id``: an event's ``Nats-Msg-Id`` (default its id; :func:`source_scoped_id` for many sources' events).
+        """
+        key = msg_id or _event_id
+        await self.publish_encoded([(key(e), encode(e)) for e in events], subject=subject)
 
     async def publish_encoded(self, messages: Sequence[tuple[str, bytes]], *, subject: str) -> None:
         """Encoded events, given as (event id, body); returns once the stream stored every one.
@@ -121,6 +145,10 @@ class JetStreamPublisher:
                 raise BatchNotStored(f"stream refused an atomic batch on {subject}: {error.get('description', error)}")
             if ack.get("stream") != stream or ack.get("count") != last:
                 raise BatchNotStored(f"atomic batch on {subject} acked as {ack.get('count')} in {ack.get('stream')}")
+
+
+def _event_id(event: CloudEvent[Any]) -> str:
+    return event.id
 
 
 def _headers(msg_id: str | None) -> dict[str, str]:

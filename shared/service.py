@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from shared.backoff import Backoff
 from shared.consumer import Consumers
+from shared.logs import one_line_handler
 from shared.periodic import Step, Wake, run_every
 from shared.settings import CommonSettings
 from shared.streams import ensure_streams
@@ -37,25 +38,10 @@ HealthCheck = Callable[[], Awaitable[bool]]
 Background = Callable[[], Awaitable[None]]
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
-
-
 def setup_logging(settings: CommonSettings, *, service: str) -> None:
-    handler = logging.StreamHandler()
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s"))
+    """Every record of the process on one line of at most 4 KB, text or JSON (:mod:`shared.logs`)."""
+    handler = one_line_handler(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
+                               json_lines=settings.log_format == "json")
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
@@ -141,7 +127,7 @@ class Service:
 
     async def start(self) -> None:
         await self.broker.connect()
-        await ensure_streams(self.jetstream, replicas=self.settings.stream_replicas)
+        await ensure_streams(self.jetstream, replicas=self.settings.stream_replicas, specs=self.settings.stream_specs())
         for hook in self.on_start:
             await hook()
         await self.broker.start()

@@ -6,13 +6,16 @@ reads the environment.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.backoff import Backoff
 from shared.consumer import RetryPolicy
+from shared.retention import Retention
+from shared.streams import STREAM_BY_NAME, StreamSpec, stream_specs
 
 EMBEDDED_NATS_URL = "nats://127.0.0.1:14222"
 
@@ -29,12 +32,72 @@ class CommonSettings(BaseSettings):
     log_format: str = Field(default="text", pattern="^(text|json)$")
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas for streams (3 in a cluster)")
 
+    # -- limits and retention (docs/running.md "Limits and retention") --------------------------------------------
+    stream_max_bytes: dict[str, ByteSize] = Field(
+        default_factory=dict,
+        description='byte budget of a stream on each server, by stream name, over parwatch\'s (shared/streams.py), '
+        'e.g. {"TTHC_DOSSIER": "4GiB"}; applies when parwatch creates the stream or still manages its limit',
+    )
+    input_retention_days: int = Field(
+        default=400, ge=1, le=3650,
+        description="days the input streams, and the facts parwatch derives from them, keep messages",
+    )
+    retention_dedup_days: int = Field(
+        default=400, ge=1,
+        description="days a consumed event's (source, id) is kept to recognise it again; at least input_retention_days",
+    )
+    retention_history_days: int = Field(
+        default=400, ge=1,
+        description="days an ended dossier's history, a resolved alert or a superseded report is kept after its last "
+        "change; at least input_retention_days",
+    )
+    retention_log_days: int = Field(
+        default=400, ge=1, description="days the notification log, failed notices and expired silences are kept"
+    )
+    retention_interval: float = Field(default=3600.0, gt=0, description="seconds between two cleanup passes")
+    retention_chunk: int = Field(
+        default=500, ge=1, le=5000, description="most rows of a table one cleanup transaction deletes"
+    )
+
     @field_validator("calendar_overrides")
     @classmethod
     def _overrides_exist(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"calendar override file {value} does not exist")
         return value
+
+    @field_validator("stream_max_bytes")
+    @classmethod
+    def _known_streams(cls, value: dict[str, ByteSize]) -> dict[str, ByteSize]:
+        unknown = sorted(set(value) - set(STREAM_BY_NAME))
+        if unknown:
+            raise ValueError(f"unknown stream {', '.join(unknown)}; parwatch's are {', '.join(STREAM_BY_NAME)}")
+        small = sorted(name for name, size in value.items() if size < STREAM_BY_NAME[name].max_msg_size)
+        if small:
+            raise ValueError(f"stream {', '.join(small)}: a budget must hold at least one message of the largest size")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_outlive_streams(self) -> CommonSettings:
+        """A dedup key or a history dropped while its event may still be delivered again (a replay of the stream)
+        would count that event twice."""
+        for name in ("retention_dedup_days", "retention_history_days"):
+            if getattr(self, name) < self.input_retention_days:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be at least input_retention_days "
+                                 f"({self.input_retention_days}): the streams could deliver again what it forgot")
+        return self
+
+    def stream_specs(self) -> tuple[StreamSpec, ...]:
+        """parwatch's streams with these settings' budgets and retention (for ``ensure_streams``)."""
+        return stream_specs(max_bytes=self.stream_max_bytes, history_days=self.input_retention_days)
+
+    def retention(self) -> Retention:
+        return Retention(
+            dedup=dt.timedelta(days=self.retention_dedup_days),
+            history=dt.timedelta(days=self.retention_history_days),
+            log=dt.timedelta(days=self.retention_log_days),
+            chunk=self.retention_chunk,
+        )
 
     def nats_servers(self) -> list[str]:
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]

@@ -16,12 +16,14 @@ from services.deadline_monitor.metrics import MonitorCollector
 from services.deadline_monitor.service import Backlog, MonitorService
 from services.deadline_monitor.settings import MonitorSettings
 from services.deadline_monitor.store import MonitorStore, create_schema
+from shared.agencies import AgencySettings
 from shared.backoff import Backoff
 from shared.calendar import load_calendar
 from shared.consumer import Consumers
 from shared.db import make_engine
 from shared.outbox import Relay
 from shared.publishing import JetStreamPublisher
+from shared.retention import Cleanup
 from shared.service import Service, make_broker, utc_now
 from shared.settings import CommonSettings
 
@@ -48,12 +50,12 @@ def create_app(
     common = common or CommonSettings()
     settings = settings or MonitorSettings()
     calendar = load_calendar(common.calendar_overrides)
-    catalog = catalog_from_settings(settings)
+    catalog = catalog_from_settings(settings, agencies=AgencySettings().load(override=settings.agencies_file))
     specs = occurrence_specs(catalog, calendar=calendar, settings=settings)
     engine = make_engine(common.database_url_for(NAME))
     store = MonitorStore(engine)
     registry = CollectorRegistry()
-    registry.register(MonitorCollector(store, clock=clock))
+    registry.register(MonitorCollector(store, clock=clock, label=catalog.agencies.label))
 
     broker = make_broker(common)
     publisher = JetStreamPublisher(broker)
@@ -91,6 +93,11 @@ def create_app(
         backlog=backlog,
         wake=relay.wake,
         deadletter_ttl=dt.timedelta(hours=ttl) if ttl else None,
+        unknown_agency_quiet=(
+            dt.timedelta(hours=settings.unknown_agency_resolve_after_hours)
+            if settings.unknown_agency_resolve_after_hours
+            else None
+        ),
         tick_chunk=settings.tick_chunk,
     )
     handlers.register(consumers, monitor, durable=settings.durable)
@@ -101,6 +108,8 @@ def create_app(
     service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
     service.on_start.append(sync_plans)  # after the schema: use_database's hook runs first
     service.every(settings.tick_interval, monitor.tick, name="tick")
+    cleanup = Cleanup(store.prune, common.retention(), clock=clock)
+    service.every(common.retention_interval, cleanup.once, name="retention")
     service.every(settings.outbox_interval, relay.once, name="outbox", wake=relay.wake)
     app = service.app(description="Alerts before a dossier or a plan task is late; tracks plan task occurrences.")
     app.state.monitor = monitor

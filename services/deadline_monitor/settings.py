@@ -52,11 +52,20 @@ class MonitorSettings(ConsumerSettings):
     deadletter_resolve_after_hours: float = Field(
         default=24.0, ge=0, description="a deadletter alert resolves after this many hours (0: never)"
     )
+    unknown_agency_resolve_after_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="the unknown_agency alert resolves after this many hours without an event for a code outside"
+        " the agency directory (0: never)",
+    )
 
     # -- plans ----------------------------------------------------------------------
     include_shipped_plans: bool = Field(default=True, description="load the plan files shipped under plans/")
     plans_dir: Path | None = Field(default=None, description="folder of the operator's own plan files (*.yaml)")
-    agencies_file: Path | None = Field(default=None, description="agencies YAML; default shared/data/agencies.yaml")
+    agencies_file: Path | None = Field(
+        default=None,
+        description="agencies YAML for the monitor alone; default PARWATCH_AGENCIES_FILE, else shared/data's",
+    )
     plan_window_from: dt.date | None = Field(
         default=None, description="first due day tracked; default each plan's valid_from"
     )

@@ -16,6 +16,16 @@ rows of that level whose due day has reached the next kind's horizon
 (``tick_level = :level AND due_day <= :horizon``, :meth:`Work.at_level`), an
 index range scan on ``(tick_level, due_day)``: its cost follows the dossiers
 that change, not the open ones. Task occurrences work the same way.
+
+Retention (:meth:`MonitorStore.prune`, :mod:`shared.retention`): a dossier
+that ended (or never counted) with no alert firing and unchanged for
+``history`` is forgotten; a resolved alert goes ``max(dedup, history)``
+after it resolved (its key dedups dead letters and its generation numbers
+the events the notifier recognises); a plan report goes after the same
+time once it no longer decides anything: it matched no occurrence, or a
+later report that is not ``done`` reopened its occurrence after it
+(:func:`~services.deadline_monitor.domain.done_on` ignores it). Task
+occurrences are not pruned: they are as many as the plans make them.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Engine,
     Index,
     Integer,
@@ -39,9 +50,10 @@ from sqlalchemy import (
     Text,
     bindparam,
     case,
+    exists,
     func,
-    inspect,
     insert,
+    inspect,
     or_,
     select,
     text,
@@ -60,9 +72,10 @@ from services.deadline_monitor.domain import (
     field_values,
     from_attributes,
 )
-from shared.db import StatisticsKeeper, UtcDateTime
+from shared.db import StatisticsKeeper, UtcDateTime, delete_chunk
 from shared.events import Alert, DossierStateChanged, PlanTaskReported
 from shared.outbox import Message, Outbox, outbox_table
+from shared.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -492,6 +505,20 @@ class Work:
         outbox.add(self.session.connection(), self.messages, now=now)
 
 
+def _reopened_after(report: Table) -> ColumnElement[bool]:
+    """A report of the same occurrence, not ``done``, made strictly later: it decides, the earlier one no longer."""
+    later = report.alias("later")
+    c = report.c
+    return exists().where(
+        later.c.plan_id == c.plan_id,
+        later.c.task_id == c.task_id,
+        later.c.agency_code == c.agency_code,
+        later.c.occ_period == c.occ_period,
+        later.c.state != "done",
+        later.c.reported_at > c.reported_at,
+    )
+
+
 def _report_facts(row: PlanReportRow) -> ReportFacts:
     return from_attributes(ReportFacts, row)
 
@@ -534,6 +561,21 @@ class MonitorStore:
 
     def outbox_size(self) -> int:
         return self.outbox.size()
+
+    # -- retention -------------------------------------------------------------------------------------------------
+    def prune(self, retention: Retention, *, now: dt.datetime) -> dict[str, int]:
+        """One bounded pass of the retention (module docstring): rows deleted, by table."""
+        d, a, r = MonitorDossierRow.__table__, AlertRow.__table__, PlanReportRow.__table__
+        forgotten_dossier = (
+            d.c.is_open.is_(False) & (d.c.firing == 0) & d.c.tick_level.is_(None)
+            & (d.c.updated_at < now - retention.history)
+        )
+        old_alert = (a.c.state == RESOLVED) & (a.c.resolved_at < now - retention.keys)
+        old_report = (r.c.recorded_at < now - retention.keys) & (r.c.occ_period.is_(None) | _reopened_after(r))
+        return {
+            table.name: delete_chunk(self.engine, table, where, limit=retention.chunk)  # type: ignore[arg-type]
+            for table, where in ((d, forgotten_dossier), (a, old_alert), (r, old_report))
+        }
 
     def plan_task_counts(self, today: dt.date) -> list[tuple[str, str, int]]:
         """(agency, state, count) of the occurrences open on ``today`` or done, states as of ``today``."""

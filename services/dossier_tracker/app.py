@@ -13,11 +13,13 @@ from services.dossier_tracker.metrics import DossierCollector
 from services.dossier_tracker.service import TrackerService, open_store
 from services.dossier_tracker.settings import TrackerSettings
 from services.dossier_tracker.store import TrackerStore, create_schema
+from shared.agencies import AgencySettings
 from shared.calendar import load_calendar
 from shared.consumer import Consumers, EventCounter
 from shared.db import make_engine
 from shared.process import WorkerProcess
 from shared.publishing import JetStreamPublisher
+from shared.retention import Cleanup
 from shared.service import Service, make_broker, utc_now
 from shared.settings import CommonSettings
 
@@ -39,7 +41,8 @@ def create_app(
     overrides = str(common.calendar_overrides) if common.calendar_overrides else None
     worker = WorkerProcess(open_store, database_url, overrides)  # the writes
     registry = CollectorRegistry()
-    registry.register(DossierCollector(store, calendar=calendar, clock=clock))
+    agencies = AgencySettings().load()  # metric labels: its codes, else "unknown"
+    registry.register(DossierCollector(store, calendar=calendar, clock=clock, label=agencies.label))
 
     broker = make_broker(common)
     publisher = JetStreamPublisher(broker)
@@ -55,6 +58,8 @@ def create_app(
     service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common,
                       consumers=consumers)
     service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
+    cleanup = Cleanup(store.prune, common.retention(), clock=clock)
+    service.every(common.retention_interval, cleanup.once, name="retention")
     service.on_start.append(worker.start)  # after the schema exists
     service.on_stop.insert(0, worker.stop)  # after the batch in hand was stored
     app = service.app(description="Consumes dossier status events, keeps each dossier's state and timeliness.")

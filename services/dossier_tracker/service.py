@@ -11,7 +11,10 @@
 * An accepted rating or plan report is recorded as seen (deduplication on
   (``source``, ``id``)) and republished unchanged for scoring and
   deadline_monitor, also when it is a duplicate: the first delivery may have
-  been stored and lost before its republication was acked.
+  been stored and lost before its republication was acked. Its
+  ``Nats-Msg-Id`` there is a digest of its type, source and id
+  (``shared.publishing.source_scoped_id``): sources share that stream, and two
+  of them may use the same event id.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from shared.consumer import Outcome, Received
 from shared.db import make_engine
 from shared.events import DOSSIER_STATE_TYPE, CloudEvent, DossierEvent, DossierStateChanged, new_event
 from shared.process import WorkerProcess
-from shared.publishing import JetStreamPublisher
+from shared.publishing import JetStreamPublisher, source_scoped_id
 from shared.streams import DOSSIER_STATE
 
 SOURCE = "parwatch/dossier_tracker"
@@ -85,5 +88,5 @@ class TrackerService:
     async def relay(self, received: Sequence[Received[Any]], *, subject: str) -> list[Outcome]:
         keys = [(r.event.source, r.event.id, r.stream) for r in received]
         duplicate = await self.store.run(TrackerStore.record_seen, keys, now=self.clock())
-        await self.publisher.publish_many([r.event for r in received], subject=subject)
+        await self.publisher.publish_many([r.event for r in received], subject=subject, msg_id=source_scoped_id)
         return outcomes(duplicate)

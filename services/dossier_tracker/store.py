@@ -10,6 +10,18 @@ batch whose events for a dossier all sort after the last one applied is
 folded onto the row without reading the history; an event that sorts
 earlier, or a row written before the fold columns existed, folds the whole
 stored history again.
+
+Sequences (the source's ``sequence``, the stream sequence) are 64-bit
+columns; an older PostgreSQL table is widened at start.
+
+Retention (:meth:`TrackerStore.prune`): a dossier that ended, or never
+counted, and has not changed for ``history`` is forgotten, its row and its
+history together, so no dossier is ever left with part of its history; an
+open dossier is kept whatever its age. Its events' (source, id) go with the
+history: ``history`` is at least the input streams' retention, so the
+stream can no longer deliver them again. An event that arrives later still
+for a forgotten dossier starts it afresh. Seen ratings and plan reports are
+forgotten after ``dedup``.
 """
 
 from __future__ import annotations
@@ -20,14 +32,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Index, func, select, text
+from sqlalchemy import BigInteger, Connection, Engine, Index, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel
 
 from services.dossier_tracker.domain import FOLD_FIELDS, DossierState, Fold, RecordedEvent
 from shared.calendar import WorkingCalendar
-from shared.db import BulkSelect, BulkStatement, Day, StatisticsKeeper, UtcDateTime, add_missing_columns
+from shared.db import (
+    BulkSelect,
+    BulkStatement,
+    Day,
+    StatisticsKeeper,
+    UtcDateTime,
+    add_missing_columns,
+    delete_chunk,
+    widen_to_bigint,
+)
+from shared.retention import Retention
 
 # SQLite caps bound parameters; keep IN lists well under it.
 CHUNK = 400
@@ -41,7 +63,7 @@ class DossierEventRow(SQLModel, table=True):
     event_id: str = Field(primary_key=True, max_length=256)
     source: str = Field(primary_key=True, max_length=256)
     dossier_code: str = Field(max_length=64)
-    sequence: int | None = None
+    sequence: int | None = Field(default=None, sa_type=BigInteger)
     status: int
     occurred_at: dt.datetime = Field(sa_type=UtcDateTime)
     agency_code: str = Field(max_length=64)
@@ -55,7 +77,7 @@ class DossierEventRow(SQLModel, table=True):
     online_payment: bool | None = None
     digitized: bool | None = None
     synced_national: bool | None = None
-    stream_seq: int | None = None
+    stream_seq: int | None = Field(default=None, sa_type=BigInteger)
     recorded_at: dt.datetime = Field(sa_type=UtcDateTime)
 
 
@@ -88,7 +110,7 @@ class DossierRow(SQLModel, table=True):
     updated_at: dt.datetime = Field(sa_type=UtcDateTime)
     # The rest of the dossier's Fold (NULL fold_by_sequence: fold the history again).
     fold_by_sequence: bool | None = None
-    fold_last_sequence: int | None = None
+    fold_last_sequence: int | None = Field(default=None, sa_type=BigInteger)
     fold_last_occurred_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
     fold_last_source: str | None = Field(default=None, max_length=256)
     fold_last_event_id: str | None = Field(default=None, max_length=256)
@@ -123,6 +145,9 @@ def create_schema(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine, tables=TABLES)
     # Databases from before the fold columns: add them (NULL until the dossier's next event).
     add_missing_columns(engine, DossierRow.__table__)
+    # Databases from before 64-bit sequences (PostgreSQL).
+    widen_to_bigint(engine, DossierEventRow.__table__)
+    widen_to_bigint(engine, DossierRow.__table__)
 
 
 @dataclass(frozen=True)
@@ -134,6 +159,7 @@ class BatchResult:
 EVENTS = DossierEventRow.__table__
 DOSSIERS = DossierRow.__table__
 ENDED = EndedCountRow.__table__
+SEEN = SeenEventRow.__table__
 #: The history row: the event's fields, where it was in its stream, when it was stored.
 EVENT_COLUMNS = (*RecordedEvent._fields, "stream_seq", "recorded_at")
 #: The dossier row: the state (and is_open), the time, the fold's running values.
@@ -329,6 +355,32 @@ class TrackerStore:
                     seen.add((source, event_id))
                     session.add(SeenEventRow(source=source, event_id=event_id, stream=stream, recorded_at=now))
         return out
+
+    # -- retention -----------------------------------------------------------------------
+    def prune(self, retention: Retention, *, now: dt.datetime) -> dict[str, int]:
+        """One bounded pass of the retention (module docstring): rows deleted, by table."""
+        dossiers, events = self._forget_dossiers(before=now - retention.history, limit=retention.chunk)
+        seen = delete_chunk(self.engine, SEEN, SEEN.c.recorded_at < now - retention.dedup, limit=retention.chunk)
+        return {DOSSIERS.name: dossiers, EVENTS.name: events, SEEN.name: seen}
+
+    def _forget_dossiers(self, *, before: dt.datetime, limit: int) -> tuple[int, int]:
+        """Up to ``limit`` dossiers closed and unchanged since ``before``, with their history, in one transaction.
+
+        The dossiers are locked as a batch locks them (PostgreSQL), and checked
+        again under the lock: one a batch just changed stays.
+        """
+        stale = DOSSIERS.c.is_open.is_(False) & (DOSSIERS.c.updated_at < before)
+        with self.engine.begin() as conn:
+            codes = list(conn.execute(select(DOSSIERS.c.dossier_code).where(stale).limit(limit)).scalars())
+            if not codes:
+                return 0, 0
+            self._lock_dossiers(conn, codes)
+            dossiers = events = 0
+            for part in (codes[i : i + CHUNK] for i in range(0, len(codes), CHUNK)):
+                still = select(DOSSIERS.c.dossier_code).where(DOSSIERS.c.dossier_code.in_(part), stale)
+                events += conn.execute(delete(EVENTS).where(EVENTS.c.dossier_code.in_(still))).rowcount
+                dossiers += conn.execute(delete(DOSSIERS).where(DOSSIERS.c.dossier_code.in_(part), stale)).rowcount
+        return dossiers, events
 
     # -- read side (metrics) ------------------------------------------------------------
     def ended_counts(self) -> list[tuple[str, str, int]]:

@@ -14,6 +14,15 @@
 * ``notifier_silence``, ``notifier_digest``: silences; digests made.
 * ``notifier_meta``: when the notifier first ran.
 
+Retention (:meth:`Store.prune`, :mod:`shared.retention`): seen (source, id)
+pairs go after ``dedup``; an alert resolved for ``history``, once every
+assignment of it is done, goes with its assignments; the notification log,
+failures, digests made and silences ended go after ``log``. A notice not
+delivered yet is never pruned: the outbox holds only those (a delivered or
+given-up notice is deleted at once), and the log of a notice is older than
+the notice's delivery. ``notifier_group`` (one row per receiver and agency
+of the directory) and ``notifier_meta`` do not grow with traffic.
+
 All methods are synchronous; the service runs them in a worker thread. The
 store writes the outbox messages the service layer built; it builds none.
 """
@@ -28,6 +37,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Connection,
     Engine,
@@ -40,6 +50,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     delete,
+    exists,
     func,
     insert,
     inspect,
@@ -52,9 +63,13 @@ from services.notifier.domain.alerts import merge_alert
 from services.notifier.domain.dispatch import Plan
 from services.notifier.domain.model import AlertRecord, Assignment, GroupState
 from services.notifier.domain.silence import Silence
-from shared.db import UtcDateTime
+from shared.db import UtcDateTime, delete_chunk, widen_to_bigint
 from shared.events import ALERT_RESOLVED_TYPE, Alert
 from shared.outbox import Message, Outbox, outbox_table
+from shared.retention import Retention
+
+# SQLite caps bound parameters; keep IN lists well under it.
+CHUNK = 400
 
 
 def _when(nullable: bool = False, **kw: Any) -> Any:
@@ -145,7 +160,7 @@ class LogRow(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    outbox_id: int
+    outbox_id: int = Field(sa_type=BigInteger)  # the outbox's ids are 64-bit
     receiver_id: str = Field(max_length=64)
     channel: str = Field(max_length=16)
     agency_code: str = Field(max_length=64)
@@ -297,6 +312,7 @@ class Store:
         outbox)."""
         self.outbox.create()
         SQLModel.metadata.create_all(self.engine, tables=[t.__table__ for t in TABLES])  # type: ignore[attr-defined]
+        widen_to_bigint(self.engine, LogRow.__table__)  # type: ignore[arg-type]
 
     def legacy_notices(self) -> list[LegacyNotice]:
         """The notices an older notifier left waiting in its own outbox (none once carried over)."""
@@ -318,6 +334,39 @@ class Store:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return True
+
+    # -- retention -----------------------------------------------------------------
+    def prune(self, retention: Retention, *, now: dt.datetime) -> dict[str, int]:
+        """One bounded pass of the retention (module docstring): rows deleted, by table."""
+        chunk = retention.chunk
+        alerts, assignments = self._forget_alerts(before=now - retention.history, limit=chunk)
+        before_log = now - retention.log
+        aged = [
+            (SeenEvent, col(SeenEvent.received_at) < now - retention.dedup),
+            (LogRow, col(LogRow.sent_at) < before_log),
+            (FailureRow, col(FailureRow.failed_at) < before_log),
+            (DigestRow, col(DigestRow.created_at) < before_log),
+            (SilenceRow, col(SilenceRow.ends_at) < before_log),
+        ]
+        deleted = {AlertRow.__tablename__: alerts, AssignmentRow.__tablename__: assignments}
+        for model, where in aged:
+            deleted[model.__tablename__] = delete_chunk(self.engine, model.__table__, where, limit=chunk)  # type: ignore[attr-defined]
+        return deleted  # type: ignore[return-value]
+
+    def _forget_alerts(self, *, before: dt.datetime, limit: int) -> tuple[int, int]:
+        """Up to ``limit`` alerts resolved before ``before`` whose assignments are all done, with those, in one
+        transaction."""
+        a, s = AlertRow.__table__, AssignmentRow.__table__  # type: ignore[attr-defined]
+        undone = exists().where(s.c.alert_key == a.c.alert_key, s.c.done.is_(False))
+        old = (a.c.state == "resolved") & (func.coalesce(a.c.resolved_at, a.c.received_at) < before) & ~undone
+        with self.engine.begin() as conn:
+            keys = list(conn.execute(select(a.c.alert_key).where(old).limit(limit)).scalars())
+            alerts = assignments = 0
+            for part in (keys[i : i + CHUNK] for i in range(0, len(keys), CHUNK)):
+                gone = select(a.c.alert_key).where(a.c.alert_key.in_(part), old)
+                assignments += conn.execute(delete(s).where(s.c.alert_key.in_(gone))).rowcount
+                alerts += conn.execute(delete(a).where(a.c.alert_key.in_(part), old)).rowcount
+        return alerts, assignments
 
     # -- receiving ------------------------------------------------------------------
     def record_alerts(self, events: Sequence[IncomingAlert], *, now: dt.datetime) -> list[bool]:

@@ -10,15 +10,17 @@ from prometheus_client import CollectorRegistry
 
 from services.scoring import handlers
 from services.scoring.api import build_api
-from services.scoring.board import Scoreboard, load_directory
+from services.scoring.board import Directory, Scoreboard
 from services.scoring.metrics import ScoringCollector
 from services.scoring.service import ScoringService
 from services.scoring.settings import ScoringSettings
 from services.scoring.store import ScoringStore, create_schema
+from shared.agencies import AgencySettings
 from shared.consumer import Consumers
 from shared.db import make_engine
 from shared.outbox import Relay
 from shared.publishing import JetStreamPublisher
+from shared.retention import Cleanup
 from shared.service import Service, make_broker, utc_now
 from shared.settings import CommonSettings
 
@@ -37,10 +39,10 @@ def create_app(
 ) -> tuple[Service, FastAPI]:
     common = common or CommonSettings()
     settings = settings or ScoringSettings()
-    directory = load_directory(settings.agencies_file)
+    directory = Directory.of(AgencySettings().load(override=settings.agencies_file))
     engine = make_engine(common.database_url_for(NAME))
     store = ScoringStore(engine)
-    board = Scoreboard(store, config=settings.index_config(), district=directory.district_code)
+    board = Scoreboard(store, config=settings.index_config(), district=directory.district_code, directory=directory)
     registry = CollectorRegistry()
     registry.register(ScoringCollector(board, clock=clock))
 
@@ -58,6 +60,8 @@ def create_app(
     service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
     service.on_start.append(scoring.adopt_legacy_alerts)  # after the schema exists
     service.every(settings.evaluate_interval, scoring.evaluate, name="kpi")
+    cleanup = Cleanup(store.prune, common.retention(), clock=clock)
+    service.every(common.retention_interval, cleanup.once, name="retention")
     service.every(OUTBOX_INTERVAL, relay.once, name="outbox", wake=relay.wake)
     app = service.app(
         description=(

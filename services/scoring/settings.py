@@ -21,7 +21,10 @@ class ScoringSettings(ConsumerSettings):
 
     port: int = Field(default=9103, ge=0, le=65535)
     durable: str = Field(default="scoring", description="durable consumer name prefix (shared by replicas)")
-    agencies_file: Path | None = Field(default=None, description="agency directory YAML (default shared/data)")
+    agencies_file: Path | None = Field(
+        default=None,
+        description="agency directory YAML for scoring alone; default PARWATCH_AGENCIES_FILE, else shared/data's",
+    )
     batch_size: int = Field(
         default=500,
         ge=1,

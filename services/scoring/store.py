@@ -14,7 +14,23 @@ Tables (all prefixed ``scoring_``):
 * ``scoring_alert``: KPI alert state;
 * ``scoring_outbox``: the alert events decided and not yet published (the
   shared outbox, :mod:`shared.outbox`), written in the transaction that
-  updates the alert records.
+  updates the alert records;
+* ``scoring_meta``: the first year whose figures the stored rows still hold
+  in full (set by the retention).
+
+Retention (:meth:`ScoringStore.prune`, :mod:`shared.retention`): the
+figures (``scoring_period_count``) are kept; the rows they were counted
+from go once they can no longer change a figure of a year still open to
+recounting. With ``boundary`` the 1st of January of the year ``history``
+ago: a dossier that ended before it (or never counted), and a rating made
+before it, go once they have not changed for ``history`` (so their facts
+have left the streams). All they contributed was to periods before that
+year, whose cells stay as they are; ``rebuild`` recomputes the periods from
+the boundary's year on and keeps the earlier ones. What a pruned row gave
+that a figure does not keep (the review list of an old period, the open
+dossiers at an old day) is no longer available. Alert records of past
+periods are forgotten by the alert round itself; the open and task tables
+do not grow with traffic.
 
 A batch runs in one transaction: the stored rows it replaces are read with
 ``SELECT .. FOR UPDATE`` (in key order), the difference between old and new
@@ -77,8 +93,10 @@ from services.scoring.domain import (
     supersedes,
     task_contributions,
 )
-from shared.db import BulkStatement, StatisticsKeeper, UtcDateTime
+from shared.calendar import VN_TZ
+from shared.db import BulkStatement, StatisticsKeeper, UtcDateTime, add_missing_columns, delete_chunk
 from shared.outbox import Message, Outbox, outbox_table
+from shared.retention import Retention
 
 # SQLite caps bound parameters; keep statements well under it.
 CHUNK = 400
@@ -149,6 +167,7 @@ class RatingRow(SQLModel, table=True):
     rated_at: dt.datetime = Field(sa_type=UtcDateTime)
     event_id: str = Field(max_length=256)
     overall: str = Field(max_length=16)
+    recorded_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)  # when stored (retention)
     c1: int | None = None
     c2: int | None = None
     c3: int | None = None
@@ -191,6 +210,17 @@ class OpenCountRow(SQLModel, table=True):
     n: int = 0
 
 
+class MetaRow(SQLModel, table=True):
+    __tablename__ = "scoring_meta"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=256)
+
+
+#: ``scoring_meta`` key: the first year whose periods the stored rows still hold in full (retention).
+PRUNED_BEFORE = "pruned_before_year"
+
+
 class AlertRow(  # type: ignore[misc]
     _columns_of(AlertRecord, key="alert_key", lengths={"alert_key": 256, "agency_code": 64, "kpi": 32, "period": 8}),
     table=True,
@@ -210,7 +240,8 @@ TASK = _t(PlanTaskRow)
 PERIOD_COUNT = _t(PeriodCountRow)
 OPEN_COUNT = _t(OpenCountRow)
 ALERT = _t(AlertRow)
-TABLES = [DOSSIER, RATING, TASK, PERIOD_COUNT, OPEN_COUNT, ALERT]
+META = _t(MetaRow)
+TABLES = [DOSSIER, RATING, TASK, PERIOD_COUNT, OPEN_COUNT, ALERT, META]
 AGGREGATES = [PERIOD_COUNT, OPEN_COUNT]
 OUTBOX = outbox_table("scoring", SQLModel.metadata)
 
@@ -229,9 +260,17 @@ _LEGACY_ALERT = Table(
 Decide = Callable[[dict[str, AlertRecord]], tuple[Evaluation, Sequence[Message]]]
 
 
-def create_schema(engine: Engine) -> None:
+def create_schema(engine: Engine, *, now: dt.datetime | None = None) -> None:
     SQLModel.metadata.create_all(engine, tables=TABLES)
+    if "recorded_at" in add_missing_columns(engine, RATING):
+        # Ratings stored before the column: stored by now at the latest, which is all the retention needs.
+        with engine.begin() as conn:
+            conn.execute(update(RATING).where(RATING.c.recorded_at.is_(None)).values(recorded_at=now or _wall_clock()))
     Outbox(engine, OUTBOX).create()
+
+
+def _wall_clock() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def _chunks(items: Sequence[object], size: int = CHUNK) -> Iterator[Sequence[object]]:
@@ -260,8 +299,11 @@ class RebuildResult:
 
 
 class ScoringStore:
-    def __init__(self, engine: Engine) -> None:
+    """``clock`` stamps when a rating was stored (the retention's measure): the wall clock unless a test says."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], dt.datetime] = _wall_clock) -> None:
         self.engine = engine
+        self.clock = clock
         self.dialect = engine.dialect.name
         self.statistics = StatisticsKeeper(
             engine, tables=["scoring_dossier", "scoring_rating", "scoring_period_count", "scoring_open_count"]
@@ -307,8 +349,10 @@ class ScoringStore:
 
     def apply_ratings(self, ratings: Sequence[RatingFacts]) -> list[bool]:
         """Keep each dossier's latest rating; returns per item whether it changed the store."""
+        now = self.clock()
         return self._keep_latest(
-            ratings, RATING, ["dossier_code"], stored=_rating_facts, row=_rating_row, contributions=rating_contributions
+            ratings, RATING, ["dossier_code"], stored=_rating_facts, row=functools.partial(_rating_row, now=now),
+            contributions=rating_contributions,
         )
 
     def apply_tasks(self, tasks: Sequence[TaskFacts]) -> list[bool]:
@@ -411,8 +455,13 @@ class ScoringStore:
             if self.dialect == "postgresql":
                 session.execute(text("LOCK TABLE scoring_dossier, scoring_rating, scoring_plan_task IN SHARE MODE"))
                 session.execute(text("LOCK TABLE scoring_period_count, scoring_open_count IN EXCLUSIVE MODE"))
-            # Delete first: on SQLite this takes the write lock before anything is read.
-            session.execute(delete(PERIOD_COUNT))
+            # Delete first: on SQLite this takes the write lock before anything is read. Periods before the
+            # retention's boundary stay: the rows they were counted from are gone (module docstring).
+            keep_before = self._pruned_before(session)
+            if keep_before is None:
+                session.execute(delete(PERIOD_COUNT))
+            else:
+                session.execute(delete(PERIOD_COUNT).where(PERIOD_COUNT.c.period >= keep_before))
             session.execute(delete(OPEN_COUNT))
             cells, opens, dossiers = self._recompute_dossiers(session)
             ratings = tasks = 0
@@ -423,7 +472,9 @@ class ScoringStore:
                 cells.update(task_contributions(_from_row(TaskFacts, row)))
                 tasks += 1
             period_rows = [
-                {"period": p, "agency_code": a, "figure": f, "n": n} for (p, a, f), n in sorted(cells.items()) if n
+                {"period": p, "agency_code": a, "figure": f, "n": n}
+                for (p, a, f), n in sorted(cells.items())
+                if n and (keep_before is None or p >= keep_before)
             ]
             open_rows = [
                 {"agency_code": a, "due_day": d, "mode": m, "n": n} for (a, d, m), n in sorted(opens.items()) if n
@@ -433,6 +484,40 @@ class ScoringStore:
             for part in _chunks(open_rows, 2000):
                 session.execute(insert(OPEN_COUNT), list(part))
         return RebuildResult(dossiers, ratings, tasks, len(period_rows), len(open_rows))
+
+    @staticmethod
+    def _pruned_before(session: Session) -> str | None:
+        """The first period key (a year, ``"2026"``) the stored rows still count in full, if the retention ran."""
+        found = session.execute(select(META.c.value).where(META.c.key == PRUNED_BEFORE)).scalar_one_or_none()
+        return None if found is None else f"{int(found):04d}"
+
+    # -- retention -------------------------------------------------------------------------
+    def prune(self, retention: Retention, *, now: dt.datetime) -> dict[str, int]:
+        """One bounded pass of the retention (module docstring): rows deleted, by table."""
+        quiet_since = now - retention.history
+        boundary = _year_start(quiet_since)
+        midnight = dt.datetime.combine(boundary, dt.time(0), tzinfo=VN_TZ)
+        counted_before = DOSSIER.c.counted.is_(True) & (DOSSIER.c.ended_on < boundary)
+        old_dossier = (DOSSIER.c.updated_at < quiet_since) & (DOSSIER.c.counted.is_(False) | counted_before)
+        old_rating = (RATING.c.recorded_at < quiet_since) & (RATING.c.rated_at < midnight)
+        self._mark_pruned_before(boundary.year, dossiers=(DOSSIER.c.updated_at < quiet_since) & counted_before,
+                                 ratings=old_rating)
+        return {
+            DOSSIER.name: delete_chunk(self.engine, DOSSIER, old_dossier, limit=retention.chunk),
+            RATING.name: delete_chunk(self.engine, RATING, old_rating, limit=retention.chunk),
+        }
+
+    def _mark_pruned_before(self, year: int, *, dossiers: Any, ratings: Any) -> None:
+        """Before a row counted in a figure goes: from then on, ``rebuild`` leaves the periods before ``year``."""
+        with Session(self.engine) as session, session.begin():
+            known = self._pruned_before(session)
+            if known is not None and int(known) >= year:
+                return
+            doomed = [select(DOSSIER.c.dossier_code).where(dossiers), select(RATING.c.dossier_code).where(ratings)]
+            if all(session.execute(q.limit(1)).first() is None for q in doomed):
+                return
+            upsert = self._insert()(META).values(key=PRUNED_BEFORE, value=str(year))
+            session.execute(upsert.on_conflict_do_update(index_elements=["key"], set_={"value": str(year)}))
 
     def _recompute_dossiers(self, session: Session) -> tuple[Counter[CellKey], Counter[OpenKey], int]:
         """Dossiers grouped by everything their contribution depends on, so Python sees few rows."""
@@ -636,6 +721,11 @@ def _rating_facts(row: Any) -> RatingFacts:
     return _from_row(RatingFacts, row, criteria=criteria)
 
 
-def _rating_row(r: RatingFacts) -> dict[str, object]:
-    return _to_row(r, but={"criteria"}, **{cid: r.criteria.get(cid) for cid in CRITERIA})
+def _rating_row(r: RatingFacts, *, now: dt.datetime) -> dict[str, object]:
+    return _to_row(r, but={"criteria"}, recorded_at=now, **{cid: r.criteria.get(cid) for cid in CRITERIA})
+
+
+def _year_start(moment: dt.datetime) -> dt.date:
+    """The 1st of January, in Asia/Ho_Chi_Minh, of the year ``moment`` falls in there."""
+    return dt.date(moment.astimezone(VN_TZ).year, 1, 1)
 

@@ -18,6 +18,7 @@ from typing import Any, Self
 import nats
 import pytest
 import sqlalchemy as sa
+from prometheus_client import generate_latest
 from sqlalchemy.engine import make_url
 
 from services.dossier_tracker.app import create_app
@@ -162,6 +163,9 @@ async def test_a_postgresql_outage_longer_than_the_retry_budget_costs_no_event(o
                 # Held, never redelivered; and no more taken than max_ack_pending (two batches in flight, one
                 # arriving): the rest waits on the server.
                 assert (held.num_ack_pending, held.num_pending, held.num_redelivered) == (15, 5, 0)
+                # /metrics still answers meanwhile, without what it reads from the database.
+                scrape = generate_latest(svc.registry).decode()
+                assert counted("accepted") == 2 and "parwatch_dossiers_open" not in scrape
                 proxy.accept()
 
                 await wait_until(lambda: counted("accepted") == 22, timeout=60)

@@ -163,6 +163,7 @@ def test_compose_runs_the_services_on_the_ports_and_variables_they_read() -> Non
     plans = {p.name: p for p in plan_services({})}
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
     targets = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in scrape["scrape_configs"]}
+    assert all(job["sample_limit"] > 0 for job in scrape["scrape_configs"])  # every scrape bounded
     for svc in SERVICES:
         name = svc.name.replace("_", "-")
         spec = services[name]
@@ -222,8 +223,10 @@ def test_kubernetes_deployments_probe_health_and_take_settings_from_config() -> 
         assert service["metadata"]["labels"]["app.kubernetes.io/part-of"] == "parwatch"
     assert config["PARWATCH_STREAM_REPLICAS"] == "3"
     assert config["PARWATCH_HTTP_HOST"] == "0.0.0.0"
-    monitor = yaml.safe_load((k8s / "servicemonitor.yaml").read_text(encoding="utf-8"))
-    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    monitors = list(yaml.safe_load_all((k8s / "servicemonitor.yaml").read_text(encoding="utf-8")))
+    assert monitors and all(m["spec"]["endpoints"][0]["path"] == "/metrics" for m in monitors)
+    # Every scrape bounded (issue 11): a sender inventing labels fails a scrape instead of filling Prometheus.
+    assert all(m["spec"]["sampleLimit"] > 0 for m in monitors)
 
 
 def test_the_image_is_built_from_python_311_slim_with_pip_install() -> None:
