@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 
 from services.dossier_tracker.app import create_app
 from services.dossier_tracker.settings import TrackerSettings
+from shared.agencies import UNKNOWN, load_agencies
 from shared.events import CONTENT_TYPE, MAX_MESSAGE_BYTES, PLAN_TYPE, RATING_TYPE, DeadLetterEvent, parse_event
 from shared.logs import JsonFormatter, OneLineFormatter
 from shared.settings import CommonSettings
@@ -251,10 +252,16 @@ async def test_hostile_input_is_accepted_or_dead_lettered_and_never_echoed(
             assert rejected(service) > 0  # the suite did reach the door's refusals
 
             # -- labels bounded by the agency directory (issue 11, item 3) -----------------------------------------
-            # PLACE FOR the series-count check another change builds: scrape service.registry and assert that no
-            # label value holds CANARY and that the number of series stays bounded by shared/data/agencies.yaml
-            # (events for unknown agencies counted under the one label value "unknown"). Not asserted here yet:
-            # accepted events with codes such as "CANARY7f3-OK.1" still become agency labels until that lands.
+            # Accepted events name invented units ("CANARY7f3-OK.1" and the like): none becomes a label value, and
+            # the series stay as many as the directory allows, whatever was generated.
+            directory = load_agencies()
+            series = [(m.name, s.labels) for m in service.registry.collect() for s in m.samples]
+            agencies = {labels["agency"] for _, labels in series if "agency" in labels}
+            assert agencies <= directory.codes | {directory.district_code, UNKNOWN}, agencies
+            assert UNKNOWN in agencies  # the invented units were counted, under the one value
+            assert not any(CANARY in value for _, labels in series for value in labels.values())
+            per_agency = [name for name, labels in series if "agency" in labels]
+            assert len(per_agency) <= (len(directory.codes) + 2) * 7  # 3 timeliness + 4 open states a unit
     finally:
         await nc.close()
 
