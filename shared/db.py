@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     ColumnElement,
     Connection,
     Date,
@@ -152,6 +153,31 @@ def delete_chunk(engine: Engine, table: Table, where: ColumnElement[bool], *, li
         return int(conn.execute(delete(table).where(target.in_(chosen), where)).rowcount)
 
 
+def delete_with_children(
+    conn: Connection,
+    parent: Column[Any],
+    where: ColumnElement[bool],
+    *,
+    children: Sequence[Column[Any]],
+    keys: Sequence[Any],
+    chunk: int = 400,
+) -> tuple[int, int]:
+    """Delete the rows of ``parent``'s table whose key is one of ``keys`` and still matches ``where``, and the rows
+    of ``children`` (columns naming the parent's key) that belong to them; returns (parents, children) deleted.
+
+    In the caller's transaction, ``chunk`` keys a statement; ``where`` is checked again with each parent, so one
+    a concurrent transaction has just changed stays, and so do its children.
+    """
+    parents = kids = 0
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        still = select(parent).where(parent.in_(part), where)
+        for child in children:
+            kids += int(conn.execute(delete(child.table).where(child.in_(still))).rowcount)
+        parents += int(conn.execute(delete(parent.table).where(parent.in_(part), where)).rowcount)
+    return parents, kids
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures that may pass by themselves: lost connections, locks, timeouts."""
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
@@ -277,7 +303,7 @@ class BulkSelect:
 def _utc(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("naive datetime: parwatch stores aware datetimes only")
-    return value.astimezone(dt.timezone.utc)
+    return value.astimezone(dt.UTC)
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -300,8 +326,8 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc)
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
 
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
@@ -315,7 +341,7 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
             return super().result_processor(dialect, coltype)
-        utc = dt.timezone.utc
+        utc = dt.UTC
         parse = dt.datetime.fromisoformat
 
         def process(value: str | None) -> dt.datetime | None:

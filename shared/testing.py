@@ -6,10 +6,11 @@ Nothing here is used by the services at run time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -99,6 +100,32 @@ async def publish_event(js: Any, subject: str, event: Mapping[str, Any] | bytes,
         payload = json.dumps(event).encode()
         headers = {"Content-Type": CONTENT_TYPE, "Nats-Msg-Id": msg_id or str(event["id"])}
     await js.publish(subject, payload, headers=headers)
+
+
+@contextlib.asynccontextmanager
+async def jetstream(url: str) -> AsyncIterator[Any]:
+    """A JetStream context on its own connection to ``url``, the streams ensured; closed at the end."""
+    import nats
+
+    from shared.streams import ensure_streams
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        yield js
+    finally:
+        await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def started(service: Any) -> AsyncIterator[Any]:
+    """A service made by its ``create_app``, started, and stopped at the end."""
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
 
 
 def create_database(admin_url: str, *, prefix: str = "pw") -> str:

@@ -26,7 +26,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import nats
@@ -41,7 +41,7 @@ from shared.events import CONTENT_TYPE, MAX_MESSAGE_BYTES, PLAN_TYPE, RATING_TYP
 from shared.logs import JsonFormatter, OneLineFormatter
 from shared.settings import CommonSettings
 from shared.streams import DEADLETTER, DOSSIER_EVENTS, PLAN_EVENTS, RATING_EVENTS, ensure_streams, stream_for
-from shared.testing import dossier_event, metric_value, wait_until
+from shared.testing import dossier_event, metric_value, started, wait_until
 from shared.text import is_unsafe
 
 CANARY = "CANARY7f3"
@@ -159,15 +159,9 @@ def messages(draw: st.DrawFn) -> list[tuple[str, bytes]]:
 # -- the tracker, and one example through it -------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def running_tracker(nats_url: str, database_url: str) -> AsyncIterator[Any]:
+def running_tracker(nats_url: str, database_url: str) -> contextlib.AbstractAsyncContextManager[Any]:
     settings = TrackerSettings(retry_first_delay=0.2, retry_max_delay=0.5, max_deliver=3)
-    service, _ = create_app(CommonSettings(nats_url=nats_url, database_url=database_url), settings)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
+    return started(create_app(CommonSettings(nats_url=nats_url, database_url=database_url), settings)[0])
 
 
 def handled(service: Any) -> float:

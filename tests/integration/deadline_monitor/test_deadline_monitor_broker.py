@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 
 from services.deadline_monitor.app import create_app
@@ -31,8 +30,8 @@ from shared.events import (
 )
 from shared.publishing import JetStreamPublisher
 from shared.settings import CommonSettings
-from shared.streams import ACCEPTED_PLAN_REPORTS, ALERTS, DOSSIER_STATE, ensure_streams
-from shared.testing import metric_value, publish_event, wait_until
+from shared.streams import ACCEPTED_PLAN_REPORTS, ALERTS, DOSSIER_STATE
+from shared.testing import jetstream, metric_value, publish_event, wait_until
 
 
 def at(text: str) -> dt.datetime:
@@ -69,16 +68,6 @@ async def running_monitor(nats_url: str, database_url: str, clock: Clock, **over
     finally:
         await service.stop()
 
-
-@contextlib.asynccontextmanager
-async def jetstream(url: str) -> AsyncIterator[Any]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js)
-        yield js
-    finally:
-        await nc.close()
 
 
 async def stored(js: Any, stream: str) -> list[Any]:

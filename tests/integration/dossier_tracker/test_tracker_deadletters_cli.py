@@ -10,10 +10,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 
 from parwatch.cli import main as parwatch_main
@@ -22,30 +20,14 @@ from services.dossier_tracker.app import create_app
 from services.dossier_tracker.settings import TrackerSettings
 from shared.events import CONTENT_TYPE, DEADLETTER_TYPE
 from shared.settings import CommonSettings
-from shared.streams import DEADLETTER, DOSSIER_EVENTS, ensure_streams
-from shared.testing import dossier_event, metric_value, publish_event, wait_until
+from shared.streams import DEADLETTER, DOSSIER_EVENTS
+from shared.testing import dossier_event, jetstream, metric_value, publish_event, started, wait_until
 
 
-@contextlib.asynccontextmanager
-async def running_tracker(nats_url: str, database_url: str) -> AsyncIterator[Any]:
+def running_tracker(nats_url: str, database_url: str) -> contextlib.AbstractAsyncContextManager[Any]:
     settings = TrackerSettings(retry_first_delay=0.2, retry_max_delay=0.5)
-    service, _ = create_app(CommonSettings(nats_url=nats_url, database_url=database_url), settings)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
+    return started(create_app(CommonSettings(nats_url=nats_url, database_url=database_url), settings)[0])
 
-
-@contextlib.asynccontextmanager
-async def jetstream(url: str) -> AsyncIterator[Any]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js)
-        yield js
-    finally:
-        await nc.close()
 
 
 def rejected(service: Any) -> float:
@@ -79,7 +61,7 @@ async def test_replay_by_reason_and_time_replays_every_match_and_says_how_many(
             await publish_event(js, DOSSIER_EVENTS, bad_status(n))
         await publish_event(js, DOSSIER_EVENTS, invented_field(0))
         await wait_until(lambda: rejected(svc) == 4)
-        between = dt.datetime.now(dt.timezone.utc)
+        between = dt.datetime.now(dt.UTC)
         for n in range(3, 5):
             await publish_event(js, DOSSIER_EVENTS, bad_status(n))
         await publish_event(js, DOSSIER_EVENTS, invented_field(1))

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import psutil
 
 from services.dossier_tracker.app import create_app
@@ -33,10 +32,9 @@ from shared.streams import (
     DOSSIER_EVENTS,
     DOSSIER_STATE,
     RATING_EVENTS,
-    ensure_streams,
     stream_for,
 )
-from shared.testing import dossier_event, metric_value, publish_event, wait_until
+from shared.testing import dossier_event, jetstream, metric_value, publish_event, wait_until
 
 CAL = load_calendar()
 UNITS = ("PTP", "PNV", "PYT")  # units of the shipped directory: labels of their own
@@ -52,16 +50,6 @@ async def running_tracker(nats_url: str, database_url: str, **overrides: Any) ->
     finally:
         await service.stop()
 
-
-@contextlib.asynccontextmanager
-async def jetstream(url: str) -> AsyncIterator[Any]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js)
-        yield js
-    finally:
-        await nc.close()
 
 
 def value(service: Any, name: str, **labels: str) -> float:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any, Self
 
-import nats
 import pytest
 import sqlalchemy as sa
 from prometheus_client import generate_latest
@@ -25,8 +24,17 @@ from services.dossier_tracker.app import create_app
 from services.dossier_tracker.settings import TrackerSettings
 from shared.embedded import free_port
 from shared.settings import CommonSettings
-from shared.streams import DOSSIER_EVENTS, ensure_streams
-from shared.testing import create_database, dossier_event, drop_database, metric_value, publish_event, wait_until
+from shared.streams import DOSSIER_EVENTS
+from shared.testing import (
+    create_database,
+    dossier_event,
+    drop_database,
+    jetstream,
+    metric_value,
+    publish_event,
+    started,
+    wait_until,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -103,25 +111,9 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
         drop_database(postgres_admin_url, url)
 
 
-@contextlib.asynccontextmanager
-async def jetstream(url: str) -> AsyncIterator[Any]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js)
-        yield js
-    finally:
-        await nc.close()
 
-
-@contextlib.asynccontextmanager
-async def tracker(nats_url: str, database_url: str, settings: TrackerSettings) -> AsyncIterator[Any]:
-    service, _ = create_app(CommonSettings(nats_url=nats_url, database_url=database_url), settings)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
+def tracker(nats_url: str, database_url: str, settings: TrackerSettings) -> contextlib.AbstractAsyncContextManager[Any]:
+    return started(create_app(CommonSettings(nats_url=nats_url, database_url=database_url), settings)[0])
 
 
 def dossier(i: int) -> list[dict[str, Any]]:

@@ -100,7 +100,18 @@ async def test_equal_ids_from_different_sources_are_each_relayed_and_counted_dow
 
             await wait_until(all_relayed, timeout=20)
             await wait_until(lambda: rows(common.database_url_for("scoring"), RatingRow) == 3, timeout=20)
-            await wait_until(lambda: rows(common.database_url_for("deadline_monitor"), PlanReportRow) == 3, timeout=20)
+            # The monitor takes each of the three: none of its tasks is in a plan it loads, so each is dead-lettered
+            # with a reason (issue 12), once per message of the accepted stream; none was lost as a duplicate.
+            async def reports_taken() -> bool:
+                info = await js.stream_info("TTHC_DEADLETTER")
+                return info.state.messages >= 3
+
+            await wait_until(reports_taken, timeout=20)
+            letters = [parse_event((await js.get_msg("TTHC_DEADLETTER", seq)).data) for seq in range(1, 4)]
+            assert sorted(letter.data.stream_seq for letter in letters if letter.data.stream == "PARWATCH_ACCEPTED") \
+                == sorted(seq for seq, (subject, _, _) in enumerate(await accepted(js), start=1)
+                          if subject == ACCEPTED_PLAN_REPORTS)
+            assert rows(common.database_url_for("deadline_monitor"), PlanReportRow) == 0
             counted = {s: metric_value(tracker.registry, "parwatch_events_total", stream=s, result="accepted")
                        for s in ("TTHC_RATING", "TTHC_PLAN")}
             assert counted == {"TTHC_RATING": 3.0, "TTHC_PLAN": 3.0}

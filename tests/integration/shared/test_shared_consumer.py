@@ -22,7 +22,7 @@ from shared.publishing import JetStreamPublisher
 from shared.service import make_broker, utc_now
 from shared.settings import CommonSettings
 from shared.streams import DEADLETTER, DOSSIER_EVENTS, ensure_streams
-from shared.testing import dossier_event, metric_value, publish_event, wait_until
+from shared.testing import dossier_event, jetstream, metric_value, publish_event, wait_until
 
 FAST_RETRY = RetryPolicy(max_deliver=3, backoff=Backoff(first=0.05, cap=0.1), ack_wait=30)
 
@@ -45,16 +45,6 @@ async def consuming(url: str, register: Callable[[Consumers], None], *, batch_si
         await consumers.stop()
         await broker.stop()
 
-
-@contextlib.asynccontextmanager
-async def jetstream(url: str) -> AsyncIterator[Any]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js)
-        yield js
-    finally:
-        await nc.close()
 
 
 def event(i: int, **data: Any) -> dict[str, Any]:
