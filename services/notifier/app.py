@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.notifier import handlers
+from services.notifier.ack import AckLinks, load_secret
+from services.notifier.api import AckApi
 from services.notifier.config import load_directory
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.notify import Channel
@@ -79,8 +81,11 @@ def create_app(
     registry = CollectorRegistry()
     engine = make_engine(common.database_url_for(NAME))
     store = Store(engine)
+    secret = load_secret(settings.ack_secret_value(), common.data_dir)
+    links = AckLinks(secret=secret, base_url=settings.public_base_url(), ttl=settings.ack_link_ttl)
+    renderer = Renderer(directory=directory, escalation=escalation, ack_links=links.urls)
     notifier = NotifierService(
-        store=store, directory=directory, renderer=Renderer(directory=directory, escalation=escalation),
+        store=store, directory=directory, renderer=renderer,
         channels=channels, email_channel=email_channel, timing=settings.timing(), escalation=escalation,
         calendar=load_calendar(common.calendar_overrides),
         metrics=NotifierMetrics(registry), clock=clock, quiet_hours=settings.quiet_hours,
@@ -99,9 +104,13 @@ def create_app(
     cleanup = Cleanup(store.prune, common.retention(), clock=clock)
     service.every(common.retention_interval, cleanup.once, name="retention")
     service.every(settings.delivery_interval, notifier.relay.once, name="outbox", wake=notifier.relay.wake)
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else None
+    api = AckApi(store=store, directory=directory, secret=secret, clock=clock, api_token=token)
     app = service.app(
         title="parwatch notifier",
-        description="Routes tthc.alerts to the right officials, once, in Vietnamese (SMTP, webhook, log).",
+        description="Routes tthc.alerts to the right officials, once, in Vietnamese (SMTP, webhook, log); "
+                    "officials acknowledge alerts here (/ack, /alerts).",
+        extra_routes=[api.router()],
     )
     app.state.notifier = notifier
     app.state.store = store

@@ -1,8 +1,8 @@
-"""Operator commands: ``parwatch silence add|list|expire`` and ``parwatch notifications``.
+"""Operator commands: ``parwatch silence add|list|expire``, ``parwatch alerts ack`` and ``parwatch notifications``.
 
 They read the same settings (``PARWATCH_*``, ``PARWATCH_NOTIFIER_*``) and the
 same database as the running notifier, which picks up a new or expired
-silence at its next dispatch pass.
+silence, or an acknowledgement, at its next dispatch pass.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from services.notifier.ack import AckRefused, acknowledge
 from services.notifier.config import ConfigError, load_directory
+from services.notifier.domain.ack import ACK_KINDS, Acknowledgement
 from services.notifier.domain.model import parse_duration
 from services.notifier.domain.silence import Silence, check_new_silence
 from services.notifier.service import Notice
@@ -55,6 +57,17 @@ def register(subparsers: Any) -> None:
     exp = ssub.add_parser("expire", help="end a silence now")
     exp.add_argument("silence_id")
     exp.set_defaults(func=_silence_expire)
+
+    alerts = subparsers.add_parser("alerts", help="answer for a notifier alert (ack)")
+    asub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION")
+    asub.required = True
+    ack = asub.add_parser("ack", help="acknowledge an alert: no more reminders or escalation until it changes")
+    ack.add_argument("alert_key", metavar="ALERT_KEY")
+    ack.add_argument("--as", dest="official", required=True, metavar="OFFICIAL", help="official id of the directory")
+    ack.add_argument("--kind", required=True, choices=list(ACK_KINDS),
+                     help="apology_sent (đã gửi thư xin lỗi) or handling (đang xử lý)")
+    ack.add_argument("--note", default="", help="optional note (no personal data)")
+    ack.set_defaults(func=_alerts_ack)
 
     notes = subparsers.add_parser("notifications", help="query the notifier's notification log, outbox and failures")
     notes.add_argument("--receiver", help="official id")
@@ -173,6 +186,34 @@ def _silence_expire(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alerts_ack(args: argparse.Namespace) -> int:
+    store, settings = _open()
+    try:
+        directory = load_directory(settings.directory_path(), agencies=AgencySettings().load())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        ack = acknowledge(store, directory, alert_key=args.alert_key, official_id=args.official, kind=args.kind,
+                          note=args.note, via="cli", now=_now())
+    except AckRefused as exc:
+        print(f"parwatch alerts ack: {exc}", file=sys.stderr)
+        return 1
+    print(f"alert {ack.alert_key} acknowledged: {ack.kind_text} by {ack.official_id} at {_local(ack.acked_at)}")
+    return 0
+
+
+def _ack_line(ack: Acknowledgement | None) -> str:
+    return f"  ack: {ack.kind} by {ack.official_id} {_local(ack.acked_at)}" if ack else ""
+
+
+def _ack_json(ack: Acknowledgement | None) -> dict[str, Any] | None:
+    if ack is None:
+        return None
+    return {"official": ack.official_id, "kind": ack.kind, "note": ack.note, "at": ack.acked_at.isoformat(),
+            "via": ack.via, "episode": ack.episode.isoformat()}
+
+
 @dataclass(frozen=True)
 class _NoticeView:
     """One notice as ``notifications --outbox`` shows it: waiting, sent or given up."""
@@ -245,15 +286,17 @@ def _notifications(args: argparse.Namespace) -> int:
         return _print_notices(_notices(store, args.outbox, limit=args.limit), args.json)
     rows = store.query_log(receiver_id=args.receiver, agency_code=args.agency, alert_key=args.alert_key, since=since,
                            limit=args.limit)
+    # Who answers for each alert: its latest acknowledgement (of whatever episode; the JSON says which).
+    acks = store.latest_acks(r.alert_key for r in rows if r.state != "digest")
     if args.json:
         print(json.dumps([{"sent_at": r.sent_at.isoformat(), "receiver": r.receiver_id, "channel": r.channel,
                            "agency": r.agency_code, "alert_key": r.alert_key, "state": r.state, "kind": r.kind,
-                           "severity": r.severity, "outbox_id": r.outbox_id} for r in rows],
-                         ensure_ascii=False, indent=2))
+                           "severity": r.severity, "outbox_id": r.outbox_id, "ack": _ack_json(acks.get(r.alert_key))}
+                          for r in rows], ensure_ascii=False, indent=2))
         return 0
     if not rows:
         print("no notifications")
     for r in rows:
         print(f"{_local(r.sent_at)}  {r.channel:<7} {r.receiver_id:<28} {r.agency_code:<14} {r.state:<8} "
-              f"{r.kind:<20} {r.alert_key}")
+              f"{r.kind:<20} {r.alert_key}{_ack_line(acks.get(r.alert_key))}")
     return 0

@@ -10,6 +10,10 @@ the operator's extension); display names come from there.
 alerts and of every alert for a code outside the directory (nobody else
 does, whatever the routes say). Without it, the official ids a
 ``deadletter`` route names are the desk.
+
+``inhibit_rules`` are Alertmanager's (``domain.inhibit``); without the key,
+:data:`~services.notifier.domain.inhibit.DEFAULT_INHIBIT_RULES` apply, and
+``inhibit_rules: []`` turns inhibition off.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from services.notifier.domain.inhibit import DEFAULT_INHIBIT_RULES, InhibitRule, parse_matcher
 from services.notifier.domain.model import ROLES, Directory, Match, Official, Route, parse_duration
 from services.notifier.settings import is_loopback_host
 from shared.agencies import DEFAULT_FILE, AgencyDirectory, load_agencies
@@ -106,11 +111,27 @@ class RouteSpec(_Spec):
         return v
 
 
+class InhibitRuleSpec(_Spec):
+    name: Ident
+    source_matchers: list[str] = Field(min_length=1)
+    target_matchers: list[str] = Field(min_length=1)
+    equal: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(default_factory=list)
+    receivers: list[str] = Field(default_factory=list)
+
+    @field_validator("source_matchers", "target_matchers")
+    @classmethod
+    def _matchers(cls, v: list[str]) -> list[str]:
+        for text in v:
+            parse_matcher(text)
+        return v
+
+
 class DirectorySpec(_Spec):
     version: Literal[1] = 1
     agencies: list[AgencySpec] = Field(min_length=1)
     technical_desk: list[Ident] = Field(default_factory=list)
     routes: list[RouteSpec] = Field(min_length=1)
+    inhibit_rules: list[InhibitRuleSpec] | None = None
 
 
 def agency_names(agencies: AgencyDirectory) -> tuple[str, str, dict[str, str]]:
@@ -207,7 +228,40 @@ def _cross_check(spec: DirectorySpec, names: dict[str, str]) -> list[tuple[tuple
             if receiver not in ROLES and receiver not in seen_ids:
                 out.append((("routes", i, "receivers", j),
                             f"{receiver!r} is neither a role ({', '.join(ROLES)}) nor an official id of this file"))
+    out += _check_inhibit_rules(spec, set(seen_ids))
     return out
+
+
+def _check_inhibit_rules(spec: DirectorySpec, official_ids: set[str]) -> list[tuple[tuple[Any, ...], str]]:
+    """Unique names, known kinds in ``kind="..."`` matchers, receivers that exist."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    names: set[str] = set()
+    for i, rule in enumerate(spec.inhibit_rules or ()):
+        if rule.name in names:
+            out.append((("inhibit_rules", i, "name"), f"inhibit rule name {rule.name!r} is used twice"))
+        names.add(rule.name)
+        for side in ("source_matchers", "target_matchers"):
+            for j, text in enumerate(getattr(rule, side)):
+                m = parse_matcher(text)
+                if m.name == "kind" and m.op in ("=", "!=") and m.value not in ALERT_KINDS:
+                    out.append((("inhibit_rules", i, side, j),
+                                f"unknown alert kind {m.value!r}; known kinds: {', '.join(ALERT_KINDS)}"))
+        for j, receiver in enumerate(rule.receivers):
+            if receiver not in ROLES and receiver not in official_ids:
+                out.append((("inhibit_rules", i, "receivers", j),
+                            f"{receiver!r} is neither a role ({', '.join(ROLES)}) nor an official id of this file"))
+    return out
+
+
+def _inhibit_rules(spec: DirectorySpec) -> tuple[InhibitRule, ...]:
+    if spec.inhibit_rules is None:
+        return DEFAULT_INHIBIT_RULES
+    return tuple(
+        InhibitRule(name=r.name, source=tuple(parse_matcher(m) for m in r.source_matchers),
+                    target=tuple(parse_matcher(m) for m in r.target_matchers), equal=tuple(r.equal),
+                    receivers=frozenset(r.receivers))
+        for r in spec.inhibit_rules
+    )
 
 
 def _to_domain(spec: DirectorySpec, names: dict[str, str], district_code: str, district_name: str) -> Directory:
@@ -232,7 +286,8 @@ def _to_domain(spec: DirectorySpec, names: dict[str, str], district_code: str, d
         for r in spec.routes
     )
     return Directory(officials=officials, routes=routes, agency_names=names, district_code=district_code,
-                     district_name=district_name, technical_desk=_technical_desk(spec))
+                     district_name=district_name, technical_desk=_technical_desk(spec),
+                     inhibit_rules=_inhibit_rules(spec))
 
 
 def _technical_desk(spec: DirectorySpec) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ class NotifierMetrics:
         self.registry = registry
         self.notifications = Counter(
             "parwatch_notifications_total",
-            "Notices by channel: sent, failed (given up) or suppressed (silenced).",
+            "Notices by channel: sent, failed (given up) or suppressed (silenced or inhibited).",
             ["channel", "result"],
             registry=registry,
         )

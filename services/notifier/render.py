@@ -21,10 +21,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from services.notifier.domain.ack import ACK_KINDS
 from services.notifier.domain.model import KIND_ORDER, LEVEL_HEAD, LEVEL_LEADERSHIP, Directory, EscalationPolicy
 from services.notifier.notify import Message
 from shared.agencies import UNKNOWN
@@ -104,6 +105,8 @@ UNKNOWN_AGENCY_SUMMARY = (
 OTHER = KindText("cảnh báo", "Cảnh báo {ref}", "Xem nội dung cảnh báo và xử lý trước ngày {due}.",
                  "Xem nội dung cảnh báo và xử lý theo quy định.")
 
+#: The acknowledge links' wording in a message.
+ACK_LABELS = {"apology_sent": "Đã gửi thư xin lỗi", "handling": "Đang xử lý"}
 SEVERITY_TEXT = {"info": "Thông tin", "warning": "Cảnh báo", "critical": "Khẩn"}
 COUNT_KINDS = KIND_ORDER
 
@@ -158,6 +161,10 @@ def scrub(raw: Mapping[str, Any], directory: Directory) -> dict[str, Any]:
     return item
 
 
+class AckLinkMaker(Protocol):
+    def __call__(self, alert_key: str, receiver_id: str, *, now: dt.datetime) -> dict[str, str]: ...
+
+
 def _parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
@@ -165,9 +172,12 @@ def _parse_time(value: str | None) -> dt.datetime | None:
 class Renderer:
     """Turns an outbox payload into a :class:`Message` for any channel."""
 
-    def __init__(self, *, directory: Directory, escalation: EscalationPolicy, templates: Path = TEMPLATES) -> None:
+    def __init__(self, *, directory: Directory, escalation: EscalationPolicy, templates: Path = TEMPLATES,
+                 ack_links: AckLinkMaker | None = None) -> None:
         self.directory = directory
         self.escalation = escalation
+        #: (alert key, receiver id, now) -> {ack kind: signed URL}; none: messages carry no acknowledge links.
+        self.ack_links = ack_links
         self.html = Environment(
             loader=FileSystemLoader(templates),
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=True, default=True),
@@ -190,7 +200,7 @@ class Renderer:
             view, data = self._digest_view(payload)
             name = "digest"
         else:
-            view, data = self._alerts_view(payload)
+            view, data = self._alerts_view(payload, now=sent_at)
             name = "notification"
         view["delivery_id"] = delivery_id
         data.update({"version": 1, "delivery_id": delivery_id, "sent_at": sent_at.isoformat(),
@@ -269,9 +279,18 @@ class Renderer:
             tags += "[Chuyển cấp] "
         return one_line(f"[parwatch] {tags}{agency}: {', '.join(parts)}")
 
-    def _alerts_view(self, payload: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _links(self, raw: Mapping[str, Any], receiver: str | None, now: dt.datetime) -> list[dict[str, str]]:
+        """The acknowledge links of a firing item (none for an agency outside the directory: the desk's)."""
+        if (self.ack_links is None or not receiver or raw["state"] != "firing"
+                or not self.directory.knows(str(raw.get("agency_code", "")))):
+            return []
+        urls = self.ack_links(raw["alert_key"], receiver, now=now)
+        return [{"kind": kind, "label": ACK_LABELS[kind], "url": url} for kind, url in urls.items()]
+
+    def _alerts_view(self, payload: Mapping[str, Any], *, now: dt.datetime) -> tuple[dict[str, Any], dict[str, Any]]:
         agency_code = self.directory.agency_label(payload["agency"])
-        items = [self._item(i) for i in payload["items"]]
+        items = [self._item(i) | {"ack_links": self._links(i, payload.get("receiver"), now)}
+                 for i in payload["items"]]
         view = {
             "subject": self.alerts_subject(agency_code, items),
             "salutation": self.salutation(payload["role"], agency_code, payload.get("receiver")),
@@ -319,7 +338,17 @@ class Renderer:
             "due_day": fmt_date(due),
             "starts_at": fmt_time(_parse_time(raw["starts_at"])),
             "ends_at": fmt_time(_parse_time(raw.get("ends_at"))),
+            "ack": self._ack_text(raw.get("ack")),
         }
+
+    def _ack_text(self, ack: Mapping[str, Any] | None) -> str:
+        """Who acknowledged (by post) and when: "đang xử lý - Một cửa Phòng Tư pháp, 25/11/2026 10:00"."""
+        if not ack:
+            return ""
+        official = self.directory.officials.get(ack["official_id"])
+        who = official.title if official else ack["official_id"]
+        note = f" ({one_line(ack['note'])})" if ack.get("note") else ""
+        return f"{ACK_KINDS.get(ack['kind'], ack['kind'])} - {who}, {fmt_time(_parse_time(ack['acked_at']))}{note}"
 
     def _digest_view(self, payload: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         d = payload["digest"]

@@ -175,7 +175,7 @@ class NotifierService:
             plan = plan_dispatch(
                 now=now, alerts=state.alerts, assignments=state.assignments, groups=state.groups,
                 silences=state.silences, directory=self.directory, timing=self.timing, escalation=self.escalation,
-                calendar=self.calendar, quiet_hours=self.quiet_hours,
+                calendar=self.calendar, quiet_hours=self.quiet_hours, acks=state.acks,
             )
             messages = [n.message() for flush in plan.flushes for n in self._notices_for(flush, now)]
             if not plan.empty:
@@ -184,8 +184,12 @@ class NotifierService:
                 official = self.directory.officials.get(s.receiver_id)
                 for channel in self.channels_for(official) if official else ["log"]:
                     self.metrics.notifications.labels(channel=channel, result="suppressed").inc()
-                log.info("notification suppressed key=%s receiver=%s silence=%s", s.alert_key, s.receiver_id,
-                         s.silence_id)
+                if s.rule:
+                    log.info("notification inhibited key=%s receiver=%s rule=%s source=%s", s.alert_key,
+                             s.receiver_id, s.rule, s.source_key)
+                else:
+                    log.info("notification suppressed key=%s receiver=%s silence=%s", s.alert_key, s.receiver_id,
+                             s.silence_id)
             for flush in plan.flushes:
                 log.info("notification queued receiver=%s agency=%s keys=%s", flush.receiver_id, flush.agency_code,
                          ",".join(i.alert.alert_key for i in flush.items))
@@ -239,16 +243,17 @@ class NotifierService:
             alerts = await asyncio.to_thread(self.store.alerts_since, since)
             # The technical desk's alone (unknown_agency, codes outside the directory): no digest shows them.
             alerts = [a for a in alerts if not restricted(self.directory, a)]
+            acks = await asyncio.to_thread(self.store.latest_acks, [a.alert_key for a in alerts if a.firing])
             for kind, code in todo:
                 if kind == digests.WEEKLY:
-                    d = digests.build_weekly(code, period, alerts)
+                    d = digests.build_weekly(code, period, alerts, acks)
                     receivers = officials_for_role(self.directory, code, "officer") + officials_for_role(
                         self.directory, code, "head")
                 elif kind == digests.MONTHLY:
-                    d = digests.build_monthly(code, period, alerts)
+                    d = digests.build_monthly(code, period, alerts, acks)
                     receivers = officials_for_role(self.directory, code, "head")
                 else:
-                    d = digests.build_district_monthly(code, period, alerts, self._digest_agencies())
+                    d = digests.build_district_monthly(code, period, alerts, self._digest_agencies(), acks)
                     receivers = self.directory.leadership()
                 notices = self._digest_notices(kind, period, code, d, receivers)
                 messages = [n.message() for n in notices]

@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,20 @@ class NotifierSettings(BaseSettings):
     monthly_digest: bool = True
     digest_time: dt.time = Field(default=dt.time(7, 30), description="local time of the digest on its working day")
 
+    # -- acknowledgements ----------------------------------------------------------------
+    ack_secret: SecretStr | None = Field(
+        default=None, description="HMAC key of the e-mails' acknowledge links; default: one kept in the data folder"
+    )
+    ack_link_ttl: dt.timedelta = Field(default=dt.timedelta(days=7), description="how long an acknowledge link works")
+    public_url: str | None = Field(
+        default=None, description="the notifier's HTTP API as officials reach it (links); default http://localhost:PORT"
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token the web page's back end sends to POST /alerts/{key}/ack; without it, only clients"
+                    " on this machine (loopback) may acknowledge through the JSON API",
+    )
+
     # -- SMTP ------------------------------------------------------------------------
     smtp_host: str | None = Field(default=None, description="no host: e-mail notices go to the log channel")
     smtp_port: int | None = Field(default=None, ge=1, le=65535, description="default 587 (starttls), 465 (tls), 25")
@@ -92,7 +107,8 @@ class NotifierSettings(BaseSettings):
     webhook_ca_file: Path | None = None
 
     @field_validator(
-        "group_wait", "group_interval", "repeat_interval", "retry_first_delay", "retry_max_delay", mode="before"
+        "group_wait", "group_interval", "repeat_interval", "retry_first_delay", "retry_max_delay", "ack_link_ttl",
+        mode="before",
     )
     @classmethod
     def _duration(cls, value: Any) -> Any:
@@ -119,6 +135,10 @@ class NotifierSettings(BaseSettings):
             raise ValueError("retry_first_delay must be more than 0")
         if self.retry_max_delay < self.retry_first_delay:
             raise ValueError("retry_max_delay must be at least retry_first_delay")
+        if self.ack_link_ttl <= dt.timedelta(0):
+            raise ValueError("ack_link_ttl must be more than 0")
+        if self.public_url is not None and urlsplit(self.public_url).scheme not in ("http", "https"):
+            raise ValueError("public_url is an http:// or https:// URL")
         return self
 
     # -- derived -----------------------------------------------------------------------
@@ -134,6 +154,12 @@ class NotifierSettings(BaseSettings):
     def delivery_backoff(self) -> Backoff:
         """The outbox relay's delay before a notice a channel refused is tried again."""
         return Backoff(first=self.retry_first_delay.total_seconds(), cap=self.retry_max_delay.total_seconds())
+
+    def ack_secret_value(self) -> bytes | None:
+        return self.ack_secret.get_secret_value().encode() if self.ack_secret is not None else None
+
+    def public_base_url(self) -> str:
+        return self.public_url or f"http://localhost:{self.port}"
 
     def directory_path(self) -> Path:
         return self.directory or EXAMPLE_DIRECTORY

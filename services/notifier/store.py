@@ -13,11 +13,14 @@
   "already sent".
 * ``notifier_silence``, ``notifier_digest``: silences; digests made.
 * ``notifier_meta``: when the notifier first ran.
+* ``notifier_ack``: acknowledgements of alerts (who, which kind, when, an
+  optional note), one row each; the latest of an alert's episode holds.
 
 Retention (:meth:`Store.prune`, :mod:`shared.retention`): seen (source, id)
 pairs go after ``dedup``; an alert resolved for ``history``, once every
 assignment of it is done, goes with its assignments; the notification log,
-failures, digests made and silences ended go after ``log``. A notice not
+failures, digests made and silences ended go after ``log``, and so do
+acknowledgements, except one that still covers a firing alert's episode. A notice not
 delivered yet is never pruned: the outbox holds only those (a delivered or
 given-up notice is deleted at once), and the log of a notice is older than
 the notice's delivery. ``notifier_group`` (one row per receiver and agency
@@ -31,8 +34,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -59,11 +62,12 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from services.notifier.domain.ack import Acknowledgement
 from services.notifier.domain.alerts import merge_alert
 from services.notifier.domain.dispatch import Plan
 from services.notifier.domain.model import AlertRecord, Assignment, GroupState
 from services.notifier.domain.silence import Silence
-from shared.db import UtcDateTime, delete_chunk, widen_to_bigint
+from shared.db import UtcDateTime, delete_chunk, delete_with_children, widen_to_bigint
 from shared.events import ALERT_RESOLVED_TYPE, Alert
 from shared.outbox import Message, Outbox, outbox_table
 from shared.retention import Retention
@@ -222,8 +226,30 @@ class MetaRow(SQLModel, table=True):
     value: str = Field(max_length=256)
 
 
+class AckRow(SQLModel, table=True):
+    """An official's acknowledgement of an alert episode (no personal data: an official id of the directory)."""
+
+    __tablename__ = "notifier_ack"
+    __table_args__ = (Index("ix_notifier_ack_alert_key", "alert_key"), Index("ix_notifier_ack_acked_at", "acked_at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_key: str = Field(max_length=256)
+    episode: dt.datetime = _when()
+    severity: str = Field(max_length=16)
+    official_id: str = Field(max_length=64)
+    kind: str = Field(max_length=32)
+    note: str = Field(default="", sa_column=Column(Text, nullable=False))
+    via: str = Field(max_length=16)
+    acked_at: dt.datetime = _when()
+
+    def domain(self) -> Acknowledgement:
+        return Acknowledgement(alert_key=self.alert_key, episode=self.episode, severity=self.severity,
+                               official_id=self.official_id, kind=self.kind, acked_at=self.acked_at, via=self.via,
+                               note=self.note)
+
+
 _MATCHER_FIELDS = ("kinds", "severities", "agencies", "refs", "alert_keys", "receivers")
-TABLES = (SeenEvent, AlertRow, AssignmentRow, GroupRow, LogRow, FailureRow, SilenceRow, DigestRow, MetaRow)
+TABLES = (SeenEvent, AlertRow, AssignmentRow, GroupRow, LogRow, FailureRow, SilenceRow, DigestRow, MetaRow, AckRow)
 OUTBOX = outbox_table("notifier", SQLModel.metadata)
 
 #: The outbox of notifiers before the shared one (``Outbox.create`` sets it aside under this name): what is read
@@ -300,6 +326,7 @@ class DispatchState:
     assignments: list[Assignment]
     groups: dict[tuple[str, str], GroupState]
     silences: list[Silence]
+    acks: dict[str, Acknowledgement] = field(default_factory=dict)  # the latest of each alert's current episode
 
 
 class Store:
@@ -347,6 +374,7 @@ class Store:
             (FailureRow, col(FailureRow.failed_at) < before_log),
             (DigestRow, col(DigestRow.created_at) < before_log),
             (SilenceRow, col(SilenceRow.ends_at) < before_log),
+            (AckRow, (col(AckRow.acked_at) < before_log) & ~_covers_firing()),
         ]
         deleted = {AlertRow.__tablename__: alerts, AssignmentRow.__tablename__: assignments}
         for model, where in aged:
@@ -361,12 +389,7 @@ class Store:
         old = (a.c.state == "resolved") & (func.coalesce(a.c.resolved_at, a.c.received_at) < before) & ~undone
         with self.engine.begin() as conn:
             keys = list(conn.execute(select(a.c.alert_key).where(old).limit(limit)).scalars())
-            alerts = assignments = 0
-            for part in (keys[i : i + CHUNK] for i in range(0, len(keys), CHUNK)):
-                gone = select(a.c.alert_key).where(a.c.alert_key.in_(part), old)
-                assignments += conn.execute(delete(s).where(s.c.alert_key.in_(gone))).rowcount
-                alerts += conn.execute(delete(a).where(a.c.alert_key.in_(part), old)).rowcount
-        return alerts, assignments
+            return delete_with_children(conn, a.c.alert_key, old, children=[s.c.alert_key], keys=keys, chunk=CHUNK)
 
     # -- receiving ------------------------------------------------------------------
     def record_alerts(self, events: Sequence[IncomingAlert], *, now: dt.datetime) -> list[bool]:
@@ -418,7 +441,9 @@ class Store:
                 for g in s.exec(select(GroupRow)).all()
             }
             silences = [r.domain() for r in s.exec(select(SilenceRow).where(col(SilenceRow.ends_at) > now)).all()]
-        return DispatchState(alerts=records, assignments=assignments, groups=groups, silences=silences)
+        firing = {k: r.starts_at for k, r in records.items() if r.firing}
+        acks = {k: a for k, a in self.latest_acks(firing).items() if a.episode == firing[k]}
+        return DispatchState(alerts=records, assignments=assignments, groups=groups, silences=silences, acks=acks)
 
     def apply_plan(self, plan: Plan, messages: Sequence[Message], *, now: dt.datetime) -> None:
         """Assignments, group times and the notices of the plan's flushes, in one transaction."""
@@ -448,7 +473,7 @@ class Store:
         with Session(self.engine) as s:
             row = s.get(MetaRow, "installed_at")
             if row is None:
-                row = MetaRow(key="installed_at", value=now.astimezone(dt.timezone.utc).isoformat())
+                row = MetaRow(key="installed_at", value=now.astimezone(dt.UTC).isoformat())
                 s.add(row)
                 s.commit()
             return dt.datetime.fromisoformat(row.value)
@@ -530,6 +555,42 @@ class Store:
                 s.refresh(row)
             return row.domain()
 
+    # -- acknowledgements -------------------------------------------------------------------------
+    def add_ack(self, ack: Acknowledgement) -> None:
+        with Session(self.engine) as s:
+            s.add(AckRow(alert_key=ack.alert_key, episode=ack.episode, severity=ack.severity,
+                         official_id=ack.official_id, kind=ack.kind, note=ack.note, via=ack.via, acked_at=ack.acked_at))
+            s.commit()
+
+    def latest_acks(self, keys: Iterable[str]) -> dict[str, Acknowledgement]:
+        """The latest acknowledgement of each alert key that has one (of whatever episode)."""
+        wanted = list(dict.fromkeys(keys))
+        out: dict[str, Acknowledgement] = {}
+        with Session(self.engine) as s:
+            for i in range(0, len(wanted), CHUNK):
+                rows = s.exec(select(AckRow).where(col(AckRow.alert_key).in_(wanted[i : i + CHUNK]))
+                              .order_by(col(AckRow.acked_at), col(AckRow.id))).all()
+                out.update((r.alert_key, r.domain()) for r in rows)
+        return out
+
+    def alert(self, alert_key: str) -> AlertRecord | None:
+        with Session(self.engine) as s:
+            row = s.get(AlertRow, alert_key)
+            return row.record() if row else None
+
+    def firing_alerts(self) -> list[AlertRecord]:
+        with Session(self.engine) as s:
+            rows = s.exec(select(AlertRow).where(col(AlertRow.state) == "firing")
+                          .order_by(col(AlertRow.starts_at), col(AlertRow.alert_key))).all()
+            return [r.record() for r in rows]
+
+    def receivers_of(self, alert_key: str, episode: dt.datetime) -> set[str]:
+        """The official ids assigned to hear of this episode of the alert."""
+        with Session(self.engine) as s:
+            rows = s.exec(select(AssignmentRow.receiver_id).where(col(AssignmentRow.alert_key) == alert_key,
+                                                                  col(AssignmentRow.episode) == episode)).all()
+        return set(rows)
+
     # -- queries (CLI) ---------------------------------------------------------------------------
     def query_log(self, *, receiver_id: str | None = None, agency_code: str | None = None,
                   alert_key: str | None = None, since: dt.datetime | None = None, limit: int = 50) -> list[LogRow]:
@@ -577,6 +638,12 @@ class Store:
                 s.expunge(row)
                 out.setdefault(last, []).append(row)
         return list(out.values())
+
+
+def _covers_firing() -> Any:
+    """An acknowledgement of the episode of an alert still firing: kept whatever its age."""
+    a = AlertRow.__table__  # type: ignore[attr-defined]
+    return exists().where(a.c.alert_key == AckRow.alert_key, a.c.starts_at == AckRow.episode, a.c.state == "firing")
 
 
 def _logged(conn: Connection, *, receiver_id: str, channel: str, keys: Sequence[str]) -> set[str]:

@@ -5,6 +5,7 @@ them: the agency's dossiers overdue, due for an apology letter or due soon,
 dossiers that were overdue and ended during the week (late), and the plan
 tasks due or overdue. The monthly summary counts the month's alerts by kind;
 the district summary puts every agency side by side for the leadership.
+An alert someone acknowledged shows who, which kind and when.
 
 A digest for a period is due from ``digest_time`` on the first working day
 after the period (Monday for a week, the 1st for a month, later when those
@@ -15,9 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from services.notifier.domain.ack import Acknowledgement, holds
 from services.notifier.domain.model import AlertRecord
 from services.notifier.domain.quiet import WorkingDays
 from shared.calendar import to_local
@@ -90,11 +92,12 @@ class DigestEntry:
     starts_at: dt.datetime
     ends_at: dt.datetime | None
     labels: dict[str, str] = field(default_factory=dict)
+    ack: Acknowledgement | None = None  # who answers for it, while the acknowledgement holds
 
     @classmethod
-    def of(cls, a: AlertRecord) -> DigestEntry:
+    def of(cls, a: AlertRecord, ack: Acknowledgement | None = None) -> DigestEntry:
         return cls(kind=a.kind, severity=a.severity, ref=a.ref, summary=a.summary, starts_at=a.starts_at,
-                   ends_at=a.ends_at, labels=dict(a.labels))
+                   ends_at=a.ends_at, labels=dict(a.labels), ack=ack if a.firing and holds(ack, a) else None)
 
 
 @dataclass(frozen=True)
@@ -124,11 +127,16 @@ class Digest:
                     or any(sum(c.fired.values()) or sum(c.open_at_end.values()) for c in self.counts))
 
 
-def _sorted(entries: Iterable[AlertRecord]) -> tuple[DigestEntry, ...]:
-    return tuple(DigestEntry.of(a) for a in sorted(entries, key=lambda a: (a.starts_at, a.ref)))
+Acks = Mapping[str, Acknowledgement]
 
 
-def build_weekly(agency_code: str, period: DigestPeriod, alerts: Iterable[AlertRecord]) -> Digest:
+def _sorted(entries: Iterable[AlertRecord], acks: Acks | None = None) -> tuple[DigestEntry, ...]:
+    acks = acks or {}
+    return tuple(DigestEntry.of(a, acks.get(a.alert_key)) for a in sorted(entries, key=lambda a: (a.starts_at, a.ref)))
+
+
+def build_weekly(agency_code: str, period: DigestPeriod, alerts: Iterable[AlertRecord],
+                 acks: Acks | None = None) -> Digest:
     """What an agency reviews each week: open problems now, and late endings of the week."""
     mine = [a for a in alerts if a.agency_code == agency_code]
     firing = [a for a in mine if a.firing]
@@ -136,14 +144,14 @@ def build_weekly(agency_code: str, period: DigestPeriod, alerts: Iterable[AlertR
         kind=WEEKLY,
         period=period,
         agency_code=agency_code,
-        overdue=_sorted(a for a in firing if a.kind == "dossier_overdue"),
-        apology_due=_sorted(a for a in firing if a.kind == "dossier_apology_due"),
-        due_soon=_sorted(a for a in firing if a.kind == "dossier_due_soon"),
+        overdue=_sorted((a for a in firing if a.kind == "dossier_overdue"), acks),
+        apology_due=_sorted((a for a in firing if a.kind == "dossier_apology_due"), acks),
+        due_soon=_sorted((a for a in firing if a.kind == "dossier_due_soon"), acks),
         ended_late=_sorted(
             a for a in mine if a.kind == "dossier_overdue" and not a.firing and _within(a.ends_at, period)
         ),
-        tasks=_sorted(a for a in firing if a.kind in TASK_KINDS),
-        kpis=_sorted(a for a in firing if a.kind == "kpi_below_target"),
+        tasks=_sorted((a for a in firing if a.kind in TASK_KINDS), acks),
+        kpis=_sorted((a for a in firing if a.kind == "kpi_below_target"), acks),
     )
 
 
@@ -165,22 +173,24 @@ def count_period(agency_code: str, period: DigestPeriod, alerts: Iterable[AlertR
     return AgencyCounts(agency_code, dict(fired), dict(resolved), dict(open_at_end))
 
 
-def build_monthly(agency_code: str, period: DigestPeriod, alerts: Iterable[AlertRecord]) -> Digest:
+def build_monthly(agency_code: str, period: DigestPeriod, alerts: Iterable[AlertRecord],
+                  acks: Acks | None = None) -> Digest:
     alerts = list(alerts)
     mine = [a for a in alerts if a.agency_code == agency_code]
     return Digest(
         kind=MONTHLY,
         period=period,
         agency_code=agency_code,
-        overdue=_sorted(a for a in mine if a.firing and a.kind == "dossier_overdue"),
-        tasks=_sorted(a for a in mine if a.firing and a.kind in TASK_KINDS),
-        kpis=_sorted(a for a in mine if a.firing and a.kind == "kpi_below_target"),
+        overdue=_sorted((a for a in mine if a.firing and a.kind == "dossier_overdue"), acks),
+        tasks=_sorted((a for a in mine if a.firing and a.kind in TASK_KINDS), acks),
+        kpis=_sorted((a for a in mine if a.firing and a.kind == "kpi_below_target"), acks),
         counts=(count_period(agency_code, period, mine),),
     )
 
 
 def build_district_monthly(
-    district_code: str, period: DigestPeriod, alerts: Iterable[AlertRecord], agencies: Iterable[str]
+    district_code: str, period: DigestPeriod, alerts: Iterable[AlertRecord], agencies: Iterable[str],
+    acks: Acks | None = None,
 ) -> Digest:
     alerts = list(alerts)
     codes = sorted(set(agencies) | {a.agency_code for a in alerts})
@@ -189,6 +199,6 @@ def build_district_monthly(
         kind=DISTRICT_MONTHLY,
         period=period,
         agency_code=district_code,
-        kpis=_sorted(a for a in alerts if a.firing and a.kind == "kpi_below_target"),
+        kpis=_sorted((a for a in alerts if a.firing and a.kind == "kpi_below_target"), acks),
         counts=tuple(c for c in counts if any((c.fired, c.resolved, c.open_at_end))),
     )

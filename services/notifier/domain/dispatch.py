@@ -22,6 +22,12 @@ Semantics (Alertmanager's, per receiver and agency):
   notice; one that was never notified is closed silently.
 * A silenced alert is not sent (``suppressed``, counted once); quiet hours
   hold every notice but a new critical alert until working hours.
+* An inhibited alert (``domain.inhibit``: another firing alert shares its
+  cause) is held like a silenced one, and no escalation is decided for it
+  while inhibited; once the source resolves it is notified as usual.
+* An acknowledged alert (``domain.ack``) is not repeated and not escalated
+  while the acknowledgement holds (same episode, severity not risen); its
+  resolved notice still goes out.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from services.notifier.domain.ack import Acknowledgement, holds
 from services.notifier.domain.escalation import WorkingHours, escalation_level, escalation_targets, escalation_times
+from services.notifier.domain.inhibit import Inhibition, Inhibitor
 from services.notifier.domain.model import (
     KIND_ORDER,
     LEVEL_ROUTED,
@@ -79,9 +87,13 @@ class Flush:
 
 @dataclass(frozen=True)
 class Suppression:
+    """A notice held back: by a silence (``silence_id``) or an inhibit rule (``rule``, ``silence_id`` empty)."""
+
     receiver_id: str
     alert_key: str
     silence_id: str
+    rule: str = ""
+    source_key: str = ""
 
 
 @dataclass
@@ -144,9 +156,12 @@ def plan_dispatch(
     escalation: EscalationPolicy,
     calendar: Calendar,
     quiet_hours: bool = True,
+    acks: Mapping[str, Acknowledgement] | None = None,
 ) -> Plan:
     plan = _PlanBuilder()
+    acks = acks or {}
     silences = list(silences)
+    inhibitor = Inhibitor.of(directory.inhibit_rules, alerts.values(), district_code=directory.district_code)
     live: dict[tuple[str, str], Assignment] = {}
     known: set[tuple[str, str]] = set()
     for a in assignments:
@@ -168,6 +183,9 @@ def plan_dispatch(
             key = (alert.alert_key, t.receiver_id)
             if key in known:
                 continue
+            if t.level != LEVEL_ROUTED and (holds(acks.get(alert.alert_key), alert)
+                                            or inhibitor.inhibits(alert, directory.officials.get(t.receiver_id))):
+                continue  # not escalated while acknowledged, or while another alert carries its cause
             new = Assignment(alert_key=alert.alert_key, receiver_id=t.receiver_id, episode=alert.starts_at,
                              level=t.level, route=t.route, created_at=now)
             plan.create(new)
@@ -185,10 +203,13 @@ def plan_dispatch(
             if not alert.firing and a.notified_state is None:
                 plan.update(replace(a, done=True))  # resolved before anyone was told
             continue
+        if alert.firing and holds(acks.get(alert.alert_key), alert):
+            continue  # someone answers for it: no reminder, no escalation notice
         silence = silenced_by(silences, alert, a.receiver_id, now)
-        if silence is not None:
+        inhibition = None if silence else inhibitor.inhibits(alert, directory.officials.get(a.receiver_id))
+        if silence is not None or inhibition is not None:
             if not a.suppressed:
-                plan.suppressed.append(Suppression(a.receiver_id, a.alert_key, silence.id))
+                plan.suppressed.append(_suppression(a, silence, inhibition))
             if alert.firing:
                 if not a.suppressed:
                     plan.update(replace(a, suppressed=True))
@@ -219,6 +240,13 @@ def plan_dispatch(
             else:
                 plan.update(replace(a, notified_state="resolved", notified_at=now, suppressed=False, done=True))
     return plan.build()
+
+
+def _suppression(a: Assignment, silence: Silence | None, inhibition: Inhibition | None) -> Suppression:
+    if silence is not None:
+        return Suppression(a.receiver_id, a.alert_key, silence.id)
+    assert inhibition is not None
+    return Suppression(a.receiver_id, a.alert_key, "", rule=inhibition.rule, source_key=inhibition.source_key)
 
 
 def _candidate(a: Assignment, alert: AlertRecord, t: Timing, now: dt.datetime) -> _Candidate | None:

@@ -6,9 +6,12 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from shared.agencies import UNKNOWN, UNKNOWN_NAME
+
+if TYPE_CHECKING:
+    from services.notifier.domain.inhibit import InhibitRule
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: Mapping[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -122,6 +125,8 @@ class Directory:
     district_code: str
     district_name: str
     technical_desk: tuple[str, ...] = ()
+    #: Alertmanager's inhibit rules (``domain.inhibit``); the config's defaults when the file names none.
+    inhibit_rules: tuple[InhibitRule, ...] = ()
 
     def knows(self, code: str) -> bool:
         return code in self.agency_names

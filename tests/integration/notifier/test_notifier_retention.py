@@ -99,7 +99,7 @@ def test_what_is_old_and_done_goes_and_what_may_still_be_sent_stays(store: Store
     deleted = store.prune(RETENTION, now=NOW)
 
     assert deleted == {"notifier_alert": 1, "notifier_assignment": 2, "notifier_seen_event": 1, "notifier_log": 1,
-                       "notifier_failure": 1, "notifier_digest": 1, "notifier_silence": 1}
+                       "notifier_failure": 1, "notifier_digest": 1, "notifier_silence": 1, "notifier_ack": 0}
     assert keys(store, SeenEvent.event_id) == ["young"]
     assert keys(store, AlertRow.alert_key) == ["firing-old", "resolved-old-pending", "resolved-young"]
     assert keys(store, AssignmentRow.alert_key) == ["resolved-old-pending"]
