@@ -111,7 +111,9 @@ def _show(args: argparse.Namespace) -> int:
               f" {TIMELINESS_NAMES.get(state.timeliness or '', 'không xác định được hạn')}")
     elif state.counted:
         today = local_date(dt.datetime.now(dt.timezone.utc))
-        print(f"  đang mở: {open_state(paused=state.paused, due_day=state.due_day, today=today, calendar=calendar)}")
+        now_open = open_state(paused=state.paused, due_day=state.due_day, today=today, calendar=calendar,
+                              pause_started_on=state.pause_started_on, supplement_requests=state.supplement_requests)
+        print(f"  đang mở: {now_open}")
     else:
         print("  chưa được tiếp nhận: không tính vào tỷ lệ")
     print(f"  yêu cầu bổ sung: {state.supplement_requests}   phiên bản: {state.revision}")

@@ -23,13 +23,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, NamedTuple
 
+from shared import rules
 from shared.calendar import WorkingCalendar, local_date
 from shared.events import END_STATUSES, PAUSE_STATUSES, RECEIVED, SUPPLEMENT, DossierStatusChanged
-
+from shared.rules import OpenState
 
 Timeliness = Literal["early", "on_time", "late"]
-OpenState = Literal["in_time", "due_soon", "awaiting_supplement", "overdue"]
-OPEN_STATES: tuple[OpenState, ...] = ("in_time", "due_soon", "awaiting_supplement", "overdue")
 TIMELINESS: tuple[Timeliness, ...] = ("early", "on_time", "late")
 
 
@@ -221,18 +220,18 @@ def classify(*, ended_on: dt.date, due_day: dt.date | None, supplement_requests:
 
 
 def open_state(
-    *, paused: bool, due_day: dt.date | None, today: dt.date, calendar: WorkingCalendar
+    *,
+    paused: bool,
+    due_day: dt.date | None,
+    today: dt.date,
+    calendar: WorkingCalendar,
+    pause_started_on: dt.date | None = None,
+    supplement_requests: int = 0,
 ) -> OpenState:
-    """Rule 6 for an open dossier at ``today``."""
-    if paused:
-        return "awaiting_supplement"
-    if due_day is None:
-        return "in_time"
-    if today > due_day:
-        return "overdue"
-    if due_day <= calendar.next_working_day(today):
-        return "due_soon"
-    return "in_time"
+    """Rule 6 for an open dossier at ``today``: :func:`shared.rules.open_state`, due soon up to the next
+    working day. Without ``pause_started_on`` a pause counts as begun on or before the due day."""
+    facts = rules.OpenFacts(due_day, paused, pause_started_on, supplement_requests)
+    return rules.open_state(facts, day=today, soon=calendar.next_working_day(today))
 
 
 OrderKey = tuple[object, ...]

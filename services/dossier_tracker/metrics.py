@@ -3,7 +3,9 @@
 ``parwatch_dossiers_ended_total`` comes from the ended-count table kept in the
 same transaction as the state, so it survives restarts and never counts a
 dossier twice. ``parwatch_dossiers_open`` is evaluated against the current
-day in Asia/Ho_Chi_Minh at each scrape, from an index-backed GROUP BY.
+day in Asia/Ho_Chi_Minh at each scrape (rule 6 as ``shared.rules.open_state``
+decides it, as scoring and deadline_monitor do), from a GROUP BY of the open
+dossiers on what the rule reads.
 
 The ``agency`` label is a code of the agency directory (``shared.agencies``)
 or ``unknown``: the stored counts of every code outside the directory are
@@ -21,10 +23,11 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.dossier_tracker.domain import OPEN_STATES, TIMELINESS, open_state
+from services.dossier_tracker.domain import TIMELINESS
 from services.dossier_tracker.store import TrackerStore
 from shared.calendar import WorkingCalendar, local_date
 from shared.metrics import database_backed
+from shared.rules import OPEN_STATES, open_state
 
 
 class DossierCollector(Collector):
@@ -69,10 +72,10 @@ class DossierCollector(Collector):
             " state.",
             labels=["agency", "state"],
         )
+        soon = self.calendar.next_working_day(today)
         open_counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(OPEN_STATES, 0))
-        for agency, paused, due_day, n in self.store.open_by_due_day():
-            state = open_state(paused=paused, due_day=due_day, today=today, calendar=self.calendar)
-            open_counts[self.label(agency)][state] += n
+        for agency, facts, n in self.store.open_by_due_day():
+            open_counts[self.label(agency)][open_state(facts, day=today, soon=soon)] += n
         for agency in sorted(set(open_counts) | set(counts)):
             for state in OPEN_STATES:
                 gauge.add_metric([agency, state], open_counts[agency][state])

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Engine, Index, delete, func, select, text
+from sqlalchemy import BigInteger, Connection, Engine, Index, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel
@@ -47,9 +47,11 @@ from shared.db import (
     UtcDateTime,
     add_missing_columns,
     delete_chunk,
+    delete_with_children,
     widen_to_bigint,
 )
 from shared.retention import Retention
+from shared.rules import OpenFacts
 
 # SQLite caps bound parameters; keep IN lists well under it.
 CHUNK = 400
@@ -375,12 +377,8 @@ class TrackerStore:
             if not codes:
                 return 0, 0
             self._lock_dossiers(conn, codes)
-            dossiers = events = 0
-            for part in (codes[i : i + CHUNK] for i in range(0, len(codes), CHUNK)):
-                still = select(DOSSIERS.c.dossier_code).where(DOSSIERS.c.dossier_code.in_(part), stale)
-                events += conn.execute(delete(EVENTS).where(EVENTS.c.dossier_code.in_(still))).rowcount
-                dossiers += conn.execute(delete(DOSSIERS).where(DOSSIERS.c.dossier_code.in_(part), stale)).rowcount
-        return dossiers, events
+            return delete_with_children(conn, DOSSIERS.c.dossier_code, stale, children=[EVENTS.c.dossier_code],
+                                        keys=codes, chunk=CHUNK)
 
     # -- read side (metrics) ------------------------------------------------------------
     def ended_counts(self) -> list[tuple[str, str, int]]:
@@ -388,15 +386,13 @@ class TrackerStore:
             rows = session.execute(select(EndedCountRow.agency_code, EndedCountRow.timeliness, EndedCountRow.count))
             return [(a, t, c) for a, t, c in rows]
 
-    def open_by_due_day(self) -> list[tuple[str, bool, dt.date | None, int]]:
-        """Open dossiers grouped by (agency, paused, due day): small, index-backed."""
+    def open_by_due_day(self) -> list[tuple[str, OpenFacts, int]]:
+        """Open dossiers grouped by agency and what rule 6 reads of them (``shared.rules.OpenFacts``): small."""
+        group = [DossierRow.agency_code, DossierRow.due_day, DossierRow.paused, DossierRow.pause_started_on,
+                 DossierRow.supplement_requests]
         with Session(self.engine) as session:
-            stmt = (
-                select(DossierRow.agency_code, DossierRow.paused, DossierRow.due_day, func.count())
-                .where(DossierRow.is_open.is_(True))
-                .group_by(DossierRow.agency_code, DossierRow.paused, DossierRow.due_day)
-            )
-            return [(a, p, d, n) for a, p, d, n in session.execute(stmt)]
+            stmt = select(*group, func.count()).where(DossierRow.is_open.is_(True)).group_by(*group)
+            return [(a, OpenFacts(d, p, s, r), n) for a, d, p, s, r, n in session.execute(stmt)]
 
     def get_state(self, code: str) -> DossierState | None:
         columns = [DOSSIERS.c[f] for f in DossierState._fields]

@@ -2,13 +2,18 @@
 
 A KPI of an agency for the current period (``kpi_below_target``):
 
-* fires after ``fire_after`` consecutive evaluations with the value strictly
-  below the target;
-* resolves after ``resolve_after`` consecutive evaluations with the value at
-  or above ``min(1, target + margin)``; a value between the target and that
-  threshold keeps a firing alert firing and resets the recovery streak;
-* an evaluation with no value (no dossier, or fewer than the minimum
-  denominator) changes nothing;
+* its target and comparison come from the plan files (``shared.plans.Target``:
+  ``gt`` for "trên 98%", the value must exceed it; ``ge``, it must reach it);
+  a KPI no plan in force sets a target for is not judged;
+* fires after ``fire_after`` consecutive evaluations with the value not
+  meeting the target;
+* resolves after ``resolve_after`` consecutive evaluations with the value
+  meeting the target and at or above ``min(1, target + margin)``; a value
+  between the target and that threshold keeps a firing alert firing and
+  resets the recovery streak;
+* an evaluation with no value (no dossier whose flag is known, or fewer than
+  the minimum: ``min_dossiers`` for a dossier KPI, ``min_denominator`` plan-task
+  occurrences for plan completion) changes nothing;
 * when its period is over, a firing alert is resolved ("period closed"),
   with the last value it saw.
 
@@ -24,9 +29,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from services.scoring.domain import Period
+from shared.plans import Comparison, PlanTargets, Target
 
 KIND = "kpi_below_target"
 FIRING = "vn.tthc.alert.firing"
@@ -41,15 +47,50 @@ KPI_NAMES_VI = {
 }
 
 
+#: Which plan target each KPI is judged against, by the target's id (Plan 146's ids). The plan's online target
+#: ("online_procedures") counts procedures offered fully online, not dossiers filed online: ``online_filing``
+#: has no plan target, so it raises no alert.
+PLAN_TARGET_KPIS = {"on_time_ratio": "on_time", "task_completion": "plan_completion", "national_sync": "national_sync"}
+
+
+@dataclass(frozen=True)
+class KpiTargets:
+    """The targets the plan files set, by KPI. ``kpis``: a plan target's id -> the KPI it is judged by."""
+
+    plans: tuple[PlanTargets, ...] = ()
+    kpis: Mapping[str, str] = field(default_factory=lambda: dict(PLAN_TARGET_KPIS))
+
+    def target(self, kpi: str, *, district: bool, day: dt.date) -> Target | None:
+        """The ratio target of ``kpi`` in force on ``day`` for an agency (``district``: the roll-up), if any.
+
+        A ``per: district`` target is the roll-up's alone; a plan is in force within its validity, a target from
+        its ``by`` day. When several plans set one, the last file loaded wins (the operator's after the shipped).
+        """
+        found: Target | None = None
+        for plan in self.plans:
+            for t in plan.targets:
+                if self.kpis.get(t.id) != kpi or t.unit != "ratio" or not plan.in_force(t, day):
+                    continue
+                if t.per == "district" and not district:
+                    continue
+                found = t
+        return found
+
+
 @dataclass(frozen=True)
 class Hysteresis:
     margin: float = 0.005
     fire_after: int = 2
     resolve_after: int = 3
-    min_denominator: int = 1
+    min_denominator: int = 1  # plan-task occurrences plan_completion needs to be judged
+    min_dossiers: int = 20  # dossiers (whose flag is known) a dossier KPI needs to be judged
 
     def resolve_at(self, target: float) -> float:
         return min(1.0, target + self.margin)
+
+    def minimum(self, kpi: str) -> int:
+        """The fewest records in its denominator a KPI needs before it can alert."""
+        return self.min_denominator if kpi == "plan_completion" else self.min_dossiers
 
 
 @dataclass(frozen=True)
@@ -61,6 +102,10 @@ class Observation:
     period: Period
     value: float | None
     target: float
+    op: Comparison = "ge"
+
+    def meets(self, value: float) -> bool:
+        return value > self.target if self.op == "gt" else value >= self.target
 
     @property
     def alert_key(self) -> str:
@@ -113,20 +158,24 @@ def value_vi(value: float, target: float) -> str:
     return percent_vi(value, digits=digits)
 
 
-def summary_firing(*, kpi: str, agency_name: str, period: Period, value: float, target: float) -> str:
+def summary_firing(
+    *, kpi: str, agency_name: str, period: Period, value: float, target: float, op: Comparison = "ge"
+) -> str:
     name = KPI_NAMES_VI[kpi]
-    return (
-        f"{name[0].upper()}{name[1:]} của {agency_name} {period.label_vi} là {value_vi(value, target)}, "
-        f"dưới mục tiêu {percent_vi(target)}"
-    )
+    head = f"{name[0].upper()}{name[1:]} của {agency_name} {period.label_vi} là {value_vi(value, target)}, "
+    if op == "gt":
+        return head + f"chưa đạt mục tiêu trên {percent_vi(target)}"
+    return head + f"dưới mục tiêu {percent_vi(target)}"
 
 
-def summary_resolved(*, kpi: str, agency_name: str, period: Period, value: float, target: float) -> str:
+def summary_resolved(
+    *, kpi: str, agency_name: str, period: Period, value: float, target: float, op: Comparison = "ge"
+) -> str:
     name = KPI_NAMES_VI[kpi]
-    return (
-        f"{name[0].upper()}{name[1:]} của {agency_name} {period.label_vi} đã đạt {percent_vi(value)}, "
-        f"không còn dưới mục tiêu {percent_vi(target)}"
-    )
+    head = f"{name[0].upper()}{name[1:]} của {agency_name} {period.label_vi} đã đạt {percent_vi(value)}, "
+    if op == "gt":
+        return head + f"vượt mục tiêu trên {percent_vi(target)}"
+    return head + f"không còn dưới mục tiêu {percent_vi(target)}"
 
 
 def summary_closed(*, kpi: str, agency_name: str, period: Period, value: float | None, target: float) -> str:
@@ -156,22 +205,22 @@ def step(
     value = obs.value
     record = replace(record, value=value)
     if not record.firing:
-        below = record.below + 1 if value < obs.target else 0
+        below = record.below + 1 if not obs.meets(value) else 0
         if below < policy.fire_after:
             return replace(record, below=below, above=0), None
         fired = replace(record, firing=True, below=0, above=0, transitions=record.transitions + 1, started_at=now,
                         ends_at=None)
         summary = summary_firing(kpi=obs.kpi, agency_name=agency_name, period=obs.period, value=value,
-                                 target=obs.target)
+                                 target=obs.target, op=obs.op)
         return fired, _transition(fired, event_type=FIRING, summary=summary, now=now)
-    above = record.above + 1 if value >= policy.resolve_at(obs.target) else 0
+    above = record.above + 1 if obs.meets(value) and value >= policy.resolve_at(obs.target) else 0
     if above < policy.resolve_after:
         return replace(record, above=above, below=0), None
     return _resolve(
         record,
         now=now,
         summary=summary_resolved(kpi=obs.kpi, agency_name=agency_name, period=obs.period, value=value,
-                                 target=obs.target),
+                                 target=obs.target, op=obs.op),
     )
 
 

@@ -85,6 +85,11 @@ FIGURE_NOTES = {
     "ended_unclassified": "ended without a due day: in neither part of the on-time rate",
     "on_time_ratio": "contract rule 7; null without dossiers",
     "criteria": "mean score 0..2 of each criterion c1..c9 that was answered",
+    "channel_reported": "received dossiers whose channel is known: the online filing share's denominator",
+    "digitized_reported": "received dossiers whose digitization is known: the digitized share's denominator",
+    "sync_reported": "received dossiers whose national sync is known: the sync share's denominator",
+    "online_filing_ratio": "filed online / channel known; null when no channel is known",
+    "national_sync_ratio": "synced / sync known; null when no sync is known",
 }
 
 

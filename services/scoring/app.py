@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.scoring import handlers
+from services.scoring.alerts import KpiTargets
 from services.scoring.api import build_api
 from services.scoring.board import Directory, Scoreboard
 from services.scoring.metrics import ScoringCollector
@@ -19,6 +20,7 @@ from shared.agencies import AgencySettings
 from shared.consumer import Consumers
 from shared.db import make_engine
 from shared.outbox import Relay
+from shared.plans import PlanSources, load_plan_targets
 from shared.publishing import JetStreamPublisher
 from shared.retention import Cleanup
 from shared.service import Service, make_broker, utc_now
@@ -36,9 +38,13 @@ def create_app(
     settings: ScoringSettings | None = None,
     *,
     clock: Callable[[], dt.datetime] = utc_now,
+    plans: PlanSources | None = None,
 ) -> tuple[Service, FastAPI]:
+    """``plans``: which plan files hold the targets; default the monitor's own settings, so both read the same."""
     common = common or CommonSettings()
     settings = settings or ScoringSettings()
+    plan_targets = load_plan_targets((plans or PlanSources()).files())
+    targets = KpiTargets(plans=tuple(plan_targets), kpis=settings.plan_target_kpis)
     directory = Directory.of(AgencySettings().load(override=settings.agencies_file))
     engine = make_engine(common.database_url_for(NAME))
     store = ScoringStore(engine)
@@ -50,7 +56,7 @@ def create_app(
     publisher = JetStreamPublisher(broker)
     relay = Relay(store.outbox, publisher.deliver, clock=clock)
     scoring = ScoringService(store=store, board=board, directory=directory, settings=settings, clock=clock,
-                             wake=relay.wake)
+                             targets=targets, wake=relay.wake)
     # No event counter: parwatch_events_total is dossier_tracker's.
     consumers = Consumers(NAME, publisher=publisher, retry=settings.retry_policy(), batch_size=settings.batch_size,
                           clock=clock)

@@ -24,8 +24,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from shared import rules
 from shared.calendar import local_date
 from shared.events import DossierStateChanged, PlanTaskStateChanged, RatingSubmitted
+from shared.rules import Clock, OpenFacts
 
 PeriodKind = Literal["month", "quarter", "year"]
 PERIOD_KINDS: tuple[PeriodKind, ...] = ("month", "quarter", "year")
@@ -145,10 +147,10 @@ def today_in_vietnam(now: dt.datetime) -> dt.date:
 
 # -- dossiers ------------------------------------------------------------------------------
 
-#: Open-dossier modes (rule 7 at a given day).
-NORMAL = 0  # overdue when the day is after the due day
-NEVER_OVERDUE = 1  # paused, the pause began on or before the due day
-ALWAYS_OVERDUE = 2  # a second supplement request: late whatever its dates (rule 4)
+#: Open-dossier modes: the dossier's clock (``shared.rules.Clock``: rules 4, 6 and 7 live there, once).
+NORMAL = Clock.RUNNING  # overdue when the day is after the due day
+NEVER_OVERDUE = Clock.STOPPED  # paused, the pause began on or before the due day
+ALWAYS_OVERDUE = Clock.LATE  # a second supplement request: late whatever its dates (rule 4)
 #: Stands for "no due day" in the open table (a key column cannot be NULL); never overdue.
 NO_DUE_DAY = dt.date(9999, 12, 31)
 
@@ -191,33 +193,19 @@ def open_mode(
     due_day: dt.date | None,
     supplement_requests: int,
     at: dt.date | None = None,
-) -> int:
-    """How rule 7 treats an open dossier; ``at`` is the day it is judged (None: now).
+) -> Clock:
+    """How rule 7 treats an open dossier (``shared.rules.clock``); ``at`` is the day it is judged (None: now).
 
-    A second supplement request makes the dossier late whatever its dates
-    (rule 4), so it counts as overdue even while paused. A paused dossier is
-    not overdue if its pause began on or before its due day (rule 7). Judged
+    A second supplement request counts as overdue even while paused; a paused
+    dossier is not overdue if its pause began on or before its due day; judged
     at a past day, a pause counts only if it had begun by then.
     """
-    if supplement_requests >= 2:
-        return ALWAYS_OVERDUE
-    if (
-        paused
-        and pause_started_on is not None
-        and due_day is not None
-        and pause_started_on <= due_day
-        and (at is None or pause_started_on <= at)
-    ):
-        return NEVER_OVERDUE
-    return NORMAL
+    return rules.clock(OpenFacts(due_day, paused, pause_started_on, supplement_requests), day=at)
 
 
 def is_overdue(*, due_day: dt.date | None, mode: int, day: dt.date) -> bool:
-    if mode == ALWAYS_OVERDUE:
-        return True
-    if mode == NEVER_OVERDUE or due_day is None:
-        return False
-    return day > due_day
+    """Whether an open dossier of ``mode`` (an open-table cell) is overdue at ``day`` (``shared.rules.overdue``)."""
+    return rules.overdue(Clock(mode), due_day=due_day, day=day)
 
 
 OpenKey = tuple[str, dt.date, int]  # (agency, due day or NO_DUE_DAY, mode)
@@ -234,7 +222,33 @@ def open_key(f: DossierFacts) -> OpenKey | None:
         due_day=f.due_day,
         supplement_requests=f.supplement_requests,
     )
-    return (f.agency_code, f.due_day or NO_DUE_DAY, mode)
+    return (f.agency_code, f.due_day or NO_DUE_DAY, int(mode))  # a plain int in the key column
+
+
+#: A share over the dossiers whose optional flag is known: (its numerator's figure, its denominator's figure). An
+#: event without the flag says nothing of it (contract: optional), so such a dossier is in neither.
+FLAG_FIGURES = {
+    "channel": ("filed_online", "channel_reported"),
+    "online_payment": ("paid_online", "payment_reported"),
+    "digitized": ("digitized", "digitized_reported"),
+    "synced_national": ("synced", "sync_reported"),
+}
+#: Bumped when what a record contributes changes: the aggregates are then rebuilt at start (``ScoringStore``).
+CONTRIBUTIONS_VERSION = "2"
+
+
+def known_flags(f: DossierFacts) -> list[str]:
+    """The figures a received dossier's optional flags add: each known flag its denominator, a yes its numerator."""
+    out: list[str] = []
+    for flag, (yes, known) in FLAG_FIGURES.items():
+        value = getattr(f, flag)
+        if value is None:
+            continue
+        out.append(known)
+        said_yes = value == ONLINE_CHANNEL if flag == "channel" else value is True
+        if said_yes:
+            out.append(yes)
+    return out
 
 
 def dossier_contributions(f: DossierFacts, weight: int = 1) -> Counter[CellKey]:
@@ -244,17 +258,7 @@ def dossier_contributions(f: DossierFacts, weight: int = 1) -> Counter[CellKey]:
         return out  # rule 1: never received, counted nowhere
     agency = f.agency_code
     if f.receipt_day is not None:
-        figures = ["received"]
-        if f.channel == ONLINE_CHANNEL:
-            figures.append("filed_online")
-        if f.online_payment is not None:
-            figures.append("payment_reported")
-            if f.online_payment:
-                figures.append("paid_online")
-        if f.digitized:
-            figures.append("digitized")
-        if f.synced_national:
-            figures.append("synced")
+        figures = ["received", *known_flags(f)]
         for key in period_keys(f.receipt_day):
             for name in figures:
                 out[(key, agency, name)] += weight
@@ -439,10 +443,13 @@ class Figures:
     overdue: int
     on_time_ratio: float | None
     received: int
+    channel_reported: int
     filed_online: int
     paid_online: int
     payment_reported: int
+    digitized_reported: int
     digitized: int
+    sync_reported: int
     synced: int
     online_filing_ratio: float | None
     online_payment_ratio: float | None
@@ -489,8 +496,8 @@ class Figures:
         return {
             "on_time": self.handled,
             "plan_completion": self.tasks_done + self.tasks_done_late + self.tasks_overdue,
-            "online_filing": self.received,
-            "national_sync": self.received,
+            "online_filing": self.channel_reported,
+            "national_sync": self.sync_reported,
         }[name]
 
 
@@ -557,14 +564,16 @@ def index_parts(
             "online_service",
             c.online_filing_points,
             online,
-            f"share of received dossiers filed online, full points at ≥ {c.online_filing_full_at:.0%}",
+            f"share of received dossiers filed online (among those whose channel is known), full points at"
+            f" ≥ {c.online_filing_full_at:.0%}",
         ),
         part(
             "national_sync",
             "publicity_transparency",
             c.sync_points,
             sync,
-            f"share of received dossiers synced to the national portal, full points at {c.sync_full_at:.0%}",
+            f"share of received dossiers synced to the national portal (among those whose sync is known), full"
+            f" points at {c.sync_full_at:.0%}",
         ),
         missing("publicity_other", "publicity_transparency", c.publicity_group - c.sync_points),
         missing("online_service_other", "online_service", c.online_group - c.online_filing_points),
@@ -585,8 +594,8 @@ def compute_figures(counts: Mapping[str, int], *, config: IndexConfig) -> Figure
     open_total, overdue = g("open"), g("overdue")
     received = g("received")
     on_time_value = on_time_ratio(early=early, on_time=on_time, late=late, open_total=open_total, overdue=overdue)
-    online_share = ratio(g("filed_online"), received)
-    sync_share = ratio(g("synced"), received)
+    online_share = ratio(g("filed_online"), g("channel_reported"))
+    sync_share = ratio(g("synced"), g("sync_reported"))
     criteria = {
         cid: g(f"criterion_sum_{cid}") / g(f"criterion_n_{cid}") for cid in CRITERIA if g(f"criterion_n_{cid}") > 0
     }
@@ -601,14 +610,17 @@ def compute_figures(counts: Mapping[str, int], *, config: IndexConfig) -> Figure
         overdue=overdue,
         on_time_ratio=on_time_value,
         received=received,
+        channel_reported=g("channel_reported"),
         filed_online=g("filed_online"),
         paid_online=g("paid_online"),
         payment_reported=g("payment_reported"),
+        digitized_reported=g("digitized_reported"),
         digitized=g("digitized"),
+        sync_reported=g("sync_reported"),
         synced=g("synced"),
         online_filing_ratio=online_share,
         online_payment_ratio=ratio(g("paid_online"), g("payment_reported")),
-        digitized_ratio=ratio(g("digitized"), received),
+        digitized_ratio=ratio(g("digitized"), g("digitized_reported")),
         national_sync_ratio=sync_share,
         rated=g("rated"),
         rated_satisfied=g("rated_satisfied"),

@@ -42,12 +42,15 @@ PERIOD_DOSSIER_FIGURES = (
 
 SHARES = (
     ("parwatch_online_filing_ratio", "online_filing_ratio",
-     "Share of dossiers received in the period that were filed online (channel 2)."),
+     ("Share of dossiers received in the period that were filed online (channel 2), among those whose channel"
+      " is known.")),
     ("parwatch_online_payment_ratio", "online_payment_ratio",
      "Share of dossiers received in the period whose fee was paid online, among those with a payment reported."),
-    ("parwatch_digitized_ratio", "digitized_ratio", "Share of dossiers received in the period that were digitized."),
+    ("parwatch_digitized_ratio", "digitized_ratio",
+     "Share of dossiers received in the period that were digitized, among those whose digitization is known."),
     ("parwatch_national_sync_ratio", "national_sync_ratio",
-     "Share of dossiers received in the period synced to the National Public Service Portal."),
+     ("Share of dossiers received in the period synced to the National Public Service Portal, among those whose"
+      " sync is known.")),
 )
 
 

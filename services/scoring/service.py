@@ -29,6 +29,7 @@ from services.scoring.alerts import (
     RESOLVED,
     AlertRecord,
     Evaluation,
+    KpiTargets,
     Observation,
     Transition,
     evaluate,
@@ -93,6 +94,7 @@ class ScoringService:
         directory: Directory,
         settings: ScoringSettings,
         clock: Callable[[], dt.datetime],
+        targets: KpiTargets,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
@@ -101,7 +103,7 @@ class ScoringService:
         self.clock = clock
         self.wake = wake
         self.policy = settings.hysteresis()
-        self.target = settings.target
+        self.targets = targets
         self.kpis = tuple(settings.alert_kpis)
         self.periods = tuple(settings.alert_periods)
         self.include_district = settings.alert_district
@@ -145,7 +147,8 @@ class ScoringService:
         return self.store.evaluate_alerts(decide, now=now)
 
     def observations(self, today: dt.date) -> tuple[list[Observation], set[str]]:
-        """Every watched KPI of every agency with data in the watched running periods, and those periods' keys."""
+        """Every watched KPI with a plan target in force, of every agency with data in the watched running periods,
+        and those periods' keys. A KPI with fewer records than its minimum has no value (it changes nothing)."""
         tables = self.board.current_tables(today)
         out: list[Observation] = []
         current: set[str] = set()
@@ -159,14 +162,18 @@ class ScoringService:
                     continue
                 figures = table.figures[agency]
                 for kpi in self.kpis:
-                    enough = figures.kpi_denominator(kpi) >= self.policy.min_denominator
+                    target = self.targets.target(kpi, district=agency == self.board.district, day=today)
+                    if target is None:
+                        continue
+                    enough = figures.kpi_denominator(kpi) >= self.policy.minimum(kpi)
                     out.append(
                         Observation(
                             agency_code=agency,
                             kpi=kpi,
                             period=table.period,
                             value=figures.kpi(kpi) if enough else None,
-                            target=self.target(agency, kpi),
+                            target=target.value,
+                            op=target.op,
                         )
                     )
         return out, current

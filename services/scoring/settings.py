@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.scoring.alerts import Hysteresis
+from services.scoring.alerts import PLAN_TARGET_KPIS, Hysteresis
 from services.scoring.domain import KPIS, IndexConfig
 from shared.settings import ConsumerSettings
 
-#: Plan 146/KH-UBND targets (domain.md), the defaults of every agency.
-DEFAULT_TARGETS = {"on_time": 0.98, "plan_completion": 0.95, "online_filing": 1.0, "national_sync": 1.0}
+Kpi = Literal["on_time", "plan_completion", "online_filing", "national_sync"]
 
 
 class ScoringSettings(ConsumerSettings):
@@ -33,18 +32,12 @@ class ScoringSettings(ConsumerSettings):
         " must keep up with the tracker's bursts, and a batch's cost is mostly its transaction)",
     )
 
-    # -- targets and alerts ------------------------------------------------------------------
-    target_on_time: float = Field(default=DEFAULT_TARGETS["on_time"], ge=0, le=1)
-    target_plan_completion: float = Field(default=DEFAULT_TARGETS["plan_completion"], ge=0, le=1)
-    target_online_filing: float = Field(default=DEFAULT_TARGETS["online_filing"], ge=0, le=1)
-    target_national_sync: float = Field(default=DEFAULT_TARGETS["national_sync"], ge=0, le=1)
-    targets: dict[str, dict[str, float]] = Field(
-        default_factory=dict,
-        description='per-agency targets as JSON, e.g. {"PTP": {"on_time": 0.95}}; the district code sets the roll-up',
+    # -- targets and alerts (the targets themselves: the plan files' targets, see docs/scoring.md) -----------
+    plan_target_kpis: dict[str, Kpi] = Field(
+        default_factory=lambda: dict(PLAN_TARGET_KPIS),
+        description="which plan target (by its id in the plan files' targets:) each KPI is judged against, as JSON",
     )
-    alert_kpis: list[Literal["on_time", "plan_completion", "online_filing", "national_sync"]] = Field(
-        default_factory=lambda: list(KPIS), description="KPIs that raise kpi_below_target"
-    )
+    alert_kpis: list[Kpi] = Field(default_factory=lambda: list(KPIS), description="KPIs that raise kpi_below_target")
     alert_periods: list[Literal["month", "quarter", "year"]] = Field(
         default_factory=lambda: ["month"], description="current periods the alerts watch"
     )
@@ -53,7 +46,15 @@ class ScoringSettings(ConsumerSettings):
     resolve_margin: float = Field(default=0.005, ge=0, le=0.5, description="resolve at min(1, target + margin)")
     fire_after: int = Field(default=2, ge=1, description="consecutive evaluations below target before firing")
     resolve_after: int = Field(default=3, ge=1, description="consecutive evaluations at/above the threshold to resolve")
-    min_denominator: int = Field(default=1, ge=1, description="fewest dossiers (or tasks) a KPI needs to be judged")
+    min_denominator: int = Field(
+        default=1, ge=1, description="fewest plan-task occurrences (done or overdue) plan_completion needs to be judged"
+    )
+    min_dossiers: int = Field(
+        default=20,
+        ge=1,
+        description="fewest dossiers in a dossier KPI's denominator (for a share of a flag: those whose flag is known)"
+        " before it can alert: a commune's handful of dossiers in the first days of a month says little",
+    )
 
     # -- Decision 766 points (configurable; see docs/scoring.md) -------------------------------
     index_online_filing_points: float = Field(default=6.0, ge=0, le=22)
@@ -61,34 +62,13 @@ class ScoringSettings(ConsumerSettings):
     index_sync_points: float = Field(default=6.0, ge=0, le=18)
     index_sync_full_at: float = Field(default=1.0, gt=0, le=1)
 
-    @field_validator("targets")
-    @classmethod
-    def _known_kpis(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        for agency, per in value.items():
-            for kpi, target in per.items():
-                if kpi not in KPIS:
-                    raise ValueError(f"targets.{agency}: unknown KPI {kpi!r}; known: {', '.join(KPIS)}")
-                if not 0 <= target <= 1:
-                    raise ValueError(f"targets.{agency}.{kpi}: a target is a share between 0 and 1")
-        return value
-
-    def default_targets(self) -> dict[str, float]:
-        return {
-            "on_time": self.target_on_time,
-            "plan_completion": self.target_plan_completion,
-            "online_filing": self.target_online_filing,
-            "national_sync": self.target_national_sync,
-        }
-
-    def target(self, agency: str, kpi: str) -> float:
-        return self.targets.get(agency, {}).get(kpi, self.default_targets()[kpi])
-
     def hysteresis(self) -> Hysteresis:
         return Hysteresis(
             margin=self.resolve_margin,
             fire_after=self.fire_after,
             resolve_after=self.resolve_after,
             min_denominator=self.min_denominator,
+            min_dossiers=self.min_dossiers,
         )
 
     def index_config(self) -> IndexConfig:

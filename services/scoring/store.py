@@ -16,7 +16,8 @@ Tables (all prefixed ``scoring_``):
   shared outbox, :mod:`shared.outbox`), written in the transaction that
   updates the alert records;
 * ``scoring_meta``: the first year whose figures the stored rows still hold
-  in full (set by the retention).
+  in full (set by the retention), and the version of the contributions the
+  aggregates were counted with (a new one rebuilds them at start).
 
 Retention (:meth:`ScoringStore.prune`, :mod:`shared.retention`): the
 figures (``scoring_period_count``) are kept; the rows they were counted
@@ -61,7 +62,6 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
-    case,
     delete,
     func,
     insert,
@@ -77,8 +77,9 @@ from sqlmodel import Field, Session, SQLModel
 
 from services.scoring.alerts import AlertRecord, Evaluation, Transition
 from services.scoring.domain import (
-    ALWAYS_OVERDUE,
+    CONTRIBUTIONS_VERSION,
     CRITERIA,
+    NO_DUE_DAY,
     CellKey,
     DossierFacts,
     OpenKey,
@@ -219,6 +220,8 @@ class MetaRow(SQLModel, table=True):
 
 #: ``scoring_meta`` key: the first year whose periods the stored rows still hold in full (retention).
 PRUNED_BEFORE = "pruned_before_year"
+#: ``scoring_meta`` key: the ``CONTRIBUTIONS_VERSION`` the aggregates were counted with.
+CONTRIBUTIONS = "contributions_version"
 
 
 class AlertRow(  # type: ignore[misc]
@@ -267,6 +270,7 @@ def create_schema(engine: Engine, *, now: dt.datetime | None = None) -> None:
         with engine.begin() as conn:
             conn.execute(update(RATING).where(RATING.c.recorded_at.is_(None)).values(recorded_at=now or _wall_clock()))
     Outbox(engine, OUTBOX).create()
+    ScoringStore(engine).recount_if_outdated()
 
 
 def _wall_clock() -> dt.datetime:
@@ -485,6 +489,19 @@ class ScoringStore:
                 session.execute(insert(OPEN_COUNT), list(part))
         return RebuildResult(dossiers, ratings, tasks, len(period_rows), len(open_rows))
 
+    def recount_if_outdated(self) -> RebuildResult | None:
+        """At start: aggregates an older version counted with other contributions (``CONTRIBUTIONS_VERSION``)
+        are rebuilt from the stored records, so a record's old contribution is never subtracted as its new one."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(META.c.value).where(META.c.key == CONTRIBUTIONS)).scalar_one_or_none()
+        if found == CONTRIBUTIONS_VERSION:
+            return None
+        result = self.rebuild()
+        with Session(self.engine) as session, session.begin():
+            upsert = self._insert()(META).values(key=CONTRIBUTIONS, value=CONTRIBUTIONS_VERSION)
+            session.execute(upsert.on_conflict_do_update(index_elements=["key"], set_={"value": CONTRIBUTIONS_VERSION}))
+        return result
+
     @staticmethod
     def _pruned_before(session: Session) -> str | None:
         """The first period key (a year, ``"2026"``) the stored rows still count in full, if the retention ran."""
@@ -567,16 +584,14 @@ class ScoringStore:
 
     def open_now(self, today: dt.date) -> dict[str, tuple[int, int]]:
         """agency -> (open dossiers, overdue among them) now: a sum over the small open table."""
-        overdue = case(
-            (OPEN_COUNT.c.mode == ALWAYS_OVERDUE, OPEN_COUNT.c.n),
-            (and_(OPEN_COUNT.c.mode == 0, OPEN_COUNT.c.due_day < today), OPEN_COUNT.c.n),
-            else_=0,
-        )
-        stmt = select(OPEN_COUNT.c.agency_code, func.sum(OPEN_COUNT.c.n), func.sum(overdue)).group_by(
-            OPEN_COUNT.c.agency_code
-        )
+        out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        stmt = select(OPEN_COUNT.c.agency_code, OPEN_COUNT.c.due_day, OPEN_COUNT.c.mode, OPEN_COUNT.c.n)
         with self.engine.connect() as conn:
-            return {a: (int(n), int(o)) for a, n, o in conn.execute(stmt) if n}
+            for agency, due_day, mode, n in conn.execute(stmt):
+                out[agency][0] += n
+                if is_overdue(due_day=None if due_day == NO_DUE_DAY else due_day, mode=mode, day=today):
+                    out[agency][1] += n
+        return {a: (n, o) for a, (n, o) in out.items() if n}
 
     def _open_at_rows(self, conn, day: dt.date, agencies: Sequence[str] | None, *, columns: list) -> Iterator:  # type: ignore[no-untyped-def]
         """Dossiers open at the end of ``day``: received by then, not ended by then (index on ended_on)."""

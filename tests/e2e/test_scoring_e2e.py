@@ -22,6 +22,7 @@ from services.dossier_tracker.settings import TrackerSettings
 from services.scoring.app import create_app as create_scoring
 from services.scoring.settings import ScoringSettings
 from shared.events import CONTENT_TYPE, parse_event
+from shared.plans import PlanSources
 from shared.settings import CommonSettings
 
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)  # Friday 20/11/2026, 10:00 in Vietnam
@@ -86,13 +87,19 @@ async def test_events_in_ratios_and_alert_out(nats_server: str, tmp_path: Path) 
         TrackerSettings(port=0, durable=f"tracker_{run}"),
         clock=clock,
     )
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "plan-test-2026.yaml").write_text(  # the targets come from plan files alone
+        "plan_id: test-2026\nvalid_from: 2026-01-01\nvalid_until: 2026-12-31\ntargets:\n"
+        "  - {id: on_time_ratio, title: Tỷ lệ hồ sơ đúng hạn, unit: ratio, op: ge, value: 0.98}\ntasks: []\n",
+        encoding="utf-8")
     scoring, scoring_app = create_scoring(
         CommonSettings(nats_url=nats_server, database_url=f"sqlite:///{tmp_path / 'scoring.db'}", data_dir=tmp_path),
-        # The session's nats-server is shared: only this test's agency may raise alerts (per-agency target).
+        # The session's nats-server is shared: only this test's agency may raise alerts (its own agencies file).
         ScoringSettings(port=0, durable=f"scoring_{run}", agencies_file=names,
-                        evaluate_interval=0.2, target_on_time=0.0, targets={agency: {"on_time": 0.98}},
-                        alert_kpis=["on_time"], alert_district=False),
+                        evaluate_interval=0.2, min_dossiers=1, alert_kpis=["on_time"], alert_district=False),
         clock=clock,
+        plans=PlanSources(include_shipped_plans=False, plans_dir=plans),
     )
     await tracker.start()
     await scoring.start()
@@ -127,7 +134,7 @@ async def test_events_in_ratios_and_alert_out(nats_server: str, tmp_path: Path) 
             ("parwatch_on_time_ratio", "quarter"): 4 / 6,
             ("parwatch_on_time_ratio", "year"): 4 / 6,
             ("parwatch_online_filing_ratio", "month"): 2 / 6,
-            ("parwatch_national_sync_ratio", "month"): 3 / 6,
+            ("parwatch_national_sync_ratio", "month"): 1.0,  # 3 synced of the 3 whose sync is known
             ("parwatch_satisfaction_ratio", None): 1 / 3,
         }
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, update
 
+from services.scoring.alerts import KpiTargets
 from services.scoring.board import Scoreboard, load_directory
 from services.scoring.domain import DossierFacts, IndexConfig
 from services.scoring.service import ScoringService
@@ -20,12 +21,20 @@ from services.scoring.store import ScoringStore, create_schema
 from shared.db import UtcDateTime, add_missing_columns, make_engine
 from shared.events import parse_event
 from shared.outbox import Relay
+from shared.plans import PlanTargets, Target
 from shared.publishing import JetStreamPublisher
 from shared.streams import ALERTS
 
 UTC = dt.timezone.utc
 D = dt.date
 KEY = "kpi_below_target:PTP:on_time:2026-11"
+
+
+def on_time_target(value: float = 0.98, op: str = "ge") -> KpiTargets:
+    """A plan in force all of 2026 whose on-time target is ``value`` (the targets come from plan files alone)."""
+    target = Target(id="on_time_ratio", title="Tỷ lệ hồ sơ đúng hạn", unit="ratio", op=op, value=value)
+    plan = PlanTargets(plan_id="test-plan", valid_from=D(2026, 1, 1), valid_until=D(2026, 12, 31), targets=(target,))
+    return KpiTargets(plans=(plan,))
 
 
 class Clock:
@@ -72,13 +81,14 @@ def store(database_url: str) -> Iterator[ScoringStore]:
 def scoring_for(store: ScoringStore, broker: Broker, clock: Clock) -> tuple[ScoringService, Relay]:
     """The service layer and relay as create_app wires them, with the test's clock and broker."""
     directory = load_directory()
-    settings = ScoringSettings(target_on_time=0.98, alert_kpis=["on_time"], alert_periods=["month"],
+    settings = ScoringSettings(min_dossiers=1, alert_kpis=["on_time"], alert_periods=["month"],
                                alert_district=False, fire_after=1, resolve_after=2, resolve_margin=0.005,
                                evaluate_interval=60)
     relay = Relay(store.outbox, JetStreamPublisher(broker).deliver, clock=clock)  # type: ignore[arg-type]
     scoring = ScoringService(store=store, board=Scoreboard(store, config=IndexConfig(),
                                                            district=directory.district_code),
-                             directory=directory, settings=settings, clock=clock, wake=relay.wake)
+                             directory=directory, settings=settings, clock=clock, targets=on_time_target(),
+                             wake=relay.wake)
     return scoring, relay
 
 

@@ -33,6 +33,7 @@ from shared.events import (
     new_event,
     parse_event,
 )
+from shared.plans import PlanSources
 from shared.settings import CommonSettings
 from shared.streams import ACCEPTED_RATINGS, ALERTS, DEADLETTER, DOSSIER_STATE, PLAN_TASK_STATE
 
@@ -65,6 +66,18 @@ def agencies_file(tmp_path: Path, agency: str, name: str) -> Path:
     return path
 
 
+def plans_dir(tmp_path: Path) -> Path:
+    """A plan file in force in 2026 whose only target is an on-time rate of at least 98% (the plan sets targets)."""
+    folder = tmp_path / "plans"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plan-test-2026.yaml").write_text(
+        "plan_id: test-2026\nvalid_from: 2026-01-01\nvalid_until: 2026-12-31\ntargets:\n"
+        "  - {id: on_time_ratio, title: Tỷ lệ hồ sơ đúng hạn, unit: ratio, op: ge, value: 0.98}\ntasks: []\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
 def make_service(*, nats_url: str, database_url: str, tmp_path: Path, agency: str, durable: str,
                  clock: Clock | None = None, **overrides):
     """The service as create_app wires it; its KPI loop runs a round at start, then the test drives them."""
@@ -73,7 +86,8 @@ def make_service(*, nats_url: str, database_url: str, tmp_path: Path, agency: st
         port=0, durable=durable, agencies_file=agencies_file(tmp_path, agency, "Phòng Tư pháp"),
         evaluate_interval=3600, **overrides,
     )
-    return create_app(common, settings, clock=clock or Clock())
+    plans = PlanSources(include_shipped_plans=False, plans_dir=plans_dir(tmp_path))
+    return create_app(common, settings, clock=clock or Clock(), plans=plans)
 
 
 def state(code: str, revision: int, agency: str, **kw) -> object:
@@ -135,8 +149,8 @@ async def test_facts_in_figures_and_alerts_out(nats_server: str, sqlite_url: str
     clock = Clock()
     # The session's nats-server is shared: only this test's agency may raise alerts (per-agency target).
     service, app = make_service(nats_url=nats_server, database_url=sqlite_url, tmp_path=tmp_path, agency=agency,
-                                durable=f"scoring_{uuid.uuid4().hex[:8]}", clock=clock, target_on_time=0.0,
-                                targets={agency: {"on_time": 0.98}}, alert_kpis=["on_time"], alert_district=False)
+                                durable=f"scoring_{uuid.uuid4().hex[:8]}", clock=clock, min_dossiers=1,
+                                alert_kpis=["on_time"], alert_district=False)
     await service.start()
     nc = await nats.connect(nats_server)
     js = nc.jetstream()
@@ -150,7 +164,8 @@ async def test_facts_in_figures_and_alerts_out(nats_server: str, sqlite_url: str
             state("S-E1", 1, agency, channel=1),
             state("S-E2", 1, agency, status=10, ended_on=D(2026, 11, 12), due_day=D(2026, 11, 12),
                   timeliness="on_time", channel=2, synced_national=True),
-            state("S-E3", 1, agency, status=10, ended_on=D(2026, 11, 9), due_day=D(2026, 11, 5), timeliness="late"),
+            state("S-E3", 1, agency, status=10, ended_on=D(2026, 11, 9), due_day=D(2026, 11, 5), timeliness="late",
+                  channel=1, synced_national=False),
             state("S-O1", 1, agency),
             state("S-O2", 1, agency, due_day=D(2026, 11, 10)),
             state("S-O2", 1, agency, due_day=D(2026, 11, 10)),
@@ -183,7 +198,8 @@ async def test_facts_in_figures_and_alerts_out(nats_server: str, sqlite_url: str
                 ("parwatch_satisfaction_ratio", (("agency", agency),)): 1 / 3,
                 ("parwatch_satisfaction_criterion_score", (("agency", agency), ("criterion", "c1"))): 1.0,
                 ("parwatch_plan_completion_ratio", (("agency", agency),)): 2 / 3,
-                ("parwatch_online_filing_ratio", (("agency", agency), ("period", "month"))): 2 / 6,
+                # Filed online / channel known: the three dossiers without a channel leave the share.
+                ("parwatch_online_filing_ratio", (("agency", agency), ("period", "month"))): 2 / 3,
                 ("parwatch_period_dossiers", (("agency", agency), ("figure", "open"), ("period", "month"))): 3,
             }
             last: dict = {}
@@ -198,7 +214,7 @@ async def test_facts_in_figures_and_alerts_out(nats_server: str, sqlite_url: str
             except AssertionError:
                 assert {k: last.get(k) for k in expected} == expected
                 raise
-            assert series(s, "parwatch_national_sync_ratio", agency=agency, period="month") == 2 / 6
+            assert series(s, "parwatch_national_sync_ratio", agency=agency, period="month") == 2 / 3
             assert series(s, "parwatch_online_payment_ratio", agency=agency, period="month") is None
             assert series(s, "parwatch_service_index_points", agency=agency, period="month",
                           part="progress") == pytest.approx(20 * 4 / 6)

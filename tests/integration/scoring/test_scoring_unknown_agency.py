@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.scoring import cli as scoring_cli
+from services.scoring.alerts import KpiTargets
 from services.scoring.api import build_api
 from services.scoring.board import Directory, Scoreboard
 from services.scoring.domain import DossierFacts, IndexConfig
@@ -22,6 +23,7 @@ from services.scoring.settings import ScoringSettings
 from services.scoring.store import ScoringStore, create_schema
 from shared.agencies import load_agencies
 from shared.db import make_engine
+from shared.plans import PlanTargets, Target
 from shared.testing import metric_samples, metric_value
 
 UTC = dt.timezone.utc
@@ -30,6 +32,8 @@ NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=UTC)  # 10:00 on 20/11/2026 in Viet
 DIRECTORY = Directory.of(load_agencies())
 INVENTED = 300
 HOSTILE = "Nộp phạt gấp\x1b[2J\u202eSTK"
+PLAN = PlanTargets(plan_id="test-plan", valid_from=D(2026, 1, 1), valid_until=D(2026, 12, 31), targets=(
+    Target(id="on_time_ratio", title="Tỷ lệ hồ sơ đúng hạn", unit="ratio", op="gt", value=0.98),))
 
 
 @pytest.fixture
@@ -70,7 +74,8 @@ def test_metrics_show_one_unknown_agency_and_stay_bounded_by_the_directory(store
 
     # No KPI alert for "unknown": nobody answers for it (the monitor's unknown_agency alert does).
     scoring = ScoringService(store=store, board=board, directory=DIRECTORY,
-                             settings=ScoringSettings(alert_district=False), clock=lambda: NOW)
+                             settings=ScoringSettings(alert_district=False, min_dossiers=1), clock=lambda: NOW,
+                             targets=KpiTargets(plans=(PLAN,)))
     observations, _ = scoring.observations(D(2026, 11, 20))
     assert {o.agency_code for o in observations} == {"PTP"}
 

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from services.dossier_tracker.metrics import DossierCollector
 from shared.agencies import load_agencies
 from shared.calendar import load_calendar
+from shared.rules import OpenFacts
 from shared.testing import metric_samples, metric_value
 
 AGENCIES = load_agencies()
@@ -21,9 +22,9 @@ class FakeStore:
     def ended_counts(self) -> list[tuple[str, str, int]]:
         return [(f"ZZ{i}", "late", 1) for i in range(500)] + [("PTP", "early", 2)]
 
-    def open_by_due_day(self) -> list[tuple[str, bool, dt.date | None, int]]:
-        past = dt.date(2026, 11, 2)
-        return [(f"Nộp phạt gấp {i}", False, past, 1) for i in range(500)] + [("PTP", False, past, 1)]
+    def open_by_due_day(self) -> list[tuple[str, OpenFacts, int]]:
+        past = OpenFacts(dt.date(2026, 11, 2))
+        return [(f"Nộp phạt gấp {i}", past, 1) for i in range(500)] + [("PTP", past, 1)]
 
 
 def test_series_are_bounded_by_the_directory_and_unknown_adds_everything_up() -> None:

@@ -246,6 +246,26 @@ class TestRule6OpenStates:
             "awaiting_supplement"
         )
 
+    def test_a_pause_begun_after_the_due_day_is_overdue(self) -> None:
+        # Rule 7 (shared.rules): only a pause begun on or before the due day stops the clock.
+        state = open_state(paused=True, pause_started_on=D("2026-12-03"), due_day=self.DUE, today=D("2026-12-10"),
+                           calendar=CAL)
+        assert state == "overdue"
+
+    def test_a_second_supplement_request_is_overdue_even_paused(self) -> None:
+        history = [
+            received("2026-11-26T08:00", seq=1, days=30),
+            ev(5, "2026-11-27T09:00", seq=2),
+            ev(4, "2026-11-30T09:00", seq=3),
+            ev(5, "2026-12-01T09:00", seq=4),
+        ]
+        state = derive_state(history, calendar=CAL)
+        assert state.paused and state.supplement_requests == 2
+        assert open_state(paused=state.paused, pause_started_on=state.pause_started_on, due_day=state.due_day,
+                          supplement_requests=state.supplement_requests, today=D("2026-12-02"), calendar=CAL) == (
+            "overdue"
+        )
+
 
 class TestOrdering:
     def test_sequence_orders_whatever_the_times(self) -> None:

@@ -206,8 +206,24 @@ def test_shares_of_received_dossiers() -> None:
     assert f.received == 4
     assert f.online_filing_ratio == 0.5
     assert f.online_payment_ratio == 0.5  # 1 paid online of the 2 with a payment reported
-    assert f.digitized_ratio == 0.5
-    assert f.national_sync_ratio == 0.5
+    assert f.digitized_ratio == 2 / 3  # D says nothing of digitization: 2 of the 3 that do
+    assert f.national_sync_ratio == 2 / 3  # nor of its sync
+    assert (f.channel_reported, f.digitized_reported, f.sync_reported) == (4, 3, 3)
+
+
+def test_a_missing_flag_is_unknown_not_no() -> None:
+    facts = [dossier("A", channel=2, synced_national=True), *(dossier(f"N{i}") for i in range(9))]
+    f = compute_figures(counts_for(facts, "2026-11"), config=CONFIG)
+    assert f.received == 10
+    assert f.online_filing_ratio == 1.0 and f.national_sync_ratio == 1.0
+    assert f.kpi_denominator("online_filing") == 1 and f.kpi_denominator("national_sync") == 1
+
+
+def test_a_share_with_nothing_known_has_no_value_never_zero() -> None:
+    f = compute_figures(counts_for([dossier(f"N{i}") for i in range(5)], "2026-11"), config=CONFIG)
+    assert f.received == 5
+    assert f.online_filing_ratio is None and f.national_sync_ratio is None and f.digitized_ratio is None
+    assert index(f)["online_filing"].points is None and index(f)["national_sync"].points is None
 
 
 # -- plan tasks ----------------------------------------------------------------------------
@@ -258,23 +274,24 @@ def test_handling_satisfaction_points(on_time: int, late: int, unsatisfied: int,
 
 @pytest.mark.parametrize(("online", "points"), [(0, 0.0), (25, 3.0), (50, 6.0), (90, 6.0)])
 def test_online_filing_points_reach_full_at_half(online: int, points: float) -> None:
-    f = compute_figures({"received": 100, "filed_online": online}, config=CONFIG)
+    f = compute_figures({"received": 100, "channel_reported": 100, "filed_online": online}, config=CONFIG)
     assert index(f)["online_filing"].points == pytest.approx(points)
 
 
 def test_online_filing_points_and_scale_are_configurable() -> None:
-    f = compute_figures({"received": 100, "filed_online": 40},
+    f = compute_figures({"received": 100, "channel_reported": 100, "filed_online": 40},
                         config=IndexConfig(online_filing_points=8, online_filing_full_at=0.8))
     assert index(f)["online_filing"].points == pytest.approx(4.0)
 
 
 def test_sync_points_are_six_times_the_sync_share() -> None:
-    f = compute_figures({"received": 4, "synced": 3}, config=CONFIG)
+    f = compute_figures({"received": 4, "sync_reported": 4, "synced": 3}, config=CONFIG)
     assert index(f)["national_sync"].points == pytest.approx(4.5)
 
 
 def test_parts_without_events_are_not_computable_never_zero() -> None:
-    f = compute_figures({"ended_on_time": 1, "received": 1, "synced": 1, "filed_online": 1}, config=CONFIG)
+    f = compute_figures({"ended_on_time": 1, "received": 1, "sync_reported": 1, "synced": 1, "channel_reported": 1,
+                         "filed_online": 1}, config=CONFIG)
     parts = index(f)
     missing = {name for name, p in parts.items() if not p.computable}
     assert missing == {"publicity_other", "online_service_other", "digitization", "satisfaction_other"}
