@@ -7,9 +7,11 @@ Two parts, kept apart:
   and communes (online registration, receipt, processing, supplement requests,
   financial obligations, withdrawals, resolution early, on time or late,
   return of the result, the applicant's rating) and renders contract
-  CloudEvents in time order. A few plan task reports for the plans under
-  ``services/deadline_monitor/plans/`` and a small share of deliberately
-  malformed messages (so dead letters show) are mixed in. No I/O, no clock:
+  CloudEvents in time order. Plan task reports on the occurrences of the
+  demo's plan (Plan 146 copied to the current year, :func:`demo_plan`: most
+  done a few days before they fall due, some late, a few never, the months
+  before the feed's start sent first as its history) and a small share of
+  deliberately malformed messages (so dead letters show) are mixed in. No I/O, no clock:
   the caller moves the simulated clock.
 - :class:`FeedPublisher` runs beside the stack (a
   :class:`parwatch.supervisor.Companion`): it backfills the past
@@ -39,7 +41,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -215,6 +217,49 @@ def load_plan_tasks(folder: Path, agencies: Sequence[Agency]) -> tuple[PlanTask,
     return tuple(tasks)
 
 
+@dataclass(frozen=True)
+class PlanOccurrence:
+    """One occurrence of a plan task for one owner (deadline_monitor tracks the same): the demo reports on it."""
+
+    plan_id: str
+    task_id: str
+    agency_code: str
+    period: str  # "" for a one-shot task
+    due_day: dt.date
+
+
+def plan_occurrences(path: Path, *, calendar: WorkingCalendar) -> tuple[PlanOccurrence, ...]:
+    """The occurrences of the plan file at ``path``, as deadline_monitor tracks them (its own code computes them)."""
+    from services.deadline_monitor.domain import plan_occurrence_specs
+    from services.deadline_monitor.plan import load_agencies as load_directory
+    from services.deadline_monitor.plan import load_plan
+
+    directory = load_directory()
+    plan = load_plan(path, agencies=directory)
+    return tuple(
+        PlanOccurrence(s.plan_id, s.task_id, s.agency_code, s.period, s.due_day)
+        for s in plan_occurrence_specs(plan, agencies=directory, calendar=calendar)
+    )
+
+
+def current_plan_copy(folder: Path, *, year: int, source: Path | None = None) -> Path:
+    """Plan 146 copied to ``year`` for the whole calendar year, written into ``folder`` (the demo's plans).
+
+    The shipped plan stays the 2023 text; the copy moves every date by the years
+    between (``parwatch plan copy``), and its validity is the whole of ``year``
+    so that the duties of the months before today exist for the demo's history.
+    """
+    from services.deadline_monitor.plan import copy_plan_text
+
+    source = source or PLANS_DIR / "plan-146-2023.yaml"
+    text = copy_plan_text(source.read_text(encoding="utf-8"), year=year, source=str(source),
+                          valid_from=dt.date(year, 1, 1), valid_until=dt.date(year, 12, 31))
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{source.stem.rsplit('-', 1)[0]}-{year}.yaml"
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
 def _as_date(value: object) -> dt.date:
     if isinstance(value, dt.date):
         return value
@@ -269,6 +314,7 @@ class _Step:
     dossier: DossierPlan = field(compare=False)
     status: int | None = field(compare=False, default=None)
     rating: Rating | None = field(compare=False, default=None)
+    report: PlanOccurrence | None = field(compare=False, default=None)
 
 
 class DistrictFeed:
@@ -293,6 +339,8 @@ class DistrictFeed:
         dossiers_per_day: float = 300.0,
         malformed_share: float = 0.004,
         plan_reports_per_day: float = 6.0,
+        occurrences: Sequence[PlanOccurrence] = (),
+        history: bool = True,
     ) -> None:
         if start.tzinfo is None:
             raise ValueError("start needs an offset")
@@ -312,6 +360,9 @@ class DistrictFeed:
         self._msg_no = itertools.count(1)
         self._days_planned: set[dt.date] = set()
         self._weights = [VOLUME.get(a.code, DEFAULT_COMMUNE_VOLUME if a.kind == "commune" else 0.3) for a in agencies]
+        self._reports_by_day, self._history = self._plan_occurrence_reports(occurrences, seed=seed)
+        if not history:
+            self._history = []
 
     # -- public -----------------------------------------------------------------------
     def advance(self, until: dt.datetime) -> list[FeedMessage]:
@@ -320,6 +371,10 @@ class DistrictFeed:
         if until <= self.now:
             return []
         out: list[FeedMessage] = []
+        if self._history:  # the plan reports made before the feed's start, first: what the district did until then
+            history, self._history = self._history, []
+            for at, occ in history:
+                out += self._occurrence_report(occ, at=at)
         day = self.now.date()
         while day <= until.date():
             if day not in self._days_planned:
@@ -346,7 +401,9 @@ class DistrictFeed:
             step = heapq.heappop(self._heap)
             out.extend(self._render(step, at=at))
             at += tick
-            if self.render_rng.random() < self.plan_reports_per_day / max(self.dossiers_per_day * 4.5, 1):
+            if not self._reports_by_day_given and self.render_rng.random() < self.plan_reports_per_day / max(
+                self.dossiers_per_day * 4.5, 1
+            ):
                 out.extend(self._plan_report(at))
         self.now = max(self.now, at)
         return out
@@ -368,7 +425,10 @@ class DistrictFeed:
                 arrival = dt.datetime.combine(day, dt.time(8), VN_TZ) + dt.timedelta(minutes=rng.uniform(0, 720))
             if arrival > out_of_range_before:
                 self._plan_dossier(arrival)
-        if working and self.plan_tasks:
+        for at, occ in self._reports_by_day.pop(day, ()):
+            if at > out_of_range_before:
+                heapq.heappush(self._heap, _Step(at, next(self._order), _PLAN_MARKER, report=occ))
+        if working and self.plan_tasks and not self._reports_by_day_given:
             for _ in range(self._poisson(self.plan_reports_per_day)):
                 at = self._working_moment(day, rng.random())
                 if at > out_of_range_before:
@@ -507,6 +567,8 @@ class DistrictFeed:
 
     # -- rendering ----------------------------------------------------------------------
     def _render(self, step: _Step, *, at: dt.datetime) -> list[FeedMessage]:
+        if step.report is not None:
+            return self._occurrence_report(step.report, at=at)
         if step.dossier is _PLAN_MARKER:
             return self._plan_report(at)
         d = step.dossier
@@ -573,11 +635,58 @@ class DistrictFeed:
         return self._message(RATING_EVENTS, RATING_TYPE, SOURCE_RATINGS, data, at=at, subject=d.code, kind="rating",
                              dossier_code=d.code)
 
+    # -- plan reports on the tracked occurrences ----------------------------------------
+    def _plan_occurrence_reports(
+        self, occurrences: Sequence[PlanOccurrence], *, seed: int
+    ) -> tuple[dict[dt.date, list[tuple[dt.datetime, PlanOccurrence]]], list[tuple[dt.datetime, PlanOccurrence]]]:
+        """When each occurrence is reported done, decided once (a random stream of its own, so the dossiers stay
+        as they are): most a few working days before their due day, some late, a few never. Those reported before
+        the feed's start are its history, sent first; the others come on their day."""
+        self._reports_by_day_given = bool(occurrences)
+        rng = random.Random(f"{seed}:plan-reports")
+        by_day: dict[dt.date, list[tuple[dt.datetime, PlanOccurrence]]] = {}
+        history: list[tuple[dt.datetime, PlanOccurrence]] = []
+        for occ in sorted(occurrences, key=lambda o: (o.due_day, o.plan_id, o.task_id, o.agency_code, o.period)):
+            r = rng.random()
+            if r < 0.06:
+                continue  # never reported: overdue
+            early = 0 if r < 0.3 else rng.randint(1, 4)
+            day = (self.calendar.add_working_days(occ.due_day, rng.randint(1, 5)) if r < 0.16
+                   else self._working_days_before(occ.due_day, early))
+            at = self._working_moment(day, rng.random()).replace(microsecond=0)
+            if at <= self.now:
+                history.append((at, occ))
+            else:
+                by_day.setdefault(day, []).append((at, occ))
+        history.sort(key=lambda item: item[0])
+        return by_day, history
+
+    def _working_days_before(self, day: dt.date, n: int) -> dt.date:
+        for _ in range(n):
+            day -= dt.timedelta(days=1)
+            while not self.calendar.is_working_day(day):
+                day -= dt.timedelta(days=1)
+        return day
+
+    def _occurrence_report(self, occ: PlanOccurrence, *, at: dt.datetime) -> list[FeedMessage]:
+        data: dict[str, Any] = {
+            "plan_id": occ.plan_id,
+            "task_id": occ.task_id,
+            "agency_code": occ.agency_code,
+            "state": "done",
+            "reported_at": _iso(at),
+        }
+        if occ.period:
+            data["period"] = occ.period
+        return [self._message(PLAN_EVENTS, PLAN_TYPE, SOURCE_PLANS, data, at=at, subject=occ.task_id, kind="plan")]
+
     def _plan_report(self, at: dt.datetime) -> list[FeedMessage]:
-        if not self.plan_tasks:
-            return []
+        day = at.astimezone(VN_TZ).date()
+        in_force = [t for t in self.plan_tasks if t.valid_from <= day <= t.valid_until + dt.timedelta(days=31)]
+        if not in_force:
+            return []  # a closed plan takes no report (deadline_monitor would dead-letter it)
         rng = self.render_rng
-        task = rng.choice(self.plan_tasks)
+        task = rng.choice(in_force)
         agency = rng.choice(task.owners)
         r = rng.random()
         state = "done" if r < 0.7 else ("in_progress" if r < 0.95 else "blocked")
@@ -588,7 +697,7 @@ class DistrictFeed:
             "state": state,
             "reported_at": _iso(at),
         }
-        period = self._period(task)
+        period = self._period(task, at=at)
         if period:
             data["period"] = period
         if state == "blocked":
@@ -597,12 +706,15 @@ class DistrictFeed:
             data["note"] = "Đã hoàn thành và gửi báo cáo về Phòng Nội vụ."
         return [self._message(PLAN_EVENTS, PLAN_TYPE, SOURCE_PLANS, data, at=at, subject=task.task_id, kind="plan")]
 
-    def _period(self, task: PlanTask) -> str | None:
-        """An occurrence inside the plan's validity, for a recurring task."""
+    def _period(self, task: PlanTask, *, at: dt.datetime | None = None) -> str | None:
+        """For a recurring task, the period of the report's day or the one before (a late report), kept inside
+        the plan's validity: a period the monitor tracks."""
         if task.every is None:
             return None
-        span = max(0, (task.valid_until - task.valid_from).days)
-        day = task.valid_from + dt.timedelta(days=self.render_rng.randint(0, span))
+        today = (at or self.now).astimezone(VN_TZ).date()
+        back = {"week": dt.timedelta(days=7), "month": dt.timedelta(days=28), "year": dt.timedelta(days=365)}
+        day = today - back.get(task.every, dt.timedelta(0)) if self.render_rng.random() < 0.3 else today
+        day = min(max(day, task.valid_from), task.valid_until)
         if task.every == "week":
             year, week, _ = day.isocalendar()
             return f"{year}-W{week:02d}"
@@ -768,7 +880,9 @@ class FeedPublisher:
         dossiers_per_day: float = 300.0,
         out: IO[str] | None = None,
         clock: Any = utc_now,
+        plan_file: Path | None = None,
     ) -> None:
+        self.plan_file = plan_file  # the plan the feed reports on (the current year's copy); None: random reports
         self.rate = rate
         self.seed = seed
         self.data_dir = data_dir
@@ -781,9 +895,11 @@ class FeedPublisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tracker_metrics: str | None = None
+        self._say: Callable[[str], None] | None = None
 
     # -- Companion ---------------------------------------------------------------------------
     def start(self, stack: Any) -> None:
+        self._say = getattr(stack, "say", None)  # above the live status, without tearing it
         tracker = next((s for s in stack.services if s.name == "dossier_tracker" and s.port), None)
         self._tracker_metrics = tracker.url("/metrics") if tracker else None
         self._thread = threading.Thread(target=self._main, args=(stack.nats_url,), name="demo-feed", daemon=True)
@@ -797,7 +913,14 @@ class FeedPublisher:
 
     # -- the loop -------------------------------------------------------------------------------
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        if self._say is not None:
+            self._say(text)
+        else:
+            print(text, file=self.out, flush=True)
+
+    def status_lines(self) -> list[str]:
+        """The feed's progress, shown under the stack's figures in the live status."""
+        return [f"demo: {self.stats.total:,} messages ({self.stats.summary()}), live at {self.rate:g}/s"]
 
     def _main(self, nats_url: str) -> None:
         try:
@@ -805,16 +928,24 @@ class FeedPublisher:
         except Exception:  # the stack goes on without the feed; the operator sees why
             log.exception("demo feed stopped by an error")
 
-    def make_feed(self, *, start: dt.datetime, run_tag: str) -> DistrictFeed:
+    def make_feed(self, *, start: dt.datetime, run_tag: str, history: bool = True) -> DistrictFeed:
         agencies = load_agencies()
+        if self.plan_file is not None:  # reports on the occurrences deadline_monitor tracks, history included
+            tasks: tuple[PlanTask, ...] = ()
+            occurrences = plan_occurrences(self.plan_file, calendar=self.calendar)
+        else:
+            folder = Path(os.environ.get("PARWATCH_MONITOR_PLANS_DIR") or PLANS_DIR)  # the operator's plans
+            tasks, occurrences = load_plan_tasks(folder, agencies), ()
         return DistrictFeed(
             seed=self.seed,
             start=start,
             run_tag=run_tag,
             calendar=self.calendar,
             agencies=agencies,
-            plan_tasks=load_plan_tasks(PLANS_DIR, agencies),
+            plan_tasks=tasks,
             dossiers_per_day=self.dossiers_per_day,
+            occurrences=occurrences,
+            history=history,
         )
 
     async def _run(self, nats_url: str) -> None:
@@ -828,7 +959,7 @@ class FeedPublisher:
             tag = run_tag_for(now)
             marker = self.data_dir / "demo-feed.json"
             if marker.exists():
-                feed = self.make_feed(start=now, run_tag=tag)
+                feed = self.make_feed(start=now, run_tag=tag, history=False)  # sent with the history already
                 self.say(f"demo: history already loaded in {self.data_dir} (remove the folder to start afresh)")
             else:
                 feed = self.make_feed(start=now - dt.timedelta(days=self.backfill_days), run_tag=tag)
@@ -863,9 +994,9 @@ class FeedPublisher:
             if n:
                 budget -= n
                 await self._publish(js, feed.pull_forward(self.clock(), n))
-            if now >= next_report:
+            if now >= next_report:  # to the log file; the live status shows the same (status_lines)
                 next_report = now + 30
-                self.say(f"demo: {self.stats.total:,} messages so far ({self.stats.summary()})")
+                log.info("demo: %s messages so far (%s)", f"{self.stats.total:,}", self.stats.summary())
 
     async def _publish(self, js: Any, messages: Sequence[FeedMessage], *, chunk: int = 256) -> None:
         """Publish with JetStream acks; a failed chunk is sent again (Nats-Msg-Id dedups it)."""
@@ -892,6 +1023,17 @@ class FeedPublisher:
             self.stats.add(part)
 
 
+def demo_plan(data_dir: Path, *, year: int) -> Path | None:
+    """Plan 146 is dated 2023 and closed: the demo runs on its copy for ``year``, written to ``data_dir/plans`` and
+    loaded by deadline_monitor from there (``PARWATCH_MONITOR_PLANS_DIR``), so that the feed's reports meet
+    tracked occurrences. An operator's own ``PARWATCH_MONITOR_PLANS_DIR`` wins: no copy, random reports."""
+    if os.environ.get("PARWATCH_MONITOR_PLANS_DIR"):
+        return None
+    copy = current_plan_copy(data_dir / "plans", year=year)
+    os.environ["PARWATCH_MONITOR_PLANS_DIR"] = str(copy.parent)
+    return copy
+
+
 def run_demo(*, rate: float = 20.0, seed: int = 146) -> int:
     """The stack plus the synthetic feed, until SIGINT or SIGTERM."""
     from parwatch.supervisor import run_stack
@@ -903,18 +1045,8 @@ def run_demo(*, rate: float = 20.0, seed: int = 146) -> int:
     data_dir = common.data_dir if "data_dir" in common.model_fields_set else common.data_dir / "demo"
     if common.database_url:
         log.warning("PARWATCH_DATABASE_URL is set: the demo's synthetic dossiers go into that database")
-    # Plan 146 is dated 2023: the demo keeps its recurring duties (monthly
-    # report, weekly review of late dossiers...) running through the current
-    # year so the feed's plan reports meet tracked occurrences. The operator's
-    # own settings win.
-    year = dt.date.today().year
-    for name, value in (
-        ("PARWATCH_MONITOR_PLAN_WINDOW_FROM", f"{year}-01-01"),
-        ("PARWATCH_MONITOR_PLAN_WINDOW_TO", f"{year}-12-31"),
-        ("PARWATCH_MONITOR_PLAN_EXTEND_RECURRING", "true"),
-    ):
-        os.environ.setdefault(name, value)
     feed = FeedPublisher(
-        rate=rate, seed=seed, data_dir=data_dir.resolve(), calendar=load_calendar(common.calendar_overrides)
+        rate=rate, seed=seed, data_dir=data_dir.resolve(), calendar=load_calendar(common.calendar_overrides),
+        plan_file=demo_plan(data_dir.resolve(), year=dt.datetime.now(VN_TZ).year),
     )
     return run_stack(data_dir=data_dir, companion=feed)

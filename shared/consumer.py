@@ -27,7 +27,9 @@ The rules, the same for every service:
 * a message that fails the contract (bad JSON, schema, unknown type, too
   large) is dead-lettered on ``tthc.deadletter`` with a reason naming the
   field, once (the dead letter's id is ``deadletter:{stream}:{seq}``), and
-  acked; the rest of its batch goes on;
+  acked; the rest of its batch goes on. So is a message the handler answers
+  :class:`Rejected` (``Rejected(reason)``): valid, but not acceptable to the
+  service (a plan report that names no tracked occurrence);
 * a failure that may pass (database or broker away, a lost race) holds the
   batch: the consumer takes nothing new and tries the same batch again after
   the shared backoff's delay, as long as it takes, keeping the held and the
@@ -84,6 +86,15 @@ class Outcome(str, Enum):
 
 
 @dataclass(frozen=True)
+class Rejected:
+    """A handler's outcome for a message that passed the contract but that the service cannot accept (a plan
+    report naming no tracked occurrence): it is dead-lettered with ``reason`` like a contract failure, once,
+    then acked. The handler must not have stored it, so a redelivery decides the same."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Received(Generic[E]):
     """One message that passed the contract, with where it came from."""
 
@@ -94,7 +105,7 @@ class Received(Generic[E]):
     msg: Msg = field(repr=False, compare=False)
 
 
-Handler = Callable[[Sequence[Received[Any]]], Awaitable[Sequence[Outcome] | None]]
+Handler = Callable[[Sequence[Received[Any]]], Awaitable[Sequence[Outcome | Rejected] | None]]
 
 
 @dataclass(frozen=True)
@@ -342,16 +353,17 @@ class Subscription:
                               r.seq, r.delivered)
                 await self._retry_later(received, why=f"processing failed ({type(exc).__name__})")
             return
+        decided = list(zip(received, outcomes or [Outcome.ACCEPTED] * len(received), strict=True))
         counter = self.owner.counter
         if counter is not None:
-            results = collections.Counter(
-                (r.stream, o.value) for r, o in zip(received, outcomes or [Outcome.ACCEPTED] * len(received),
-                                                     strict=True)
-            )
+            results = collections.Counter((r.stream, o.value) for r, o in decided if isinstance(o, Outcome))
             for (stream, result), n in results.items():
                 counter.count(stream, result, n)
-        for r in received:
-            await r.msg.ack()
+        for r, o in decided:
+            if isinstance(o, Rejected):
+                await self.reject(r.msg, reason=o.reason)  # counted as rejected there
+            else:
+                await r.msg.ack()
 
     async def _until_it_passes(self, attempt: Callable[[], Awaitable[T]], *, held: Sequence[Msg]) -> T:
         """``attempt()``'s answer. A failure that may pass (an outage) holds the ``held`` messages: the same

@@ -55,7 +55,6 @@ def create_app(
     engine = make_engine(common.database_url_for(NAME))
     store = MonitorStore(engine)
     registry = CollectorRegistry()
-    registry.register(MonitorCollector(store, clock=clock, label=catalog.agencies.label))
 
     broker = make_broker(common)
     publisher = JetStreamPublisher(broker)
@@ -101,6 +100,9 @@ def create_app(
         tick_chunk=settings.tick_chunk,
     )
     handlers.register(consumers, monitor, durable=settings.durable)
+    registry.register(
+        MonitorCollector(store, clock=clock, label=catalog.agencies.label, plans_in_force=monitor.plans_in_force)
+    )
 
     async def sync_plans() -> None:
         await monitor.sync_plans(specs)

@@ -66,6 +66,5 @@ def occurrence_specs(catalog: Catalog, *, calendar: WorkingDays, settings: Monit
             calendar=calendar,
             window_from=settings.plan_window_from,
             window_to=settings.plan_window_to,
-            extend_recurring=settings.plan_extend_recurring,
         )
     return specs

@@ -47,6 +47,7 @@ from services.deadline_monitor.plan import (
     period_key,
     resolve_owners,
 )
+from shared import rules
 from shared.events import Alert, DeadLetter, DossierStateChanged
 
 # -- kinds, severities, levels -------------------------------------------------------
@@ -245,15 +246,18 @@ class DossierFacts:
 
 
 def awaiting_supplement(d: DossierFacts) -> bool:
-    """Paused, and the pause began on or before the due day: its clock is stopped (rules 4 and 7)."""
-    if not d.paused:
-        return False
-    return d.pause_started_on is None or d.due_day is None or d.pause_started_on <= d.due_day
+    """Paused, and the pause began on or before the due day: its clock is stopped (rules 4 and 7, as
+    ``shared.rules`` decides it for the tracker's gauge and scoring's on-time rate too)."""
+    return rules.pause_stops_clock(d)
 
 
 def late_by_supplements(d: DossierFacts) -> bool:
-    """Rule 4: a second supplement request makes the dossier late, whatever its dates."""
-    return d.supplement_requests >= 2
+    """Rule 4: a second supplement request makes the dossier late, whatever its dates (``shared.rules``).
+
+    ``shared.rules.open_state`` counts such a dossier overdue; the monitor asks for its apology
+    (``dossier_apology_due``, reason ``supplements``) rather than saying its due day has passed.
+    """
+    return rules.late_by_supplements(d)
 
 
 def dossier_watched(d: DossierFacts) -> bool:
@@ -411,18 +415,28 @@ class OccurrenceSpec:
         return (self.plan_id, self.task_id, self.agency_code, self.period)
 
 
+#: How long a plan's figures stay open after its ``valid_until``: its last duties, scheduled on its last days and
+#: moved forward off days off (31/12 to 2/1, or past Tết), fall due in it, and late reports on them still count.
+CLOSING_MARGIN = dt.timedelta(days=31)
+
+
+def plan_closes_on(plan: Plan) -> dt.date:
+    """The last day a plan's figures can change: ``valid_until`` + :data:`CLOSING_MARGIN`. After it the plan is
+    *closed*: its occurrences keep their final state (frozen), raise no alert, accept no report, and leave
+    ``parwatch_plan_tasks``, so a 2023 plan is not counted overdue for ever."""
+    return plan.valid_until + CLOSING_MARGIN
+
+
+def plan_closed(plan: Plan, today: dt.date) -> bool:
+    return today > plan_closes_on(plan)
+
+
 def default_window(plan: Plan, *, window_from: dt.date | None, window_to: dt.date | None) -> tuple[dt.date, dt.date]:
-    """The due days tracked: the plan's validity, plus 31 days so that a duty scheduled on
-    its last day and moved forward off days off (31/12 to 2/1) is still tracked."""
-    return (window_from or plan.valid_from, window_to or plan.valid_until + dt.timedelta(days=31))
-
-
-def extend_task(task: Task, *, plan: Plan, until: dt.date) -> Task:
-    """A recurring rule bounded by the plan's validity keeps running until ``until``."""
-    rule = task.due
-    if isinstance(rule, (Weekly, Monthly, Yearly)) and rule.end == plan.valid_until and until > plan.valid_until:
-        return task.model_copy(update={"due": rule.model_copy(update={"end": until})})
-    return task
+    """The due days tracked: the plan's validity, up to its closing day so that a duty scheduled on its last day
+    and moved forward off days off (31/12 to 2/1) is still tracked. The settings may narrow it, never widen it:
+    nothing outside a plan's validity is tracked (copy the plan for another year: ``parwatch plan copy``)."""
+    first, last = plan.valid_from, plan_closes_on(plan)
+    return (max(first, window_from) if window_from else first, min(last, window_to) if window_to else last)
 
 
 def period_start(rule: object, period: str, *, fallback: dt.date) -> dt.date:
@@ -445,21 +459,19 @@ def plan_occurrence_specs(
     calendar: WorkingDays,
     window_from: dt.date | None = None,
     window_to: dt.date | None = None,
-    extend_recurring: bool = False,
 ) -> list[OccurrenceSpec]:
-    """Every occurrence of every task of ``plan`` for every owner agency, in the window.
+    """Every occurrence of every task of ``plan`` for every owner agency, in the window (:func:`default_window`).
 
     An occurrence *opens* (counts in ``parwatch_plan_tasks``) on the first day
     of its period, not before the plan's ``valid_from``; a one-shot task opens
-    on ``valid_from``.
+    on ``valid_from``. Every scheduled day lies in the plan's validity (the
+    validator holds dated rules to it; recurring rules are bound to it).
     """
     start, end = default_window(plan, window_from=window_from, window_to=window_to)
     specs: list[OccurrenceSpec] = []
     for task in plan.tasks:
         if isinstance(task.due, Continuous):
             continue
-        if extend_recurring and window_to is not None:
-            task = extend_task(task, plan=plan, until=window_to)
         owners = resolve_owners(task, agencies)
         for occ in occurrences(task, start=start, end=end, calendar=calendar):
             period = occ.period or ""
@@ -510,6 +522,37 @@ def report_period(task: Task, *, period: str | None, reported_on: dt.date) -> st
             return period_key(rule, reported_on)
         return period if _PERIOD_FORMS[type(rule)].match(period) else None
     return None
+
+
+def report_problem(
+    *, plan_id: str, task_id: str, agency_code: str, period: str | None, catalog: Catalog, today: dt.date
+) -> str | None:
+    """Why a report can apply to no occurrence, as a dead-letter reason naming the field (never the value: it came
+    from outside); None when the plan, the task, the owner and the period's form fit. Whether the period is an
+    occurrence of the task is the caller's check (the tracked occurrences)."""
+    plan = catalog.plans.get(plan_id)
+    if plan is None:
+        return "data.plan_id: no plan with this id is loaded by the deadline monitor"
+    if plan_closed(plan, today):
+        return (f"data.plan_id: the plan closed after {plan_closes_on(plan).isoformat()} (valid until "
+                f"{plan.valid_until.isoformat()}); its figures are final and take no report")
+    task = catalog.task(plan_id, task_id)
+    if task is None:
+        return "data.task_id: the plan has no task with this id"
+    if agency_code not in resolve_owners(task, catalog.agencies):
+        return "data.agency_code: this agency is not an owner of the task"
+    rule = task.due
+    if period is not None and isinstance(rule, (Weekly, Monthly, Yearly)) and not _PERIOD_FORMS[type(rule)].match(period):
+        form = {Weekly: "YYYY-Www (ISO week)", Monthly: "YYYY-MM", Yearly: "YYYY"}[type(rule)]
+        return f"data.period: this task's periods are written {form}"
+    return None
+
+
+#: The reason of a report whose period is well formed but names no tracked occurrence.
+NO_OCCURRENCE = (
+    "data.period: the task has no occurrence for this period within the plan's validity "
+    "(a report without a period applies to the period of its reported_at)"
+)
 
 
 @dataclass(frozen=True)
@@ -577,10 +620,15 @@ def occurrence_watched(o: OccurrenceFacts, *, state: str | None) -> bool:
     return o.done_on is None and state != "overdue"
 
 
-def settle_occurrence(o: OccurrenceFacts, firing: int, h: Horizons, policy: Policy) -> tuple[TaskState, Settlement]:
+def settle_occurrence(
+    o: OccurrenceFacts, firing: int, h: Horizons, policy: Policy, *, closed: bool = False
+) -> tuple[TaskState, Settlement]:
     """An occurrence's state on ``h.today`` and its transition against the kinds firing (bits of
-    :data:`PLAN_KINDS`)."""
+    :data:`PLAN_KINDS`). The occurrence of a closed plan (:func:`plan_closes_on`) keeps its final state,
+    holds no condition (an alert still firing resolves) and is no longer watched."""
     state = occurrence_state(o, h.today)
+    if closed:
+        return state, _settlement(frozenset(), firing, order=PLAN_KINDS, watched=False)
     settled = _settlement(
         occurrence_conditions(o, h),
         firing,

@@ -4,7 +4,9 @@
 that have opened by the current day in Asia/Ho_Chi_Minh (the first day of
 their period; a one-shot task from its plan's ``valid_from``) or are done,
 with their state on that day: ``done``, ``done_late``, ``open`` or
-``overdue``. It is one GROUP BY on ``monitor_occurrence``, so it is right at
+``overdue``, of the plans in force (a closed plan's occurrences keep their
+final state in the database and leave the gauge: every tracked agency keeps
+its four series, at 0 when no plan is in force). It is one GROUP BY on ``monitor_occurrence``, so it is right at
 any instant, not only after a tick. Its ``agency`` is a code of the agency
 directory (``shared.agencies``) or ``unknown`` (every other code, added up);
 ``state`` one of the four above.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -37,6 +39,8 @@ class MonitorCollector(Collector):
     clock: Callable[[], dt.datetime]
     #: A stored agency code's label value (``AgencyDirectory.label``); the wiring always gives it.
     label: Callable[[str], str] = field(default=lambda code: code)
+    #: The ids of the plans in force on a day (``MonitorService.plans_in_force``); None: every plan stored.
+    plans_in_force: Callable[[dt.date], Sequence[str]] | None = None
 
     def describe(self) -> list[Metric]:
         return []  # collected lazily: no database call at registration
@@ -52,7 +56,8 @@ class MonitorCollector(Collector):
         counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(TASK_STATES, 0))
         for agency in self.store.tracked_agencies():
             counts[self.label(agency)]  # every tracked agency gets its four series, zeros included
-        for agency, state, n in self.store.plan_task_counts(today):
+        in_force = self.plans_in_force(today) if self.plans_in_force is not None else None
+        for agency, state, n in self.store.plan_task_counts(today, plan_ids=in_force):
             if state in TASK_STATES:
                 counts[self.label(agency)][state] += n
         for agency in sorted(counts):

@@ -44,6 +44,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from shared import agencies as _shared_agencies
+from shared.plans import Target  # shared with scoring, which judges KPIs against the targets
 from shared.text import is_unsafe
 
 DEFAULT_AGENCIES = _shared_agencies.DEFAULT_FILE
@@ -239,30 +240,6 @@ class Task(_Frozen):
     copy_to: Codes = ()
 
 
-class Target(_Frozen):
-    """A KPI target the plan sets (per agency unless ``per: district``)."""
-
-    id: Ident
-    title: Title
-    unit: Literal["ratio", "count"]
-    op: Literal["gt", "ge"]
-    value: Number
-    per: Literal["agency", "district"] = "agency"
-    period: Literal["year"] | None = None
-    by: PlanDate | None = None
-    section: Ident | None = None
-
-    @field_validator("value")
-    @classmethod
-    def _value_fits_unit(cls, value: float, info: ValidationInfo) -> float:
-        unit = info.data.get("unit")
-        if unit == "ratio" and not 0.0 <= value <= 1.0:
-            raise PydanticCustomError("ratio_range", "a ratio lies between 0 and 1 (0.98 means 98%)")
-        if unit == "count" and (value < 0 or value != int(value)):
-            raise PydanticCustomError("count_range", "a count is a whole number >= 0")
-        return value
-
-
 class Plan(_Frozen):
     plan_id: Ident
     number: str | None = None
@@ -271,6 +248,7 @@ class Plan(_Frozen):
     issuer: Code
     valid_from: PlanDate
     valid_until: PlanDate
+    copied_from: Ident | None = None
     targets: tuple[Target, ...] = ()
     tasks: tuple[Task, ...]
 
@@ -721,3 +699,100 @@ def _date_outside(value: Any, path: tuple[PathPart, ...], validity: tuple[dt.dat
     if start <= day <= end:
         return []
     return [(path, f"{day} is outside the plan's validity {start}..{end} (valid_from..valid_until)")]
+
+
+# -- copying a plan to another year ---------------------------------------------------
+
+
+class PlanCopyError(ValueError):
+    """The plan cannot be copied (not a plan mapping, or the copy fails the validator: ``errors``)."""
+
+    def __init__(self, message: str, errors: Sequence[PlanError] = ()) -> None:
+        self.errors = list(errors)
+        super().__init__(message + "".join(f"\n{e}" for e in self.errors))
+
+
+def moved_years(day: dt.date, years: int) -> dt.date:
+    """``day`` moved by whole years; 29 February becomes 28 February in a common year."""
+    year = day.year + years
+    return dt.date(year, day.month, min(day.day, _gregorian.monthrange(year, day.month)[1]))
+
+
+def copy_plan_text(
+    text: str,
+    *,
+    year: int,
+    source: str,
+    agencies: Agencies | None = None,
+    valid_from: dt.date | None = None,
+    valid_until: dt.date | None = None,
+) -> str:
+    """The YAML of the plan in ``text`` copied to ``year``: every date moved by the same number of years.
+
+    Moved: ``issued_on``, ``valid_from``, ``valid_until``, each target's ``by``,
+    each dated rule's ``date`` and each recurring rule's ``start`` and ``end``.
+    The number of years is ``year`` minus the year of ``valid_from``;
+    ``valid_from`` / ``valid_until`` may then be set apart (a plan copied for a
+    whole calendar year). The copy gets a new ``plan_id`` (the source year in
+    it replaced, else ``-{year}`` added), ``copied_from`` = the source plan's
+    id, no ``number`` (the copy is not the signed document), and ``năm Y`` in
+    the title moved. Task titles and descriptions are kept: they cite
+    documents by their dates. The copy passes :func:`validate_plan_text` or
+    :class:`PlanCopyError` lists its errors; the source is never changed.
+    """
+    errors = validate_plan_text(text, source=source, agencies=agencies)
+    if errors:
+        raise PlanCopyError(f"{source}: the source plan is not valid", errors)
+    data = _load_yaml(text)
+    first = _plain_date(data["valid_from"])
+    years = year - first.year
+    moved = _moved_plan(data, years=years, year=year, first_year=first.year)
+    if valid_from is not None:
+        moved["valid_from"] = valid_from
+    if valid_until is not None:
+        moved["valid_until"] = valid_until
+    header = (
+        f"# Copied from plan {data['plan_id']} ({Path(source).name}) by `parwatch plan copy --year {year}`:\n"
+        f"# every date moved by {years} year(s); task titles and descriptions are as in the source.\n"
+        "# Schema: docs/plan-schema.md. Check: `parwatch plan validate FILE`.\n"
+    )
+    out = header + yaml.safe_dump(moved, allow_unicode=True, sort_keys=False, width=110)
+    found = validate_plan_text(out, source=f"copy of {source}", agencies=agencies)
+    if found:
+        raise PlanCopyError(f"{source}: the copy for {year} is not valid", found)
+    return out
+
+
+def _moved_plan(data: dict[str, Any], *, years: int, year: int, first_year: int) -> dict[str, Any]:
+    def move(value: Any) -> Any:
+        return moved_years(_plain_date(value), years) if value is not None else None
+
+    out: dict[str, Any] = {}
+    source_id = str(data["plan_id"])
+    for key, value in data.items():
+        if key == "number":
+            continue  # the copy is not the signed document
+        if key == "plan_id":
+            new_id = source_id.replace(str(first_year), str(year))
+            out["plan_id"] = new_id if new_id != source_id else f"{source_id}-{year}"
+            out["copied_from"] = source_id
+        elif key == "copied_from":
+            continue
+        elif key == "title" and isinstance(value, str):
+            out[key] = value.replace(f"năm {first_year}", f"năm {year}")
+        elif key in ("issued_on", "valid_from", "valid_until"):
+            out[key] = move(value)
+        elif key == "targets" and isinstance(value, list):
+            out[key] = [{**t, "by": move(t["by"])} if isinstance(t, dict) and "by" in t else t for t in value]
+        elif key == "tasks" and isinstance(value, list):
+            out[key] = [_moved_task(t, move=move) for t in value]
+        else:
+            out[key] = value
+    return out
+
+
+def _moved_task(task: Any, *, move: Any) -> Any:
+    if not isinstance(task, dict) or not isinstance(task.get("due"), dict):
+        return task
+    due = {k: (move(v) if k in ("date", "start", "end") else v) for k, v in task["due"].items()}
+    return {**task, "due": due}

@@ -7,7 +7,11 @@ and decides what to publish.
   monitor is catching up on a backlog (:class:`Backlog`), dossiers are stored
   unsettled instead, and settled with their latest state once it is read.
 * **Plan reports** (``parwatch.accepted.plan``): stored once per (source, id);
-  the occurrence they name is settled.
+  the occurrence they name is settled. One that matches no tracked occurrence
+  (or names a closed plan) is not stored: its outcome is ``Rejected(reason)``
+  and the shared consumer dead-letters it.
+* **Closed plans** (``valid_until`` + 31 days passed): their occurrences keep
+  their final state; the tick's closing step resolves what still fires.
 * **Dead letters** (``tthc.deadletter``): one ``deadletter`` alert each, ever.
 * **Agency codes outside the directory** (``shared.agencies``): a dossier of
   such a unit raises no dossier alert (nobody answers for it); new dossier
@@ -56,6 +60,7 @@ from services.deadline_monitor.domain import (
     Policy,
     WorkingDays,
 )
+from services.deadline_monitor.plan import Continuous
 from services.deadline_monitor.store import (
     DOSSIERS,
     OCCURRENCES,
@@ -71,7 +76,7 @@ from services.deadline_monitor.store import (
 )
 from shared.backoff import is_retryable
 from shared.calendar import local_date
-from shared.consumer import Outcome, Received
+from shared.consumer import Outcome, Received, Rejected
 from shared.events import (
     ALERT_FIRING_TYPE,
     ALERT_RESOLVED_TYPE,
@@ -292,8 +297,8 @@ class MonitorService:
         duplicate = await self.record_states([r.event.data for r in received], settle=not self.backlog.catching_up)
         return outcomes(duplicate)
 
-    async def apply_plan_reports(self, received: Sequence[Received[PlanEvent]]) -> list[Outcome]:
-        return outcomes(await self.record_reports([(r.event.source, r.event.id, r.event.data) for r in received]))
+    async def apply_plan_reports(self, received: Sequence[Received[PlanEvent]]) -> list[Outcome | Rejected]:
+        return await self.record_reports([(r.event.source, r.event.id, r.event.data) for r in received])
 
     async def apply_deadletters(self, received: Sequence[Received[DeadLetterEvent]]) -> list[Outcome]:
         return outcomes(await self.record_deadletters([r.event.data for r in received]))
@@ -344,51 +349,74 @@ class MonitorService:
     # -- plan reports and occurrences ------------------------------------------------------------------
     async def record_reports(
         self, reports: Sequence[tuple[str, str, PlanTaskReported]], *, now: dt.datetime | None = None
-    ) -> list[bool]:
-        """Store (source, id, report) once each and settle the occurrences they name; True = duplicate."""
+    ) -> list[Outcome | Rejected]:
+        """Store (source, id, report) once each and settle the occurrences they name.
+
+        A report that can apply to no tracked occurrence (no such plan, task or
+        owner, a period outside the plan's validity, a closed plan) is not
+        stored: its outcome is :class:`Rejected` with a reason naming the field,
+        and the consumer dead-letters it. A report on a continuous task, or
+        from an agency outside the directory (the ``unknown_agency`` alert),
+        is stored and changes no figure.
+        """
         return await self._commit(self._record_reports, reports, now=now or self.clock())
 
     def _record_reports(
         self, work: Work, reports: Sequence[tuple[str, str, PlanTaskReported]], *, now: dt.datetime
-    ) -> list[bool]:
+    ) -> list[Outcome | Rejected]:
         seen = work.seen_reports((source, event_id) for source, event_id, _ in reports)
-        duplicate: list[bool] = []
+        out: list[Outcome | Rejected] = []
         touched: set[tuple[str, str, str, str]] = set()
         unknown = 0
+        today = local_date(now)
         for source, event_id, report in reports:
-            dup = (source, event_id) in seen
-            duplicate.append(dup)
-            if dup:
+            if (source, event_id) in seen:
+                out.append(Outcome.DUPLICATE)
+                continue
+            unknown += not self.catalog.known(report.agency_code)
+            occ, reason = self._match_report(work, report, today=today)
+            if reason is not None:
+                log.warning("plan report rejected plan=%s task=%s agency=%s period=%s: %s",
+                            escape_text(report.plan_id), escape_text(report.task_id),
+                            self.catalog.agencies.label(report.agency_code), escape_text(report.period or ""), reason)
+                out.append(Rejected(reason))
                 continue
             seen.add((source, event_id))
-            unknown += not self.catalog.known(report.agency_code)
-            occ = self._report_period(report.plan_id, report.task_id, report.period, report.reported_at)
             work.add_report(source, event_id, report, occ_period=occ, now=now)
-            if occ is None:
-                log.warning(
-                    "plan report matches no task occurrence plan=%s task=%s agency=%s period=%s",
-                    escape_text(report.plan_id),
-                    escape_text(report.task_id),
-                    self.catalog.agencies.label(report.agency_code),
-                    escape_text(report.period or ""),
-                )
-            else:
+            out.append(Outcome.ACCEPTED)
+            if occ is not None:
                 touched.add((report.plan_id, report.task_id, report.agency_code, occ))
         self._note_unknown(work, domain.UnknownSeen(plan_reports=unknown), now=now)
         work.flush()
         rows = []
         for key in sorted(touched):
             row = work.occurrence(key)
-            if row is None:
-                plan_id, task_id, agency, period = key
-                log.warning("plan report for an occurrence not tracked plan=%s task=%s agency=%s period=%s",
-                            escape_text(plan_id), escape_text(task_id), self.catalog.agencies.label(agency),
-                            escape_text(period))
-                continue
+            assert row is not None  # matched above, in this transaction
             row.done_on = domain.done_on(work.reports_of(key), local_date=local_date)
             rows.append(row)
         self._settle_occurrences(work, rows, h=self.horizons(now), now=now)
-        return duplicate
+        return out
+
+    def _match_report(self, work: Work, report: PlanTaskReported, *, today: dt.date) -> tuple[str | None, str | None]:
+        """(the occurrence's period, None) for a report that applies to a tracked occurrence; (None, None) for a
+        report stored without one (a continuous task; an agency outside the directory, which the one
+        ``unknown_agency`` alert speaks for: a flood of invented codes must not become a flood of dead-letter
+        alerts); (None, reason) for a report that applies to nothing."""
+        if not self.catalog.known(report.agency_code):
+            return None, None
+        reason = domain.report_problem(
+            plan_id=report.plan_id, task_id=report.task_id, agency_code=report.agency_code, period=report.period,
+            catalog=self.catalog, today=today,
+        )
+        if reason is not None:
+            return None, reason
+        occ = self._report_period(report.plan_id, report.task_id, report.period, report.reported_at)
+        task = self.catalog.task(report.plan_id, report.task_id)
+        if occ is None and task is not None and isinstance(task.due, Continuous):
+            return None, None
+        if occ is None or work.occurrence((report.plan_id, report.task_id, report.agency_code, occ)) is None:
+            return None, domain.NO_OCCURRENCE
+        return occ, None
 
     def _report_period(self, plan_id: str, task_id: str, period: str | None, reported_at: dt.datetime) -> str | None:
         task = self.catalog.task(plan_id, task_id)
@@ -535,9 +563,18 @@ class MonitorService:
             row.firing, row.tick_level = s.firing, s.tick_level
         return count
 
+    def closed_plans(self, today: dt.date) -> list[str]:
+        """The ids of the loaded plans closed on ``today`` (:func:`domain.plan_closes_on`)."""
+        return sorted(p.plan_id for p in self.catalog.plans.values() if domain.plan_closed(p, today))
+
+    def plans_in_force(self, today: dt.date) -> list[str]:
+        """The ids of the loaded plans not closed on ``today``: those ``parwatch_plan_tasks`` counts."""
+        return sorted(p.plan_id for p in self.catalog.plans.values() if not domain.plan_closed(p, today))
+
     def _settle_occurrences(self, work: Work, rows: Sequence[Any], *, h: Horizons, now: dt.datetime) -> int:
+        closed = set(self.closed_plans(h.today))
         decided = [
-            (row, facts, *domain.settle_occurrence(facts, row.firing, h, self.policy))
+            (row, facts, *domain.settle_occurrence(facts, row.firing, h, self.policy, closed=facts.plan_id in closed))
             for row, facts in _with_facts(rows, occurrence_facts)
         ]
         existing = work.alerts(
@@ -589,7 +626,7 @@ class MonitorService:
     def tick_steps(self, now: dt.datetime, *, dossiers: bool = True) -> list[Step]:
         """The tick as steps (:meth:`run_steps`); ``dossiers=False`` leaves the dossiers alone."""
         steps = [self.unsettled_step(now), *self.dossier_steps(now)] if dossiers else []
-        return [*steps, *self.occurrence_steps(now), self.expiry_step(now)]
+        return [*steps, self.closing_step(now), *self.occurrence_steps(now), self.expiry_step(now)]
 
     async def run_steps(self, steps: Sequence[Step]) -> TickResult:
         """Run ``steps`` in order, in transactions of at most ``tick_chunk`` rows each."""
@@ -652,6 +689,22 @@ class MonitorService:
             if all(r.tick_level == level for r in rows):  # nothing moved on: never loop on the same rows
                 log.error("tick made no progress table=%s level=%d rows=%d", ticked.table.name, level, len(rows))
                 return len(rows), moved, True
+            return len(rows), moved, len(rows) < budget
+
+        return step
+
+    def closing_step(self, now: dt.datetime) -> Step:
+        """Settle up to ``budget`` occurrences of closed plans still firing or watched: their alerts resolve, they
+        are watched no more (each is read once after its plan closes; none when no plan closed)."""
+        h = self.horizons(now)
+        closed = self.closed_plans(h.today)
+
+        def step(work: Work, budget: int) -> tuple[int, int, bool]:
+            rows = work.live_occurrences(closed, limit=budget) if closed else []
+            if not rows:
+                return 0, 0, True
+            moved = self._settle_occurrences(work, rows, h=h, now=now)
+            work.write_back(OCCURRENCES, rows)
             return len(rows), moved, len(rows) < budget
 
         return step

@@ -67,14 +67,11 @@ class MonitorSettings(ConsumerSettings):
         description="agencies YAML for the monitor alone; default PARWATCH_AGENCIES_FILE, else shared/data's",
     )
     plan_window_from: dt.date | None = Field(
-        default=None, description="first due day tracked; default each plan's valid_from"
+        default=None, description="first due day tracked; default (and at the earliest) each plan's valid_from"
     )
     plan_window_to: dt.date | None = Field(
-        default=None, description="last due day tracked; default each plan's valid_until + 31 days"
-    )
-    plan_extend_recurring: bool = Field(
-        default=False,
-        description="recurring duties bounded only by the plan's validity keep running until plan_window_to",
+        default=None,
+        description="last due day tracked; default (and at the latest) each plan's closing day, valid_until + 31 days",
     )
 
     # -- consumers and outbox ---------------------------------------------------------------
@@ -116,8 +113,6 @@ class MonitorSettings(ConsumerSettings):
             )
         if self.plan_window_from and self.plan_window_to and self.plan_window_to < self.plan_window_from:
             raise ValueError("plan_window_to is before plan_window_from")
-        if self.plan_extend_recurring and self.plan_window_to is None:
-            raise ValueError("plan_extend_recurring needs plan_window_to: until when do the duties run?")
         return self
 
     def plan_files(self) -> list[Path]:

@@ -367,6 +367,17 @@ class Work:
         stmt = select(table).where(table.c.tick_level == UNSETTLED).limit(limit)
         return [SimpleNamespace(**m) for m in self.session.execute(stmt).mappings()]
 
+    def live_occurrences(self, plan_ids: Sequence[str], *, limit: int) -> list[Any]:
+        """Up to ``limit`` occurrences of these plans still firing or watched (the closing plans' last settling)."""
+        table = OCCURRENCES.table
+        c = table.c
+        stmt = (
+            select(table)
+            .where(c.plan_id.in_(list(plan_ids)), or_(c.firing != 0, c.tick_level.is_not(None)))
+            .limit(limit)
+        )
+        return [SimpleNamespace(**m) for m in self.session.execute(stmt).mappings()]
+
     def write_back(self, ticked: Ticked, rows: Sequence[Any]) -> None:
         """The ``mutable`` columns of records read by :meth:`at_level` or :meth:`unsettled`."""
         if rows:
@@ -577,8 +588,11 @@ class MonitorStore:
             for table, where in ((d, forgotten_dossier), (a, old_alert), (r, old_report))
         }
 
-    def plan_task_counts(self, today: dt.date) -> list[tuple[str, str, int]]:
-        """(agency, state, count) of the occurrences open on ``today`` or done, states as of ``today``."""
+    def plan_task_counts(
+        self, today: dt.date, *, plan_ids: Sequence[str] | None = None
+    ) -> list[tuple[str, str, int]]:
+        """(agency, state, count) of the occurrences open on ``today`` or done, states as of ``today``; only those
+        of ``plan_ids`` when given (the plans in force: a closed plan's occurrences are left out)."""
         o = OccurrenceRow
         state = case(
             (o.done_on.is_not(None) & (o.done_on <= o.due_day), "done"),
@@ -591,6 +605,8 @@ class MonitorStore:
             .where(or_(o.opens_on <= today, o.done_on.is_not(None)))
             .group_by(o.agency_code, state)
         )
+        if plan_ids is not None:
+            stmt = stmt.where(o.plan_id.in_(list(plan_ids)))
         with Session(self.engine) as session:
             return [(a, s, int(n)) for a, s, n in session.execute(stmt)]
 

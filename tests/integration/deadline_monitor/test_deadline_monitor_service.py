@@ -14,13 +14,14 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, inspect
 
 from services.deadline_monitor.catalog import PlanLoadError, load_catalog
-from services.deadline_monitor.domain import Catalog, Policy, plan_occurrence_specs
+from services.deadline_monitor.domain import NO_OCCURRENCE, Catalog, Policy, plan_occurrence_specs
 from services.deadline_monitor.metrics import MonitorCollector
 from services.deadline_monitor.plan import load_agencies
 from services.deadline_monitor.service import MonitorService, TickResult
 from services.deadline_monitor.store import OUTBOX, MonitorDossierRow, MonitorStore, create_schema
 from shared.backoff import Backoff
 from shared.calendar import VN_TZ, load_calendar
+from shared.consumer import Outcome, Rejected
 from shared.db import UtcDateTime, make_engine
 from shared.events import DeadLetter, DossierStateChanged, PlanTaskReported, parse_event
 from shared.outbox import Delivered, Outbox, Pending, Relay
@@ -335,7 +336,7 @@ async def test_a_done_report_resolves_and_publishes_the_state(tmp_path: Path, da
         ],
         now=at("2026-11-26T10:00:01"),
     )
-    assert dup == [False, True]
+    assert dup == [Outcome.ACCEPTED, Outcome.DUPLICATE]
     events = await drain(service)
     assert [(e.type, e.data.state if "state" in e.type else e.data.alert_key) for e in events] == [
         ("vn.parwatch.plan.task_state_changed", "done"),
@@ -372,16 +373,52 @@ async def test_a_done_report_resolves_and_publishes_the_state(tmp_path: Path, da
     assert metric_value(registry, "parwatch_plan_tasks", agency="PVHTT", state="open") is None  # owns nothing
 
 
-async def test_reports_arriving_before_their_plan_apply_when_it_is_loaded(tmp_path: Path, database_url: str) -> None:
+async def test_reports_arriving_before_their_plan_are_rejected_unstored(tmp_path: Path, database_url: str) -> None:
+    """A report that can apply to no tracked occurrence is not stored: its outcome is Rejected with a reason naming
+    the field, and the consumer dead-letters it (the sender replays it once the plan is loaded)."""
     service = make_service(database_url)  # no plan loaded yet
-    await service.record_reports(
+    outcome = await service.record_reports(
         [("tool", "early", report("T.monthly", "PTP", "done", "2026-10-30T09:00"))], now=at("2026-10-30T09:00")
     )
+    assert outcome == [Rejected("data.plan_id: no plan with this id is loaded by the deadline monitor")]
     catalog = make_catalog(tmp_path)
     loaded = make_service(database_url, catalog)
     await loaded.sync_plans(specs_for(catalog), now=at("2026-11-02T08:00"))
     row = loaded.store.get_occurrence(("KH-TEST-2026", "T.monthly", "PTP", "2026-10"))
+    assert row is not None and (row.state, row.done_on) == ("open", None)  # due 2/11: the rejected report was not kept
+    again = await loaded.record_reports(
+        [("tool", "early", report("T.monthly", "PTP", "done", "2026-10-30T09:00"))], now=at("2026-11-02T09:00")
+    )
+    assert again == [Outcome.ACCEPTED]  # replayed once the plan is loaded: it counts, done on its own day
+    row = loaded.store.get_occurrence(("KH-TEST-2026", "T.monthly", "PTP", "2026-10"))
     assert row is not None and (row.state, row.done_on) == ("done", dt.date(2026, 10, 30))
+
+
+@pytest.mark.parametrize(
+    ("task", "agency", "period", "reason"),
+    [
+        ("T.nope", "PTP", None, "data.task_id: the plan has no task with this id"),
+        ("T.monthly", "PNV", "2026-10", "data.agency_code: this agency is not an owner of the task"),
+        ("T.monthly", "PTP", "2026-W40", "data.period: this task's periods are written YYYY-MM"),
+        ("T.monthly", "PTP", "2027-01", NO_OCCURRENCE),
+        ("T.weekly", "PNV", "2023-W40", NO_OCCURRENCE),
+    ],
+)
+async def test_a_report_matching_no_tracked_occurrence_is_rejected_with_its_reason(
+    tmp_path: Path, sqlite_url: str, task: str, agency: str, period: str | None, reason: str
+) -> None:
+    catalog = make_catalog(tmp_path)
+    service = make_service(sqlite_url, catalog)
+    await service.sync_plans(specs_for(catalog), now=at("2026-11-26T08:00"))
+    await drain(service)
+    outcome = await service.record_reports(
+        [("tool", "r-x", report(task, agency, "done", "2026-11-26T10:00", period)),
+         ("tool", "r-ok", report("T.weekly", "PNV", "done", "2026-11-26T10:00"))],
+        now=at("2026-11-26T10:00"),
+    )
+    assert outcome == [Rejected(reason), Outcome.ACCEPTED]
+    with service.store.transaction() as work:
+        assert work.seen_reports([("tool", "r-x"), ("tool", "r-ok")]) == {("tool", "r-ok")}  # the rejected one unstored
 
 
 async def test_the_tick_turns_open_occurrences_overdue_once(tmp_path: Path, database_url: str) -> None:

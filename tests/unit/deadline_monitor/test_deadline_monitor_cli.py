@@ -108,7 +108,7 @@ def test_show_outside_the_plan_says_where_the_plan_is(operator_env: Path, capsys
     out = capsys.readouterr().out
     assert "No task occurrence is due in that range." in out
     assert "Plan KH-CLI-2026 (5/KH-UBND) is valid 05/01/2026..31/12/2026" in out
-    assert "PARWATCH_MONITOR_PLAN_WINDOW_TO" in out
+    assert "parwatch plan copy FILE --year YYYY" in out
 
 
 def test_show_refuses_an_invalid_operator_plan(operator_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,7 +137,6 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
         {"apology_working_days": 2, "due_soon_working_days": 1},
         {"plans_dir": "/no/such/folder"},
         {"plan_window_from": "2026-02-01", "plan_window_to": "2026-01-01"},
-        {"plan_extend_recurring": True},
     ],
 )
 def test_inconsistent_settings_are_refused(values: dict[str, object]) -> None:

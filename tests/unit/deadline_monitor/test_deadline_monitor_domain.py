@@ -492,11 +492,37 @@ def test_occurrence_specs_expand_owners_and_open_with_their_period() -> None:
     assert first.period == "2026-W01" and first.due_day == d("2026-01-05") and first.opens_on == d("2026-01-01")
 
 
-def test_occurrence_specs_extend_recurring_duties_past_the_validity() -> None:
-    until = d("2027-03-31")
-    specs = domain.plan_occurrence_specs(PLAN, agencies=AGENCIES, calendar=CAL, window_to=until, extend_recurring=True)
-    monthly = sorted({s.period for s in specs if s.task_id == "monthly"})
-    assert monthly[0] == "2026-01" and monthly[-1] == "2027-03"
-    assert {s.due_day for s in specs if s.task_id == "once"} == {d("2026-02-23")}
-    plain = domain.plan_occurrence_specs(PLAN, agencies=AGENCIES, calendar=CAL, window_to=until)
-    assert max(s.period for s in plain if s.task_id == "monthly") == "2026-12"
+def test_occurrence_specs_never_leave_the_plans_validity() -> None:
+    """A window set wider than the plan tracks nothing outside it: the plan's validity bounds what is tracked
+    (recurring duties stop at valid_until; a duty moved forward off days off stays tracked to the closing day)."""
+    wide = domain.plan_occurrence_specs(PLAN, agencies=AGENCIES, calendar=CAL, window_from=d("2025-01-01"),
+                                        window_to=d("2027-03-31"))
+    plain = domain.plan_occurrence_specs(PLAN, agencies=AGENCIES, calendar=CAL)
+    assert sorted(s.key for s in wide) == sorted(s.key for s in plain)
+    assert max(s.period for s in wide if s.task_id == "monthly") == "2026-12"
+    assert min(s.due_day for s in wide) >= PLAN.valid_from
+    assert max(s.due_day for s in wide) <= domain.plan_closes_on(PLAN)
+    narrow = domain.plan_occurrence_specs(PLAN, agencies=AGENCIES, calendar=CAL, window_to=d("2026-06-30"))
+    assert max(s.period for s in narrow if s.task_id == "monthly") == "2026-06"  # a narrower window is kept
+
+
+def test_a_closed_plan_is_frozen_raises_nothing_and_resolves_what_fires() -> None:
+    closes = domain.plan_closes_on(PLAN)
+    assert closes == PLAN.valid_until + dt.timedelta(days=31)
+    assert not domain.plan_closed(PLAN, closes) and domain.plan_closed(PLAN, closes + dt.timedelta(days=1))
+    o = domain.OccurrenceFacts(plan_id=PLAN.plan_id, task_id="monthly", agency_code="PNV", period="2026-12",
+                               due_day=d("2026-12-31"))
+    policy = domain.Policy()
+    firing = domain.bits_of([domain.PLAN_TASK_OVERDUE], domain.PLAN_KINDS)
+    day = closes + dt.timedelta(days=1)
+    h = domain.horizons(day, calendar=CAL, policy=policy)
+    state, settled = domain.settle_occurrence(o, firing, h, policy, closed=True)
+    assert state == "overdue"  # its final state, kept
+    assert settled.move.fire is None and settled.move.resolve == (domain.PLAN_TASK_OVERDUE,)
+    assert settled.firing == 0 and settled.tick_level is None  # never read by a tick again
+    # in force, the same occurrence a week after its due day would fire
+    h_open = domain.horizons(d("2027-01-08"), calendar=CAL, policy=policy)
+    _, live = domain.settle_occurrence(o, 0, h_open, policy)
+    assert live.move.fire == domain.PLAN_TASK_OVERDUE
+
+

@@ -15,8 +15,10 @@ from parwatch.demo import (
     DistrictFeed,
     FeedMessage,
     PlanTask,
+    current_plan_copy,
     load_agencies,
     load_plan_tasks,
+    plan_occurrences,
     run_tag_for,
 )
 from shared.calendar import VN_TZ, load_calendar
@@ -241,3 +243,54 @@ def test_run_tags_keep_runs_apart() -> None:
 def test_start_without_offset_is_refused() -> None:
     with pytest.raises(ValueError, match="offset"):
         DistrictFeed(seed=1, start=dt.datetime(2026, 3, 2), run_tag="X", calendar=CALENDAR, agencies=AGENCIES)
+
+
+# -- the demo's plan: Plan 146 copied to the current year; reports on its tracked occurrences ---------------
+
+
+@pytest.fixture(scope="module")
+def demo_plan_2026(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return current_plan_copy(tmp_path_factory.mktemp("plans"), year=2026)
+
+
+def test_the_demo_plan_is_plan_146_copied_to_the_whole_current_year(demo_plan_2026) -> None:  # type: ignore[no-untyped-def]
+    from services.deadline_monitor.plan import load_plan
+
+    plan = load_plan(demo_plan_2026)
+    assert demo_plan_2026.name == "plan-146-2026.yaml"
+    assert (plan.plan_id, plan.copied_from) == ("KH-146-2026-TP", "KH-146-2023-TP")
+    assert (plan.valid_from, plan.valid_until) == (dt.date(2026, 1, 1), dt.date(2026, 12, 31))
+    occurrences = plan_occurrences(demo_plan_2026, calendar=CALENDAR)
+    assert occurrences and {o.period[:4] for o in occurrences} <= {"", "2026"}
+
+
+def test_plan_reports_name_tracked_occurrences_history_first(demo_plan_2026) -> None:  # type: ignore[no-untyped-def]
+    occurrences = plan_occurrences(demo_plan_2026, calendar=CALENDAR)
+    f = DistrictFeed(seed=146, start=START, run_tag="T0", calendar=CALENDAR, agencies=AGENCIES,
+                     occurrences=occurrences)
+    messages = f.advance(START + dt.timedelta(days=10))
+    reports = [(m, parse_event(m.body).data) for m in messages if m.kind == "plan"]
+    tracked = {(o.plan_id, o.task_id, o.agency_code, o.period) for o in occurrences}
+    named = [(r.plan_id, r.task_id, r.agency_code, r.period or "") for _, r in reports]
+    assert named and set(named) <= tracked  # every report meets an occurrence the monitor tracks
+    assert len(named) == len(set(named))  # each occurrence reported once
+    history = [m for m, _ in reports if m.at <= START]
+    due_before = [o for o in occurrences if o.due_day < START.date() - dt.timedelta(days=10)]
+    assert 0.85 * len(due_before) <= len(history)  # most duties of the months before were done
+    assert [m.at for m, _ in reports[: len(history)]] == sorted(m.at for m, _ in reports[: len(history)])
+    assert all(m.at > START for m, _ in reports[len(history):])  # then the feed's own days
+    assert {r.state for _, r in reports} == {"done"}
+    again = DistrictFeed(seed=146, start=START, run_tag="T0", calendar=CALENDAR, agencies=AGENCIES,
+                         occurrences=occurrences, history=False)
+    assert not [m for m in again.advance(START + dt.timedelta(days=1)) if m.kind == "plan" and m.at <= START]
+
+
+def test_random_reports_name_a_period_near_their_day() -> None:
+    f = feed()
+    for m in f.advance(END):
+        if m.kind != "plan":
+            continue
+        r = parse_event(m.body).data
+        day = m.at.astimezone(VN_TZ).date()
+        if r.task_id == "T.2":
+            assert r.period in (f"{day:%Y-%m}", f"{day - dt.timedelta(days=28):%Y-%m}")
