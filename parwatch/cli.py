@@ -4,6 +4,12 @@
 operator commands through ``services/<name>/cli.py``, a module with
 ``register(subparsers)`` that adds sub-commands whose ``func(args) -> int``
 does the work.
+
+The operator commands find the demo's data on their own: with no
+``PARWATCH_DATA_DIR`` (nor ``PARWATCH_DATABASE_URL``), when ``./var`` holds
+no data and ``./var/demo`` does (``make demo`` ran here), they read
+``./var/demo`` and say so on stderr
+(:func:`shared.settings.demo_data_dir_instead`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+from pathlib import Path
+
+#: Commands that run a stack and choose their own data folder.
+STACK_COMMANDS = frozenset({"up", "demo"})
 
 SERVICE_CLIS = (
     "services.dossier_tracker.cli",
@@ -63,7 +74,22 @@ def main(argv: list[str] | None = None) -> int:
                         handlers=[one_line_handler("%(asctime)s %(levelname)s %(name)s: %(message)s")])
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command not in STACK_COMMANDS:
+        use_demo_data_if_alone()
     return int(args.func(args) or 0)
+
+
+def use_demo_data_if_alone(environ: dict[str, str] | None = None, *, cwd: Path | None = None) -> Path | None:
+    """Point this process's settings at the demo's data folder when it is the only data here, and say so."""
+    from shared.settings import demo_data_dir_instead
+
+    environ = os.environ if environ is None else environ
+    folder = demo_data_dir_instead(environ, cwd=cwd or Path.cwd())
+    if folder is not None:
+        environ["PARWATCH_DATA_DIR"] = str(folder)
+        print(f"parwatch: reading the demo's data in {folder}/ (./var holds none; set PARWATCH_DATA_DIR "
+              "to choose another folder)", file=sys.stderr)
+    return folder
 
 
 if __name__ == "__main__":

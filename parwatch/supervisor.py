@@ -8,6 +8,10 @@
   process (``python -m services.<name>``) with the environment passed down and
   ``PARWATCH_NATS_URL`` pointing at the chosen NATS, waits for each
   ``/health`` and prints every URL.
+- Keeps the terminal quiet: the services' output (one line per event, alert or
+  notice) and the supervisor's own records go to ``PARWATCH_DATA_DIR/parwatch.log``;
+  the terminal shows the URLs, lifecycle lines, warnings, and a live status read
+  from the services' ``/metrics`` (:mod:`parwatch.status`).
 - Restarts a service that exits with exponential backoff; a service that
   keeps crashing is still tried, more slowly (:class:`RestartTracker`).
 - On SIGINT or SIGTERM stops the services (SIGTERM, then SIGKILL after
@@ -21,6 +25,7 @@ databases.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import importlib
@@ -32,7 +37,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -41,9 +46,11 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from parwatch.status import Console, ConsoleHandler, Status, StatusReader, for_the_console
 from shared.backoff import Backoff
 from shared.embedded import nats_server_binary, stop_process, wait_for_port
-from shared.settings import CommonSettings
+from shared.logs import JsonFormatter, OneLineFormatter
+from shared.settings import STACK_LOG_FILE, CommonSettings
 from shared.streams import StreamSpec
 
 log = logging.getLogger(__name__)
@@ -83,6 +90,27 @@ class StackSettings(BaseSettings):
     services: str = Field(default="", description="comma-separated services to run (default: all that exist)")
     startup_timeout: float = Field(default=60.0, gt=0, description="seconds to wait for every /health before printing")
     stop_timeout: float = Field(default=25.0, gt=0, description="seconds a service gets to stop before SIGKILL")
+    console: str = Field(
+        default="auto", pattern="^(auto|live|plain)$",
+        description="live: redraw the status in place; plain: a status line every status_interval seconds; "
+        "auto: live on a terminal, plain otherwise",
+    )
+    status_refresh: float = Field(default=3.0, gt=0, description="seconds between two redraws of the live status")
+    status_interval: float = Field(
+        default=60.0, gt=0, description="seconds between two status lines when the output is not a terminal"
+    )
+
+    def live_console(self, out: IO[str]) -> bool:
+        """Whether to redraw the status in place on ``out``."""
+        if self.console != "auto":
+            return self.console == "live"
+        return out.isatty() and os.environ.get("TERM", "") != "dumb"
+
+
+#: The log file of the stack in its data folder: every service's output and the supervisor's own records.
+LOG_FILE = STACK_LOG_FILE
+#: A log file larger than this when the stack starts is moved to ``parwatch.log.1`` (the one before is dropped).
+LOG_ROTATE_BYTES = 64 * 1024 * 1024
 
 
 # -- restart decisions (pure) ---------------------------------------------------
@@ -289,17 +317,31 @@ class ServiceView:
         return f"http://{host}:{self.port}{path}"
 
 
+def _print_line(text: str) -> None:
+    print(text, flush=True)
+
+
 @dataclass(frozen=True)
 class StackInfo:
-    """What :class:`Companion` objects (the demo feed) learn of the running stack."""
+    """What :class:`Companion` objects (the demo feed) learn of the running stack.
+
+    ``say`` writes a line on the supervisor's terminal above the live status, without tearing it: a companion
+    prints through it rather than to ``sys.stdout``.
+    """
 
     nats_url: str
     data_dir: Path
     services: tuple[ServiceView, ...]
+    say: Callable[[str], None] = _print_line
 
 
 class Companion(Protocol):
-    """Runs beside the stack: started once it is up, stopped first."""
+    """Runs beside the stack: started once it is up, stopped first.
+
+    A companion may also have ``status_lines() -> Sequence[str]``: a line or two the live status shows under
+    the stack's figures (the demo feed's progress). Once the stack is up it should log rather than print, so
+    its lines reach the log file and do not tear the redrawn status.
+    """
 
     def start(self, stack: StackInfo) -> None: ...
 
@@ -357,6 +399,10 @@ class Supervisor:
         self.children: list[Child] = []
         self.missing: list[ServicePlan] = []
         self._stop_signals = 0
+        self.console: Console | None = None
+        self.reader = StatusReader(clock=clock)
+        self.log_path = data_dir / LOG_FILE
+        self._service_log: IO[bytes] | None = None
 
     # -- signals ----------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -445,6 +491,8 @@ class Supervisor:
         env = dict(self.environ)
         env["PARWATCH_NATS_URL"] = self.nats_url
         env["PARWATCH_DATA_DIR"] = str(self.data_dir)
+        if started:
+            self._service_log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the stack stops
         for p in started:
             child_env = dict(env)
             child_env[p.port_env] = str(p.port)
@@ -454,6 +502,7 @@ class Supervisor:
                 env=child_env,
                 tracker=RestartTracker(self.policy, clock=self.clock),
                 port=p.port,
+                stdout=self._service_log,
             )
             child.start()
             child.tracker.started()
@@ -483,13 +532,16 @@ class Supervisor:
                     )
                 else:
                     log.warning(
-                        "%s exited (code %s); restart %d in %.1fs",
-                        child.name, code, decision.consecutive, decision.delay,
+                        "%s exited (code %s); restart %d in %.1fs (its output: %s)",
+                        child.name, code, decision.consecutive, decision.delay, self._output_of(child),
                     )
             if child.proc is None and child.tracker.due():
                 child.tracker.restarting()
                 child.start()
                 log.info("restarted %s (restart #%d)", child.name, child.tracker.restarts)
+
+    def _output_of(self, child: Child) -> Path:
+        return self.data_dir / "nats.log" if child is self.nats else self.log_path
 
     def probe(self, client: httpx.Client, child: Child) -> str:
         if child.proc is None and child.tracker.waiting:
@@ -525,14 +577,33 @@ class Supervisor:
                 continue
             lines.append(f"  {v.name:<17} {v.status:<9} {v.url('/metrics', host)}  {v.url('/health', host)}")
             if v.status == "crashed":
-                lines.append(f"  {'':<17} {'':<9} exited at start; restarting with backoff (see the log above)")
+                lines.append(f"  {'':<17} {'':<9} exited at start; restarting with backoff (see {self.log_path})")
             if v.name in API_DOCS:
                 lines.append(f"  {'':<17} {'':<9} {v.url('/docs', host)}")
+        lines.append(f"  log               {self.log_path}  (every service's output, each alert and notice)")
         lines += ["Stop with Ctrl-C (SIGINT) or SIGTERM.", ""]
         return "\n".join(lines)
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        if self.console is not None:
+            self.console.say(text)
+        else:
+            print(text, file=self.out, flush=True)
+
+    def status(self, client: httpx.Client, *, extra: Sequence[str] = ()) -> Status:
+        """Read the stack as an operator would: each service's /health, and /metrics of those that answer."""
+        views = self.views(client)
+        texts = []
+        for v in views:
+            if v.status not in ("up", "degraded"):
+                continue
+            try:
+                r = client.get(v.url("/metrics", self._url_host()), timeout=2.0)
+            except httpx.HTTPError:
+                continue
+            if r.status_code == 200:
+                texts.append(r.text)
+        return self.reader.read(texts, services=[(v.name, v.status) for v in views], extra=extra)
 
     def wait_until_answering(self, client: httpx.Client, *, sleep: Callable[[float], None] = time.sleep) -> None:
         """Until every service answers /health or has crashed once (it is restarted in
@@ -591,6 +662,65 @@ class Supervisor:
     def stop(self) -> None:
         self.stop_services()
         self._stop_nats()
+        if self._service_log is not None:
+            self._service_log.close()
+            self._service_log = None
+
+
+# -- the terminal and the log file ---------------------------------------------------------
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def rotate_log(path: Path, *, limit: int = LOG_ROTATE_BYTES) -> None:
+    """Move a log file past ``limit`` bytes to ``<name>.1`` at start, so a long-lived folder's log stays bounded."""
+    if path.is_file() and path.stat().st_size > limit:
+        path.replace(path.with_name(path.name + ".1"))
+
+
+@contextlib.contextmanager
+def routed_logs(*, log_path: Path, console: Console | None, json_lines: bool) -> Iterator[None]:
+    """For the stack's lifetime: every record into the log file; on the terminal only what
+    :func:`parwatch.status.for_the_console` lets through, written through the live console when there is one."""
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    file_handler = logging.FileHandler(log_path, encoding="utf-8")
+    file_handler.setFormatter(JsonFormatter() if json_lines else OneLineFormatter(
+        "%(asctime)s %(levelname)s supervisor %(name)s: %(message)s"))
+    terminal: list[logging.Handler]
+    if console is not None:
+        terminal = [ConsoleHandler(console, OneLineFormatter(_LOG_FORMAT))]
+    else:
+        terminal = saved or [logging.StreamHandler()]
+    for handler in terminal:
+        handler.addFilter(for_the_console)
+    root.handlers[:] = [*terminal, file_handler]
+    try:
+        yield
+    finally:
+        for handler in terminal:
+            handler.removeFilter(for_the_console)
+        root.handlers[:] = saved
+        file_handler.close()
+
+
+def _shown(path: Path) -> str:
+    """A path as the operator typed it: relative to the working folder when it is inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _companion_lines(companion: Companion | None) -> list[str]:
+    lines = getattr(companion, "status_lines", None)
+    if not callable(lines):
+        return []
+    try:
+        return [str(line) for line in lines()]
+    except Exception:  # a companion's status is a nicety: never stop the stack for it
+        log.debug("companion status failed", exc_info=True)
+        return []
 
 
 def run_stack(*, data_dir: Path | None = None, companion: Companion | None = None, out: IO[str] | None = None) -> int:
@@ -601,11 +731,24 @@ def run_stack(*, data_dir: Path | None = None, companion: Companion | None = Non
     except Exception as exc:  # invalid settings: say which, no traceback
         log.error("invalid settings: %s", exc)
         return 2
+    out = out or sys.stdout
     data_dir = (data_dir or common.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    rotate_log(data_dir / LOG_FILE)
     sup = Supervisor(common=common, settings=settings, environ=os.environ, data_dir=data_dir, out=out)
+    live = settings.live_console(out)
+    sup.console = Console(out, live=live)
     sup.install_signal_handlers()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /health probe otherwise
+    with routed_logs(log_path=sup.log_path, console=sup.console if live else None,
+                     json_lines=common.log_format == "json"):
+        code = _run(sup, companion=companion, every=settings.status_refresh if live else settings.status_interval)
+    if code == 0:
+        sup.say("parwatch stopped cleanly")
+    return code
+
+
+def _run(sup: Supervisor, *, companion: Companion | None, every: float) -> int:
     started_companion = False
     try:
         sup.start_nats()
@@ -621,14 +764,24 @@ def run_stack(*, data_dir: Path | None = None, companion: Companion | None = Non
                     child.reported = any(v.name == child.name and v.status == "up" for v in views)
                 sup.say(sup.urls_block(views))
                 if companion is not None:
-                    companion.start(StackInfo(nats_url=sup.nats_url, data_dir=data_dir, services=views))
+                    companion.start(StackInfo(nats_url=sup.nats_url, data_dir=sup.data_dir, services=views,
+                                              say=sup.say))
                     started_companion = True
-            next_probe = 0.0
+                first = sup.status(client)  # the first reading: the event rate needs two
+                if sup.console is not None and sup.console.live:
+                    sup.console.status(first, log_path=_shown(sup.log_path))
+            next_probe = time.monotonic() + 2.0
+            next_status = time.monotonic() + every
             while not sup.stopping:
                 sup.check_children()
                 if time.monotonic() >= next_probe:
                     sup.report_late_arrivals(client)
                     next_probe = time.monotonic() + 2.0
+                if time.monotonic() >= next_status:
+                    reading = sup.status(client, extra=_companion_lines(companion))
+                    if sup.console is not None:
+                        sup.console.status(reading, log_path=_shown(sup.log_path))
+                    next_status = time.monotonic() + every
                 time.sleep(0.2)
     except StartupError as exc:
         log.error("%s", exc)
@@ -638,14 +791,16 @@ def run_stack(*, data_dir: Path | None = None, companion: Companion | None = Non
         sup.stop()
         raise
     finally:
+        if sup.console is not None:
+            sup.console.close()
         if started_companion and companion is not None:
             companion.stop()
     sup.stop()
-    log.info("parwatch stopped cleanly")
     return 0
 
 
 __all__ = [
+    "LOG_FILE",
     "SERVICES",
     "Companion",
     "RestartDecision",

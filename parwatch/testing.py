@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from parwatch.supervisor import plan_services
+from parwatch.supervisor import LOG_FILE, plan_services
 from shared.embedded import free_port
 
 
@@ -66,7 +66,13 @@ class Stack:
                                      stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def text(self) -> str:
+        """What `parwatch up` printed on its stdout and stderr (what an operator's terminal shows)."""
         return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def log_text(self) -> str:
+        """The stack's log file in its data folder: every service's output, each alert and notice."""
+        path = self.data_dir / LOG_FILE
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
     def wait_ready(self, timeout: float = 90.0) -> Ready:
         """Parse the URL block `parwatch up` prints once the services answer."""

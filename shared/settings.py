@@ -7,6 +7,7 @@ reads the environment.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import ByteSize, Field, field_validator, model_validator
@@ -18,6 +19,32 @@ from shared.retention import Retention
 from shared.streams import STREAM_BY_NAME, StreamSpec, stream_specs
 
 EMBEDDED_NATS_URL = "nats://127.0.0.1:14222"
+#: The default data folder, and the demo's inside it (``parwatch demo`` without ``PARWATCH_DATA_DIR``).
+DEFAULT_DATA_DIR = Path("var")
+DEMO_DATA_DIR = DEFAULT_DATA_DIR / "demo"
+#: The log file `parwatch up` keeps in its data folder (every service's output).
+STACK_LOG_FILE = "parwatch.log"
+
+
+def holds_data(folder: Path) -> bool:
+    """A stack has run on this folder: it has the embedded NATS store or the stack's log file. (Not a SQLite
+    file: an operator command run before any stack creates its service's empty database.)"""
+    return (folder / "nats").is_dir() or (folder / STACK_LOG_FILE).is_file()
+
+
+def demo_data_dir_instead(environ: Mapping[str, str], *, cwd: Path) -> Path | None:
+    """The demo's data folder, when an operator command should read it instead of the default.
+
+    That is when no data folder or database is configured (``PARWATCH_DATA_DIR``, ``PARWATCH_DATABASE_URL``),
+    ``./var`` holds no data and ``./var/demo`` does: after ``make demo``, ``parwatch notifications`` shows the
+    demo's notices without extra settings. A stack of one's own in ``./var`` always wins.
+    """
+    configured = {k.upper() for k in environ}
+    if {"PARWATCH_DATA_DIR", "PARWATCH_DATABASE_URL"} & configured:
+        return None
+    if holds_data(cwd / DEFAULT_DATA_DIR) or not holds_data(cwd / DEMO_DATA_DIR):
+        return None
+    return DEMO_DATA_DIR
 
 
 class CommonSettings(BaseSettings):
@@ -25,7 +52,7 @@ class CommonSettings(BaseSettings):
 
     nats_url: str = Field(default=EMBEDDED_NATS_URL, description="NATS server URL(s), comma separated")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite per service under data_dir")
-    data_dir: Path = Field(default=Path("var"), description="folder for SQLite files and embedded NATS data")
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="folder for SQLite files and embedded NATS data")
     calendar_overrides: Path | None = Field(default=None, description="YAML override file of days off and working days")
     http_host: str = Field(default="127.0.0.1", description="address every service's HTTP server binds")
     log_level: str = Field(default="INFO")

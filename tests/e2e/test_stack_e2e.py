@@ -147,13 +147,19 @@ def events(samples: dict, result: str) -> float:
 
 
 def wait_for_events(url: str, *, total: int, timeout: float = EVENT_WAIT) -> dict:
-    """Scrape until the tracker has counted `total` dossier events (any result)."""
+    """Scrape until the tracker has counted `total` dossier events (any result), then once more.
+
+    A scrape is not a snapshot across collectors: the figures read from the
+    database may have been read a moment before the event counter, so the
+    scrape that first shows the count may not show what those events stored
+    yet. The scrape after it reads the database after the count was made,
+    which is after the events' commit.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        samples = scrape(url)
-        counted = sum(events(samples, r) for r in ("accepted", "duplicate", "rejected"))
+        counted = sum(events(scrape(url), r) for r in ("accepted", "duplicate", "rejected"))
         if counted >= total or time.monotonic() > deadline:
-            return samples
+            return scrape(url)
         time.sleep(0.2)
 
 
