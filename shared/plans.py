@@ -32,7 +32,7 @@ from shared.text import is_unsafe
 SHIPPED_PLANS = Path(__file__).resolve().parent.parent / "services" / "deadline_monitor" / "plans"
 
 
-def _plain_date(value: object) -> dt.date:
+def plain_date(value: object) -> dt.date:
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value
     if isinstance(value, str):
@@ -55,7 +55,7 @@ def _plain_line(value: str) -> str:
     return value
 
 
-PlanDate = Annotated[dt.date, BeforeValidator(_plain_date)]
+PlanDate = Annotated[dt.date, BeforeValidator(plain_date)]
 Number = Annotated[float, BeforeValidator(_real_number)]
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$", max_length=64)]
 # A title reaches alert summaries and e-mails: one line of plain text.

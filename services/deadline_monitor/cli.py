@@ -281,24 +281,31 @@ async def publish_report(event: CloudEvent[Any], *, servers: Sequence[str]) -> i
     return int(ack.seq)
 
 
-def _report(args: argparse.Namespace) -> int:
+def _loaded() -> tuple[Any, Any, Any] | None:
+    """The settings and the plans the monitor loads (None, the errors printed, when a plan does not load)."""
     from services.deadline_monitor.settings import MonitorSettings
-    from shared.calendar import load_calendar
     from shared.settings import CommonSettings
 
-    common = CommonSettings()
-    settings = MonitorSettings()
+    common, settings = CommonSettings(), MonitorSettings()
     try:
-        catalog = catalog_from_settings(settings)
+        return common, settings, catalog_from_settings(settings)
     except PlanLoadError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
+        return None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from shared.calendar import load_calendar
+
+    if (loaded := _loaded()) is None:
         return 1
+    common, settings, catalog = loaded
     request = ReportRequest(task_id=args.task, agency_code=args.agency, state=args.state, period=args.period,
                             done_on=args.done_on, note=args.note, plan_id=args.plan)
     try:
         event = report_event(request, catalog=catalog, calendar=load_calendar(common.calendar_overrides),
-                             now=dt.datetime.now(dt.timezone.utc),
+                             now=dt.datetime.now(dt.UTC),
                              window=(settings.plan_window_from, settings.plan_window_to))
     except (ReportError, ValidationError) as exc:
         print(f"report refused: {exc}", file=sys.stderr)
@@ -317,20 +324,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from services.deadline_monitor.settings import MonitorSettings
     from shared.calendar import load_calendar
-    from shared.settings import CommonSettings
 
-    common = CommonSettings()
-    settings = MonitorSettings()
-    try:
-        catalog = catalog_from_settings(settings)
-    except PlanLoadError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
+    if (loaded := _loaded()) is None:
         return 1
+    common, settings, catalog = loaded
     calendar = load_calendar(common.calendar_overrides)
-    day = args.date or local_date(dt.datetime.now(dt.timezone.utc))
+    day = args.date or local_date(dt.datetime.now(dt.UTC))
     start = args.start or day - DEFAULT_SPAN
     end = args.end or day + DEFAULT_SPAN
     url = _database_url(common)

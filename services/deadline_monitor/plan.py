@@ -28,7 +28,6 @@ from typing import Annotated, Any, Literal, Protocol, Union
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -44,8 +43,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from shared import agencies as _shared_agencies
-from shared.plans import Target  # shared with scoring, which judges KPIs against the targets
-from shared.text import is_unsafe
+from shared.plans import Ident, Number, PlanDate, Target, Title, plain_date  # shared with scoring (KPI targets)
 
 DEFAULT_AGENCIES = _shared_agencies.DEFAULT_FILE
 
@@ -56,43 +54,16 @@ WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _MONTH_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
 
 
-# -- scalar types -------------------------------------------------------------
-
-
-def _plain_date(value: object) -> dt.date:
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise PydanticCustomError("plan_date", "must be a date written YYYY-MM-DD")
-
-
-def _real_number(value: object) -> object:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PydanticCustomError("plan_number", "must be a number")
-    return value
+# -- scalar types (dates, numbers, ids and titles: shared.plans, which scoring reads too) --------------
 
 
 def _one_or_many(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
-PlanDate = Annotated[dt.date, BeforeValidator(_plain_date)]
-Number = Annotated[float, BeforeValidator(_real_number)]
 Code = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")]
 Codes = Annotated[tuple[Code, ...], BeforeValidator(_one_or_many)]
-Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$", max_length=64)]
-def _plain_line(value: str) -> str:
-    if any(is_unsafe(char) for char in value):
-        raise PydanticCustomError("plain_line", "one line of plain text: no line break, control or bidirectional character")
-    return value
 
-
-# A title reaches alert summaries and e-mails: one line of plain text.
-Title = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_plain_line)]
 Day = Annotated[int, Field(strict=True, ge=1, le=31)]
 Month = Annotated[int, Field(strict=True, ge=1, le=12)]
 
@@ -177,13 +148,7 @@ def _due_form(value: Any) -> str | None:
 
 
 DueRule = Annotated[
-    Union[
-        Annotated[OnDate, Tag("@date")],
-        Annotated[Weekly, Tag("@week")],
-        Annotated[Monthly, Tag("@month")],
-        Annotated[Yearly, Tag("@year")],
-        Annotated[Continuous, Tag("@continuous")],
-    ],
+    Annotated[OnDate, Tag("@date")] | Annotated[Weekly, Tag("@week")] | Annotated[Monthly, Tag("@month")] | Annotated[Yearly, Tag("@year")] | Annotated[Continuous, Tag("@continuous")],
     Discriminator(
         _due_form,
         custom_error_type="due_form",
@@ -622,7 +587,7 @@ def _meaning_errors(data: dict[str, Any], agencies: Agencies) -> Found:
 
 def _validity(data: dict[str, Any]) -> tuple[dt.date, dt.date] | None:
     try:
-        start, end = _plain_date(data.get("valid_from")), _plain_date(data.get("valid_until"))
+        start, end = plain_date(data.get("valid_from")), plain_date(data.get("valid_until"))
     except PydanticCustomError:
         return None
     return (start, end) if start <= end else None
@@ -692,7 +657,7 @@ def _date_outside(value: Any, path: tuple[PathPart, ...], validity: tuple[dt.dat
     if value is None or validity is None:
         return []
     try:
-        day = _plain_date(value)
+        day = plain_date(value)
     except PydanticCustomError:
         return []
     start, end = validity
@@ -744,7 +709,7 @@ def copy_plan_text(
     if errors:
         raise PlanCopyError(f"{source}: the source plan is not valid", errors)
     data = _load_yaml(text)
-    first = _plain_date(data["valid_from"])
+    first = plain_date(data["valid_from"])
     years = year - first.year
     moved = _moved_plan(data, years=years, year=year, first_year=first.year)
     if valid_from is not None:
@@ -765,7 +730,7 @@ def copy_plan_text(
 
 def _moved_plan(data: dict[str, Any], *, years: int, year: int, first_year: int) -> dict[str, Any]:
     def move(value: Any) -> Any:
-        return moved_years(_plain_date(value), years) if value is not None else None
+        return moved_years(plain_date(value), years) if value is not None else None
 
     out: dict[str, Any] = {}
     source_id = str(data["plan_id"])
