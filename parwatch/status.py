@@ -248,10 +248,18 @@ class ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
+#: Loggers whose INFO lines the live status already shows (the demo feed's progress): the log file only.
+SHOWN_IN_STATUS = frozenset({"parwatch.demo"})
+
+
 def for_the_console(record: logging.LogRecord) -> bool:
     """What reaches the terminal: warnings and errors, and the supervisor's own lifecycle lines
-    (``parwatch.*`` loggers at INFO); everything else only reaches the log file."""
-    return record.levelno >= logging.WARNING or record.name == "parwatch" or record.name.startswith("parwatch.")
+    (``parwatch.*`` loggers at INFO, but for what the status shows); everything else only reaches the log file."""
+    if record.levelno >= logging.WARNING:
+        return True
+    if record.name in SHOWN_IN_STATUS:
+        return False
+    return record.name == "parwatch" or record.name.startswith("parwatch.")
 
 
 __all__ = [

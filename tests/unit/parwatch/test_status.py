@@ -161,6 +161,7 @@ def test_only_lifecycle_lines_and_warnings_reach_the_terminal() -> None:
     assert not for_the_console(record("services.notifier.service", logging.INFO))
     assert not for_the_console(record("parwatchx", logging.INFO))
     assert not for_the_console(record("httpx", logging.INFO))
+    assert not for_the_console(record("parwatch.demo", logging.INFO))  # its progress is a line of the status
 
 
 def test_a_live_block_is_cut_to_the_terminal_width_so_the_redraw_count_holds() -> None:
