@@ -356,17 +356,21 @@ async def _ensure_streams(servers: list[str], *, replicas: int, specs: Sequence[
                           timeout: float = 20.0) -> None:
     import nats
 
-    from shared.streams import ensure_streams
+    from shared.streams import ServerTooOld, ensure_streams, require_atomic_batches, require_server_version
 
     deadline = time.monotonic() + timeout
     while True:
         try:
             nc = await nats.connect(servers, connect_timeout=3, max_reconnect_attempts=2, allow_reconnect=False)
             try:
+                require_server_version(nc.connected_server_version)
                 await ensure_streams(nc.jetstream(timeout=5), replicas=replicas, specs=specs)
+                await require_atomic_batches(nc.jetstream(timeout=5), specs=specs)
             finally:
                 await nc.close()
             return
+        except ServerTooOld as exc:  # waiting does not upgrade a server: said at once
+            raise StartupError(str(exc)) from exc
         except Exception as exc:  # retried until the deadline, then raised with the cause
             if time.monotonic() > deadline:
                 raise StartupError(f"cannot create the streams on {', '.join(servers)}: {exc!r}") from exc

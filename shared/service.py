@@ -30,7 +30,7 @@ from shared.consumer import Consumers
 from shared.logs import one_line_handler
 from shared.periodic import Step, Wake, run_every
 from shared.settings import CommonSettings
-from shared.streams import ensure_streams
+from shared.streams import ensure_streams, require_atomic_batches, require_server_version
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,10 @@ class Service:
 
     async def start(self) -> None:
         await self.broker.connect()
-        await ensure_streams(self.jetstream, replicas=self.settings.stream_replicas, specs=self.settings.stream_specs())
+        require_server_version(self.broker.connection.connected_server_version)
+        specs = self.settings.stream_specs()
+        await ensure_streams(self.jetstream, replicas=self.settings.stream_replicas, specs=specs)
+        await require_atomic_batches(self.jetstream, specs=specs)
         for hook in self.on_start:
             await hook()
         await self.broker.start()

