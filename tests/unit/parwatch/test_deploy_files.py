@@ -256,3 +256,13 @@ def test_every_deployed_nats_server_is_the_tested_version() -> None:
     assert compose()["x-nats"]["image"] == f"nats:{tested}-alpine"
     values = yaml.safe_load((DEPLOY / "k8s" / "nats-values.yaml").read_text(encoding="utf-8"))
     assert values["container"]["image"]["tag"] == f"{tested}-alpine"
+
+
+def test_compose_has_no_default_secret() -> None:
+    """Compose refuses to start without the database and Grafana passwords: `${VAR:?...}`, never a default."""
+    text = (DEPLOY / "compose.yaml").read_text(encoding="utf-8")
+    for secret in ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        uses = re.findall(r"\$\{" + secret + r"([^}]*)\}", text)
+        assert uses and all(use.startswith(":?") for use in uses), (secret, uses)
+    # The SMTP password may be empty (no SMTP host: notices go to the log channel), never a value of ours.
+    assert re.findall(r"\$\{PARWATCH_NOTIFIER_SMTP_PASSWORD([^}]*)\}", text) == [":-"]
