@@ -406,12 +406,13 @@ class Renderer:
             "period_end": fmt_date(end),
             "sections": sections,
             "rows": rows,
+            "by_field": list(d.get("by_field", ())),  # codes already made safe (domain.digest)
         }
         data = {
             "type": "digest",
             "receiver": payload["receiver"],
             "agency": {"code": agency_code, "name": agency},
             "digest": {"kind": kind, "period": period, "sections": {s["key"]: s["entries"] for s in sections},
-                       "counts": counts},
+                       "counts": counts, "by_field": d.get("by_field", [])},
         }
         return view, data

@@ -8,7 +8,10 @@
   ``YYYY``; default the running month);
 * ``GET /dossiers/{agency}/late?period=..``: codes of dossiers that ended
   late in the period and of those overdue at its end (the weekly review);
-* ``GET /report?period=..&format=csv|xlsx``: the monthly report table.
+* ``GET /report?period=..&format=csv|xlsx``: the monthly report table;
+* ``GET /review?period=2026-W48&format=json|csv|xlsx``: the weekly review per
+  agency and field (late and overdue dossiers, late rate) and of inter-agency
+  dossiers (:mod:`services.scoring.review`); ``period`` also takes a week.
 
 A value that cannot be computed (no dossier, or an index part parwatch has no
 events for) is ``null``, never 0.
@@ -26,7 +29,8 @@ from pydantic import BaseModel, Field, create_model
 
 from services.scoring.board import Directory, PeriodNotStarted, PeriodTable, Scoreboard
 from services.scoring.domain import Figures, IndexPart, Period, compute_figures, today_in_vietnam
-from services.scoring.report import render
+from services.scoring.report import render, render_review
+from services.scoring.review import DEFAULT_MAX_FIELDS, Review, ReviewFigures, Span
 from services.scoring.store import DossierRef
 from shared.agencies import UNKNOWN
 
@@ -115,6 +119,61 @@ class ReviewOut(BaseModel):
     overdue: list[DossierRefOut] = Field(description="open and overdue at the period's end (now if running)")
 
 
+REVIEW_PERIOD_HELP = "YYYY-Www (ISO week), YYYY-MM, YYYY-Qn or YYYY in Asia/Ho_Chi_Minh; default: the running week"
+
+
+class ReviewFiguresOut(BaseModel):
+    ended: int = Field(description="ended in the period with a due day (early, on time or late)")
+    ended_late: int
+    open: int = Field(description="open at the period's end (now if running)")
+    overdue: int
+    late_ratio: float | None = Field(description="(ended late + overdue) / (ended + open); null without dossiers")
+
+    @classmethod
+    def of(cls, f: ReviewFigures) -> ReviewFiguresOut:
+        return cls(ended=f.ended, ended_late=f.ended_late, open=f.open, overdue=f.overdue, late_ratio=f.late_ratio)
+
+
+class FieldReviewOut(BaseModel):
+    agency: str
+    field_code: str = Field(description="the field's code (safe to show), '(khác)' for the fields beyond max_fields"
+                                        " added up, '(chưa rõ)' for dossiers stored before scoring kept the field")
+    figures: ReviewFiguresOut
+
+
+class AgencyReviewOut(BaseModel):
+    agency: str
+    agency_name: str
+    total: ReviewFiguresOut
+    inter_agency: ReviewFiguresOut = Field(description="its dossiers whose history named more than one agency")
+
+
+class WeeklyReviewOut(BaseModel):
+    period: str
+    period_kind: str
+    period_start: dt.date
+    period_end: dt.date
+    current: bool
+    as_of: dt.date
+    agencies: list[AgencyReviewOut]
+    fields: list[FieldReviewOut]
+
+
+def review_out(review: Review, directory: Directory) -> WeeklyReviewOut:
+    empty = ReviewFigures()
+    return WeeklyReviewOut(
+        period=review.span.key, period_kind=review.span.kind, period_start=review.span.start,
+        period_end=review.span.end, current=review.current, as_of=review.as_of,
+        agencies=[
+            AgencyReviewOut(agency=a, agency_name=directory.name(a), total=ReviewFiguresOut.of(total),
+                            inter_agency=ReviewFiguresOut.of(review.inter_agency.get(a, empty)))
+            for a, total in review.total.items()
+        ],
+        fields=[FieldReviewOut(agency=r.agency_code, field_code=r.field_code, figures=ReviewFiguresOut.of(r.figures))
+                for r in review.fields],
+    )
+
+
 def figures_out(*, agency: str, name: str, table: PeriodTable, figures: Figures) -> FiguresOut:
     parts = [IndexPartOut(**asdict(p)) for p in figures.index]
     computed = [p for p in parts if p.points is not None]
@@ -201,6 +260,31 @@ def build_api(*, board: Scoreboard, directory: Directory, clock: Callable[[], dt
             late=[DossierRefOut(**(asdict(r) | {"agency_code": directory.label(r.agency_code)})) for r in late],
             overdue=[DossierRefOut(**(asdict(r) | {"agency_code": directory.label(r.agency_code)})) for r in overdue],
         )
+
+    @router.get(
+        "/review",
+        response_model=WeeklyReviewOut,
+        summary="The weekly review: late and overdue dossiers per agency and field, and inter-agency dossiers",
+        responses={200: {"content": {"text/csv": {}, "application/vnd.openxmlformats-officedocument.spreadsheetml"
+                                                                ".sheet": {}}}},
+    )
+    def weekly_review(
+        period: str | None = Query(default=None, description=REVIEW_PERIOD_HELP),
+        format: Literal["json", "csv", "xlsx"] = Query(default="json"),  # noqa: A002 - the public parameter name
+        max_fields: int = Query(default=DEFAULT_MAX_FIELDS, ge=1, le=100,
+                                description="fields shown per agency; the others are added up in one row"),
+    ) -> Any:
+        day = today()
+        try:
+            span = Span.week_of(day) if period is None else Span.parse(period)
+            review = board.field_review(span, today=day, max_fields=max_fields)
+        except ValueError as exc:  # a malformed period, or one not started (PeriodNotStarted)
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        if format == "json":
+            return review_out(review, directory)
+        media, body = render_review(review, directory, fmt=format)
+        filename = f"parwatch-review-{span.key}.{format}"
+        return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
     @router.get(
         "/report",

@@ -28,6 +28,7 @@ from services.scoring.domain import (
     current_periods,
     roll_up,
 )
+from services.scoring.review import DEFAULT_MAX_FIELDS, Review, Span, build_review
 from services.scoring.store import DossierRef, ScoringStore
 from shared.agencies import DEFAULT_FILE, UNKNOWN, UNKNOWN_NAME, AgencyDirectory, load_agencies
 
@@ -181,3 +182,14 @@ class Scoreboard:
             agencies=agencies, period=period, day=today if current else period.end, current=current, limit=limit
         )
         return current, late, overdue
+
+    def field_review(self, span: Span, *, today: dt.date, max_fields: int = DEFAULT_MAX_FIELDS) -> Review:
+        """The weekly review per agency and field, and of inter-agency dossiers (:mod:`services.scoring.review`):
+        a running span ends today, a past one on its last day."""
+        if span.start > today:
+            raise PeriodNotStarted(f"period {span.key} has not started yet")
+        current = span.end >= today
+        as_of = today if current else span.end
+        counts = self.store.review_counts(start=span.start, end=span.end, day=as_of, current=current)
+        return build_review(counts, span=span, current=current, as_of=as_of, label=self._label,
+                            district=self.district, max_fields=max_fields)

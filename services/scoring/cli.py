@@ -26,7 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "report",
         help="write a period's figures table of every agency (CSV or XLSX), as GET /report does",
     )
-    report.add_argument("--period", required=True, help="2026-10 (month), 2026-Q4 (quarter) or 2026 (year)")
+    report.add_argument(
+        "--period", required=True,
+        help="2026-10 (month), 2026-Q4 (quarter) or 2026 (year); with --review also 2026-W48 (ISO week)",
+    )
+    report.add_argument(
+        "--review", action="store_true",
+        help="the weekly review instead: late and overdue dossiers per agency and field, and inter-agency dossiers,"
+             " as GET /review does",
+    )
     report.add_argument("--format", choices=("csv", "xlsx"), default="csv", help="file format (default csv)")
     report.add_argument(
         "--output", type=Path, default=None,
@@ -74,10 +82,12 @@ def _directory(settings):  # type: ignore[no-untyped-def]
 def run_report(args: argparse.Namespace, *, clock=None) -> int:  # type: ignore[no-untyped-def]
     from services.scoring.board import PeriodNotStarted, Scoreboard
     from services.scoring.domain import Period, today_in_vietnam
-    from services.scoring.report import render
+    from services.scoring.report import render, render_review
+    from services.scoring.review import Span
 
+    review = getattr(args, "review", False)
     try:
-        period = Period.parse(args.period)
+        period = Span.parse(args.period) if review else Period.parse(args.period)
     except ValueError as exc:
         print(f"parwatch report: {exc}", file=sys.stderr)
         return 2
@@ -88,16 +98,19 @@ def run_report(args: argparse.Namespace, *, clock=None) -> int:  # type: ignore[
                            directory=directory)
         now = clock() if clock else dt.datetime.now(dt.timezone.utc)
         try:
-            table = board.table(period, today=today_in_vietnam(now))
+            if review:
+                _, body = render_review(board.field_review(period, today=today_in_vietnam(now)), directory,
+                                        fmt=args.format)
+            else:
+                _, body = render(board.table(period, today=today_in_vietnam(now)), directory, fmt=args.format)
         except PeriodNotStarted as exc:
             print(f"parwatch report: {exc}", file=sys.stderr)
             return 2
-        _, body = render(table, directory, fmt=args.format)
     finally:
         engine.dispose()
     output = args.output
     if output is None and args.format == "xlsx":
-        output = Path(f"parwatch-report-{period.key}.xlsx")
+        output = Path(f"parwatch-{'review' if review else 'report'}-{period.key}.xlsx")
     if output is None:
         sys.stdout.buffer.write(body)
         sys.stdout.flush()

@@ -176,10 +176,15 @@ class DossierFacts:
     online_payment: bool | None = None
     digitized: bool | None = None
     synced_national: bool | None = None
+    field_code: str | None = None  # None: stored before scoring kept it (shown as an unknown field)
+    #: Whether the dossier was seen under more than one agency (its snapshots named several agency codes):
+    #: set by the store, which alone sees the previous snapshot; None: stored before scoring kept it.
+    inter_agency: bool | None = None
 
     @classmethod
     def from_state(cls, state: DossierStateChanged) -> DossierFacts:
-        return cls(**{name: getattr(state, name) for name in cls.__dataclass_fields__})
+        names = [n for n in cls.__dataclass_fields__ if n != "inter_agency"]
+        return cls(**{name: getattr(state, name) for name in names})
 
     @property
     def is_open(self) -> bool:

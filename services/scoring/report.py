@@ -1,4 +1,5 @@
-"""The monthly report table: every agency's figures for a period, as CSV or XLSX.
+"""The monthly report table: every agency's figures for a period, as CSV or XLSX; and the weekly review's table
+(late and overdue dossiers per agency and field, and inter-agency dossiers: :mod:`services.scoring.review`).
 
 One row per agency of the directory (in its order; an agency without data in
 the period has empty ratios), then any agency seen only in the data, then the
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from services.scoring.board import Directory, PeriodTable
 from services.scoring.domain import Figures
+from services.scoring.review import FieldRow, Review, ReviewFigures
 from shared.text import safe_text
 
 #: What makes a spreadsheet read a cell as a formula (OWASP, CSV injection).
@@ -150,6 +152,93 @@ def to_xlsx(table: PeriodTable, directory: Directory) -> bytes:
     out = io.BytesIO()
     wb.save(out)
     return out.getvalue()
+
+
+# -- the weekly review: per agency and field, and inter-agency dossiers ----------------------
+
+REVIEW_HEAD = ("Mã đơn vị", "Đơn vị", "Nhóm", "Mã lĩnh vực")
+REVIEW_COLUMNS: tuple[tuple[str, str, str], ...] = (  # (figure, header, kind)
+    ("ended", "Kết thúc trong kỳ (có hạn trả)", "count"),
+    ("ended_late", "Kết thúc trễ hạn", "count"),
+    ("open", "Đang giải quyết cuối kỳ", "count"),
+    ("overdue", "Quá hạn cuối kỳ", "count"),
+    ("late_ratio", "Tỷ lệ trễ hạn", "ratio"),
+)
+FIELD_GROUP, INTER_AGENCY_GROUP = "Lĩnh vực", "Liên thông"
+
+
+def review_rows(review: Review, directory: Directory) -> list[list[object]]:
+    """Per agency (the directory's order, then codes seen only in the data, then the district): a row per field
+    (capped, :mod:`services.scoring.review`), then one of its inter-agency dossiers if it has any."""
+    by_agency: dict[str, list[FieldRow]] = {}
+    for row in review.fields:
+        by_agency.setdefault(row.agency_code, []).append(row)
+    order = [a.code for a in directory.agencies if a.code != directory.district_code]
+    extra = sorted(a for a in by_agency if a not in order and a != directory.district_code)
+    rows: list[list[object]] = []
+    for code in [*order, *extra, directory.district_code]:
+        name = directory.name(code)
+        for r in by_agency.get(code, ()):
+            rows.append([code, name, FIELD_GROUP, r.field_code, *_review_cells(r.figures)])
+        if code in review.inter_agency:
+            rows.append([code, name, INTER_AGENCY_GROUP, None, *_review_cells(review.inter_agency[code])])
+    return rows
+
+
+def _review_cells(f: ReviewFigures) -> list[object]:
+    return [getattr(f, figure) for figure, _, _ in REVIEW_COLUMNS]
+
+
+def review_to_csv(review: Review, directory: Directory) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow([*REVIEW_HEAD, *(h for _, h, _ in REVIEW_COLUMNS)])
+    kinds = ["text"] * len(REVIEW_HEAD) + [k for _, _, k in REVIEW_COLUMNS]
+    for row in review_rows(review, directory):
+        writer.writerow([_csv_cell(v, k) for v, k in zip(row, kinds, strict=True)])
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+
+
+def review_to_xlsx(review: Review, directory: Directory) -> bytes:
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = review.span.key
+    span = review.span
+    title = f"Hồ sơ trễ hạn, quá hạn theo lĩnh vực và hồ sơ liên thông, kỳ {span.key}"
+    ws.append([f"{title} ({span.start:%d/%m/%Y} - {span.end:%d/%m/%Y})"])
+    ws["A1"].font = Font(bold=True)
+    status = "đến hiện tại" if review.current else "cuối kỳ"
+    ws.append([f"Số liệu {status}, tính đến ngày {review.as_of:%d/%m/%Y}; ô trống: không có hồ sơ để tính."])
+    ws.append([*REVIEW_HEAD, *(h for _, h, _ in REVIEW_COLUMNS)])
+    for cell in ws[3]:
+        cell.font = Font(bold=True)
+    kinds = ["text"] * len(REVIEW_HEAD) + [k for _, _, k in REVIEW_COLUMNS]
+    for row in review_rows(review, directory):
+        ws.append([text_cell(v) if isinstance(v, str) else v for v in row])
+        for cell, kind in zip(ws[ws.max_row], kinds, strict=True):
+            if isinstance(cell.value, str):
+                cell.data_type = "s"  # text, never a formula
+            elif kind == "ratio" and cell.value is not None:
+                cell.number_format = "0.0%"
+    ws.column_dimensions["B"].width = 40
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+REVIEW_FORMATS = {
+    "csv": ("text/csv; charset=utf-8", review_to_csv),
+    "xlsx": ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", review_to_xlsx),
+}
+
+
+def render_review(review: Review, directory: Directory, *, fmt: str) -> tuple[str, bytes]:
+    """(media type, body) of the weekly review table in ``csv`` or ``xlsx``."""
+    media, fn = REVIEW_FORMATS[fmt]
+    return media, fn(review, directory)
 
 
 FORMATS = {

@@ -50,7 +50,7 @@ import operator
 import types
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any, TypeVar, get_args, get_type_hints
 
 from sqlalchemy import (
@@ -146,7 +146,8 @@ def _to_row(facts: Any, *, but: Collection[str] = (), **extra: Any) -> dict[str,
 
 
 class DossierRow(  # type: ignore[misc]
-    _columns_of(DossierFacts, key="dossier_code", lengths={"dossier_code": 64, "agency_code": 64, "timeliness": 16}),
+    _columns_of(DossierFacts, key="dossier_code", lengths={"dossier_code": 64, "agency_code": 64, "timeliness": 16,
+                                                         "field_code": 64}),
     table=True,
 ):
     """A dossier's facts (a column per field of DossierFacts) and when they were stored."""
@@ -265,6 +266,7 @@ Decide = Callable[[dict[str, AlertRecord]], tuple[Evaluation, Sequence[Message]]
 
 def create_schema(engine: Engine, *, now: dt.datetime | None = None) -> None:
     SQLModel.metadata.create_all(engine, tables=TABLES)
+    add_missing_columns(engine, DOSSIER)  # field_code, inter_agency: NULL (not known) in rows stored before
     if "recorded_at" in add_missing_columns(engine, RATING):
         # Ratings stored before the column: stored by now at the latest, which is all the retention needs.
         with engine.begin() as conn:
@@ -293,6 +295,10 @@ class DossierRef:
     ended_on: dt.date | None
 
 
+#: A cell of the weekly review: (agency, field code or None, inter-agency, figure).
+ReviewKey = tuple[str, str | None, bool, str]
+
+
 @dataclass(frozen=True)
 class RebuildResult:
     dossiers: int
@@ -319,10 +325,13 @@ class ScoringStore:
     def apply_states(self, states: Sequence[DossierFacts], *, now: dt.datetime) -> list[bool]:
         """Keep each dossier's highest revision; returns per item whether it changed the store."""
         best: dict[str, DossierFacts] = {}
+        agencies: dict[str, set[str]] = defaultdict(set)  # every agency a dossier's snapshots named
         for f in states:
+            agencies[f.dossier_code].add(f.agency_code)
             if f.dossier_code not in best or f.revision > best[f.dossier_code].revision:
                 best[f.dossier_code] = f
         changed: set[str] = set()
+        flagged: list[dict[str, object]] = []  # older snapshots that only tell of another agency
         with Session(self.engine) as session, session.begin():
             codes = sorted(best)
             old = {r.dossier_code: r for r in self._locked(session, DOSSIER, [DOSSIER.c.dossier_code], codes)}
@@ -331,9 +340,11 @@ class ScoringStore:
             inserts: list[dict[str, object]] = []
             updates: list[dict[str, object]] = []
             for code in codes:
-                new = best[code]
                 prev_row = old.get(code)
+                new = _with_inter_agency(best[code], prev_row, agencies[code])
                 if prev_row is not None and prev_row.revision >= new.revision:
+                    if new.inter_agency and not prev_row.inter_agency:
+                        flagged.append({"dossier_code": code, "inter_agency": True})
                     continue
                 if prev_row is not None:
                     prev = _from_row(DossierFacts, prev_row)
@@ -346,6 +357,7 @@ class ScoringStore:
                 (inserts if prev_row is None else updates).append(_to_row(new, updated_at=now))
                 changed.add(code)
             self._write_rows(session, DOSSIER, inserts=inserts, updates=updates, key=["dossier_code"])
+            self._write_rows(session, DOSSIER, inserts=[], updates=flagged, key=["dossier_code"])
             self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
             self._bump(session, OPEN_COUNT, opens, key=["agency_code", "due_day", "mode"])
         self.statistics.wrote(len(changed))
@@ -658,6 +670,39 @@ class ScoringStore:
         overdue.sort(key=lambda r: (r.due_day or dt.date.max, r.dossier_code))
         return late, overdue[:limit]
 
+    def review_counts(self, *, start: dt.date, end: dt.date, day: dt.date, current: bool) -> Counter[ReviewKey]:
+        """(agency, field, inter-agency, figure) -> dossiers, for the review of ``start``..``end`` judged at
+        ``day``: ``ended`` (with a due day) and ``ended_late`` in the span, ``open`` and ``overdue`` at ``day``.
+
+        Grouped in the database, so Python sees one row per distinct combination, not per dossier.
+        """
+        out: Counter[ReviewKey] = Counter()
+        who = [DOSSIER.c.agency_code, DOSSIER.c.field_code, DOSSIER.c.inter_agency]
+        ended = (
+            select(*who, DOSSIER.c.timeliness, func.count())
+            .where(DOSSIER.c.counted.is_(True), DOSSIER.c.ended_on >= start, DOSSIER.c.ended_on <= min(end, day),
+                   DOSSIER.c.timeliness.is_not(None))
+            .group_by(*who, DOSSIER.c.timeliness)
+        )
+        clock = [DOSSIER.c.due_day, DOSSIER.c.paused, DOSSIER.c.pause_started_on, DOSSIER.c.supplement_requests]
+        base = [DOSSIER.c.counted.is_(True)] + ([] if current else [DOSSIER.c.receipt_day <= day])
+        open_conds = [DOSSIER.c.ended_on.is_(None)] if current else [DOSSIER.c.ended_on.is_(None),
+                                                                     DOSSIER.c.ended_on > day]
+        with self.engine.connect() as conn:
+            for agency, field_code, inter, timeliness, n in conn.execute(ended):
+                out[(agency, field_code, bool(inter), "ended")] += n
+                if timeliness == "late":
+                    out[(agency, field_code, bool(inter), "ended_late")] += n
+            for cond in open_conds:
+                stmt = select(*who, *clock, func.count()).where(cond, *base).group_by(*who, *clock)
+                for agency, field_code, inter, due_day, paused, pause_started_on, supplements, n in conn.execute(stmt):
+                    mode = open_mode(paused=paused, pause_started_on=pause_started_on, due_day=due_day,
+                                     supplement_requests=supplements, at=None if current else day)
+                    out[(agency, field_code, bool(inter), "open")] += n
+                    if is_overdue(due_day=due_day, mode=mode, day=day):
+                        out[(agency, field_code, bool(inter), "overdue")] += n
+        return out
+
     def known_agencies(self) -> set[str]:
         with self.engine.connect() as conn:
             found = set(conn.execute(select(PERIOD_COUNT.c.agency_code).distinct()).scalars())
@@ -728,6 +773,15 @@ class ScoringStore:
             cleared = dict.fromkeys(["pending_type", "pending_id", "pending_summary", "pending_at"])
             session.execute(update(legacy).where(legacy.c.alert_key.in_(keys)).values(cleared))
         return len(keys)
+
+
+def _with_inter_agency(new: DossierFacts, prev_row: Any, seen: set[str]) -> DossierFacts:
+    """``new`` with its inter-agency flag: once set it stays; set when the stored snapshot or the batch's
+    snapshots of the dossier named another agency than ``new`` does."""
+    named = set(seen) | {new.agency_code}
+    if prev_row is not None:
+        named.add(prev_row.agency_code)
+    return replace(new, inter_agency=bool(prev_row is not None and prev_row.inter_agency) or len(named) > 1)
 
 
 def _rating_facts(row: Any) -> RatingFacts:

@@ -7,6 +7,14 @@ tasks due or overdue. The monthly summary counts the month's alerts by kind;
 the district summary puts every agency side by side for the leadership.
 An alert someone acknowledged shows who, which kind and when.
 
+The weekly digest also counts its dossiers per field (lĩnh vực: the
+``field_code`` label of a dossier alert), as the seed's weekly review asks:
+overdue, due for an apology letter, ended late. It is what the notifier can
+compute from the alerts it received, not the rates: the late rate per field
+and the inter-agency dossiers are scoring's (``GET /review``), which the
+notifier has no link to. At most :data:`MAX_DIGEST_FIELDS` fields are listed,
+the others added up in one :data:`OTHER_FIELDS` line.
+
 A digest for a period is due from ``digest_time`` on the first working day
 after the period (Monday for a week, the 1st for a month, later when those
 are days off); the caller makes each (kind, period, agency) at most once.
@@ -23,10 +31,15 @@ from services.notifier.domain.ack import Acknowledgement, holds
 from services.notifier.domain.model import AlertRecord
 from services.notifier.domain.quiet import WorkingDays
 from shared.calendar import to_local
+from shared.text import safe_text
 
 WEEKLY, MONTHLY, DISTRICT_MONTHLY = "weekly", "monthly", "district_monthly"
 
 DOSSIER_OPEN_KINDS = ("dossier_overdue", "dossier_apology_due", "dossier_due_soon")
+#: Fields listed in a weekly digest; the others are added up in one line.
+MAX_DIGEST_FIELDS = 8
+OTHER_FIELDS = "(khác)"  # cannot be a contract code
+UNKNOWN_FIELD = "(chưa rõ)"  # an alert without the label
 TASK_KINDS = ("plan_task_overdue", "plan_task_due_soon")
 
 
@@ -109,6 +122,40 @@ class AgencyCounts:
 
 
 @dataclass(frozen=True)
+class FieldCount:
+    """A field's dossiers in a weekly digest."""
+
+    field_code: str  # safe to show; or OTHER_FIELDS, UNKNOWN_FIELD
+    overdue: int = 0
+    apology_due: int = 0
+    ended_late: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.overdue + self.apology_due + self.ended_late
+
+
+def count_fields(
+    *, overdue: Iterable[DigestEntry], apology_due: Iterable[DigestEntry], ended_late: Iterable[DigestEntry],
+    limit: int = MAX_DIGEST_FIELDS,
+) -> tuple[FieldCount, ...]:
+    """The digest's dossiers per field, most first (then by code); beyond ``limit`` fields, one line for the rest."""
+    counts: dict[str, Counter[str]] = {}
+    for name, entries in (("overdue", overdue), ("apology_due", apology_due), ("ended_late", ended_late)):
+        for e in entries:
+            raw = e.labels.get("field_code")
+            code = safe_text(raw, limit=64) if raw else UNKNOWN_FIELD
+            counts.setdefault(code, Counter())[name] += 1
+    ranked = sorted((FieldCount(code, **c) for code, c in counts.items()), key=lambda f: (-f.total, f.field_code))
+    shown, rest = ranked[:limit], ranked[limit:]
+    if rest:
+        shown.append(FieldCount(OTHER_FIELDS, overdue=sum(f.overdue for f in rest),
+                                apology_due=sum(f.apology_due for f in rest),
+                                ended_late=sum(f.ended_late for f in rest)))
+    return tuple(shown)
+
+
+@dataclass(frozen=True)
 class Digest:
     kind: str
     period: DigestPeriod
@@ -120,6 +167,7 @@ class Digest:
     tasks: tuple[DigestEntry, ...] = ()
     kpis: tuple[DigestEntry, ...] = ()
     counts: tuple[AgencyCounts, ...] = ()
+    by_field: tuple[FieldCount, ...] = ()  # weekly: the dossiers above per field
 
     @property
     def empty(self) -> bool:
@@ -140,18 +188,22 @@ def build_weekly(agency_code: str, period: DigestPeriod, alerts: Iterable[AlertR
     """What an agency reviews each week: open problems now, and late endings of the week."""
     mine = [a for a in alerts if a.agency_code == agency_code]
     firing = [a for a in mine if a.firing]
+    overdue = _sorted((a for a in firing if a.kind == "dossier_overdue"), acks)
+    apology_due = _sorted((a for a in firing if a.kind == "dossier_apology_due"), acks)
+    ended_late = _sorted(
+        a for a in mine if a.kind == "dossier_overdue" and not a.firing and _within(a.ends_at, period)
+    )
     return Digest(
         kind=WEEKLY,
         period=period,
         agency_code=agency_code,
-        overdue=_sorted((a for a in firing if a.kind == "dossier_overdue"), acks),
-        apology_due=_sorted((a for a in firing if a.kind == "dossier_apology_due"), acks),
+        overdue=overdue,
+        apology_due=apology_due,
         due_soon=_sorted((a for a in firing if a.kind == "dossier_due_soon"), acks),
-        ended_late=_sorted(
-            a for a in mine if a.kind == "dossier_overdue" and not a.firing and _within(a.ends_at, period)
-        ),
+        ended_late=ended_late,
         tasks=_sorted((a for a in firing if a.kind in TASK_KINDS), acks),
         kpis=_sorted((a for a in firing if a.kind == "kpi_below_target"), acks),
+        by_field=count_fields(overdue=overdue, apology_due=apology_due, ended_late=ended_late),
     )
 
 

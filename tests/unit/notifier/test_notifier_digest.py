@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict
 
-from services.notifier.domain.digest import build_weekly, count_period, covers, due_periods
+from services.notifier.domain.digest import (
+    OTHER_FIELDS,
+    UNKNOWN_FIELD,
+    DigestPeriod,
+    FieldCount,
+    build_weekly,
+    count_fields,
+    count_period,
+    covers,
+    due_periods,
+)
+from services.notifier.render import Renderer
 
 VN = dt.timezone(dt.timedelta(hours=7))
 AT = dt.time(7, 30)
@@ -62,3 +74,51 @@ def test_weekly_content_and_monthly_counts(make_alert):
 class _Weekdays:
     def is_working_day(self, day: dt.date) -> bool:
         return day.weekday() < 5
+
+
+WEEK = DigestPeriod("weekly", "2026-W48", dt.date(2026, 11, 23), dt.date(2026, 11, 29))
+
+
+def test_the_weekly_digest_counts_its_dossiers_per_field(make_alert):
+    alerts = [
+        make_alert("o1", kind="dossier_overdue", ref="H-1", labels={"field_code": "HOTICH"}),
+        make_alert("o2", kind="dossier_overdue", ref="H-2", labels={"field_code": "DATDAI"}),
+        make_alert("a1", kind="dossier_apology_due", ref="H-3", labels={"field_code": "HOTICH"}),
+        make_alert("l1", kind="dossier_overdue", ref="H-4", state="resolved", labels={"field_code": "HOTICH"},
+                   starts_at=dt.datetime(2026, 11, 20, 8, tzinfo=VN), ends_at=dt.datetime(2026, 11, 25, 8, tzinfo=VN)),
+        make_alert("s1", kind="dossier_due_soon", ref="H-5", labels={"field_code": "XAYDUNG"}),  # not counted
+        make_alert("u1", kind="dossier_overdue", ref="H-6", labels={}),
+    ]
+    d = build_weekly("PTP", WEEK, alerts)
+    assert d.by_field == (FieldCount("HOTICH", overdue=1, apology_due=1, ended_late=1),
+                          FieldCount(UNKNOWN_FIELD, overdue=1), FieldCount("DATDAI", overdue=1))
+
+
+def test_fields_beyond_the_limit_are_added_up_and_codes_are_made_safe(make_alert):
+    alerts = [make_alert(f"o{i}", kind="dossier_overdue", ref=f"H-{i}", labels={"field_code": f"F{i % 5}"})
+              for i in range(12)]
+    alerts.append(make_alert("x", kind="dossier_overdue", ref="H-X", labels={"field_code": "EVIL\u202e\x1b[2J"}))
+    d = build_weekly("PTP", WEEK, alerts)
+    rows = count_fields(overdue=d.overdue, apology_due=(), ended_late=(), limit=2)
+    assert [(f.field_code, f.overdue) for f in rows] == [("F0", 3), ("F1", 3), (OTHER_FIELDS, 7)]
+    assert "EVIL[2J" in {f.field_code for f in d.by_field}
+
+
+def test_the_digest_templates_show_the_fields(directory, escalation, make_alert):
+    """The templates render the per-field lines when the view carries them (``by_field``); HTML escapes them."""
+    alert = make_alert("o1", kind="dossier_overdue", ref="H-1", labels={"field_code": "HO<b>TICH"})
+    digest = build_weekly("PTP", WEEK, [alert])
+    renderer = Renderer(directory=directory, escalation=escalation)
+    payload = {"type": "digest", "receiver": "ptp-desk", "role": "officer", "agency": "PTP",
+               "digest": {**asdict(digest), "period": {"key": WEEK.key, "start": "2026-11-23", "end": "2026-11-29"},
+                          "overdue": [], "apology_due": [], "due_soon": [], "ended_late": [], "tasks": [],
+                          "kpis": [], "counts": [], "by_field": [asdict(f) for f in digest.by_field]}}
+    view, data = renderer._digest_view(payload)  # the renderer passes the fields to the templates and the webhook
+    assert data["digest"]["by_field"] == [asdict(f) for f in digest.by_field]
+    view |= {"delivery_id": "d1"}
+    text = renderer.text.get_template("digest.txt.j2").render(view)
+    html = renderer.html.get_template("digest.html.j2").render(view)
+    assert "- HO<b>TICH: quá hạn 1, cần gửi phiếu xin lỗi 0, kết thúc trễ hạn trong kỳ 0" in text
+    assert "<td>HO&lt;b&gt;TICH</td><td>1</td>" in html
+    plain = renderer.text.get_template("digest.txt.j2").render({k: v for k, v in view.items() if k != "by_field"})
+    assert "LĨNH VỰC" not in plain  # a view without fields (a digest of an older notifier) renders as before
