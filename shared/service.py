@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import gc
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -105,7 +108,11 @@ class Service:
     ) -> None:
         """Create or migrate the schema at start, report the database in /health, dispose at stop."""
 
+        lock = SingleWriter.for_engine(engine, service=self.name)
+
         async def migrate() -> None:
+            if lock is not None:
+                lock.take()
             await asyncio.to_thread(create_schema)
 
         async def database_ok() -> bool:
@@ -113,6 +120,8 @@ class Service:
 
         async def dispose() -> None:
             await asyncio.to_thread(engine.dispose)
+            if lock is not None:
+                lock.release()
 
         self.on_start.insert(0, migrate)
         self.on_stop.append(dispose)
@@ -214,7 +223,7 @@ async def _guard(loop: Background, *, name: str, restart: Backoff) -> None:
 
 def utc_now() -> dt.datetime:
     """The services' clock (injectable everywhere it is used)."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def main(name: str, create_app: Callable[[CommonSettings], tuple[Service, FastAPI]]) -> None:
@@ -231,6 +240,44 @@ def main(name: str, create_app: Callable[[CommonSettings], tuple[Service, FastAP
     setup_logging(common, service=name)
     service, app = create_app(common)
     serve(service, app)
+
+
+class AnotherReplica(RuntimeError):
+    """A second replica of a service on one SQLite database: SQLite takes one writer; replicas need PostgreSQL."""
+
+
+class SingleWriter:
+    """One replica of a service on a SQLite database: an exclusive lock on ``<database>.<service>.lock``, held
+    while the service runs and released by the system if its process dies (``fcntl.flock``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @classmethod
+    def for_engine(cls, engine: Engine, *, service: str) -> SingleWriter | None:
+        database = engine.url.database
+        if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            return None
+        return cls(Path(f"{database}.{service}.lock"))
+
+    def take(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AnotherReplica(
+                f"another replica of this service already runs on the SQLite database {self.path.stem}: SQLite "
+                "takes one writer; run replicas on PostgreSQL (PARWATCH_DATABASE_URL=postgresql://...)"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 def make_http_app(service: Service, *, title: str, description: str) -> FastAPI:

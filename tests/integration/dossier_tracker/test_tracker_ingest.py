@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from services.dossier_tracker.app import create_app
 from services.dossier_tracker.domain import RecordedEvent, derive_state
@@ -25,6 +26,7 @@ from shared.calendar import load_calendar
 from shared.db import make_engine
 from shared.embedded import free_port, wait_for_port
 from shared.events import DeadLetterEvent, DossierStateEvent, RatingEvent, parse_event
+from shared.service import AnotherReplica
 from shared.settings import CommonSettings
 from shared.streams import (
     ACCEPTED_RATINGS,
@@ -290,7 +292,10 @@ async def _positive(value: Any) -> bool:
     return (await value) > 0
 
 
-async def test_two_replicas_sharing_the_consumer_agree(own_nats_server, database_url: str) -> None:
+@pytest.mark.postgres
+async def test_two_replicas_sharing_the_consumer_agree(own_nats_server, postgres_url: str) -> None:
+    """Replicas share a database that takes several writers: PostgreSQL (on SQLite a second replica refuses)."""
+    database_url = postgres_url
     rng = random.Random(11)
     histories = {}
     for i in range(60):
@@ -355,3 +360,14 @@ async def test_operator_lists_and_replays_dead_letters(own_nats_server, sqlite_u
     assert cli._show(args) == 0
     out = capsys.readouterr().out
     assert "Hồ sơ H.CLI.OK" in out and "Được tiếp nhận" in out
+
+
+async def test_a_second_replica_on_one_sqlite_database_refuses_to_start(own_nats_server, sqlite_url: str) -> None:
+    async with running_tracker(own_nats_server.url, sqlite_url):
+        second, _ = create_app(CommonSettings(nats_url=own_nats_server.url, database_url=sqlite_url), TrackerSettings())
+        with pytest.raises(AnotherReplica, match="another replica of this service already runs on the SQLite"):
+            await second.start()
+        await second.stop()
+    # Once the first has stopped, the lock is free again.
+    async with running_tracker(own_nats_server.url, sqlite_url) as again:
+        assert all((await again.healthy()).values())

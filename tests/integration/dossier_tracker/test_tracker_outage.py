@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
 from typing import Any, Self
 
 import pytest
@@ -26,9 +25,7 @@ from shared.embedded import free_port
 from shared.settings import CommonSettings
 from shared.streams import DOSSIER_EVENTS
 from shared.testing import (
-    create_database,
     dossier_event,
-    drop_database,
     jetstream,
     metric_value,
     publish_event,
@@ -101,14 +98,6 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.write(data)
         await writer.drain()
 
-
-@pytest.fixture
-def postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    url = create_database(postgres_admin_url)
-    try:
-        yield url
-    finally:
-        drop_database(postgres_admin_url, url)
 
 
 
