@@ -9,7 +9,9 @@ and health paths match what the services read.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +184,7 @@ def test_compose_runs_the_services_on_the_ports_and_variables_they_read() -> Non
 
 def nats_conf_value(key: str) -> str:
     text = (DEPLOY / "nats" / "nats-cluster.conf").read_text(encoding="utf-8")
-    match = re.search(rf"^\s*{key}\s*:\s*(\S+)", text, re.M)
+    match = re.search(rf"^\s*{key}\s*:\s*(\S+)", text, re.MULTILINE)
     assert match, key
     return match.group(1)
 
@@ -191,7 +193,7 @@ def test_nats_cluster_config_and_helm_values_agree_with_the_message_limit() -> N
     text = (DEPLOY / "nats" / "nats-cluster.conf").read_text(encoding="utf-8")
     max_payload = int(nats_conf_value("max_payload"))
     assert MAX_MESSAGE_BYTES < max_payload <= MAX_MESSAGE_BYTES + 16 * 1024
-    assert re.search(r"^jetstream\s*\{", text, re.M)
+    assert re.search(r"^jetstream\s*\{", text, re.MULTILINE)
     assert len(re.findall(r"nats-route://nats-\d:6222", text)) == 3
     values = yaml.safe_load((DEPLOY / "k8s" / "nats-values.yaml").read_text(encoding="utf-8"))
     assert values["config"]["cluster"] == {"enabled": True, "replicas": 3}
@@ -231,7 +233,7 @@ def test_kubernetes_deployments_probe_health_and_take_settings_from_config() -> 
 
 def test_the_image_is_built_from_python_311_slim_with_pip_install() -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
-    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
+    assert re.search(r"^FROM python:3\.11-slim$", text, re.MULTILINE)
     assert "pip install ." in text
     assert "services.${SERVICE}" in text
 
@@ -239,7 +241,7 @@ def test_the_image_is_built_from_python_311_slim_with_pip_install() -> None:
 def test_the_contract_metric_table_is_the_handbooks(handbook: Path) -> None:
     contract = (handbook / "contract.md").read_text(encoding="utf-8")
     section = contract[contract.index("## Metrics") : contract.index("## Running")]
-    rows = re.findall(r"^\| `(parwatch_[a-z_]+)` \| \w+ \| (.+) \|$", section, re.M)
+    rows = re.findall(r"^\| `(parwatch_[a-z_]+)` \| \w+ \| (.+) \|$", section, re.MULTILINE)
     table = {name: set(re.findall(r"`([a-z_]+)`", labels)) & {"agency", "stream", "result", "timeliness", "state",
                                                                "period", "kind", "severity", "channel"}
              for name, labels in rows}
@@ -266,3 +268,16 @@ def test_compose_has_no_default_secret() -> None:
         assert uses and all(use.startswith(":?") for use in uses), (secret, uses)
     # The SMTP password may be empty (no SMTP host: notices go to the log channel), never a value of ours.
     assert re.findall(r"\$\{PARWATCH_NOTIFIER_SMTP_PASSWORD([^}]*)\}", text) == [":-"]
+
+
+def test_the_cluster_config_is_valid_for_the_tested_server_and_syncs_every_write() -> None:
+    """nats-server itself checks the deployed config (`-t`); every deployed config fsyncs before it acks."""
+    from shared.embedded import nats_server_binary
+
+    conf = DEPLOY / "nats" / "nats-cluster.conf"
+    checked = subprocess.run([str(nats_server_binary()), "-c", str(conf), "-t"], capture_output=True, text=True,
+                             env=os.environ | {"SERVER_NAME": "nats-1"}, timeout=30, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert re.search(r"^\s*sync_interval:\s*always\s*$", conf.read_text(encoding="utf-8"), re.MULTILINE)
+    values = yaml.safe_load((DEPLOY / "k8s" / "nats-values.yaml").read_text(encoding="utf-8"))
+    assert values["config"]["jetstream"]["merge"]["sync_interval"] == "always"
