@@ -73,7 +73,7 @@ def generate(n_events: int, *, seed: int = 146) -> list[bytes]:
 
 
 async def pending(url: str, durable: str) -> int:
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     try:
         info = await nc.jetstream().consumer_info("TTHC_DOSSIER", durable)
         return int(info.num_pending + info.num_ack_pending)

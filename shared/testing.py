@@ -242,18 +242,21 @@ def district_day(n_events: int, *, agencies: Sequence[str], days: int = 60, seed
     return [raw for _, raw in timeline]
 
 
-async def prepublish_dossier_events(url: str, payloads: list[bytes], *, window: int = 2000) -> float:
-    """Publish raw dossier events with JetStream acks, ``window`` in flight; returns the seconds taken."""
+async def prepublish_dossier_events(
+    url: str, payloads: list[bytes], *, window: int = 2000, replicas: int = 1
+) -> float:
+    """Publish raw dossier events with JetStream acks, ``window`` in flight (the streams made with ``replicas``);
+    returns the seconds taken."""
     import time as _time
 
     import nats
 
     from shared.streams import DOSSIER_EVENTS, ensure_streams
 
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     try:
         js = nc.jetstream()
-        await ensure_streams(js)
+        await ensure_streams(js, replicas=replicas)
         started = _time.perf_counter()
         for i in range(0, len(payloads), window):
             batch = payloads[i : i + window]
