@@ -281,3 +281,9 @@ def test_the_cluster_config_is_valid_for_the_tested_server_and_syncs_every_write
     assert re.search(r"^\s*sync_interval:\s*always\s*$", conf.read_text(encoding="utf-8"), re.MULTILINE)
     values = yaml.safe_load((DEPLOY / "k8s" / "nats-values.yaml").read_text(encoding="utf-8"))
     assert values["config"]["jetstream"]["merge"]["sync_interval"] == "always"
+    assert values["config"]["jetstream"]["fileStore"]["enabled"]  # file storage; and three replicas of each stream:
+    config = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text(encoding="utf-8"))["data"]
+    assert config["PARWATCH_STREAM_REPLICAS"] == "3"
+    services = compose()["services"]
+    assert all(services[svc.name.replace("_", "-")]["environment"]["PARWATCH_STREAM_REPLICAS"] == "3"
+               for svc in SERVICES)
