@@ -304,7 +304,10 @@ async def test_facts_in_figures_and_alerts_out(nats_server: str, sqlite_url: str
     assert out.read_bytes() == csv_body
 
 
-async def test_two_replicas_export_the_same_figures(nats_server: str, database_url: str, tmp_path: Path) -> None:
+@pytest.mark.postgres
+async def test_two_replicas_export_the_same_figures(nats_server: str, postgres_url: str, tmp_path: Path) -> None:
+    """Replicas share a database that takes several writers: PostgreSQL (on SQLite a second replica refuses)."""
+    database_url = postgres_url
     agency = f"R{uuid.uuid4().hex[:8].upper()}"
     durable = f"scoring_{uuid.uuid4().hex[:8]}"  # one durable consumer shared by both replicas
     replicas = [
