@@ -231,6 +231,9 @@ class DossierStateChanged(Contract):
     digitized: bool | None = None
     synced_national: bool | None = None
     updated_at: Time
+    #: The latest ``occurred_at`` of the events this fact follows from: its event time, where the tracker's
+    #: input stands (``updated_at`` is the tracker's clock). None in facts of older trackers.
+    occurred_at: Time | None = None
 
 
 class PlanTaskStateChanged(Contract):

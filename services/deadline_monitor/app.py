@@ -81,6 +81,8 @@ def create_app(
         consumer_info=consumer_info,
         own=handlers.snapshot_consumer(settings.durable),
         upstream=(upstream[0], upstream[1]) if upstream else None,
+        lag=settings.backlog_lag,
+        idle=settings.backlog_idle_seconds,
     )
     ttl = settings.deadletter_resolve_after_hours
     monitor = MonitorService(
@@ -110,6 +112,7 @@ def create_app(
     service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
     service.on_start.append(sync_plans)  # after the schema: use_database's hook runs first
     service.every(settings.tick_interval, monitor.tick, name="tick")
+    service.every(0.5, monitor.settle_when_caught_up, name="caught_up")  # the last of a history, once idle
     cleanup = Cleanup(store.prune, common.retention(), clock=clock)
     service.every(common.retention_interval, cleanup.once, name="retention")
     service.every(settings.outbox_interval, relay.once, name="outbox", wake=relay.wake)

@@ -4,8 +4,10 @@ and decides what to publish.
 * **Dossier state facts** (``parwatch.dossier.state``): each dossier keeps its
   highest revision, and is settled at once: a dossier already overdue when its
   fact arrives raises ``dossier_overdue`` then, not at the next tick. While the
-  monitor is catching up on a backlog (:class:`Backlog`), dossiers are stored
-  unsettled instead, and settled with their latest state once it is read.
+  monitor is catching up on a backlog (:class:`Backlog`: the facts' event time
+  lags far behind now, or much is pending), dossiers are stored unsettled
+  instead, and settled with their latest state once the input is current
+  (or idle): a dossier ended within the backlog never fires.
 * **Plan reports** (``parwatch.accepted.plan``): stored once per (source, id);
   the occurrence they name is settled. One that matches no tracked occurrence
   (or names a closed plan) is not stored: its outcome is ``Rejected(reason)``
@@ -167,7 +169,21 @@ def _with_facts(rows: Sequence[Any], facts_of: Callable[[Any], F]) -> list[tuple
 
 
 class Backlog:
-    """How much dossier state the monitor has not read yet; above ``threshold`` it is catching up.
+    """Whether the monitor is catching up on a backlog of dossier state, and holds dossier alerts meanwhile.
+
+    Two signs, either one holds them:
+
+    * **event time** (:meth:`behind`): the last batch's watermark
+      (:func:`domain.event_time`, the ``occurred_at`` the facts carry) lags
+      ``now`` by more than ``lag``. A replay may come at any pace, as fast as
+      a publisher can send or a few hundred events a second that the
+      consumers keep up with: only event time tells history from the present.
+      When no fact has arrived for ``idle`` seconds the watermark no longer
+      holds anything: :meth:`MonitorService.settle_when_caught_up` then
+      settles, if nothing is pending either (a history with nothing live
+      after it, one late event).
+    * **pending count** (:attr:`catching_up`): how much dossier state the
+      monitor has not read yet is above ``threshold`` (as below).
 
     A backlog (a first start in front of the stream's history, a restart after
     a long stop) holds older revisions of dossiers whose later ones follow:
@@ -187,8 +203,16 @@ class Backlog:
         consumer_info: ConsumerInfoOf | None = None,
         own: tuple[str, str] | None = None,
         upstream: tuple[str, str] | None = None,
+        lag: dt.timedelta = dt.timedelta(hours=3),
+        idle: float = 2.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threshold = threshold
+        self.lag = lag
+        self.idle = idle
+        self.monotonic = monotonic
+        self.watermark: dt.datetime | None = None  # the last batch's event time (None: unknown)
+        self._observed_at = -1e18  # monotonic time of the last batch
         self.consumer_info = consumer_info
         self.own = own
         self.upstream = upstream
@@ -203,6 +227,23 @@ class Backlog:
     @property
     def catching_up(self) -> bool:
         return self.pending > self.threshold
+
+    def observed(self, watermark: dt.datetime | None) -> None:
+        """The event time of a batch of dossier facts just received."""
+        self.watermark = watermark
+        self._observed_at = self.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds since the last batch."""
+        return self.monotonic() - self._observed_at
+
+    def behind(self, now: dt.datetime) -> bool:
+        """The last batch's event time lags ``now`` by more than ``lag``, and the input is not idle."""
+        return domain.lags(self.watermark, now=now, lag=self.lag) and self.idle_for() < self.idle
+
+    def holds(self, now: dt.datetime) -> bool:
+        """Dossier alerts wait: behind in event time, or too much pending."""
+        return self.behind(now) or self.catching_up
 
     def delivered(self, num_pending: int) -> None:
         """What a delivered message says still waits behind it on the monitor's consumer."""
@@ -270,6 +311,7 @@ class MonitorService:
     def __post_init__(self) -> None:
         self.district_code = self.catalog.agencies.district_code
         self._lock = asyncio.Lock()
+        self._held = False  # dossiers were stored unsettled since the last settling
 
     def horizons(self, now: dt.datetime) -> Horizons:
         return domain.horizons(local_date(now), calendar=self.calendar, policy=self.policy)
@@ -291,11 +333,30 @@ class MonitorService:
     # -- the handlers' calls ----------------------------------------------------------------------------
     async def apply_dossier_states(self, received: Sequence[Received[DossierStateEvent]]) -> list[Outcome]:
         """Dossier state facts: settled at once, or stored unsettled while catching up."""
+        now = self.clock()
+        states = [r.event.data for r in received]
         if received:
             self.backlog.delivered(received[-1].msg.metadata.num_pending)
+            self.backlog.observed(domain.event_time(states))
         await self.backlog.probe_upstream()
-        duplicate = await self.record_states([r.event.data for r in received], settle=not self.backlog.catching_up)
+        duplicate = await self.record_states(states, now=now, settle=not self.backlog.holds(now))
         return outcomes(duplicate)
+
+    async def settle_when_caught_up(self, now: dt.datetime | None = None) -> bool:
+        """Settle the dossiers stored while catching up once the input is quiet (no fact for the backlog's
+        ``idle`` seconds) and drained (nothing waits on the monitor's consumer nor on dossier_tracker's): a
+        history with nothing live after it, or one late event, settles within seconds, not at the next
+        tick. A periodic step; False: nothing left undone."""
+        if not self._held:
+            return False
+        now = now or self.clock()
+        if self.backlog.behind(now):
+            return False
+        await self.backlog.probe()  # the pending counts, as they are now
+        if self.backlog.pending == 0:  # quiet and drained: nothing older is on its way
+            self._held = False
+            await self.settle_unsettled(now)
+        return False
 
     async def apply_plan_reports(self, received: Sequence[Received[PlanEvent]]) -> list[Outcome | Rejected]:
         return await self.record_reports([(r.event.source, r.event.id, r.event.data) for r in received])
@@ -317,6 +378,7 @@ class MonitorService:
         duplicate = await self._commit(self._record_states, states, now=now, settle=settle)
         if settle:
             await self.settle_unsettled(now)
+        self._held = not settle
         return duplicate
 
     def _record_states(
@@ -616,9 +678,11 @@ class MonitorService:
         """
         now = now or self.clock()
         await self.backlog.probe()
-        if self.backlog.catching_up:
-            log.info("catching up on dossier states backlog=%d: dossier alerts wait", self.backlog.pending)
-        result = await self.run_steps(self.tick_steps(now, dossiers=not self.backlog.catching_up))
+        holding = self.backlog.holds(now)
+        if holding:
+            log.info("catching up on dossier states backlog=%d watermark=%s: dossier alerts wait",
+                     self.backlog.pending, self.backlog.watermark)
+        result = await self.run_steps(self.tick_steps(now, dossiers=not holding))
         if result.transitions:
             log.info("tick day=%s examined=%d transitions=%d", local_date(now), result.examined, result.transitions)
         return False

@@ -81,6 +81,23 @@ class MonitorSettings(ConsumerSettings):
         ge=0,
         description="snapshots waiting on the consumer above which the monitor is catching up and holds dossier alerts",
     )
+    backlog_lag: dt.timedelta = Field(
+        default=dt.timedelta(hours=3),
+        description=(
+            "dossier facts whose event time (the occurred_at of the events they follow from) lags now by more than "
+            "this are a backlog being replayed: stored without alert, and settled against their final state once "
+            "the input is within it. Hours, not minutes: live events reach the monitor within minutes, and an "
+            "agency's system that syncs late only delays its own alerts; not days: a dossier ending in the last "
+            "window of a replay could still fire and resolve. ISO 8601 duration, e.g. PT3H"
+        ),
+    )
+    backlog_idle_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="with no dossier fact for this long and nothing pending on the monitor's or dossier_tracker's "
+        "consumer, a lagging watermark holds nothing: a history with nothing live after it, or one late event, "
+        "is settled",
+    )
     upstream_consumer: str = Field(
         default="TTHC_DOSSIER:dossier_tracker",
         pattern=r"^$|^[A-Za-z0-9_-]+:[A-Za-z0-9_-]+$",

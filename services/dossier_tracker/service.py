@@ -36,9 +36,14 @@ from shared.streams import DOSSIER_STATE
 SOURCE = "parwatch/dossier_tracker"
 
 
-def state_fact(state: DossierState, *, now: dt.datetime) -> CloudEvent[Any]:
-    """The ``vn.parwatch.dossier.state_changed`` event of a dossier's state (id: code and revision)."""
-    data = DossierStateChanged(**state._asdict(), updated_at=now)
+def state_fact(
+    state: DossierState, *, now: dt.datetime, occurred_at: dt.datetime | None = None
+) -> CloudEvent[Any]:
+    """The ``vn.parwatch.dossier.state_changed`` event of a dossier's state (id: code and revision).
+
+    ``occurred_at``, the latest occurrence among the events that led to it, is the fact's event time:
+    deadline_monitor holds dossier alerts while it lags far behind now (a backlog being replayed)."""
+    data = DossierStateChanged(**state._asdict(), updated_at=now, occurred_at=occurred_at)
     return new_event(
         type=DOSSIER_STATE_TYPE,
         source=SOURCE,
@@ -63,6 +68,15 @@ def store_batch(
     return result.duplicate, list(result.states.values())
 
 
+def event_times(events: Sequence[RecordedEvent]) -> dict[str, dt.datetime]:
+    """The latest ``occurred_at`` of each dossier's events in a batch."""
+    latest: dict[str, dt.datetime] = {}
+    for e in events:
+        if e.dossier_code not in latest or e.occurred_at > latest[e.dossier_code]:
+            latest[e.dossier_code] = e.occurred_at
+    return latest
+
+
 def outcomes(duplicate: Sequence[bool]) -> list[Outcome]:
     return [Outcome.DUPLICATE if dup else Outcome.ACCEPTED for dup in duplicate]
 
@@ -82,7 +96,9 @@ class TrackerService:
         now = self.clock()
         events = [RecordedEvent.from_contract(r.event.data, source=r.event.source, event_id=r.event.id) for r in received]
         duplicate, states = await self.store.run(store_batch, events, [r.seq for r in received], now=now)
-        await self.publisher.publish_many([state_fact(state, now=now) for state in states], subject=DOSSIER_STATE)
+        times = event_times(events)
+        facts = [state_fact(s, now=now, occurred_at=times.get(s.dossier_code)) for s in states]
+        await self.publisher.publish_many(facts, subject=DOSSIER_STATE)
         return outcomes(duplicate)
 
     async def relay(self, received: Sequence[Received[Any]], *, subject: str) -> list[Outcome]:

@@ -147,7 +147,8 @@ async def test_invented_agencies_stay_one_label_one_alert_and_reach_the_technica
 
     tracker, _ = create_tracker(common("tracker"), TrackerSettings(port=0), clock=clock)
     monitor, monitor_app = create_monitor(
-        common("monitor"), MonitorSettings(port=0, include_shipped_plans=False, tick_interval=3600), clock=clock)
+        common("monitor"), MonitorSettings(port=0, include_shipped_plans=False, tick_interval=3600, backlog_idle_seconds=0.5),
+        clock=clock)
     scoring, _ = create_scoring(common("scoring"), ScoringSettings(port=0, evaluate_interval=3600), clock=clock)
     (tmp_path / "directory.yaml").write_text(DIRECTORY, encoding="utf-8")
     notifier, notifier_app = create_notifier(
@@ -196,7 +197,13 @@ async def test_invented_agencies_stay_one_label_one_alert_and_reach_the_technica
             plan = await js.consumer_info("PARWATCH_ACCEPTED", "deadline_monitor_plan")
             return (info.delivered.consumer_seq >= INVENTED + 1 and info.num_pending == 0
                     and info.num_ack_pending == 0 and plan.delivered.consumer_seq >= 5 and plan.num_pending == 0
-                    and plan.num_ack_pending == 0 and monitor_store.outbox_size() == 0)
+                    and plan.num_ack_pending == 0 and not unsettled() and monitor_store.outbox_size() == 0)
+
+        def unsettled() -> bool:
+            """Dossiers stored while the monitor held them: events three weeks old are history, settled once
+            nothing newer comes (``backlog_idle_seconds``)."""
+            with monitor_store.transaction() as work:
+                return bool(work.unsettled(limit=1))
 
         await wait_until(monitor_done, timeout=60)
         stream = await js.stream_info("TTHC_ALERTS")

@@ -1,0 +1,126 @@
+"""Dossier facts as the handler receives them, judged by their event time, on a real database (no broker): a
+backlog is held without alert and settled against its final state, when the input reaches the present or goes
+quiet. The business clock is fixed; the input's quiet is a driven monotonic clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+from typing import Any
+
+from services.deadline_monitor.domain import Catalog, Policy
+from services.deadline_monitor.plan import load_agencies
+from services.deadline_monitor.service import Backlog, MonitorService
+from services.deadline_monitor.store import MonitorStore, create_schema
+from shared.calendar import VN_TZ, load_calendar
+from shared.db import make_engine
+from shared.events import DossierStateChanged, parse_event
+from shared.outbox import Delivered, Pending, Relay
+from shared.service import utc_now
+
+
+def at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=VN_TZ)
+
+
+NOW = at("2026-11-30T08:00")
+LAG = dt.timedelta(hours=3)
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fact(code: str, revision: int, *, occurred: dt.datetime, ended: bool = False) -> DossierStateChanged:
+    """A dossier of Phòng Tư pháp due 20/11 (overdue now unless ended), its last event at ``occurred``."""
+    return DossierStateChanged(
+        dossier_code=code, revision=revision, agency_code="PTP", procedure_code="1.004227", field_code="HOTICH",
+        status=10 if ended else 4, counted=True, due_day=dt.date(2026, 11, 20),
+        ended_on=occurred.date() if ended else None, updated_at=NOW, occurred_at=occurred,
+    )
+
+
+def received(*facts: DossierStateChanged, pending: int = 0) -> list[Any]:
+    """A batch as the consumer hands it over: nothing waits behind it (a replay the consumers keep up with)."""
+    return [SimpleNamespace(event=SimpleNamespace(data=f), msg=SimpleNamespace(metadata=SimpleNamespace(
+        num_pending=pending))) for f in facts]
+
+
+def monitor(database_url: str) -> tuple[MonitorService, Monotonic]:
+    """A monitor without broker: the pending counts are what the batches say."""
+    engine = make_engine(database_url)
+    create_schema(engine)
+    quiet = Monotonic()
+    service = MonitorService(
+        store=MonitorStore(engine), catalog=Catalog(agencies=load_agencies(), plans={}), calendar=load_calendar(),
+        policy=Policy(), clock=lambda: NOW, backlog=Backlog(lag=LAG, idle=2.0, monotonic=quiet),
+    )
+    return service, quiet
+
+
+async def drain(service: MonitorService) -> list[Any]:
+    """Every event waiting in the outbox, in order (then deleted, as after the acks)."""
+    sent: list[Any] = []
+
+    async def deliver(pending: Pending) -> Delivered:
+        sent.append(parse_event(pending.payload))
+        return Delivered()
+
+    relay = Relay(service.store.outbox, deliver, clock=utc_now)
+    while await relay.once():
+        pass
+    return sent
+
+
+def kinds(events: list[Any]) -> list[tuple[str, str]]:
+    return [(e.type.rsplit(".", 1)[1], e.data.alert_key) for e in events]
+
+
+async def test_a_backlog_is_held_and_settled_against_its_final_state_once_the_input_reaches_now(
+    database_url: str,
+) -> None:
+    service, quiet = monitor(database_url)
+    await service.apply_dossier_states(received(fact("H.END", 1, occurred=at("2026-11-05T08:00")),
+                                                fact("H.OPEN", 1, occurred=at("2026-11-05T09:00"))))
+    await service.tick(NOW)
+    assert await service.settle_when_caught_up(NOW) is False
+    assert await drain(service) == []  # overdue both, as the backlog stands: no alert yet
+    quiet.now += 1.0
+    await service.apply_dossier_states(received(fact("H.END", 2, occurred=at("2026-11-27T10:00"), ended=True)))
+    assert await drain(service) == []
+    quiet.now += 1.0
+    await service.apply_dossier_states(received(fact("H.NOW", 1, occurred=NOW - dt.timedelta(minutes=5))))
+    # The present reached: every dossier settled against its final state; the one ended in the backlog never fires.
+    assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.NOW"),
+                                                   ("firing", "dossier_overdue:H.OPEN")]
+
+
+async def test_a_history_with_nothing_after_it_settles_once_the_input_is_quiet(database_url: str) -> None:
+    service, quiet = monitor(database_url)
+    await service.apply_dossier_states(received(fact("H.OPEN", 1, occurred=at("2026-11-05T09:00")),
+                                                fact("H.END", 2, occurred=at("2026-11-27T10:00"), ended=True)))
+    quiet.now += 1.9
+    await service.settle_when_caught_up(NOW)
+    assert await drain(service) == []  # not quiet long enough
+    quiet.now += 0.1
+    await service.settle_when_caught_up(NOW)
+    assert kinds(await drain(service)) == [("firing", "dossier_overdue:H.OPEN")]
+
+
+async def test_facts_without_an_event_time_are_settled_on_arrival(database_url: str) -> None:
+    service, _ = monitor(database_url)
+    old_tracker = fact("H.OPEN", 1, occurred=NOW).model_copy(update={"occurred_at": None})
+    await service.apply_dossier_states(received(old_tracker))
+    assert kinds(await drain(service)) == [("firing", "dossier_overdue:H.OPEN")]
+
+
+async def test_a_late_event_among_current_ones_is_judged_on_arrival(database_url: str) -> None:
+    service, _ = monitor(database_url)
+    await service.apply_dossier_states(received(fact("H.LATE", 1, occurred=at("2026-11-05T09:00")),
+                                                fact("H.NOW", 1, occurred=NOW - dt.timedelta(minutes=1))))
+    assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.LATE"),
+                                                   ("firing", "dossier_overdue:H.NOW")]
