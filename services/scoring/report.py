@@ -17,8 +17,9 @@ cells are numbers, negative ones included, and are left as they are.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from services.scoring.board import Directory, PeriodTable
@@ -112,34 +113,33 @@ def _csv_cell(value: object, kind: str) -> str:
     return str(value)
 
 
-def to_csv(table: PeriodTable, directory: Directory) -> bytes:
-    """UTF-8 with a byte-order mark (spreadsheets then read the diacritics right)."""
+def _csv(header: Sequence[str], kinds: Sequence[str], rows: Iterable[Sequence[object]]) -> bytes:
+    """UTF-8 with a byte-order mark (spreadsheets then read the diacritics right); text cells formula-safe."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow([h for _, h in HEAD] + [c.header for c in COLUMNS])
-    kinds = ["text", "text"] + [c.kind for c in COLUMNS]
-    for row in report_rows(table, directory):
+    writer.writerow(header)
+    for row in rows:
         writer.writerow([_csv_cell(v, k) for v, k in zip(row, kinds, strict=True)])
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 
-def to_xlsx(table: PeriodTable, directory: Directory) -> bytes:
+def _xlsx(*, sheet: str, title: str, current: bool, as_of: dt.date, header: Sequence[str], kinds: Sequence[str],
+          rows: Iterable[Sequence[object]]) -> bytes:
+    """One sheet: a bold title, the as-of line, a bold header, the rows (text never a formula; ratios as %)."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
 
     wb = Workbook()
     ws = wb.active
-    ws.title = table.period.key
-    period_label = table.period.label_vi
-    ws.append([f"Kết quả giải quyết thủ tục hành chính {period_label}"])
+    ws.title = sheet
+    ws.append([title])
     ws["A1"].font = Font(bold=True)
-    status = "đến hiện tại" if table.current else "cuối kỳ"
-    ws.append([f"Số liệu {status}, tính đến ngày {table.as_of:%d/%m/%Y}; ô trống: không có hồ sơ để tính."])
-    ws.append([h for _, h in HEAD] + [c.header for c in COLUMNS])
+    status = "đến hiện tại" if current else "cuối kỳ"
+    ws.append([f"Số liệu {status}, tính đến ngày {as_of:%d/%m/%Y}; ô trống: không có hồ sơ để tính."])
+    ws.append(list(header))
     for cell in ws[3]:
         cell.font = Font(bold=True)
-    kinds = ["text", "text"] + [c.kind for c in COLUMNS]
-    for row in report_rows(table, directory):
+    for row in rows:
         ws.append([text_cell(v) if isinstance(v, str) else v for v in row])
         for cell, kind in zip(ws[ws.max_row], kinds, strict=True):
             if isinstance(cell.value, str):
@@ -152,6 +152,22 @@ def to_xlsx(table: PeriodTable, directory: Directory) -> bytes:
     out = io.BytesIO()
     wb.save(out)
     return out.getvalue()
+
+
+def _report_header() -> tuple[list[str], list[str]]:
+    return [h for _, h in HEAD] + [c.header for c in COLUMNS], ["text", "text"] + [c.kind for c in COLUMNS]
+
+
+def to_csv(table: PeriodTable, directory: Directory) -> bytes:
+    header, kinds = _report_header()
+    return _csv(header, kinds, report_rows(table, directory))
+
+
+def to_xlsx(table: PeriodTable, directory: Directory) -> bytes:
+    header, kinds = _report_header()
+    return _xlsx(sheet=table.period.key, title=f"Kết quả giải quyết thủ tục hành chính {table.period.label_vi}",
+                 current=table.current, as_of=table.as_of, header=header, kinds=kinds,
+                 rows=report_rows(table, directory))
 
 
 # -- the weekly review: per agency and field, and inter-agency dossiers ----------------------
@@ -189,44 +205,23 @@ def _review_cells(f: ReviewFigures) -> list[object]:
     return [getattr(f, figure) for figure, _, _ in REVIEW_COLUMNS]
 
 
+def _review_header() -> tuple[list[str], list[str]]:
+    header = [*REVIEW_HEAD, *(h for _, h, _ in REVIEW_COLUMNS)]
+    return header, ["text"] * len(REVIEW_HEAD) + [k for _, _, k in REVIEW_COLUMNS]
+
+
 def review_to_csv(review: Review, directory: Directory) -> bytes:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow([*REVIEW_HEAD, *(h for _, h, _ in REVIEW_COLUMNS)])
-    kinds = ["text"] * len(REVIEW_HEAD) + [k for _, _, k in REVIEW_COLUMNS]
-    for row in review_rows(review, directory):
-        writer.writerow([_csv_cell(v, k) for v, k in zip(row, kinds, strict=True)])
-    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+    header, kinds = _review_header()
+    return _csv(header, kinds, review_rows(review, directory))
 
 
 def review_to_xlsx(review: Review, directory: Directory) -> bytes:
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
-
-    wb = Workbook()
-    ws = wb.active
-    ws.title = review.span.key
+    header, kinds = _review_header()
     span = review.span
-    title = f"Hồ sơ trễ hạn, quá hạn theo lĩnh vực và hồ sơ liên thông, kỳ {span.key}"
-    ws.append([f"{title} ({span.start:%d/%m/%Y} - {span.end:%d/%m/%Y})"])
-    ws["A1"].font = Font(bold=True)
-    status = "đến hiện tại" if review.current else "cuối kỳ"
-    ws.append([f"Số liệu {status}, tính đến ngày {review.as_of:%d/%m/%Y}; ô trống: không có hồ sơ để tính."])
-    ws.append([*REVIEW_HEAD, *(h for _, h, _ in REVIEW_COLUMNS)])
-    for cell in ws[3]:
-        cell.font = Font(bold=True)
-    kinds = ["text"] * len(REVIEW_HEAD) + [k for _, _, k in REVIEW_COLUMNS]
-    for row in review_rows(review, directory):
-        ws.append([text_cell(v) if isinstance(v, str) else v for v in row])
-        for cell, kind in zip(ws[ws.max_row], kinds, strict=True):
-            if isinstance(cell.value, str):
-                cell.data_type = "s"  # text, never a formula
-            elif kind == "ratio" and cell.value is not None:
-                cell.number_format = "0.0%"
-    ws.column_dimensions["B"].width = 40
-    out = io.BytesIO()
-    wb.save(out)
-    return out.getvalue()
+    title = (f"Hồ sơ trễ hạn, quá hạn theo lĩnh vực và hồ sơ liên thông, kỳ {span.key} "
+             f"({span.start:%d/%m/%Y} - {span.end:%d/%m/%Y})")
+    return _xlsx(sheet=span.key, title=title, current=review.current, as_of=review.as_of, header=header,
+                 kinds=kinds, rows=review_rows(review, directory))
 
 
 REVIEW_FORMATS = {
