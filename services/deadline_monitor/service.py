@@ -762,30 +762,20 @@ class MonitorService:
         are watched no more (each is read once after its plan closes; none when no plan closed)."""
         h = self.horizons(now)
         closed = self.closed_plans(h.today)
-
-        def step(work: Work, budget: int) -> tuple[int, int, bool]:
-            rows = work.live_occurrences(closed, limit=budget) if closed else []
-            if not rows:
-                return 0, 0, True
-            moved = self._settle_occurrences(work, rows, h=h, now=now)
-            work.write_back(OCCURRENCES, rows)
-            return len(rows), moved, len(rows) < budget
-
-        return step
+        return _settling(
+            read=lambda work, budget: work.live_occurrences(closed, limit=budget) if closed else [],
+            settle=lambda work, rows: self._settle_occurrences(work, rows, h=h, now=now),
+            table=OCCURRENCES,
+        )
 
     def unsettled_step(self, now: dt.datetime) -> Step:
         """Settle up to ``budget`` dossiers stored while catching up."""
         h = self.horizons(now)
-
-        def step(work: Work, budget: int) -> tuple[int, int, bool]:
-            rows = work.unsettled(limit=budget)
-            if not rows:
-                return 0, 0, True
-            moved = self._settle_dossiers(work, rows, h=h, now=now)
-            work.write_back(DOSSIERS, rows)
-            return len(rows), moved, len(rows) < budget
-
-        return step
+        return _settling(
+            read=lambda work, budget: work.unsettled(limit=budget),
+            settle=lambda work, rows: self._settle_dossiers(work, rows, h=h, now=now),
+            table=DOSSIERS,
+        )
 
     def expiry_step(self, now: dt.datetime) -> Step:
         """Resolve up to ``budget`` firing alerts whose time is up (dead letters after their TTL)."""
@@ -799,3 +789,20 @@ class MonitorService:
             return len(rows), moved, len(rows) < budget
 
         return step
+
+
+def _settling(
+    *, read: Callable[[Work, int], Sequence[Any]], settle: Callable[[Work, Sequence[Any]], int], table: Any
+) -> Step:
+    """A step that settles up to ``budget`` of the rows ``read`` gives and writes them back to ``table``; it says
+    it is done when fewer than ``budget`` came."""
+
+    def step(work: Work, budget: int) -> tuple[int, int, bool]:
+        rows = read(work, budget)
+        if not rows:
+            return 0, 0, True
+        moved = settle(work, rows)
+        work.write_back(table, rows)
+        return len(rows), moved, len(rows) < budget
+
+    return step
