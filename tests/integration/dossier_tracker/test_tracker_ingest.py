@@ -155,6 +155,12 @@ async def test_state_facts_are_published_for_other_services(own_nats_server, sql
     async with jetstream(own_nats_server.url) as js, running_tracker(own_nats_server.url, sqlite_url):
         for e in lifecycle("H.FACT"):
             await publish_event(js, DOSSIER_EVENTS, e)
+        # One fact per batch that touched the dossier: one to three, as the events arrived; the last has all three.
+        async def all_folded() -> bool:
+            facts = [parse_event(raw) for raw in await _on_subject(js, "PARWATCH_DOSSIER_STATE", DOSSIER_STATE)]
+            return any(f.data.revision == 3 for f in facts)
+
+        await wait_until(all_folded, timeout=10)
         facts = [parse_event(raw) for raw in await stream_messages(js, DOSSIER_STATE)]
         assert all(isinstance(f, DossierStateEvent) for f in facts)
         last = max(facts, key=lambda f: f.data.revision)
