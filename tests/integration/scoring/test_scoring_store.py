@@ -322,7 +322,11 @@ def _retrying(fn, *args, **kwargs):
     raise AssertionError("never succeeded")
 
 
-def test_two_replicas_writing_at_once_give_the_single_writer_figures(database_url: str) -> None:
+@pytest.mark.postgres
+def test_two_replicas_writing_at_once_give_the_single_writer_figures(postgres_url: str) -> None:
+    """Two replicas' stores writing at once: PostgreSQL, where replicas run (on SQLite a second replica of a service
+    refuses to start, shared.service.SingleWriter, so SQLite never sees two of scoring's writers)."""
+    database_url = postgres_url
     rng = random.Random(146)
     final: dict[str, DossierFacts] = {}
     snapshots: list[DossierFacts] = []
