@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import time
 import uuid
@@ -126,6 +127,24 @@ async def started(service: Any) -> AsyncIterator[Any]:
         yield service
     finally:
         await service.stop()
+
+
+async def drain_outbox(outbox: Any) -> list[Any]:
+    """Every event waiting in a :class:`shared.outbox.Outbox`, parsed, in the order its relay delivers them (then
+    deleted, as after the stream's acks)."""
+    from shared.events import parse_event
+    from shared.outbox import Delivered, Relay
+
+    sent: list[Any] = []
+
+    async def deliver(pending: Any) -> Delivered:
+        sent.append(parse_event(pending.payload))
+        return Delivered()
+
+    relay = Relay(outbox, deliver, clock=lambda: dt.datetime.now(dt.UTC))
+    while await relay.once():
+        pass
+    return sent
 
 
 def create_database(admin_url: str, *, prefix: str = "pw") -> str:

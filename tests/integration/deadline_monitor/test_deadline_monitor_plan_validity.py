@@ -20,10 +20,9 @@ from services.deadline_monitor.store import MonitorStore, create_schema
 from shared.calendar import VN_TZ, load_calendar
 from shared.consumer import Rejected
 from shared.db import make_engine
-from shared.events import PlanTaskReported, parse_event
-from shared.outbox import Delivered, Pending, Relay
+from shared.events import PlanTaskReported
 from shared.service import utc_now
-from shared.testing import metric_value
+from shared.testing import drain_outbox, metric_value
 
 CAL = load_calendar()
 PLAN_YAML = """\
@@ -69,17 +68,8 @@ def specs_for(catalog: Catalog) -> list[Any]:
 
 
 async def drain(service: MonitorService) -> list[Any]:
-    """Every event waiting in the outbox, as the relay delivers them."""
-    sent: list[Any] = []
-
-    async def deliver(pending: Pending) -> Delivered:
-        sent.append(parse_event(pending.payload))
-        return Delivered()
-
-    relay = Relay(service.store.outbox, deliver, clock=utc_now)
-    while await relay.once():
-        pass
-    return sent
+    """Every event waiting in the monitor's outbox, in the order the relay delivers them."""
+    return await drain_outbox(service.store.outbox)
 
 
 STATES = ("done", "done_late", "open", "overdue")

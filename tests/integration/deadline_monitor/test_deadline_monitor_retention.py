@@ -26,7 +26,7 @@ from shared.db import make_engine
 from shared.outbox import Message
 from shared.retention import Retention
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2027, 3, 1, 3, 0, tzinfo=UTC)
 DAYS = dt.timedelta(days=1)
 OLD = NOW - 500 * DAYS

@@ -24,9 +24,9 @@ from shared.calendar import VN_TZ, load_calendar
 from shared.consumer import Outcome, Rejected
 from shared.db import UtcDateTime, make_engine
 from shared.events import DeadLetter, DossierStateChanged, PlanTaskReported, parse_event
-from shared.outbox import Delivered, Outbox, Pending, Relay
+from shared.outbox import Delivered, Outbox
 from shared.service import utc_now
-from shared.testing import metric_value
+from shared.testing import drain_outbox, metric_value
 
 CAL = load_calendar()
 
@@ -99,17 +99,8 @@ def snapshot(code: str, revision: int, due: str | None, **kw: Any) -> DossierSta
 
 
 async def drain(service: MonitorService) -> list[Any]:
-    """Every event waiting in the outbox, in the order the relay delivers them (then deleted, as after the acks)."""
-    sent: list[Any] = []
-
-    async def deliver(pending: Pending) -> Delivered:
-        sent.append(parse_event(pending.payload))
-        return Delivered()
-
-    relay = Relay(service.store.outbox, deliver, clock=utc_now)
-    while await relay.once():
-        pass
-    return sent
+    """Every event waiting in the monitor's outbox, in the order the relay delivers them."""
+    return await drain_outbox(service.store.outbox)
 
 
 async def tick_dossiers(service: MonitorService, now: dt.datetime) -> TickResult:

@@ -28,7 +28,7 @@ from shared.settings import CommonSettings
 
 def monitor(nats_url: str, sqlite_url: str, **overrides: Any) -> tuple[Service, Any]:
     settings = MonitorSettings(include_shipped_plans=False, port=0, tick_interval=0.01, **overrides)
-    clock = lambda: dt.datetime(2026, 11, 30, 1, tzinfo=dt.UTC)  # noqa: E731
+    clock = lambda: dt.datetime(2026, 11, 30, 1, tzinfo=dt.UTC)
     return create_app(CommonSettings(nats_url=nats_url, database_url=sqlite_url), settings, clock=clock)
 
 

@@ -17,10 +17,8 @@ from services.deadline_monitor.service import MonitorService
 from services.deadline_monitor.store import MonitorStore, create_schema
 from shared.calendar import VN_TZ, load_calendar
 from shared.db import make_engine
-from shared.events import DossierStateChanged, PlanTaskReported, parse_event
-from shared.outbox import Delivered, Pending, Relay
-from shared.service import utc_now
-from shared.testing import metric_value
+from shared.events import DossierStateChanged, PlanTaskReported
+from shared.testing import drain_outbox, metric_value
 
 AGENCIES = load_agencies()
 
@@ -45,16 +43,7 @@ def overdue(code: str, agency: str, revision: int = 1) -> DossierStateChanged:
 
 
 async def drain(service: MonitorService) -> list[Any]:
-    sent: list[Any] = []
-
-    async def deliver(pending: Pending) -> Delivered:
-        sent.append(parse_event(pending.payload))
-        return Delivered()
-
-    relay = Relay(service.store.outbox, deliver, clock=utc_now)
-    while await relay.once():
-        pass
-    return sent
+    return await drain_outbox(service.store.outbox)
 
 
 def keys(events: list[Any]) -> list[tuple[str, str]]:

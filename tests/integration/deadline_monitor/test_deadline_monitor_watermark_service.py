@@ -14,9 +14,8 @@ from services.deadline_monitor.service import Backlog, MonitorService
 from services.deadline_monitor.store import MonitorStore, create_schema
 from shared.calendar import VN_TZ, load_calendar
 from shared.db import make_engine
-from shared.events import DossierStateChanged, parse_event
-from shared.outbox import Delivered, Pending, Relay
-from shared.service import utc_now
+from shared.events import DossierStateChanged
+from shared.testing import drain_outbox
 
 
 def at(text: str) -> dt.datetime:
@@ -63,17 +62,8 @@ def monitor(database_url: str) -> tuple[MonitorService, Monotonic]:
 
 
 async def drain(service: MonitorService) -> list[Any]:
-    """Every event waiting in the outbox, in order (then deleted, as after the acks)."""
-    sent: list[Any] = []
-
-    async def deliver(pending: Pending) -> Delivered:
-        sent.append(parse_event(pending.payload))
-        return Delivered()
-
-    relay = Relay(service.store.outbox, deliver, clock=utc_now)
-    while await relay.once():
-        pass
-    return sent
+    """Every event waiting in the monitor's outbox, in the order the relay delivers them."""
+    return await drain_outbox(service.store.outbox)
 
 
 def kinds(events: list[Any]) -> list[tuple[str, str]]:

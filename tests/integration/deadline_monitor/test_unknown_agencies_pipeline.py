@@ -50,7 +50,7 @@ from shared.testing import dossier_event, metric_samples, metric_value, publish_
 INVENTED = 300
 AGENCIES = load_agencies()
 ALLOWED = set(AGENCIES.codes) | {AGENCIES.district_code, UNKNOWN}
-NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.timezone.utc)  # Wednesday 09:00 in Tuy Phong
+NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)  # Wednesday 09:00 in Tuy Phong
 LEADER, DESK = "ubnd-chutich", "vhtt-kythuat"
 #: Routes a missing role climbs: officer, head, then the district leadership.
 DIRECTORY = """\
