@@ -13,9 +13,8 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.plans import plan_files
 from shared.settings import ConsumerSettings
-
-SHIPPED_PLANS = Path(__file__).parent / "plans"
 
 #: The paths that must exist when set: what each must be, and how an error names it.
 _MUST_EXIST: dict[str, tuple[Callable[[Path], bool], str]] = {
@@ -133,10 +132,6 @@ class MonitorSettings(ConsumerSettings):
         return self
 
     def plan_files(self) -> list[Path]:
-        """The plan files to load: shipped ones (if included), then the operator's, each sorted by name."""
-        files: list[Path] = []
-        folders = ([SHIPPED_PLANS] if self.include_shipped_plans else []) + ([self.plans_dir] if self.plans_dir else [])
-        for folder in folders:
-            if folder.is_dir():
-                files += sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-        return files
+        """The plan files to load: shipped ones (if included), then the operator's, each sorted by name (the same
+        files scoring reads its targets from, :func:`shared.plans.plan_files`)."""
+        return plan_files(include_shipped=self.include_shipped_plans, plans_dir=self.plans_dir)

@@ -15,12 +15,12 @@ from services.deadline_monitor.domain import Catalog, Policy, plan_closes_on, pl
 from services.deadline_monitor.metrics import MonitorCollector
 from services.deadline_monitor.plan import load_agencies
 from services.deadline_monitor.service import MonitorService
-from services.deadline_monitor.settings import SHIPPED_PLANS
 from services.deadline_monitor.store import MonitorStore, create_schema
 from shared.calendar import VN_TZ, load_calendar
 from shared.consumer import Rejected
 from shared.db import make_engine
 from shared.events import PlanTaskReported
+from shared.plans import SHIPPED_PLANS
 from shared.service import utc_now
 from shared.testing import drain_outbox, metric_value
 

@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from services.deadline_monitor import cli
-from services.deadline_monitor.settings import SHIPPED_PLANS, MonitorSettings
+from services.deadline_monitor.settings import MonitorSettings
+from shared.plans import SHIPPED_PLANS
 
 PLAN = (Path(__file__).parent / "cli-plan.yaml").read_text(encoding="utf-8")  # also read by the integration tests
 

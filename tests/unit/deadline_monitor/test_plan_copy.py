@@ -19,8 +19,8 @@ from services.deadline_monitor.plan import (
     moved_years,
     validate_plan_text,
 )
-from services.deadline_monitor.settings import SHIPPED_PLANS
 from shared.calendar import VN_TZ, load_calendar
+from shared.plans import SHIPPED_PLANS
 
 PLAN_146 = SHIPPED_PLANS / "plan-146-2023.yaml"
 AGENCIES = load_agencies()
