@@ -67,7 +67,6 @@ from services.deadline_monitor.store import (
     DOSSIERS,
     OCCURRENCES,
     UNSETTLED,
-    AlertRow,
     MonitorStore,
     Ticked,
     Work,
@@ -79,6 +78,7 @@ from services.deadline_monitor.store import (
 from shared.backoff import is_retryable
 from shared.calendar import local_date
 from shared.consumer import Outcome, Received, Rejected
+from shared.db import Record
 from shared.events import (
     ALERT_FIRING_TYPE,
     ALERT_RESOLVED_TYPE,
@@ -506,7 +506,7 @@ class MonitorService:
             existing = work.alerts(keys)
             for key in keys:
                 resolved += self._resolve(work, existing.get(key), now=now)
-            work.delete(gone)
+            work.delete_occurrences(gone)
             log.info("plan occurrences removed count=%d", len(gone))
         for key, spec in wanted.items():
             row = rows.get(key)
@@ -570,7 +570,7 @@ class MonitorService:
         self,
         work: Work,
         alert: Alert,
-        existing: AlertRow | None,
+        existing: Record | None,
         *,
         now: dt.datetime,
         expires_at: dt.datetime | None = None,
@@ -583,7 +583,7 @@ class MonitorService:
         work.send([alert_message(alert, transition=FIRING, generation=generation, now=now)])
         return True
 
-    def _resolve(self, work: Work, row: AlertRow | None, *, now: dt.datetime) -> bool:
+    def _resolve(self, work: Work, row: Record | None, *, now: dt.datetime) -> bool:
         """Record a resolving transition and its event; False if the alert was not firing."""
         if row is None or row.state != FIRING:
             return False
@@ -593,7 +593,7 @@ class MonitorService:
         return True
 
     def _transition(
-        self, work: Work, *, resolve: Iterable[str], fire: Alert | None, existing: dict[str, AlertRow], now: dt.datetime
+        self, work: Work, *, resolve: Iterable[str], fire: Alert | None, existing: dict[str, Record], now: dt.datetime
     ) -> int:
         """Resolve the alerts (keys) whose condition no longer holds, fire the one that now does; the
         transitions counted."""
@@ -749,7 +749,7 @@ class MonitorService:
             if not rows:
                 return 0, 0, True
             moved = settle(work, rows, h=h, now=now)
-            work.write_back(ticked, rows)
+            work.flush()  # the next step reads what this one wrote
             if all(r.tick_level == level for r in rows):  # nothing moved on: never loop on the same rows
                 log.error("tick made no progress table=%s level=%d rows=%d", ticked.table.name, level, len(rows))
                 return len(rows), moved, True
@@ -765,7 +765,6 @@ class MonitorService:
         return _settling(
             read=lambda work, budget: work.live_occurrences(closed, limit=budget) if closed else [],
             settle=lambda work, rows: self._settle_occurrences(work, rows, h=h, now=now),
-            table=OCCURRENCES,
         )
 
     def unsettled_step(self, now: dt.datetime) -> Step:
@@ -774,7 +773,6 @@ class MonitorService:
         return _settling(
             read=lambda work, budget: work.unsettled(limit=budget),
             settle=lambda work, rows: self._settle_dossiers(work, rows, h=h, now=now),
-            table=DOSSIERS,
         )
 
     def expiry_step(self, now: dt.datetime) -> Step:
@@ -791,18 +789,16 @@ class MonitorService:
         return step
 
 
-def _settling(
-    *, read: Callable[[Work, int], Sequence[Any]], settle: Callable[[Work, Sequence[Any]], int], table: Any
-) -> Step:
-    """A step that settles up to ``budget`` of the rows ``read`` gives and writes them back to ``table``; it says
-    it is done when fewer than ``budget`` came."""
+def _settling(*, read: Callable[[Work, int], Sequence[Any]], settle: Callable[[Work, Sequence[Any]], int]) -> Step:
+    """A step that settles up to ``budget`` of the rows ``read`` gives and writes them; it says it is done when
+    fewer than ``budget`` came."""
 
     def step(work: Work, budget: int) -> tuple[int, int, bool]:
         rows = read(work, budget)
         if not rows:
             return 0, 0, True
         moved = settle(work, rows)
-        work.write_back(table, rows)
+        work.flush()  # the next step reads what this one wrote
         return len(rows), moved, len(rows) < budget
 
     return step

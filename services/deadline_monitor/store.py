@@ -38,11 +38,11 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -52,13 +52,11 @@ from sqlalchemy import (
     case,
     exists,
     func,
-    insert,
     inspect,
     or_,
     select,
     text,
     tuple_,
-    update,
 )
 from sqlmodel import Field, Session, SQLModel
 
@@ -72,7 +70,7 @@ from services.deadline_monitor.domain import (
     field_values,
     from_attributes,
 )
-from shared.db import StatisticsKeeper, UtcDateTime, delete_chunk
+from shared.db import Record, Rows, StatisticsKeeper, UtcDateTime, delete_chunk
 from shared.events import Alert, DossierStateChanged, PlanTaskReported
 from shared.outbox import Message, Outbox, outbox_table
 from shared.retention import Retention
@@ -218,7 +216,7 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 
 def _wall_clock() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -240,7 +238,7 @@ def occurrence_key_of(row: Any) -> OccurrenceKey:
     return (row.plan_id, row.task_id, row.agency_code, row.period)
 
 
-def stored_alert(row: AlertRow, *, ends_at: dt.datetime | None = None) -> Alert:
+def stored_alert(row: Any, *, ends_at: dt.datetime | None = None) -> Alert:
     """The alert an alert row holds (as it fired), ended at ``ends_at``."""
     return Alert(
         alert_key=row.alert_key,
@@ -257,16 +255,9 @@ def stored_alert(row: AlertRow, *, ends_at: dt.datetime | None = None) -> Alert:
 
 @dataclass(frozen=True)
 class Ticked:
-    """A table the tick reads by ``(tick_level, due_day)``: rows come as plain records, and their
-    ``mutable`` columns are written back with one executemany UPDATE (ORM objects would cost more than
-    the SQL on a tick over thousands of rows)."""
+    """A table the tick reads by ``(tick_level, due_day)``, earliest due first."""
 
     table: Table
-    mutable: tuple[str, ...]
-
-    @functools.cached_property
-    def keys(self) -> list[str]:
-        return [c.name for c in self.table.primary_key.columns]
 
     @functools.cached_property
     def read(self) -> Any:
@@ -278,35 +269,28 @@ class Ticked:
             .limit(bindparam("budget", type_=Integer))
         )
 
-    @functools.cached_property
-    def write(self) -> Any:
-        c = self.table.c
-        return (
-            update(self.table)
-            .where(*(c[k] == bindparam(f"k_{k}") for k in self.keys))
-            .values({m: bindparam(f"v_{m}") for m in self.mutable})
-        )
 
-
-DOSSIERS = Ticked(MonitorDossierRow.__table__, ("firing", "tick_level"))  # type: ignore[arg-type]
-OCCURRENCES = Ticked(
-    OccurrenceRow.__table__,  # type: ignore[arg-type]
-    ("state", "fact_version", "updated_at", "firing", "tick_level"),
-)
+DOSSIERS = Ticked(MonitorDossierRow.__table__)  # type: ignore[arg-type]
+OCCURRENCES = Ticked(OccurrenceRow.__table__)  # type: ignore[arg-type]
 
 
 class Work:
     """One transaction of the service layer: the rows it reads and writes, the messages it sends.
 
-    Rows handed out are records: what the service layer sets on them is
-    written at the commit (ORM rows by the session, the tick's plain records by
-    :meth:`write_back`). New alert rows and the messages are written with one
-    executemany each just before the commit.
+    Rows handed out are :class:`~shared.db.Record` objects, one per row in the
+    transaction (:class:`~shared.db.Rows`): what the service layer sets on them
+    is written at :meth:`flush` or at the commit, each table with one
+    executemany per kind of write. A query does not see changes not flushed
+    yet: the service layer flushes before one that must (a tick step, before
+    the next step reads).
     """
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.new_alerts: list[dict[str, Any]] = []
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dossier_rows = Rows(MonitorDossierRow.__table__)  # type: ignore[arg-type]
+        self.alert_rows = Rows(AlertRow.__table__)  # type: ignore[arg-type]
+        self.occurrence_rows = Rows(OccurrenceRow.__table__)  # type: ignore[arg-type]
+        self.report_rows = Rows(PlanReportRow.__table__)  # type: ignore[arg-type]
         self.messages: list[Message] = []
         self.dossiers_written = 0
 
@@ -319,19 +303,25 @@ class Work:
         self.messages.extend(messages)
 
     def flush(self) -> None:
-        self.session.flush()
+        """Write the rows changed so far (the queries after it see them)."""
+        for rows in (self.dossier_rows, self.alert_rows, self.occurrence_rows, self.report_rows):
+            rows.flush(self.conn)
 
-    # -- dossiers -----------------------------------------------------------------------------------
-    def dossiers(self, codes: Iterable[str]) -> dict[str, MonitorDossierRow]:
-        found: dict[str, MonitorDossierRow] = {}
-        for part in _chunks(sorted(set(codes))):
-            stmt = select(MonitorDossierRow).where(MonitorDossierRow.dossier_code.in_(part))
-            found.update((r.dossier_code, r) for r in self.session.execute(stmt).scalars())
+    def _load(self, rows: Rows, stmt: Any, params: dict[str, Any] | None = None) -> list[Record]:
+        return rows.load(self.conn, stmt, params)
+
+    def _by_keys(self, rows: Rows, column: Any, keys: Iterable[Any]) -> list[Record]:
+        found: list[Record] = []
+        for part in _chunks(sorted(set(keys))):
+            found += self._load(rows, select(rows.table).where(column.in_(part)))
         return found
 
-    def save_dossier(
-        self, state: DossierStateChanged, row: MonitorDossierRow | None, *, is_open: bool, now: dt.datetime
-    ) -> MonitorDossierRow:
+    # -- dossiers -----------------------------------------------------------------------------------
+    def dossiers(self, codes: Iterable[str]) -> dict[str, Record]:
+        table = DOSSIERS.table
+        return {r.dossier_code: r for r in self._by_keys(self.dossier_rows, table.c.dossier_code, codes)}
+
+    def save_dossier(self, state: DossierStateChanged, row: Record | None, *, is_open: bool, now: dt.datetime) -> Record:
         """A dossier's row with ``state`` (new, or ``row`` updated); its alert bookkeeping is the caller's."""
         values = {
             "revision": state.revision,
@@ -346,61 +336,44 @@ class Work:
             "ended_on": state.ended_on,
             "updated_at": now,
         }
-        if row is None:
-            row = MonitorDossierRow(dossier_code=state.dossier_code, firing=0, tick_level=None, **values)
-            self.session.add(row)
-        else:
-            for k, v in values.items():
-                setattr(row, k, v)
         self.dossiers_written += 1
+        if row is None:
+            return self.dossier_rows.add(
+                {"dossier_code": state.dossier_code, "firing": 0, "tick_level": None, **values}
+            )
+        vars(row).update(values)
         return row
 
     # -- what the tick reads ----------------------------------------------------------------------------
-    def at_level(self, ticked: Ticked, *, level: int, bound: dt.date, limit: int) -> list[Any]:
+    def at_level(self, ticked: Ticked, *, level: int, bound: dt.date, limit: int) -> list[Record]:
         """Up to ``limit`` rows at ``level`` whose due day reached ``bound``, earliest due first."""
-        found = self.session.execute(ticked.read, {"level": level, "bound": bound, "budget": limit})
-        return [SimpleNamespace(**m) for m in found.mappings()]
+        rows = self.dossier_rows if ticked is DOSSIERS else self.occurrence_rows
+        return self._load(rows, ticked.read, {"level": level, "bound": bound, "budget": limit})
 
-    def unsettled(self, *, limit: int) -> list[Any]:
+    def unsettled(self, *, limit: int) -> list[Record]:
         """Up to ``limit`` dossiers stored while catching up and not settled yet."""
         table = DOSSIERS.table
-        stmt = select(table).where(table.c.tick_level == UNSETTLED).limit(limit)
-        return [SimpleNamespace(**m) for m in self.session.execute(stmt).mappings()]
+        return self._load(self.dossier_rows, select(table).where(table.c.tick_level == UNSETTLED).limit(limit))
 
-    def live_occurrences(self, plan_ids: Sequence[str], *, limit: int) -> list[Any]:
+    def live_occurrences(self, plan_ids: Sequence[str], *, limit: int) -> list[Record]:
         """Up to ``limit`` occurrences of these plans still firing or watched (the closing plans' last settling)."""
-        table = OCCURRENCES.table
-        c = table.c
+        c = OCCURRENCES.table.c
         stmt = (
-            select(table)
+            select(OCCURRENCES.table)
             .where(c.plan_id.in_(list(plan_ids)), or_(c.firing != 0, c.tick_level.is_not(None)))
             .limit(limit)
         )
-        return [SimpleNamespace(**m) for m in self.session.execute(stmt).mappings()]
-
-    def write_back(self, ticked: Ticked, rows: Sequence[Any]) -> None:
-        """The ``mutable`` columns of records read by :meth:`at_level` or :meth:`unsettled`."""
-        if rows:
-            self.session.execute(
-                ticked.write,
-                [
-                    {f"k_{k}": getattr(r, k) for k in ticked.keys} | {f"v_{m}": getattr(r, m) for m in ticked.mutable}
-                    for r in rows
-                ],
-            )
+        return self._load(self.occurrence_rows, stmt)
 
     # -- alerts -------------------------------------------------------------------------------------
-    def alerts(self, keys: Iterable[str]) -> dict[str, AlertRow]:
-        found: dict[str, AlertRow] = {}
-        for part in _chunks(sorted(set(keys))):
-            for row in self.session.execute(select(AlertRow).where(AlertRow.alert_key.in_(part))).scalars():
-                found[row.alert_key] = row
-        return found
+    def alerts(self, keys: Iterable[str]) -> dict[str, Record]:
+        table = AlertRow.__table__
+        return {r.alert_key: r for r in self._by_keys(self.alert_rows, table.c.alert_key, keys)}  # type: ignore[attr-defined]
 
     def save_firing(
         self,
         alert: Alert,
-        row: AlertRow | None,
+        row: Record | None,
         *,
         generation: int,
         now: dt.datetime,
@@ -422,38 +395,39 @@ class Work:
             "expires_at": expires_at,
         }
         if row is None:
-            self.new_alerts.append({"alert_key": alert.alert_key, **values})
+            self.alert_rows.add({"alert_key": alert.alert_key, **values})
         else:
-            for k, v in values.items():
-                setattr(row, k, v)
+            vars(row).update(values)
 
-    def save_resolved(self, row: AlertRow, *, now: dt.datetime) -> None:
+    def save_resolved(self, row: Record, *, now: dt.datetime) -> None:
         row.state = RESOLVED
         row.resolved_at = now
         row.expires_at = None
 
-    def expiring(self, *, now: dt.datetime, limit: int) -> list[AlertRow]:
+    def expiring(self, *, now: dt.datetime, limit: int) -> list[Record]:
         """Up to ``limit`` alerts whose ``expires_at`` has come, earliest first."""
-        stmt = select(AlertRow).where(AlertRow.expires_at <= now).order_by(AlertRow.expires_at).limit(limit)
-        return list(self.session.execute(stmt).scalars())
+        a = AlertRow.__table__.c  # type: ignore[attr-defined]
+        stmt = select(AlertRow.__table__).where(a.expires_at <= now).order_by(a.expires_at).limit(limit)
+        return self._load(self.alert_rows, stmt)
 
     # -- plan occurrences -----------------------------------------------------------------------------
-    def occurrences(self) -> dict[OccurrenceKey, OccurrenceRow]:
-        return {occurrence_key_of(r): r for r in self.session.execute(select(OccurrenceRow)).scalars()}
+    def occurrences(self) -> dict[OccurrenceKey, Record]:
+        return {occurrence_key_of(r): r for r in self._load(self.occurrence_rows, select(OCCURRENCES.table))}
 
-    def occurrence(self, key: OccurrenceKey) -> OccurrenceRow | None:
-        return self.session.get(OccurrenceRow, key)
+    def occurrence(self, key: OccurrenceKey) -> Record | None:
+        return self.occurrence_rows.get(self.conn, key)
 
-    def unpublished_occurrences(self) -> list[OccurrenceRow]:
+    def unpublished_occurrences(self) -> list[Record]:
         """Occurrences whose state was never published (tracked since the last commit)."""
-        return list(self.session.execute(select(OccurrenceRow).where(OccurrenceRow.state.is_(None))).scalars())
+        table = OCCURRENCES.table
+        return self._load(self.occurrence_rows, select(table).where(table.c.state.is_(None)))
 
     def add_occurrence(self, spec: OccurrenceSpec, *, now: dt.datetime) -> None:
-        self.session.add(OccurrenceRow(**field_values(spec), tick_level=0, updated_at=now))
+        self.occurrence_rows.add(OccurrenceRow(**field_values(spec), tick_level=0, updated_at=now).model_dump())
 
-    def delete(self, rows: Iterable[Any]) -> None:
+    def delete_occurrences(self, rows: Iterable[Record]) -> None:
         for row in rows:
-            self.session.delete(row)
+            self.occurrence_rows.delete(row)
 
     # -- plan reports -------------------------------------------------------------------------------------
     def seen_reports(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -462,58 +436,53 @@ class Work:
         cols = tuple_(PlanReportRow.source, PlanReportRow.event_id)
         for part in _chunks(sorted(set(keys))):
             stmt = select(PlanReportRow.source, PlanReportRow.event_id).where(cols.in_(part))
-            seen.update((s, i) for s, i in self.session.execute(stmt))
+            seen.update((s, i) for s, i in self.conn.execute(stmt))
         return seen
 
     def add_report(
         self, source: str, event_id: str, report: PlanTaskReported, *, occ_period: str | None, now: dt.datetime
     ) -> None:
-        self.session.add(
-            PlanReportRow(
-                source=source,
-                event_id=event_id,
-                plan_id=report.plan_id,
-                task_id=report.task_id,
-                agency_code=report.agency_code,
-                period=report.period,
-                occ_period=occ_period,
-                state=report.state,
-                reported_at=report.reported_at,
-                recorded_at=now,
-            )
+        self.report_rows.add(
+            {
+                "source": source,
+                "event_id": event_id,
+                "plan_id": report.plan_id,
+                "task_id": report.task_id,
+                "agency_code": report.agency_code,
+                "period": report.period,
+                "occ_period": occ_period,
+                "state": report.state,
+                "reported_at": report.reported_at,
+                "recorded_at": now,
+            }
         )
 
     def reports_of(self, key: OccurrenceKey) -> list[ReportFacts]:
-        """The reports that apply to one occurrence."""
+        """The reports that apply to one occurrence (as flushed)."""
         r = PlanReportRow
         plan_id, task_id, agency_code, period = key
-        stmt = select(r).where(
+        stmt = select(PlanReportRow.__table__).where(
             r.plan_id == plan_id, r.task_id == task_id, r.agency_code == agency_code, r.occ_period == period
         )
-        return [_report_facts(row) for row in self.session.execute(stmt).scalars()]
+        return [_report_facts(row) for row in self._load(self.report_rows, stmt)]
 
-    def plan_reports(self, plan_ids: Iterable[str]) -> list[PlanReportRow]:
+    def plan_reports(self, plan_ids: Iterable[str]) -> list[Record]:
         """Every stored report of these plans (records: a changed ``occ_period`` is written at the commit)."""
-        out: list[PlanReportRow] = []
-        for part in _chunks(sorted(set(plan_ids))):
-            out += self.session.execute(select(PlanReportRow).where(PlanReportRow.plan_id.in_(part))).scalars()
-        return out
+        table = PlanReportRow.__table__
+        return self._by_keys(self.report_rows, table.c.plan_id, plan_ids)  # type: ignore[attr-defined]
 
     def reports_by_occurrence(self, plan_ids: Iterable[str]) -> dict[OccurrenceKey, list[ReportFacts]]:
-        """The reports of these plans that apply to an occurrence, by occurrence."""
+        """The reports of these plans that apply to an occurrence, by occurrence (as flushed)."""
         out: dict[OccurrenceKey, list[ReportFacts]] = defaultdict(list)
-        for part in _chunks(sorted(set(plan_ids))):
-            stmt = select(PlanReportRow).where(PlanReportRow.plan_id.in_(part), PlanReportRow.occ_period.is_not(None))
-            for r in self.session.execute(stmt).scalars():
-                out[(r.plan_id, r.task_id, r.agency_code, r.occ_period)].append(_report_facts(r))  # type: ignore[index]
+        for r in self.plan_reports(plan_ids):
+            if r.occ_period is not None:
+                out[(r.plan_id, r.task_id, r.agency_code, r.occ_period)].append(_report_facts(r))
         return out
 
     # -- at the commit ------------------------------------------------------------------------------------
     def _write_buffers(self, outbox: Outbox, *, now: dt.datetime) -> None:
-        self.session.flush()
-        if self.new_alerts:
-            self.session.execute(insert(AlertRow.__table__), self.new_alerts)
-        outbox.add(self.session.connection(), self.messages, now=now)
+        self.flush()
+        outbox.add(self.conn, self.messages, now=now)
 
 
 def _reopened_after(report: Table) -> ColumnElement[bool]:
@@ -530,7 +499,7 @@ def _reopened_after(report: Table) -> ColumnElement[bool]:
     )
 
 
-def _report_facts(row: PlanReportRow) -> ReportFacts:
+def _report_facts(row: Any) -> ReportFacts:
     return from_attributes(ReportFacts, row)
 
 
@@ -547,8 +516,8 @@ class MonitorStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Work]:
         """One transaction: what the block did through the :class:`Work`, with its messages, commits at its end."""
-        with Session(self.engine) as session, session.begin():
-            work = Work(session)
+        with self.engine.begin() as conn:
+            work = Work(conn)
             yield work
             work._write_buffers(self.outbox, now=self.clock())
         self.statistics.wrote(work.dossiers_written)

@@ -7,10 +7,33 @@ import datetime as dt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Boolean, Column, Date, DateTime, Float, Integer, MetaData, String, Table, inspect, select, text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.dialects import sqlite
 
-from shared.db import BulkSelect, BulkStatement, Day, StatisticsKeeper, UtcDateTime, add_missing_columns, make_engine
+from shared.db import (
+    BulkSelect,
+    BulkStatement,
+    Day,
+    Rows,
+    StatisticsKeeper,
+    UtcDateTime,
+    add_missing_columns,
+    make_engine,
+)
 
 SQLITE = sqlite.dialect()
 CORE_DATETIME = DateTime(timezone=True).dialect_impl(SQLITE)
@@ -27,7 +50,7 @@ def test_sqlite_day_text_is_what_core_writes_and_reads(day: dt.date) -> None:
 
 @settings(max_examples=300)
 @given(moment=st.datetimes(min_value=dt.datetime(1000, 1, 2), max_value=dt.datetime(9999, 12, 30),
-                           timezones=st.sampled_from([dt.timezone.utc, dt.timezone(dt.timedelta(hours=7)),
+                           timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=7)),
                                                       dt.timezone(dt.timedelta(hours=-5, minutes=-30))])))
 def test_sqlite_text_is_what_core_writes_and_reads(moment: dt.datetime) -> None:
     """UtcDateTime's own SQLite processors against SQLAlchemy's DATETIME ones."""
@@ -35,10 +58,10 @@ def test_sqlite_text_is_what_core_writes_and_reads(moment: dt.datetime) -> None:
     core_bind = CORE_DATETIME.bind_processor(SQLITE)
     core_result = CORE_DATETIME.result_processor(SQLITE, None)
     stored = ours.bind_processor(SQLITE)(moment)
-    assert stored == core_bind(moment.astimezone(dt.timezone.utc))
+    assert stored == core_bind(moment.astimezone(dt.UTC))
     back = ours.result_processor(SQLITE, None)(stored)
     assert back == moment and back.utcoffset() == dt.timedelta(0)
-    assert back == core_result(stored).replace(tzinfo=dt.timezone.utc)
+    assert back == core_result(stored).replace(tzinfo=dt.UTC)
 
 
 def test_aware_datetimes_round_trip_in_utc(database_url: str) -> None:
@@ -99,7 +122,7 @@ def test_bulk_statement_stores_what_core_stores(database_url: str) -> None:
     rows = [
         (1, dt.datetime(2026, 11, 27, 17, 30, 0, 5, tzinfo=ict), dt.date(2026, 11, 27), True, 0.5, "một"),
         (2, None, None, None, None, None),
-        (3, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), dt.date(2025, 12, 31), False, 2.0, "x"),
+        (3, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.date(2025, 12, 31), False, 2.0, "x"),
     ]
     names = [c.name for c in core.columns]
     statement = BulkStatement(bulk.insert(), names, engine.dialect)
@@ -150,10 +173,10 @@ def test_sqlite_datetime_text_is_cores_for_the_same_instant() -> None:
     process = UtcDateTime().bind_processor(SQLITE)
     core_bind = CORE_DATETIME.bind_processor(SQLITE)
     a = dt.datetime(2026, 11, 27, 8, 0, 0, 1, tzinfo=dt.timezone(dt.timedelta(hours=7)))
-    same_instant = a.astimezone(dt.timezone.utc)
-    b = dt.datetime(2026, 11, 28, 8, 0, tzinfo=dt.timezone.utc)
+    same_instant = a.astimezone(dt.UTC)
+    b = dt.datetime(2026, 11, 28, 8, 0, tzinfo=dt.UTC)
     values = [a, a, same_instant, b, None, b, a]
-    assert [process(v) for v in values] == [None if v is None else core_bind(v.astimezone(dt.timezone.utc))
+    assert [process(v) for v in values] == [None if v is None else core_bind(v.astimezone(dt.UTC))
                                             for v in values]
     assert process(a) == process(same_instant) != process(b)
     for _ in range(2):
@@ -221,4 +244,50 @@ def test_a_background_checkpoint_copies_the_wal_back_and_no_transaction_does(tmp
     while path.stat().st_size <= before and time.monotonic() < deadline:  # the rows reach the database file
         time.sleep(0.05)
     assert path.stat().st_size > before
+    engine.dispose()
+
+
+def _rows_table(meta: MetaData) -> Table:
+    return Table(
+        "t_rows", meta,
+        Column("a", String(8), primary_key=True), Column("b", Integer, primary_key=True),
+        Column("n", Integer), Column("at", UtcDateTime),
+    )
+
+
+def test_rows_write_what_changed_added_and_deleted_at_the_flush(database_url: str) -> None:
+    engine = make_engine(database_url)
+    meta = MetaData()
+    table = _rows_table(meta)
+    meta.drop_all(engine)
+    meta.create_all(engine)
+    at = dt.datetime(2026, 12, 2, 4, 0, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"a": "x", "b": i, "n": i, "at": at} for i in range(4)])
+
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2].split()[0].upper()))
+    with engine.begin() as conn:
+        rows = Rows(table)
+        read = rows.load(conn, select(table).where(table.c.b < 3).order_by(table.c.b))
+        assert [r.n for r in read] == [0, 1, 2]
+        assert rows.load(conn, select(table).where(table.c.b == 1))[0] is read[1]  # one record a row
+        assert rows.get(conn, ("x", 2)) is read[2] and rows.get(conn, ("x", 9)) is None
+        read[1].n = 10  # changed
+        read[2].n = 2  # set to what it was: not written
+        rows.delete(read[0])
+        new = rows.add({"a": "y", "b": 0, "n": 5, "at": None})
+        assert rows.get(conn, ("y", 0)) is new and rows.get(conn, ("x", 0)) is None
+        gone = rows.add({"a": "z", "b": 0, "n": 6, "at": None})
+        rows.delete(gone)  # added then deleted: never written
+        statements.clear()
+        assert rows.flush(conn) == 3
+        assert sorted(statements) == ["DELETE", "INSERT", "UPDATE"]  # one statement a kind of write
+        statements.clear()
+        assert rows.flush(conn) == 0 and statements == []  # nothing changed since
+        new.n = 7
+        assert rows.flush(conn) == 1  # an added row, flushed, is tracked like one read
+    with engine.connect() as conn:
+        stored = conn.execute(select(table.c.a, table.c.b, table.c.n, table.c.at).order_by(table.c.a, table.c.b)).all()
+    assert [tuple(r) for r in stored] == [("x", 1, 10, at), ("x", 2, 2, at), ("x", 3, 3, at), ("y", 0, 7, None)]
     engine.dispose()
