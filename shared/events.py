@@ -167,6 +167,7 @@ AlertKind = Literal[
     "kpi_below_target",
     "deadletter",
     "unknown_agency",
+    "operator_alert",  # Prometheus's alerts, handed over by Alertmanager to the notifier's receiver
 ]
 ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
 

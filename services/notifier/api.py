@@ -67,6 +67,18 @@ def alert_json(alert: AlertRecord, ack: Acknowledgement | None) -> dict[str, Any
             "starts_at": alert.starts_at.isoformat(), "acknowledged": ack_json(ack if holds(ack, alert) else None)}
 
 
+def trusted_caller(request: Request, token: str | None) -> bool:
+    """A caller that sends ``Authorization: Bearer <token>`` when a token is set, else a client on this machine."""
+    if token is not None:
+        sent = request.headers.get("authorization", "")
+        return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(kw_only=True, eq=False)
 class AckApi:
     store: Store
@@ -105,14 +117,7 @@ class AckApi:
 
     def _trusted(self, request: Request) -> bool:
         """The web page's back end: the API token when one is set, else a client on this machine."""
-        if self.api_token is not None:
-            sent = request.headers.get("authorization", "")
-            return hmac.compare_digest(sent.encode(), f"Bearer {self.api_token}".encode())
-        host = request.client.host if request.client else ""
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return trusted_caller(request, self.api_token)
 
     def _record(self, alert_key: str, official: str, kind: str, note: str, via: str) -> Acknowledgement:
         return acknowledge(self.store, self.directory, alert_key=alert_key, official_id=official, kind=kind,

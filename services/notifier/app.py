@@ -8,6 +8,7 @@ Nothing connects before the app's lifespan starts.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from fastapi import FastAPI
@@ -15,7 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from services.notifier import handlers
 from services.notifier.ack import AckLinks, load_secret
-from services.notifier.api import AckApi
+from services.notifier.alertmanager import AlertmanagerReceiver
+from services.notifier.api import AckApi, trusted_caller
 from services.notifier.config import load_directory
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.notify import Channel
@@ -66,8 +68,9 @@ def create_app(
     settings = settings or NotifierSettings()
     directory = load_directory(settings.directory_path(), agencies=AgencySettings().load())
     if not directory.technical_desk:
-        log.warning("no technical desk in the directory: unknown_agency alerts and alerts for agency codes outside "
-                    "the agency directory reach nobody (set technical_desk, or a deadletter route to an official)")
+        log.warning("no technical desk in the directory: unknown_agency alerts, Alertmanager's operator alerts and "
+                    "alerts for agency codes outside the agency directory reach nobody (set technical_desk, or a "
+                    "deadletter route to an official)")
     missing = [o.id for o in directory.officials.values()
                if o.webhook and not settings.webhook_secret_for(o.id)]
     if missing:
@@ -106,11 +109,15 @@ def create_app(
     service.every(settings.delivery_interval, notifier.relay.once, name="outbox", wake=notifier.relay.wake)
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     api = AckApi(store=store, directory=directory, secret=secret, clock=clock, api_token=token)
+    am_token = settings.alertmanager_token_value()
+    receiver = AlertmanagerReceiver(record=notifier.receive, agency_code=directory.district_code, clock=clock,
+                                    trusted=functools.partial(trusted_caller, token=am_token))
     app = service.app(
         title="parwatch notifier",
         description="Routes tthc.alerts to the right officials, once, in Vietnamese (SMTP, webhook, log); "
-                    "officials acknowledge alerts here (/ack, /alerts).",
-        extra_routes=[api.router()],
+                    "officials acknowledge alerts here (/ack, /alerts); Alertmanager hands over Prometheus's "
+                    "alerts for the technical desk (/alertmanager).",
+        extra_routes=[api.router(), receiver.router()],
     )
     app.state.notifier = notifier
     app.state.store = store

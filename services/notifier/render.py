@@ -96,6 +96,13 @@ KINDS: Mapping[str, KindText] = {
         "Kiểm tra mã đơn vị trong hệ thống gửi dữ liệu, hoặc bổ sung đơn vị vào danh mục đơn vị; xem danh sách mã "
         "bằng lệnh: parwatch agencies unknown.",
     ),
+    "operator_alert": KindText(
+        "cảnh báo vận hành hệ thống",
+        "Cảnh báo vận hành hệ thống: {ref}",
+        "Kiểm tra và khắc phục sự cố của hệ thống parwatch theo nội dung cảnh báo trước ngày {due}.",
+        "Kiểm tra và khắc phục sự cố của hệ thống parwatch theo nội dung cảnh báo (Prometheus, Alertmanager, các "
+        "dịch vụ parwatch); cảnh báo tự kết thúc khi Prometheus thấy hệ thống trở lại bình thường.",
+    ),
 }
 #: The summary shown for an alert whose agency is outside the directory (its own may carry the code).
 UNKNOWN_AGENCY_SUMMARY = (

@@ -2,6 +2,8 @@
 
 * :meth:`NotifierService.record` (the ``tthc.alerts`` handler's call) stores
   alert events, deduplicated on (source, id); the batch is acked after commit.
+  Alertmanager's receiver (``alertmanager``) records through the same
+  :meth:`NotifierService.receive`.
 * :meth:`NotifierService.tick` asks the pure ``plan_dispatch`` what to send at
   ``now`` and stores the plan with its notices in one transaction: each
   notice is a message of the shared outbox (:class:`Notice`: one receiver,
@@ -148,6 +150,11 @@ class NotifierService:
     async def record(self, received: Sequence[Received[AlertEvent]]) -> list[Outcome]:
         events = [IncomingAlert(source=r.event.source, event_id=r.event.id, type=r.event.type, alert=r.event.data)
                   for r in received]
+        fresh = await self.receive(events)
+        return [Outcome.ACCEPTED if new else Outcome.DUPLICATE for new in fresh]
+
+    async def receive(self, events: Sequence[IncomingAlert]) -> list[bool]:
+        """Record alert events from any door (``tthc.alerts``, Alertmanager's receiver); True for the new ones."""
         async with self._lock:
             fresh = await asyncio.to_thread(self.store.record_alerts, events, now=self.clock())
         for ev, new in zip(events, fresh, strict=True):
@@ -156,7 +163,7 @@ class NotifierService:
             log.info("alert %s key=%s kind=%s agency=%s", "recorded" if new else "duplicate",
                      escape_text(ev.alert.alert_key, limit=300), escape_text(ev.alert.kind, limit=80),
                      self.directory.agency_label(ev.alert.agency_code))
-        return [Outcome.ACCEPTED if new else Outcome.DUPLICATE for new in fresh]
+        return fresh
 
     # -- dispatching ------------------------------------------------------------------
     def channels_for(self, official: Official) -> list[str]:

@@ -85,6 +85,11 @@ class NotifierSettings(BaseSettings):
         description="bearer token the web page's back end sends to POST /alerts/{key}/ack; without it, only clients"
                     " on this machine (loopback) may acknowledge through the JSON API",
     )
+    alertmanager_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token Alertmanager sends to POST /alertmanager (its webhook's credentials_file);"
+                    " without it, the API token, else only clients on this machine (loopback)",
+    )
 
     # -- SMTP ------------------------------------------------------------------------
     smtp_host: str | None = Field(default=None, description="no host: e-mail notices go to the log channel")
@@ -154,6 +159,11 @@ class NotifierSettings(BaseSettings):
     def delivery_backoff(self) -> Backoff:
         """The outbox relay's delay before a notice a channel refused is tried again."""
         return Backoff(first=self.retry_first_delay.total_seconds(), cap=self.retry_max_delay.total_seconds())
+
+    def alertmanager_token_value(self) -> str | None:
+        """The token of Alertmanager's receiver: its own, else the API token, else none (loopback only)."""
+        token = self.alertmanager_token if self.alertmanager_token is not None else self.api_token
+        return token.get_secret_value() if token is not None else None
 
     def ack_secret_value(self) -> bytes | None:
         return self.ack_secret.get_secret_value().encode() if self.ack_secret is not None else None

@@ -23,10 +23,15 @@ AlertState = Literal["firing", "resolved"]
 
 #: Alert kinds from the most to the least urgent (the order of a notice's lines).
 KIND_ORDER: tuple[str, ...] = ("dossier_overdue", "dossier_apology_due", "dossier_due_soon", "plan_task_overdue",
-                               "plan_task_due_soon", "kpi_below_target", "deadletter", "unknown_agency")
+                               "plan_task_due_soon", "kpi_below_target", "deadletter", "unknown_agency",
+                               "operator_alert")
 
 #: Events named a unit outside the agency directory: for the technical desk only, never for leaders.
 UNKNOWN_AGENCY_KIND = "unknown_agency"
+#: Prometheus's alerts on parwatch itself, handed over by Alertmanager: for the technical desk only.
+OPERATOR_ALERT_KIND = "operator_alert"
+#: Kinds that only the technical desk hears of, whatever the routes say.
+DESK_KINDS: frozenset[str] = frozenset({UNKNOWN_AGENCY_KIND, OPERATOR_ALERT_KIND})
 
 #: Escalation levels of an assignment: routed, to the head, to district leadership.
 LEVEL_ROUTED, LEVEL_HEAD, LEVEL_LEADERSHIP = 0, 1, 2

@@ -6,12 +6,13 @@ nobody in that role, the next level up hears of it instead (officer -> head ->
 district leadership), so an alert is never routed into a void. Like
 Alertmanager, the first matching route wins unless it says ``continue``.
 
-Two kinds of alerts never take that path (:func:`restricted`): an
-``unknown_agency`` alert, and any alert whose agency is outside the agency
-directory. Nobody in the district answers for such a code, and the code
-came from outside: they go to the technical desk
-(``Directory.technical_desk``) alone, never up the chain to leaders, and are
-never escalated.
+Some alerts never take that path (:func:`restricted`): an ``unknown_agency``
+alert, any alert whose agency is outside the agency directory (nobody in the
+district answers for such a code, and the code came from outside), and an
+``operator_alert`` (Prometheus's alerts on parwatch itself, from
+Alertmanager: the system's health is the desk's job, not an agency's). They
+go to the technical desk (``Directory.technical_desk``) alone, never up the
+chain to leaders, and are never escalated.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.notifier.domain.model import (
+    DESK_KINDS,
     LEVEL_ROUTED,
     ROLES,
-    UNKNOWN_AGENCY_KIND,
     AlertRecord,
     Directory,
     Official,
@@ -71,8 +72,9 @@ def matching_routes(directory: Directory, alert: AlertRecord) -> list[Route]:
 
 
 def restricted(directory: Directory, alert: AlertRecord) -> bool:
-    """For the technical desk only: an ``unknown_agency`` alert, or an alert of a code outside the directory."""
-    return alert.kind == UNKNOWN_AGENCY_KIND or not directory.knows(alert.agency_code)
+    """For the technical desk only: an ``unknown_agency`` or ``operator_alert`` alert, or an alert of a code outside
+    the directory."""
+    return alert.kind in DESK_KINDS or not directory.knows(alert.agency_code)
 
 
 def desk_targets(directory: Directory, alert: AlertRecord) -> list[Target]:
