@@ -20,8 +20,8 @@ import datetime as dt
 import functools
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from shared import rules
@@ -180,6 +180,9 @@ class DossierFacts:
     #: Whether the dossier was seen under more than one agency (its snapshots named several agency codes):
     #: set by the store, which alone sees the previous snapshot; None: stored before scoring kept it.
     inter_agency: bool | None = None
+    #: The snapshot's event time: the latest ``occurred_at`` of the events of the batch behind it (dossier_tracker).
+    #: None: not known (a fact of an older tracker, or stored before scoring kept it).
+    occurred_at: dt.datetime | None = None
 
     @classmethod
     def from_state(cls, state: DossierStateChanged) -> DossierFacts:
@@ -239,7 +242,7 @@ FLAG_FIGURES = {
     "synced_national": ("synced", "sync_reported"),
 }
 #: Bumped when what a record contributes changes: the aggregates are then rebuilt at start (``ScoringStore``).
-CONTRIBUTIONS_VERSION = "2"
+CONTRIBUTIONS_VERSION = "3"
 
 
 def known_flags(f: DossierFacts) -> list[str]:
@@ -271,6 +274,101 @@ def dossier_contributions(f: DossierFacts, weight: int = 1) -> Counter[CellKey]:
         name = ENDED_FIGURE.get(f.timeliness, "ended_unclassified")
         for key in period_keys(f.ended_on):
             out[(key, agency, name)] += weight
+    return out
+
+
+
+# -- closed periods: a dossier's state at the end of a past day ----------------------------------------
+
+#: ``valid_from`` of a snapshot whose event time is unknown (and of those before it): it stands for any past day.
+SINCE_EVER = dt.date.min
+#: ``valid_to`` of the latest snapshot: it stands until a later one comes.
+FOREVER = dt.date(9999, 12, 31)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One snapshot of a dossier's history and the days at whose end it was the dossier's state:
+    ``valid_from <= day < valid_to`` (an empty span when a later snapshot took effect the same day)."""
+
+    facts: DossierFacts
+    valid_from: dt.date
+    valid_to: dt.date
+
+    def holds_at(self, day: dt.date) -> bool:
+        return self.valid_from <= day < self.valid_to
+
+    @property
+    def ever_holds(self) -> bool:
+        return self.valid_from < self.valid_to
+
+
+def dossier_history(snapshots: Iterable[DossierFacts]) -> list[HistoryEntry]:
+    """A dossier's snapshots by revision, each with the days it is the dossier's state at.
+
+    Snapshot ``r`` (the fold of the dossier's first ``r`` events) takes effect on the local day of the latest event
+    time among snapshots ``2..r``: from then on every event it follows from had occurred. The first snapshot stands
+    for every day before the second takes effect: before its own event time the dossier is what its dates say (not
+    yet received before its receipt day, open before its end day, not paused before its pause began), since one
+    snapshot may fold a dossier's events of several months (a backfill sends them in one batch). A snapshot without
+    an event time (an older tracker's, or one stored before scoring kept it) takes effect as early as the one before
+    it. The inter-agency flag of each snapshot is recomputed from the agencies named up to it (sticky, as for the
+    latest). One snapshot per revision: a second copy of a revision is the same fact delivered again.
+    """
+    ordered = sorted({f.revision: f for f in snapshots}.values(), key=lambda f: f.revision)
+    starts: list[dt.date] = []
+    flagged: list[DossierFacts] = []
+    running = SINCE_EVER
+    agencies: set[str] = set()
+    inter = False
+    for i, f in enumerate(ordered):
+        if f.occurred_at is not None and i > 0:
+            running = max(running, local_date(f.occurred_at))
+        agencies.add(f.agency_code)
+        inter = inter or bool(f.inter_agency) or len(agencies) > 1
+        starts.append(running)
+        flagged.append(f if f.inter_agency == inter else replace(f, inter_agency=inter))
+    ends = [*starts[1:], FOREVER]
+    return [HistoryEntry(f, start, end) for f, start, end in zip(flagged, starts, ends, strict=True)]
+
+
+def state_at(history: Sequence[HistoryEntry], day: dt.date) -> DossierFacts | None:
+    """The dossier's state at the end of ``day``: the snapshot of the events that had occurred by then, or the
+    first snapshot (whose dates say what of it had happened by then). None only for an empty history."""
+    for entry in reversed(history):
+        if entry.holds_at(day):
+            return entry.facts
+    return None
+
+
+def history_contributions(history: Sequence[HistoryEntry], weight: int = 1) -> Counter[CellKey]:
+    """The (period, agency, figure) counts of a dossier with a history: each period counts the dossier as it
+    stood at the period's last day (received there, ended there, flags as known then).
+
+    A period whose last day is at or after the latest snapshot's day (every running period) counts the latest
+    snapshot, as :func:`dossier_contributions` does; a closed period counts the snapshot of the events that occurred
+    by its end, so an event that occurred after it cannot change it. A period counts only what falls in it (received
+    or ended there), so a snapshot's later dates never count in an earlier period.
+    """
+    if not history:
+        return Counter()
+    latest = history[-1]
+    periods: set[Period] = set()
+    for entry in history:
+        if entry.ever_holds:
+            for day in (entry.facts.receipt_day, entry.facts.ended_on):
+                if day is not None:
+                    periods.update(Period.containing(day, kind) for kind in PERIOD_KINDS)
+    if all(latest.valid_from <= p.end for p in periods):
+        return dossier_contributions(latest.facts, weight)  # every period ends after the latest snapshot
+    out: Counter[CellKey] = Counter()
+    for p in periods:
+        state = state_at(history, p.end)
+        if state is None:
+            continue
+        for cell, n in dossier_contributions(state, weight).items():
+            if cell[0] == p.key:
+                out[cell] += n
     return out
 
 

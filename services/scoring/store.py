@@ -79,14 +79,18 @@ from services.scoring.alerts import AlertRecord, Evaluation, Transition
 from services.scoring.domain import (
     CONTRIBUTIONS_VERSION,
     CRITERIA,
+    FOREVER,
     NO_DUE_DAY,
+    SINCE_EVER,
     CellKey,
     DossierFacts,
+    HistoryEntry,
     OpenKey,
     Period,
     RatingFacts,
     TaskFacts,
-    dossier_contributions,
+    dossier_history,
+    history_contributions,
     is_overdue,
     open_key,
     open_mode,
@@ -106,17 +110,18 @@ Record = TypeVar("Record")
 Latest = TypeVar("Latest", RatingFacts, TaskFacts)  # a record of which the latest wins (``supersedes``)
 
 
-def _columns_of(facts: type, *, key: str, lengths: Mapping[str, int]) -> type[SQLModel]:
+def _columns_of(facts: type, *, key: str | tuple[str, ...], lengths: Mapping[str, int]) -> type[SQLModel]:
     """A SQLModel base with one column per field of the dataclass ``facts``: same names, types, defaults, order.
 
     A table built on it stores the facts as the domain defines them. What a field's type does not say of its
-    column: ``key``, the primary key; ``lengths``, the string columns' lengths. Every instant is a ``UtcDateTime``.
+    column: ``key``, the primary key (one column or several); ``lengths``, the string columns' lengths. Every
+    instant is a ``UtcDateTime``.
     """
     hints = get_type_hints(facts)
     namespace: dict[str, Any] = {"__module__": __name__, "__annotations__": {}}
     for f in fields(facts):
         hint = namespace["__annotations__"][f.name] = hints[f.name]
-        spec: dict[str, Any] = {"primary_key": True} if f.name == key else {}
+        spec: dict[str, Any] = {"primary_key": True} if f.name in ((key,) if isinstance(key, str) else key) else {}
         if f.name in lengths:
             spec["max_length"] = lengths[f.name]
         if dt.datetime in (get_args(hint) or (hint,)):
@@ -145,9 +150,11 @@ def _to_row(facts: Any, *, but: Collection[str] = (), **extra: Any) -> dict[str,
     return {n: getattr(facts, n) for n in _field_names(type(facts)) if n not in but} | extra
 
 
+_DOSSIER_LENGTHS = {"dossier_code": 64, "agency_code": 64, "timeliness": 16, "field_code": 64}
+
+
 class DossierRow(  # type: ignore[misc]
-    _columns_of(DossierFacts, key="dossier_code", lengths={"dossier_code": 64, "agency_code": 64, "timeliness": 16,
-                                                         "field_code": 64}),
+    _columns_of(DossierFacts, key="dossier_code", lengths=_DOSSIER_LENGTHS),
     table=True,
 ):
     """A dossier's facts (a column per field of DossierFacts) and when they were stored."""
@@ -159,6 +166,20 @@ class DossierRow(  # type: ignore[misc]
     )
 
     updated_at: dt.datetime = Field(sa_type=UtcDateTime)
+
+
+class DossierFactRow(  # type: ignore[misc]
+    _columns_of(DossierFacts, key=("dossier_code", "revision"), lengths=_DOSSIER_LENGTHS),
+    table=True,
+):
+    """One snapshot of a dossier's history (a column per field of DossierFacts) and the days at whose end it was
+    the dossier's state, ``valid_from <= day < valid_to`` (``domain.dossier_history``): closed periods read these."""
+
+    __tablename__ = "scoring_dossier_fact"
+    __table_args__ = (Index("ix_scoring_dossier_fact_ended", "ended_on"),)
+
+    valid_from: dt.date
+    valid_to: dt.date
 
 
 class RatingRow(SQLModel, table=True):
@@ -239,13 +260,14 @@ def _t(model: type[SQLModel]) -> Table:
 
 
 DOSSIER = _t(DossierRow)
+FACT = _t(DossierFactRow)
 RATING = _t(RatingRow)
 TASK = _t(PlanTaskRow)
 PERIOD_COUNT = _t(PeriodCountRow)
 OPEN_COUNT = _t(OpenCountRow)
 ALERT = _t(AlertRow)
 META = _t(MetaRow)
-TABLES = [DOSSIER, RATING, TASK, PERIOD_COUNT, OPEN_COUNT, ALERT, META]
+TABLES = [DOSSIER, FACT, RATING, TASK, PERIOD_COUNT, OPEN_COUNT, ALERT, META]
 AGGREGATES = [PERIOD_COUNT, OPEN_COUNT]
 OUTBOX = outbox_table("scoring", SQLModel.metadata)
 
@@ -266,7 +288,8 @@ Decide = Callable[[dict[str, AlertRecord]], tuple[Evaluation, Sequence[Message]]
 
 def create_schema(engine: Engine, *, now: dt.datetime | None = None) -> None:
     SQLModel.metadata.create_all(engine, tables=TABLES)
-    add_missing_columns(engine, DOSSIER)  # field_code, inter_agency: NULL (not known) in rows stored before
+    # field_code, inter_agency, occurred_at: NULL (not known) in rows stored before
+    add_missing_columns(engine, DOSSIER)
     if "recorded_at" in add_missing_columns(engine, RATING):
         # Ratings stored before the column: stored by now at the latest, which is all the retention needs.
         with engine.begin() as conn:
@@ -323,45 +346,84 @@ class ScoringStore:
 
     # -- write side ----------------------------------------------------------------------
     def apply_states(self, states: Sequence[DossierFacts], *, now: dt.datetime) -> list[bool]:
-        """Keep each dossier's highest revision; returns per item whether it changed the store."""
+        """Keep each dossier's highest revision, and every snapshot in its history; returns per item whether it
+        changed the store (the latest state, or the state at the end of some past day)."""
         best: dict[str, DossierFacts] = {}
         agencies: dict[str, set[str]] = defaultdict(set)  # every agency a dossier's snapshots named
+        given: dict[str, dict[int, DossierFacts]] = defaultdict(dict)  # each dossier's snapshots, one per revision
         for f in states:
             agencies[f.dossier_code].add(f.agency_code)
+            given[f.dossier_code].setdefault(f.revision, f)
             if f.dossier_code not in best or f.revision > best[f.dossier_code].revision:
                 best[f.dossier_code] = f
         changed: set[str] = set()
+        new_snapshots: set[tuple[str, int]] = set()  # (code, revision) of a snapshot that is a state at some day
         flagged: list[dict[str, object]] = []  # older snapshots that only tell of another agency
         with Session(self.engine) as session, session.begin():
             codes = sorted(best)
             old = {r.dossier_code: r for r in self._locked(session, DOSSIER, [DOSSIER.c.dossier_code], codes)}
+            stored = self._histories(session, codes)
             cells: Counter[CellKey] = Counter()
             opens: Counter[OpenKey] = Counter()
             inserts: list[dict[str, object]] = []
             updates: list[dict[str, object]] = []
+            fact_inserts: list[dict[str, object]] = []
+            fact_updates: list[dict[str, object]] = []
             for code in codes:
                 prev_row = old.get(code)
+                history = stored.get(code, [])
+                if not history and prev_row is not None:  # stored before scoring kept histories: its latest
+                    history = [HistoryEntry(_from_row(DossierFacts, prev_row), SINCE_EVER, FOREVER)]
+                    fact_inserts.append(_fact_row(history[0]))
+                known = {e.facts.revision: e for e in history}
+                fresh = [f for r, f in sorted(given[code].items()) if r not in known]
+                if fresh:
+                    grown = dossier_history([*(e.facts for e in history), *fresh])
+                    cells.subtract(history_contributions(history))
+                    cells.update(history_contributions(grown))
+                    for entry in grown:
+                        was = known.get(entry.facts.revision)
+                        if was is None:
+                            fact_inserts.append(_fact_row(entry))
+                            if entry.ever_holds:
+                                new_snapshots.add((code, entry.facts.revision))
+                        elif was != entry:
+                            fact_updates.append(_fact_row(entry))
                 new = _with_inter_agency(best[code], prev_row, agencies[code])
                 if prev_row is not None and prev_row.revision >= new.revision:
                     if new.inter_agency and not prev_row.inter_agency:
                         flagged.append({"dossier_code": code, "inter_agency": True})
                     continue
-                if prev_row is not None:
-                    prev = _from_row(DossierFacts, prev_row)
-                    cells.subtract(dossier_contributions(prev))
-                    if (k := open_key(prev)) is not None:
-                        opens[k] -= 1
-                cells.update(dossier_contributions(new))
+                if prev_row is not None and (k := open_key(_from_row(DossierFacts, prev_row))) is not None:
+                    opens[k] -= 1
                 if (k := open_key(new)) is not None:
                     opens[k] += 1
                 (inserts if prev_row is None else updates).append(_to_row(new, updated_at=now))
                 changed.add(code)
             self._write_rows(session, DOSSIER, inserts=inserts, updates=updates, key=["dossier_code"])
             self._write_rows(session, DOSSIER, inserts=[], updates=flagged, key=["dossier_code"])
+            self._write_rows(session, FACT, inserts=fact_inserts, updates=fact_updates,
+                             key=["dossier_code", "revision"])
             self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
             self._bump(session, OPEN_COUNT, opens, key=["agency_code", "due_day", "mode"])
         self.statistics.wrote(len(changed))
-        return [f.dossier_code in changed and best[f.dossier_code] is f for f in states]
+        seen: set[tuple[str, int]] = set()
+        out: list[bool] = []
+        for f in states:
+            first = (f.dossier_code, f.revision) not in seen and given[f.dossier_code][f.revision] is f
+            seen.add((f.dossier_code, f.revision))
+            latest = f.dossier_code in changed and best[f.dossier_code] is f
+            out.append(first and (latest or (f.dossier_code, f.revision) in new_snapshots))
+        return out
+
+    def _histories(self, session: Session, codes: Sequence[str]) -> dict[str, list[HistoryEntry]]:
+        """The stored histories of ``codes`` (read under the lock their dossier rows hold), each by revision."""
+        out: dict[str, list[HistoryEntry]] = defaultdict(list)
+        for part in _chunks(list(codes)):
+            stmt = select(FACT).where(FACT.c.dossier_code.in_(part)).order_by(FACT.c.dossier_code, FACT.c.revision)
+            for row in session.execute(stmt):
+                out[row.dossier_code].append(_history_entry(row))
+        return out
 
     def apply_ratings(self, ratings: Sequence[RatingFacts]) -> list[bool]:
         """Keep each dossier's latest rating; returns per item whether it changed the store."""
@@ -466,10 +528,12 @@ class ScoringStore:
 
     # -- rebuild ---------------------------------------------------------------------------
     def rebuild(self) -> RebuildResult:
-        """Recompute every aggregate from the stored dossiers, ratings and task states."""
+        """Recompute every aggregate from the stored dossiers (their histories), ratings and task states."""
+        self.seed_histories()
         with Session(self.engine) as session, session.begin():
             if self.dialect == "postgresql":
-                session.execute(text("LOCK TABLE scoring_dossier, scoring_rating, scoring_plan_task IN SHARE MODE"))
+                session.execute(text("LOCK TABLE scoring_dossier, scoring_dossier_fact, scoring_rating,"
+                                     " scoring_plan_task IN SHARE MODE"))
                 session.execute(text("LOCK TABLE scoring_period_count, scoring_open_count IN EXCLUSIVE MODE"))
             # Delete first: on SQLite this takes the write lock before anything is read. Periods before the
             # retention's boundary stay: the rows they were counted from are gone (module docstring).
@@ -514,6 +578,18 @@ class ScoringStore:
             session.execute(upsert.on_conflict_do_update(index_elements=["key"], set_={"value": CONTRIBUTIONS_VERSION}))
         return result
 
+    def seed_histories(self) -> int:
+        """Dossiers stored before scoring kept histories get one: their latest snapshot, standing for any past
+        day (their closed periods count as before, from the latest state, until a new snapshot comes)."""
+        names = [c.name for c in FACT.columns if c.name not in ("valid_from", "valid_to")]
+        source = select(
+            *(DOSSIER.c[n] for n in names),
+            bindparam("since", SINCE_EVER, type_=FACT.c.valid_from.type),
+            bindparam("until", FOREVER, type_=FACT.c.valid_to.type),
+        ).where(~select(FACT.c.dossier_code).where(FACT.c.dossier_code == DOSSIER.c.dossier_code).exists())
+        with self.engine.begin() as conn:
+            return int(conn.execute(insert(FACT).from_select([*names, "valid_from", "valid_to"], source)).rowcount)
+
     @staticmethod
     def _pruned_before(session: Session) -> str | None:
         """The first period key (a year, ``"2026"``) the stored rows still count in full, if the retention ran."""
@@ -531,10 +607,12 @@ class ScoringStore:
         old_rating = (RATING.c.recorded_at < quiet_since) & (RATING.c.rated_at < midnight)
         self._mark_pruned_before(boundary.year, dossiers=(DOSSIER.c.updated_at < quiet_since) & counted_before,
                                  ratings=old_rating)
-        return {
-            DOSSIER.name: delete_chunk(self.engine, DOSSIER, old_dossier, limit=retention.chunk),
-            RATING.name: delete_chunk(self.engine, RATING, old_rating, limit=retention.chunk),
-        }
+        deleted = {DOSSIER.name: delete_chunk(self.engine, DOSSIER, old_dossier, limit=retention.chunk)}
+        # A dossier's history goes with its row (those of dossiers pruned in an earlier pass too).
+        orphan = ~select(DOSSIER.c.dossier_code).where(DOSSIER.c.dossier_code == FACT.c.dossier_code).exists()
+        deleted[FACT.name] = delete_chunk(self.engine, FACT, orphan, limit=retention.chunk)
+        deleted[RATING.name] = delete_chunk(self.engine, RATING, old_rating, limit=retention.chunk)
+        return deleted
 
     def _mark_pruned_before(self, year: int, *, dossiers: Any, ratings: Any) -> None:
         """Before a row counted in a figure goes: from then on, ``rebuild`` leaves the periods before ``year``."""
@@ -553,15 +631,35 @@ class ScoringStore:
         cells: Counter[CellKey] = Counter()
         opens: Counter[OpenKey] = Counter()
         sig = [
-            DOSSIER.c.agency_code, DOSSIER.c.counted, DOSSIER.c.receipt_day, DOSSIER.c.ended_on, DOSSIER.c.timeliness,
-            DOSSIER.c.channel, DOSSIER.c.online_payment, DOSSIER.c.digitized, DOSSIER.c.synced_national,
+            FACT.c.agency_code, FACT.c.counted, FACT.c.receipt_day, FACT.c.ended_on, FACT.c.timeliness,
+            FACT.c.channel, FACT.c.online_payment, FACT.c.digitized, FACT.c.synced_national,
         ]
+        # Dossiers whose history is one snapshot: grouped by what their contribution depends on (with the day the
+        # snapshot took effect: a closed period before it does not count the dossier), so Python sees few rows.
+        alone = (
+            select(FACT.c.dossier_code).group_by(FACT.c.dossier_code).having(func.count() == 1).scalar_subquery()
+        )
         total = 0
-        for row in session.execute(select(*sig, func.count()).group_by(*sig)):
-            *values, n = row
+        stmt = select(*sig, FACT.c.valid_from, func.count()).where(FACT.c.dossier_code.in_(alone))
+        for row in session.execute(stmt.group_by(*sig, FACT.c.valid_from)):
+            *values, valid_from, n = row
             f = DossierFacts(dossier_code="", revision=0, **dict(zip([c.name for c in sig], values, strict=True)))
-            cells.update(dossier_contributions(f, n))
+            cells.update(history_contributions([HistoryEntry(f, valid_from, FOREVER)], n))
             total += n
+        # The others by their history: each period counts the dossier as it stood at the period's end.
+        several = select(FACT.c.dossier_code).group_by(FACT.c.dossier_code).having(func.count() > 1).subquery()
+        stmt = select(FACT).join(several, FACT.c.dossier_code == several.c.dossier_code).order_by(
+            FACT.c.dossier_code, FACT.c.revision)
+        history: list[HistoryEntry] = []
+        for row in session.execute(stmt.execution_options(yield_per=2000)):
+            if history and history[-1].facts.dossier_code != row.dossier_code:
+                cells.update(history_contributions(history))
+                total += 1
+                history = []
+            history.append(_history_entry(row))
+        if history:
+            cells.update(history_contributions(history))
+            total += 1
         open_sig = [
             DOSSIER.c.agency_code, DOSSIER.c.due_day, DOSSIER.c.paused, DOSSIER.c.pause_started_on,
             DOSSIER.c.supplement_requests,
@@ -606,23 +704,23 @@ class ScoringStore:
         return {a: (n, o) for a, (n, o) in out.items() if n}
 
     def _open_at_rows(self, conn, day: dt.date, agencies: Sequence[str] | None, *, columns: list) -> Iterator:  # type: ignore[no-untyped-def]
-        """Dossiers open at the end of ``day``: received by then, not ended by then (index on ended_on)."""
-        base = [DOSSIER.c.counted.is_(True), DOSSIER.c.receipt_day <= day]
+        """Dossiers open at the end of ``day`` as they stood then: received by then, not ended by then."""
+        base = [*_as_of(day), FACT.c.counted.is_(True), FACT.c.receipt_day <= day]
         if agencies is not None:
-            base.append(DOSSIER.c.agency_code.in_(agencies))
-        for cond in (DOSSIER.c.ended_on.is_(None), DOSSIER.c.ended_on > day):
+            base.append(FACT.c.agency_code.in_(agencies))
+        for cond in (FACT.c.ended_on.is_(None), FACT.c.ended_on > day):
             yield from conn.execute(select(*columns).where(cond, *base))
 
     def open_at(self, day: dt.date) -> dict[str, tuple[int, int]]:
-        """agency -> (open, overdue) at the end of a past ``day``, from the dossiers' latest state."""
+        """agency -> (open, overdue) at the end of a past ``day``, each dossier as it stood then (its history)."""
         cols = [
-            DOSSIER.c.agency_code, DOSSIER.c.due_day, DOSSIER.c.paused, DOSSIER.c.pause_started_on,
-            DOSSIER.c.supplement_requests,
+            FACT.c.agency_code, FACT.c.due_day, FACT.c.paused, FACT.c.pause_started_on,
+            FACT.c.supplement_requests,
         ]
         out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        base = [DOSSIER.c.counted.is_(True), DOSSIER.c.receipt_day <= day]
+        base = [*_as_of(day), FACT.c.counted.is_(True), FACT.c.receipt_day <= day]
         with self.engine.connect() as conn:
-            for cond in (DOSSIER.c.ended_on.is_(None), DOSSIER.c.ended_on > day):
+            for cond in (FACT.c.ended_on.is_(None), FACT.c.ended_on > day):
                 stmt = select(*cols, func.count()).where(cond, *base).group_by(*cols)
                 for agency, due_day, paused, pause_started_on, supplements, n in conn.execute(stmt):
                     mode = open_mode(paused=paused, pause_started_on=pause_started_on, due_day=due_day,
@@ -635,23 +733,25 @@ class ScoringStore:
     def review_list(
         self, *, agencies: Sequence[str] | None, period: Period, day: dt.date, current: bool, limit: int
     ) -> tuple[list[DossierRef], list[DossierRef]]:
-        """Dossiers that ended late in ``period`` and those overdue at its end (``day``)."""
-        cols = [DOSSIER.c.dossier_code, DOSSIER.c.agency_code, DOSSIER.c.receipt_day, DOSSIER.c.due_day,
-                DOSSIER.c.ended_on]
+        """Dossiers that ended late in ``period`` and those overdue at its end (``day``); a past period's as they
+        stood at its end (their histories)."""
+        t = DOSSIER if current else FACT
+        cols = [t.c.dossier_code, t.c.agency_code, t.c.receipt_day, t.c.due_day, t.c.ended_on]
         late_stmt = (
             select(*cols)
             .where(
-                DOSSIER.c.ended_on >= period.start,
-                DOSSIER.c.ended_on <= min(period.end, day),
-                DOSSIER.c.timeliness == "late",
-                DOSSIER.c.counted.is_(True),
+                t.c.ended_on >= period.start,
+                t.c.ended_on <= min(period.end, day),
+                t.c.timeliness == "late",
+                t.c.counted.is_(True),
+                *([] if current else _as_of(day)),
             )
-            .order_by(DOSSIER.c.ended_on, DOSSIER.c.dossier_code)
+            .order_by(t.c.ended_on, t.c.dossier_code)
             .limit(limit)
         )
         if agencies is not None:
-            late_stmt = late_stmt.where(DOSSIER.c.agency_code.in_(agencies))
-        open_cols = [*cols, DOSSIER.c.paused, DOSSIER.c.pause_started_on, DOSSIER.c.supplement_requests]
+            late_stmt = late_stmt.where(t.c.agency_code.in_(agencies))
+        open_cols = [*cols, t.c.paused, t.c.pause_started_on, t.c.supplement_requests]
         overdue: list[DossierRef] = []
         with self.engine.connect() as conn:
             late = [DossierRef(*row) for row in conn.execute(late_stmt)]
@@ -674,20 +774,22 @@ class ScoringStore:
         """(agency, field, inter-agency, figure) -> dossiers, for the review of ``start``..``end`` judged at
         ``day``: ``ended`` (with a due day) and ``ended_late`` in the span, ``open`` and ``overdue`` at ``day``.
 
-        Grouped in the database, so Python sees one row per distinct combination, not per dossier.
+        Grouped in the database, so Python sees one row per distinct combination, not per dossier. A past span's
+        dossiers as they stood at its end (their histories).
         """
         out: Counter[ReviewKey] = Counter()
-        who = [DOSSIER.c.agency_code, DOSSIER.c.field_code, DOSSIER.c.inter_agency]
+        t = DOSSIER if current else FACT
+        as_of = [] if current else _as_of(day)
+        who = [t.c.agency_code, t.c.field_code, t.c.inter_agency]
         ended = (
-            select(*who, DOSSIER.c.timeliness, func.count())
-            .where(DOSSIER.c.counted.is_(True), DOSSIER.c.ended_on >= start, DOSSIER.c.ended_on <= min(end, day),
-                   DOSSIER.c.timeliness.is_not(None))
-            .group_by(*who, DOSSIER.c.timeliness)
+            select(*who, t.c.timeliness, func.count())
+            .where(t.c.counted.is_(True), t.c.ended_on >= start, t.c.ended_on <= min(end, day),
+                   t.c.timeliness.is_not(None), *as_of)
+            .group_by(*who, t.c.timeliness)
         )
-        clock = [DOSSIER.c.due_day, DOSSIER.c.paused, DOSSIER.c.pause_started_on, DOSSIER.c.supplement_requests]
-        base = [DOSSIER.c.counted.is_(True)] + ([] if current else [DOSSIER.c.receipt_day <= day])
-        open_conds = [DOSSIER.c.ended_on.is_(None)] if current else [DOSSIER.c.ended_on.is_(None),
-                                                                     DOSSIER.c.ended_on > day]
+        clock = [t.c.due_day, t.c.paused, t.c.pause_started_on, t.c.supplement_requests]
+        base = [t.c.counted.is_(True), *as_of] + ([] if current else [t.c.receipt_day <= day])
+        open_conds = [t.c.ended_on.is_(None)] if current else [t.c.ended_on.is_(None), t.c.ended_on > day]
         with self.engine.connect() as conn:
             for agency, field_code, inter, timeliness, n in conn.execute(ended):
                 out[(agency, field_code, bool(inter), "ended")] += n
@@ -782,6 +884,19 @@ def _with_inter_agency(new: DossierFacts, prev_row: Any, seen: set[str]) -> Doss
     if prev_row is not None:
         named.add(prev_row.agency_code)
     return replace(new, inter_agency=bool(prev_row is not None and prev_row.inter_agency) or len(named) > 1)
+
+
+def _as_of(day: dt.date) -> list[Any]:
+    """The snapshots that were their dossier's state at the end of ``day`` (one per dossier at most)."""
+    return [FACT.c.valid_from <= day, FACT.c.valid_to > day]
+
+
+def _history_entry(row: Any) -> HistoryEntry:
+    return HistoryEntry(_from_row(DossierFacts, row), row.valid_from, row.valid_to)
+
+
+def _fact_row(entry: HistoryEntry) -> dict[str, object]:
+    return _to_row(entry.facts, valid_from=entry.valid_from, valid_to=entry.valid_to)
 
 
 def _rating_facts(row: Any) -> RatingFacts:

@@ -1,6 +1,7 @@
 """Property: for any stream of events (duplicates, out of order, in any batches), the incrementally
-maintained aggregates equal what rebuild-scores recomputes, and both equal the aggregates of the
-latest record of each dossier, rating and task occurrence computed independently."""
+maintained aggregates equal what rebuild-scores recomputes, and both equal the aggregates computed
+independently: each period counts each dossier as it stood at the period's last day (the highest revision
+all of whose snapshots up to it occurred by then), and the latest rating and task occurrence."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from hypothesis import strategies as st
 from sqlalchemy import delete
 
 from services.scoring.domain import (
+    PERIOD_KINDS,
     DossierFacts,
+    Period,
     RatingFacts,
     TaskFacts,
     dossier_contributions,
@@ -22,6 +25,7 @@ from services.scoring.domain import (
     task_contributions,
 )
 from services.scoring.store import TABLES, ScoringStore, create_schema
+from shared.calendar import local_date
 from shared.db import make_engine
 
 UTC = dt.timezone.utc
@@ -33,6 +37,9 @@ DAYS = [dt.date(2026, 9, 29) + dt.timedelta(days=i) for i in range(5)] + [
 AGENCIES = ["PTP", "PNV", "XA_VINH_TAN"]
 
 day = st.sampled_from(DAYS)
+# Event times of snapshots: around the same boundaries, on both sides of midnight in Vietnam (17:00 UTC).
+MOMENTS = [dt.datetime.combine(d, dt.time(h, 30), tzinfo=UTC) for d in DAYS for h in (16, 17)]
+PERIODS = sorted({Period.containing(d, kind) for d in DAYS for kind in PERIOD_KINDS})
 maybe_day = st.none() | day
 
 
@@ -57,6 +64,7 @@ def dossier_content(draw, code: str, revision: int) -> DossierFacts:
         online_payment=draw(st.sampled_from([None, True, False])),
         digitized=draw(st.sampled_from([None, True, False])),
         synced_national=draw(st.sampled_from([None, True, False])),
+        occurred_at=draw(st.none() | st.sampled_from(MOMENTS)),
     )
 
 
@@ -107,11 +115,13 @@ def event_stream(draw):
 def expected_aggregates(batches) -> tuple[dict, dict]:
     """Independently: pick the winning record of each identity, sum its contributions."""
     states: dict[str, DossierFacts] = {}
+    snapshots: dict[str, dict[int, DossierFacts]] = {}
     ratings: dict[str, RatingFacts] = {}
     tasks: dict[tuple, TaskFacts] = {}
     for batch in batches:
         for kind, rec in batch:
             if kind == "state":
+                snapshots.setdefault(rec.dossier_code, {})[rec.revision] = rec
                 if rec.dossier_code not in states or rec.revision > states[rec.dossier_code].revision:
                     states[rec.dossier_code] = rec
             elif kind == "rating":
@@ -125,7 +135,10 @@ def expected_aggregates(batches) -> tuple[dict, dict]:
     cells: Counter = Counter()
     opens: Counter = Counter()
     for f in states.values():
-        cells.update(dossier_contributions(f))
+        for p in PERIODS:
+            at_end = state_at_end(snapshots[f.dossier_code], p.end)
+            if at_end is not None:
+                cells.update({k: n for k, n in dossier_contributions(at_end).items() if k[0] == p.key})
         if (k := open_key(f)) is not None:
             opens[k] += 1
     for r in ratings.values():
@@ -133,6 +146,19 @@ def expected_aggregates(batches) -> tuple[dict, dict]:
     for t in tasks.values():
         cells.update(task_contributions(t))
     return {k: n for k, n in cells.items() if n}, {k: n for k, n in opens.items() if n}
+
+
+def state_at_end(snapshots: dict[int, DossierFacts], day: dt.date) -> DossierFacts | None:
+    """The highest revision whose snapshots after the first, up to it, all occurred by the end of ``day`` (or carry
+    no time); the first stands for any earlier day."""
+    revisions = sorted(snapshots)
+    found = snapshots[revisions[0]]
+    for revision in revisions[1:]:
+        when = snapshots[revision].occurred_at
+        if when is not None and local_date(when) > day:
+            break
+        found = snapshots[revision]
+    return found
 
 
 @pytest.fixture
