@@ -220,7 +220,8 @@ class Renderer:
     # -- alerts ------------------------------------------------------------------
     def salutation(self, role: str, agency_code: str, receiver: str | None = None) -> str:
         official = self.directory.officials.get(receiver or "")
-        if not self.directory.knows(agency_code) and official is not None:
+        if official is not None and (not self.directory.knows(agency_code) or (
+                official.id in self.directory.technical_desk and official.agency_code != agency_code)):
             return official.title  # the technical desk, by its post: the agency says nothing here
         if role == "district_leadership":
             return f"Lãnh đạo {self.directory.district_name}"

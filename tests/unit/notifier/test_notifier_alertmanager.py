@@ -220,5 +220,6 @@ def test_the_desk_reads_it_in_vietnamese(directory, escalation):
     message = Renderer(directory=directory, escalation=escalation).render(payload, delivery_id="d", sent_at=NOW)
     assert "[KHẨN]" in message.subject and "1 cảnh báo vận hành hệ thống" in message.subject
     assert "Cảnh báo vận hành hệ thống: ParwatchServiceDown" in message.text
+    assert "Kính gửi: Bộ phận kỹ thuật\n" in message.text  # the desk by its post, not the district's officer
     assert "Dịch vụ parwatch-notifier không phản hồi." in message.text
     assert "Kiểm tra và khắc phục sự cố của hệ thống parwatch" in message.text

@@ -114,3 +114,18 @@ def test_promtool_accepts_prometheus_yml_with_its_alerting_section(tmp_path):
     done = subprocess.run([PROMTOOL, "check", "config", str(path)], capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_kubernetes_alertmanagerconfig_names_the_notifiers_service_and_secret():
+    config = load("alertmanager", "alertmanagerconfig.k8s.yaml")
+    [receiver] = config["spec"]["receivers"]
+    assert config["spec"]["route"]["receiver"] == receiver["name"]
+    [hook] = receiver["webhookConfigs"]
+    [service] = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "notifier.yaml").read_text(encoding="utf-8"))
+                 if d and d["kind"] == "Service"]
+    url = urlsplit(hook["url"])
+    [port] = service["spec"]["ports"]
+    assert url.hostname == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
+    assert (url.port, url.path, hook["sendResolved"]) == (port["port"], PATH, True)
+    assert hook["httpConfig"]["authorization"]["credentials"] == {"name": "parwatch-secrets", "key": TOKEN_ENV}
+    assert config["metadata"]["namespace"] == service["metadata"]["namespace"]
