@@ -352,15 +352,16 @@ class Rows:
         read = self._read.get(key)
         return None if read is None else read[0]
 
-    def get(self, conn: Connection, key: tuple[Any, ...]) -> Record | None:
-        """The row with primary key ``key``, or None."""
+    def get(self, conn: Connection, key: tuple[Any, ...], *, for_update: bool = False) -> Record | None:
+        """The row with primary key ``key``, or None; ``for_update``: locked until the transaction ends."""
         if key in self._deleted:
             return None
         known = self._known(key)
         if known is not None:
             return known
         c = self.table.c
-        found = self.load(conn, select(self.table).where(*(c[k] == v for k, v in zip(self.keys, key, strict=True))))
+        stmt = select(self.table).where(*(c[k] == v for k, v in zip(self.keys, key, strict=True)))
+        found = self.load(conn, stmt.with_for_update() if for_update else stmt)
         return found[0] if found else None
 
     def add(self, values: dict[str, Any]) -> Record:

@@ -267,6 +267,7 @@ class Ticked:
             .where(c.tick_level == bindparam("level"), c.due_day <= bindparam("bound"))
             .order_by(c.due_day)
             .limit(bindparam("budget", type_=Integer))
+            .with_for_update(skip_locked=True)
         )
 
 
@@ -283,6 +284,15 @@ class Work:
     executemany per kind of write. A query does not see changes not flushed
     yet: the service layer flushes before one that must (a tick step, before
     the next step reads).
+
+    Replicas (PostgreSQL): every row read to be changed is locked until the
+    commit (``SELECT ... FOR UPDATE``, in key order, so two transactions
+    wanting the same rows take them one after the other and the second reads
+    what the first wrote); the tick's reads skip rows another replica holds
+    (``SKIP LOCKED``), so two ticks share the work instead of doing it twice.
+    A new row both insert is a unique-key conflict: the loser's transaction
+    is retried (``shared.db.is_conflict``) and finds the row. SQLite has one
+    writer (``shared.service.SingleWriter``) and ignores the clauses.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -313,7 +323,7 @@ class Work:
     def _by_keys(self, rows: Rows, column: Any, keys: Iterable[Any]) -> list[Record]:
         found: list[Record] = []
         for part in _chunks(sorted(set(keys))):
-            found += self._load(rows, select(rows.table).where(column.in_(part)))
+            found += self._load(rows, select(rows.table).where(column.in_(part)).order_by(column).with_for_update())
         return found
 
     # -- dossiers -----------------------------------------------------------------------------------
@@ -353,7 +363,8 @@ class Work:
     def unsettled(self, *, limit: int) -> list[Record]:
         """Up to ``limit`` dossiers stored while catching up and not settled yet."""
         table = DOSSIERS.table
-        return self._load(self.dossier_rows, select(table).where(table.c.tick_level == UNSETTLED).limit(limit))
+        stmt = select(table).where(table.c.tick_level == UNSETTLED).limit(limit).with_for_update(skip_locked=True)
+        return self._load(self.dossier_rows, stmt)
 
     def live_occurrences(self, plan_ids: Sequence[str], *, limit: int) -> list[Record]:
         """Up to ``limit`` occurrences of these plans still firing or watched (the closing plans' last settling)."""
@@ -362,6 +373,7 @@ class Work:
             select(OCCURRENCES.table)
             .where(c.plan_id.in_(list(plan_ids)), or_(c.firing != 0, c.tick_level.is_not(None)))
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
         return self._load(self.occurrence_rows, stmt)
 
@@ -407,20 +419,28 @@ class Work:
     def expiring(self, *, now: dt.datetime, limit: int) -> list[Record]:
         """Up to ``limit`` alerts whose ``expires_at`` has come, earliest first."""
         a = AlertRow.__table__.c  # type: ignore[attr-defined]
-        stmt = select(AlertRow.__table__).where(a.expires_at <= now).order_by(a.expires_at).limit(limit)
+        stmt = (
+            select(AlertRow.__table__)
+            .where(a.expires_at <= now)
+            .order_by(a.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         return self._load(self.alert_rows, stmt)
 
     # -- plan occurrences -----------------------------------------------------------------------------
     def occurrences(self) -> dict[OccurrenceKey, Record]:
-        return {occurrence_key_of(r): r for r in self._load(self.occurrence_rows, select(OCCURRENCES.table))}
+        table = OCCURRENCES.table
+        stmt = select(table).order_by(*table.primary_key.columns).with_for_update()
+        return {occurrence_key_of(r): r for r in self._load(self.occurrence_rows, stmt)}
 
     def occurrence(self, key: OccurrenceKey) -> Record | None:
-        return self.occurrence_rows.get(self.conn, key)
+        return self.occurrence_rows.get(self.conn, key, for_update=True)
 
     def unpublished_occurrences(self) -> list[Record]:
         """Occurrences whose state was never published (tracked since the last commit)."""
         table = OCCURRENCES.table
-        return self._load(self.occurrence_rows, select(table).where(table.c.state.is_(None)))
+        return self._load(self.occurrence_rows, select(table).where(table.c.state.is_(None)).with_for_update())
 
     def add_occurrence(self, spec: OccurrenceSpec, *, now: dt.datetime) -> None:
         self.occurrence_rows.add(OccurrenceRow(**field_values(spec), tick_level=0, updated_at=now).model_dump())
