@@ -21,6 +21,7 @@ from shared.backoff import Backoff
 from shared.calendar import load_calendar
 from shared.consumer import Consumers
 from shared.db import make_engine
+from shared.lease import Lease
 from shared.outbox import Relay
 from shared.publishing import JetStreamPublisher
 from shared.retention import Cleanup
@@ -115,7 +116,9 @@ def create_app(
     service.every(0.5, monitor.settle_when_caught_up, name="caught_up")  # the last of a history, once idle
     cleanup = Cleanup(store.prune, common.retention(), clock=clock)
     service.every(common.retention_interval, cleanup.once, name="retention")
-    service.every(settings.outbox_interval, relay.once, name="outbox", wake=relay.wake)
+    lease = Lease(engine, name=f"parwatch:{NAME}")  # replicas: one relays the outbox
+    service.on_stop.insert(0, lease.stop)
+    service.every(settings.outbox_interval, lease.only_when_held(relay.once), name="outbox", wake=relay.wake)
     app = service.app(description="Alerts before a dossier or a plan task is late; tracks plan task occurrences.")
     app.state.monitor = monitor
     app.state.relay = relay
