@@ -32,6 +32,7 @@ from shared.agencies import AgencySettings
 from shared.calendar import load_calendar
 from shared.consumer import Consumers, RetryPolicy
 from shared.db import make_engine
+from shared.lease import Lease
 from shared.publishing import JetStreamPublisher
 from shared.retention import Cleanup
 from shared.service import Service, make_broker, utc_now
@@ -103,10 +104,13 @@ def create_app(
     service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common,
                       consumers=consumers)
     service.use_database(engine, create_schema=notifier.create_schema, ping=store.ping)
-    service.every(settings.tick_interval, notifier.tick, name="dispatch")
+    lease = Lease(engine, name=f"parwatch:{NAME}")  # replicas: one dispatches and delivers
+    service.on_stop.insert(0, lease.stop)
+    service.every(settings.tick_interval, lease.only_when_held(notifier.tick), name="dispatch")
     cleanup = Cleanup(store.prune, common.retention(), clock=clock)
     service.every(common.retention_interval, cleanup.once, name="retention")
-    service.every(settings.delivery_interval, notifier.relay.once, name="outbox", wake=notifier.relay.wake)
+    service.every(settings.delivery_interval, lease.only_when_held(notifier.relay.once), name="outbox",
+                  wake=notifier.relay.wake)
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     api = AckApi(store=store, directory=directory, secret=secret, clock=clock, api_token=token)
     am_token = settings.alertmanager_token_value()

@@ -408,7 +408,9 @@ class Store:
                     summary=a.summary, starts_at=a.starts_at, received_at=now, ends_at=a.ends_at,
                     state="resolved" if ev.type == ALERT_RESOLVED_TYPE else "firing", labels=dict(a.labels),
                 )
-                row = s.get(AlertRow, a.alert_key)
+                # Locked to the commit: a replica receiving another event of this alert waits and merges into
+                # what this one wrote (PostgreSQL; SQLite has one writer).
+                row = s.get(AlertRow, a.alert_key, with_for_update=True)
                 merged = merge_alert(row.record() if row else None, incoming, now=now)
                 if merged is not None:
                     if row is None:
