@@ -44,13 +44,15 @@ KPI_NAMES_VI = {
     "plan_completion": "tỷ lệ hoàn thành nhiệm vụ cải cách hành chính",
     "online_filing": "tỷ lệ hồ sơ nộp trực tuyến",
     "national_sync": "tỷ lệ hồ sơ đồng bộ lên Cổng Dịch vụ công quốc gia",
+    "online_service": "tỷ lệ thủ tục hành chính đủ điều kiện được cung cấp dịch vụ công trực tuyến toàn trình",
 }
 
 
 #: Which plan target each KPI is judged against, by the target's id (Plan 146's ids). The plan's online target
-#: ("online_procedures") counts procedures offered fully online, not dossiers filed online: ``online_filing``
-#: has no plan target, so it raises no alert.
-PLAN_TARGET_KPIS = {"on_time_ratio": "on_time", "task_completion": "plan_completion", "national_sync": "national_sync"}
+#: ("online_procedures") counts procedures offered as full online public services, from the procedure catalog
+#: (``online_service``), not dossiers filed online: ``online_filing`` has no plan target, so it raises no alert.
+PLAN_TARGET_KPIS = {"on_time_ratio": "on_time", "task_completion": "plan_completion", "national_sync": "national_sync",
+                    "online_procedures": "online_service"}
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class Hysteresis:
     margin: float = 0.005
     fire_after: int = 2
     resolve_after: int = 3
-    min_denominator: int = 1  # plan-task occurrences plan_completion needs to be judged
+    min_denominator: int = 1  # plan-task occurrences (or eligible procedures) plan_completion (online_service) needs
     min_dossiers: int = 20  # dossiers (whose flag is known) a dossier KPI needs to be judged
 
     def resolve_at(self, target: float) -> float:
@@ -90,7 +92,7 @@ class Hysteresis:
 
     def minimum(self, kpi: str) -> int:
         """The fewest records in its denominator a KPI needs before it can alert."""
-        return self.min_denominator if kpi == "plan_completion" else self.min_dossiers
+        return self.min_denominator if kpi in ("plan_completion", "online_service") else self.min_dossiers
 
 
 @dataclass(frozen=True)

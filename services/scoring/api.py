@@ -94,6 +94,8 @@ FIGURE_NOTES = {
     "sync_reported": "received dossiers whose national sync is known: the sync share's denominator",
     "online_filing_ratio": "filed online / channel known; null when no channel is known",
     "national_sync_ratio": "synced / sync known; null when no sync is known",
+    "online_service_ratio": "eligible procedures offered as full online public services / eligible procedures, from"
+    " the procedure catalog in force (running periods); null without a catalog or an eligible procedure",
 }
 
 

@@ -12,6 +12,7 @@ from services.scoring import handlers
 from services.scoring.alerts import KpiTargets
 from services.scoring.api import build_api
 from services.scoring.board import Directory, Scoreboard
+from services.scoring.catalog import load_procedure_catalog
 from services.scoring.metrics import ScoringCollector
 from services.scoring.service import ScoringService
 from services.scoring.settings import ScoringSettings
@@ -46,9 +47,12 @@ def create_app(
     plan_targets = load_plan_targets((plans or PlanSources()).files())
     targets = KpiTargets(plans=tuple(plan_targets), kpis=settings.plan_target_kpis)
     directory = Directory.of(AgencySettings().load(override=settings.agencies_file))
+    procedures = load_procedure_catalog(settings.procedure_catalog, agencies={a.code for a in directory.agencies}) \
+        if settings.procedure_catalog is not None else ()
     engine = make_engine(common.database_url_for(NAME))
     store = ScoringStore(engine)
-    board = Scoreboard(store, config=settings.index_config(), district=directory.district_code, directory=directory)
+    board = Scoreboard(store, config=settings.index_config(), district=directory.district_code, directory=directory,
+                       procedures=procedures)
     registry = CollectorRegistry()
     registry.register(ScoringCollector(board, clock=clock))
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.scoring.catalog import Procedure, online_service_counts
 from services.scoring.domain import (
     PERIOD_KINDS,
     Figures,
@@ -110,12 +111,15 @@ class Scoreboard:
     of the arithmetic alone)."""
 
     def __init__(
-        self, store: ScoringStore, *, config: IndexConfig, district: str, directory: Directory | None = None
+        self, store: ScoringStore, *, config: IndexConfig, district: str, directory: Directory | None = None,
+        procedures: Iterable[Procedure] = (),
     ) -> None:
         self.store = store
         self.config = config
         self.district = district
         self.directory = directory
+        #: The procedure catalog's counts per agency (eligible, offered fully online): the running periods' alone.
+        self.catalog = online_service_counts(procedures)
 
     def _label(self, code: str) -> str:
         return self.directory.label(code) if self.directory is not None else code
@@ -151,9 +155,17 @@ class Scoreboard:
         counts = self.store.period_counts(p.key for p in periods.values())
         opens = self.store.open_now(today)
         return {
-            kind: self._table(periods[kind], current=True, as_of=today, counts=counts[periods[kind].key], opens=opens)
+            kind: self._table(periods[kind], current=True, as_of=today,
+                              counts=self._with_catalog(counts[periods[kind].key]), opens=opens)
             for kind in PERIOD_KINDS
         }
+
+    def _with_catalog(self, counts: Mapping[str, Counter[str]]) -> dict[str, Counter[str]]:
+        """A running period's counts and the catalog's (the catalog in force now has no history)."""
+        out = {agency: Counter(c) for agency, c in counts.items()}
+        for agency, c in self.catalog.items():
+            out.setdefault(agency, Counter()).update(c)
+        return out
 
     def is_current(self, period: Period, today: dt.date) -> bool:
         if period.start > today:

@@ -81,6 +81,7 @@ def _directory(settings):  # type: ignore[no-untyped-def]
 
 def run_report(args: argparse.Namespace, *, clock=None) -> int:  # type: ignore[no-untyped-def]
     from services.scoring.board import PeriodNotStarted, Scoreboard
+    from services.scoring.catalog import load_procedure_catalog
     from services.scoring.domain import Period, today_in_vietnam
     from services.scoring.report import render, render_review
     from services.scoring.review import Span
@@ -94,8 +95,10 @@ def run_report(args: argparse.Namespace, *, clock=None) -> int:  # type: ignore[
     settings, engine, store = _open_store()
     try:
         directory = _directory(settings)
+        procedures = () if settings.procedure_catalog is None else load_procedure_catalog(
+            settings.procedure_catalog, agencies={a.code for a in directory.agencies})
         board = Scoreboard(store, config=settings.index_config(), district=directory.district_code,
-                           directory=directory)
+                           directory=directory, procedures=procedures)
         now = clock() if clock else dt.datetime.now(dt.timezone.utc)
         try:
             if review:

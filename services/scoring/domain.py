@@ -31,8 +31,8 @@ from shared.rules import Clock, OpenFacts
 
 PeriodKind = Literal["month", "quarter", "year"]
 PERIOD_KINDS: tuple[PeriodKind, ...] = ("month", "quarter", "year")
-KPIS = ("on_time", "plan_completion", "online_filing", "national_sync")
-Kpi = Literal["on_time", "plan_completion", "online_filing", "national_sync"]
+KPIS = ("on_time", "plan_completion", "online_filing", "national_sync", "online_service")
+Kpi = Literal["on_time", "plan_completion", "online_filing", "national_sync", "online_service"]
 CRITERIA = tuple(f"c{i}" for i in range(1, 10))
 ONLINE_CHANNEL = 2
 
@@ -569,6 +569,11 @@ class Figures:
     tasks_open: int
     plan_completion_ratio: float | None
     index: tuple[IndexPart, ...]
+    #: The procedure catalog (running periods only: the catalog in force now): eligible procedures, those offered
+    #: as full online public services, and the share (Plan 146's online target).
+    procedures_eligible: int = 0
+    procedures_online: int = 0
+    online_service_ratio: float | None = None
 
     @property
     def ended(self) -> int:
@@ -581,7 +586,8 @@ class Figures:
 
     @property
     def has_data(self) -> bool:
-        return bool(self.handled or self.ended_unclassified or self.received or self.rated or self.tasks_total)
+        return bool(self.handled or self.ended_unclassified or self.received or self.rated or self.tasks_total
+                    or self.procedures_eligible)
 
     @property
     def tasks_total(self) -> int:
@@ -593,6 +599,7 @@ class Figures:
             "plan_completion": self.plan_completion_ratio,
             "online_filing": self.online_filing_ratio,
             "national_sync": self.national_sync_ratio,
+            "online_service": self.online_service_ratio,
         }[name]
 
     def kpi_denominator(self, name: str) -> int:
@@ -601,6 +608,7 @@ class Figures:
             "plan_completion": self.tasks_done + self.tasks_done_late + self.tasks_overdue,
             "online_filing": self.channel_reported,
             "national_sync": self.sync_reported,
+            "online_service": self.procedures_eligible,
         }[name]
 
 
@@ -743,6 +751,9 @@ def compute_figures(counts: Mapping[str, int], *, config: IndexConfig) -> Figure
             sync_share=sync_share,
             config=config,
         ),
+        procedures_eligible=g("procedures_eligible"),
+        procedures_online=g("procedures_online"),
+        online_service_ratio=ratio(g("procedures_online"), g("procedures_eligible")),
     )
 
 

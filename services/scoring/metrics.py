@@ -112,6 +112,12 @@ class ScoringCollector(Collector):
             "Mean score (0 to 2) of each rating criterion c1..c9, running year.",
             labels=["agency", "criterion"],
         )
+        online_service = GaugeMetricFamily(
+            "parwatch_online_service_ratio",
+            "Share of the agency's eligible procedures offered as full online public services (dịch vụ công trực"
+            " tuyến toàn trình), from the procedure catalog in force; no series without a catalog.",
+            labels=["agency"],
+        )
         completion = GaugeMetricFamily(
             "parwatch_plan_completion_ratio",
             "Plan-task occurrences due in the running year done (on time or late) among those done or overdue.",
@@ -125,6 +131,9 @@ class ScoringCollector(Collector):
                 criteria.add_metric([agency, cid], mean)
             if f.plan_completion_ratio is not None:
                 completion.add_metric([agency], f.plan_completion_ratio)
+            if f.online_service_ratio is not None:
+                online_service.add_metric([agency], f.online_service_ratio)
+        yield online_service
         yield satisfaction
         yield criteria
         yield completion

@@ -12,7 +12,7 @@ from services.scoring.alerts import PLAN_TARGET_KPIS, Hysteresis
 from services.scoring.domain import KPIS, IndexConfig
 from shared.settings import ConsumerSettings
 
-Kpi = Literal["on_time", "plan_completion", "online_filing", "national_sync"]
+Kpi = Literal["on_time", "plan_completion", "online_filing", "national_sync", "online_service"]
 
 
 class ScoringSettings(ConsumerSettings):
@@ -23,6 +23,11 @@ class ScoringSettings(ConsumerSettings):
     agencies_file: Path | None = Field(
         default=None,
         description="agency directory YAML for scoring alone; default PARWATCH_AGENCIES_FILE, else shared/data's",
+    )
+    procedure_catalog: Path | None = Field(
+        default=None,
+        description="the procedure catalog (CSV, docs/scoring.md): which procedures each unit offers as full online"
+        " public services; unset: the online-service share has no value (the shipped sample is synthetic)",
     )
     batch_size: int = Field(
         default=500,
