@@ -20,6 +20,7 @@ from services.scoring.store import ScoringStore, create_schema
 from shared.agencies import AgencySettings
 from shared.consumer import Consumers
 from shared.db import make_engine
+from shared.lease import Lease
 from shared.outbox import Relay
 from shared.plans import PlanSources, load_plan_targets
 from shared.publishing import JetStreamPublisher
@@ -69,10 +70,12 @@ def create_app(
                       consumers=consumers)
     service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
     service.on_start.append(scoring.adopt_legacy_alerts)  # after the schema exists
-    service.every(settings.evaluate_interval, scoring.evaluate, name="kpi")
+    lease = Lease(engine, name=f"parwatch:{NAME}")  # replicas: one evaluates the KPIs and relays the outbox
+    service.on_stop.insert(0, lease.stop)
+    service.every(settings.evaluate_interval, lease.only_when_held(scoring.evaluate), name="kpi")
     cleanup = Cleanup(store.prune, common.retention(), clock=clock)
     service.every(common.retention_interval, cleanup.once, name="retention")
-    service.every(OUTBOX_INTERVAL, relay.once, name="outbox", wake=relay.wake)
+    service.every(OUTBOX_INTERVAL, lease.only_when_held(relay.once), name="outbox", wake=relay.wake)
     app = service.app(
         description=(
             "Figures officials are judged by, per agency and period: on-time rate (contract rule 7), "
