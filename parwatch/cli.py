@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that service has no operator commands
             raise
         module.register(sub)
+    from parwatch import nats_cli
+
+    nats_cli.register(sub)  # nats-config, streams ensure
     return parser
 
 

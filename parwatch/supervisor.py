@@ -50,6 +50,7 @@ from parwatch.status import Console, ConsoleHandler, Status, StatusReader, for_t
 from shared.backoff import Backoff
 from shared.embedded import nats_server_binary, stop_process, wait_for_port
 from shared.logs import JsonFormatter, OneLineFormatter
+from shared.nats_auth import NatsAuth
 from shared.settings import STACK_LOG_FILE, CommonSettings
 from shared.streams import StreamSpec
 
@@ -353,23 +354,37 @@ class StartupError(RuntimeError):
 
 
 async def _ensure_streams(servers: list[str], *, replicas: int, specs: Sequence[StreamSpec],
-                          timeout: float = 20.0) -> None:
+                          timeout: float = 20.0, auth: NatsAuth | None = None, manage: bool = True) -> None:
+    """Create or reconcile the streams (``manage``), or only check them (a credential that may not change them),
+    with ``auth``'s credential and TLS when given."""
     import nats
 
-    from shared.streams import ServerTooOld, ensure_streams, require_atomic_batches, require_server_version
+    from shared.streams import (
+        ServerTooOld,
+        StreamSetupError,
+        check_streams,
+        ensure_streams,
+        require_atomic_batches,
+        require_server_version,
+    )
 
+    options = auth.connect_options() if auth is not None else {}
     deadline = time.monotonic() + timeout
     while True:
         try:
-            nc = await nats.connect(servers, connect_timeout=3, max_reconnect_attempts=2, allow_reconnect=False)
+            nc = await nats.connect(servers, connect_timeout=3, max_reconnect_attempts=2, allow_reconnect=False,
+                                    **options)
             try:
                 require_server_version(nc.connected_server_version)
-                await ensure_streams(nc.jetstream(timeout=5), replicas=replicas, specs=specs)
+                if manage:
+                    await ensure_streams(nc.jetstream(timeout=5), replicas=replicas, specs=specs)
+                else:
+                    await check_streams(nc.jetstream(timeout=5), specs=specs)
                 await require_atomic_batches(nc.jetstream(timeout=5), specs=specs)
             finally:
                 await nc.close()
             return
-        except ServerTooOld as exc:  # waiting does not upgrade a server: said at once
+        except (ServerTooOld, StreamSetupError) as exc:  # waiting does not upgrade a server: said at once
             raise StartupError(str(exc)) from exc
         except Exception as exc:  # retried until the deadline, then raised with the cause
             if time.monotonic() > deadline:
@@ -474,7 +489,8 @@ class Supervisor:
 
     def ensure_streams(self) -> None:
         servers = [u.strip() for u in self.nats_url.split(",") if u.strip()]
-        asyncio.run(_ensure_streams(servers, replicas=self.common.stream_replicas, specs=self.common.stream_specs()))
+        asyncio.run(_ensure_streams(servers, replicas=self.common.stream_replicas, specs=self.common.stream_specs(),
+                                    auth=self.common.nats_auth(), manage=self.common.manages_streams()))
 
     def start_services(self) -> None:
         only = [s.strip() for s in self.settings.services.split(",") if s.strip()]

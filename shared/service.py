@@ -31,9 +31,10 @@ from sqlalchemy import Engine
 from shared.backoff import Backoff
 from shared.consumer import Consumers
 from shared.logs import one_line_handler
+from shared.nats_auth import report_nats_error
 from shared.periodic import Step, Wake, run_every
 from shared.settings import CommonSettings
-from shared.streams import ensure_streams, require_atomic_batches, require_server_version
+from shared.streams import check_streams, ensure_streams, require_atomic_batches, require_server_version
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def setup_logging(settings: CommonSettings, *, service: str) -> None:
 
 
 def make_broker(settings: CommonSettings) -> NatsBroker:
+    """The service's connection: its credential and TLS when configured (:mod:`shared.nats_auth`), else plain."""
     return NatsBroker(
         settings.nats_servers(),
         logger=logging.getLogger("faststream"),
@@ -63,6 +65,8 @@ def make_broker(settings: CommonSettings) -> NatsBroker:
         reconnect_time_wait=1,
         connect_timeout=5,
         graceful_timeout=15.0,
+        error_cb=report_nats_error,
+        **settings.nats_auth().broker_options(),
     )
 
 
@@ -138,7 +142,10 @@ class Service:
         await self.broker.connect()
         require_server_version(self.broker.connection.connected_server_version)
         specs = self.settings.stream_specs()
-        await ensure_streams(self.jetstream, replicas=self.settings.stream_replicas, specs=specs)
+        if self.settings.manages_streams():
+            await ensure_streams(self.jetstream, replicas=self.settings.stream_replicas, specs=specs)
+        else:  # a service's own credential may not change streams: `parwatch streams ensure` did
+            await check_streams(self.jetstream, specs=specs)
         await require_atomic_batches(self.jetstream, specs=specs)
         for hook in self.on_start:
             await hook()

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.backoff import Backoff
 from shared.consumer import RetryPolicy
+from shared.nats_auth import NatsAuth
 from shared.retention import Retention
 from shared.streams import STREAM_BY_NAME, StreamSpec, stream_specs
 
@@ -59,6 +60,18 @@ class CommonSettings(BaseSettings):
     log_format: str = Field(default="text", pattern="^(text|json)$")
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas for streams (3 in a cluster)")
 
+    # -- NATS credentials and TLS (docs/running.md "Accounts and permissions"); none by default: `make run` ---------
+    nats_nkey_seed_file: Path | None = Field(
+        default=None, description="this process's NATS nkey seed file (parwatch nats-config writes one per role)"
+    )
+    nats_tls_ca_file: Path | None = Field(default=None, description="CA bundle that signed the NATS servers' certificates")
+    nats_tls_cert_file: Path | None = Field(default=None, description="client certificate, for a server that asks one")
+    nats_tls_key_file: Path | None = Field(default=None, description="the client certificate's key")
+    nats_manage_streams: bool | None = Field(
+        default=None, description="create and reconcile the streams at start (default: only without a credential; "
+        "with one, `parwatch streams ensure` does it with the admin credential and a service checks them)",
+    )
+
     # -- limits and retention (docs/running.md "Limits and retention") --------------------------------------------
     stream_max_bytes: dict[str, ByteSize] = Field(
         default_factory=dict,
@@ -92,6 +105,19 @@ class CommonSettings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"calendar override file {value} does not exist")
         return value
+
+    @field_validator("nats_nkey_seed_file", "nats_tls_ca_file", "nats_tls_cert_file", "nats_tls_key_file")
+    @classmethod
+    def _nats_files_exist(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _client_certificate_whole(self) -> CommonSettings:
+        if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
+            raise ValueError("nats_tls_cert_file and nats_tls_key_file go together")
+        return self
 
     @field_validator("stream_max_bytes")
     @classmethod
@@ -128,6 +154,15 @@ class CommonSettings(BaseSettings):
 
     def nats_servers(self) -> list[str]:
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+    def manages_streams(self) -> bool:
+        """Whether this process creates and reconciles the streams, or only checks them (a narrow credential)."""
+        return self.nats_manage_streams if self.nats_manage_streams is not None else self.nats_nkey_seed_file is None
+
+    def nats_auth(self) -> NatsAuth:
+        """How this process authenticates to NATS and checks its servers (nothing set: neither, as `make run`)."""
+        return NatsAuth.of(seed_file=self.nats_nkey_seed_file, ca_file=self.nats_tls_ca_file,
+                           cert_file=self.nats_tls_cert_file, key_file=self.nats_tls_key_file)
 
     def database_url_for(self, service: str) -> str:
         """The configured URL, or a SQLite file of the service's own under data_dir."""

@@ -371,3 +371,23 @@ async def _update(js: JetStreamContext, spec: StreamSpec, result: Reconciled, *,
             await js.update_stream(dataclasses.replace(current, metadata=_own_metadata(current), **needs))
         return
     log.info("stream updated name=%s changed=%s", spec.name, ",".join(sorted(result.changed)))
+
+
+async def check_streams(js: JetStreamContext, *, specs: Sequence[StreamSpec] = STREAMS) -> None:
+    """What a process that may not change streams does instead of :func:`ensure_streams`: refuse to start,
+    saying what to run, when a stream is missing or lacks a subject parwatch publishes on. The limits are the
+    provisioning's business (an operator's value is kept there too)."""
+    for spec in specs:
+        try:
+            info = await js.stream_info(spec.name)
+        except NotFoundError:
+            raise StreamSetupError(
+                f"stream {spec.name} does not exist and this process's NATS credential may not create it: run "
+                "`parwatch streams ensure` with the admin credential first (docs/running.md)"
+            ) from None
+        missing = [s for s in spec.subjects if s not in (info.config.subjects or [])]
+        if missing:
+            raise StreamSetupError(
+                f"stream {spec.name} lacks subject {', '.join(missing)}: run `parwatch streams ensure` with the admin "
+                "credential (docs/running.md)"
+            )

@@ -229,7 +229,8 @@ class NotReplayed(Exception):
 async def _jetstream() -> AsyncIterator[Any]:
     import nats
 
-    nc = await nats.connect(CommonSettings().nats_servers())
+    common = CommonSettings()
+    nc = await nats.connect(common.nats_servers(), **common.nats_auth().connect_options())
     try:
         yield nc.jetstream()
     finally:

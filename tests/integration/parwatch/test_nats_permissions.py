@@ -1,0 +1,321 @@
+"""NATS accounts and permissions on a real nats-server started with the config `parwatch nats-config` writes.
+
+One node, TLS on its client port, every user an nkey of the PARWATCH account
+(parwatch/nats_access.py). A refused operation is shown by the server's own
+answer, the ``Permissions Violation`` error it sends to the client, never by
+waiting for something not to happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import pytest
+
+from parwatch.nats_access import SERVICES
+from parwatch.nats_config import Request, ServerLayout, node_files, publisher_role, write_deployment
+from parwatch.supervisor import _ensure_streams
+from shared.embedded import free_port, nats_server_binary, stop_process, wait_for_port
+from shared.nats_auth import NatsAuth
+from shared.settings import CommonSettings
+from shared.streams import STREAMS
+from shared.testing import dossier_event, publish_event, wait_until
+
+NODE = "nats-test"
+SOURCE = "motcua.test"
+
+
+@dataclass
+class Deployment:
+    out: Path
+    conf_dir: Path
+    url: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def seed(self, role: str) -> Path:
+        return self.out / "creds" / f"{role}.nk"
+
+    @property
+    def ca(self) -> Path:
+        return self.out / "creds" / "ca.pem"
+
+    def auth(self, role: str) -> NatsAuth:
+        return NatsAuth.of(seed_file=self.seed(role), ca_file=self.ca)
+
+    def common(self, role: str, **overrides: object) -> CommonSettings:
+        return CommonSettings(nats_url=self.url, nats_nkey_seed_file=self.seed(role), nats_tls_ca_file=self.ca,
+                              **overrides)
+
+    def install(self) -> None:
+        """Put the node's files where its config expects them (as compose mounts them)."""
+        for rel, src in node_files(self.out, NODE).items():
+            dest = self.conf_dir / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest)
+
+    def reload(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    port = free_port()
+    conf_dir = tmp_path / "etc"
+    layout = ServerLayout(conf_dir=str(conf_dir), store_dir=str(tmp_path / "data"), client_port=port,
+                          http_port=free_port(), listen="127.0.0.1", max_file_store="8GB")
+    out = tmp_path / "deployment"
+    write_deployment(out, Request(nodes=(NODE,), publishers=(SOURCE,), layout=layout))
+    d = Deployment(out=out, conf_dir=conf_dir, url=f"nats://127.0.0.1:{port}")
+    d.install()
+    log = open(tmp_path / "nats.log", "ab")  # noqa: SIM115 - handed to the child
+    d.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf_dir / "nats-cluster.conf")], stdout=log,
+                              stderr=subprocess.STDOUT, env=os.environ | {"SERVER_NAME": NODE})
+    try:
+        wait_for_port("127.0.0.1", port)
+        asyncio.run(_ensure_streams([d.url], replicas=1, specs=STREAMS, auth=d.auth("admin")))
+        yield d
+    finally:
+        stop_process(d.proc)
+        log.close()
+
+
+@dataclass
+class Client:
+    nc: nats.NATS
+    errors: list[str] = field(default_factory=list)
+
+    async def refused(self, verb: str, subject: str) -> None:
+        """Wait for the server's answer that ``verb`` (Publish, Subscription) on ``subject`` is not allowed."""
+        wanted = f'permissions violation for {verb.lower()} to "{subject.lower()}"'
+        await wait_until(lambda: any(wanted in e.lower() for e in self.errors), timeout=10)
+
+
+@pytest.fixture
+async def connect(deployment: Deployment) -> AsyncIterator[object]:
+    clients: list[Client] = []
+
+    async def open_as(role: str) -> Client:
+        errors: list[str] = []
+
+        async def on_error(e: Exception) -> None:
+            errors.append(str(e))
+
+        nc = await nats.connect(deployment.url, error_cb=on_error, allow_reconnect=False,
+                                **deployment.auth(role).connect_options())
+        client = Client(nc, errors)
+        clients.append(client)
+        return client
+
+    yield open_as
+    for c in clients:
+        await c.nc.close()
+
+
+PUBLISHER = publisher_role(SOURCE)
+
+
+async def test_a_publisher_publishes_the_three_inputs_with_acks_and_nothing_else(
+    deployment: Deployment, connect
+) -> None:
+    pub = await connect(PUBLISHER)
+    js = pub.nc.jetstream(timeout=5)
+    event = dossier_event("H-1", 2, "2026-11-25T09:00:00+07:00", source=SOURCE)
+    await publish_event(js, "tthc.dossier.events", event)  # acked: TTHC_DOSSIER stored it
+    # Nothing but the inputs: alerts, parwatch's own subjects, dead letters.
+    for subject in ("tthc.alerts", "parwatch.dossier.state", "parwatch.accepted.rating", "parwatch.plan.task_state",
+                    "tthc.deadletter"):
+        await pub.nc.publish(subject, b"{}")
+        await pub.refused("Publish", subject)
+    # It subscribes to nothing: no stream subject, no delivery, no other user's inbox, not even every inbox.
+    for subject in ("tthc.dossier.events", "tthc.>", ">", "_INBOX.>", "parwatch.deliver.dossier_tracker",
+                    "$JS.ACK.>", f"_INBOX_{deployment.auth('dossier_tracker').public_key}.>"):
+        await pub.nc.subscribe(subject)
+        await pub.refused("Subscription", subject)
+    # No stream-management API: create, update, delete, purge, consumers, not even information.
+    for subject in ("$JS.API.STREAM.CREATE.EVIL", "$JS.API.STREAM.UPDATE.TTHC_DOSSIER",
+                    "$JS.API.STREAM.DELETE.TTHC_DOSSIER", "$JS.API.STREAM.PURGE.TTHC_DOSSIER",
+                    "$JS.API.STREAM.MSG.DELETE.TTHC_DOSSIER", "$JS.API.CONSUMER.CREATE.TTHC_DOSSIER",
+                    "$JS.API.CONSUMER.DURABLE.CREATE.TTHC_DOSSIER.mine", "$JS.API.STREAM.INFO.TTHC_DOSSIER"):
+        await pub.nc.publish(subject, b"{}")
+        await pub.refused("Publish", subject)
+
+    # What the server did, read with the operator's credential: one input stored, every other stream as it was.
+    op = await connect("operator")
+    ojs = op.nc.jetstream(timeout=5)
+    counts = {s.name: (await ojs.stream_info(s.name)).state.messages for s in STREAMS}
+    assert counts == {s.name: 1 if s.name == "TTHC_DOSSIER" else 0 for s in STREAMS}
+
+
+async def test_the_operator_reads_and_changes_nothing(deployment: Deployment, connect) -> None:
+    admin = await connect("admin")
+    await publish_event(admin.nc.jetstream(), "tthc.dossier.events", dossier_event("H-2", 2, "2026-11-25T09:00:00+07:00"))
+    op = await connect("operator")
+    js = op.nc.jetstream(timeout=5)
+    info = await js.stream_info("TTHC_DOSSIER")
+    assert info.state.messages == 1
+    assert (await js.get_msg("TTHC_DOSSIER", 1)).subject == "tthc.dossier.events"
+    sub = await js.subscribe("tthc.dossier.events", ordered_consumer=True)  # an ephemeral consumer: reading
+    assert (await sub.next_msg(timeout=5)).subject == "tthc.dossier.events"
+    for subject in ("tthc.dossier.events", "tthc.alerts", "$JS.API.STREAM.DELETE.TTHC_DOSSIER",
+                    "$JS.API.STREAM.UPDATE.TTHC_DOSSIER", "$JS.API.CONSUMER.DURABLE.CREATE.TTHC_DOSSIER.mine",
+                    "$JS.API.CONSUMER.DELETE.TTHC_DOSSIER.dossier_tracker"):
+        await op.nc.publish(subject, b"{}")
+        await op.refused("Publish", subject)
+
+
+async def test_no_credential_or_no_tls_is_refused(deployment: Deployment) -> None:
+    with pytest.raises(Exception, match="(?i)authorization"):
+        await nats.connect(deployment.url, allow_reconnect=False, max_reconnect_attempts=0,
+                           tls=deployment.auth("admin").ssl_context(), connect_timeout=5)
+    with pytest.raises(Exception):  # noqa: B017 - the server asks TLS of a plain client: any refusal
+        await nats.connect(deployment.url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5,
+                           nkeys_seed=str(deployment.seed("admin")))
+
+
+async def test_each_service_runs_with_its_own_credential_only(
+    deployment: Deployment, connect, tmp_path: Path
+) -> None:
+    from services.deadline_monitor.app import create_app as create_monitor
+    from services.deadline_monitor.settings import MonitorSettings
+    from services.dossier_tracker.app import create_app as create_tracker
+    from services.notifier.app import create_app as create_notifier
+    from services.notifier.settings import NotifierSettings
+    from services.scoring.app import create_app as create_scoring
+    from services.scoring.settings import ScoringSettings
+
+    def common(role: str) -> CommonSettings:
+        c = deployment.common(role, data_dir=tmp_path / role)
+        assert not c.manages_streams()  # a credential: the streams are the admin's to change
+        return c
+
+    tracker, _ = create_tracker(common("dossier_tracker"))
+    monitor, _ = create_monitor(common("deadline_monitor"),
+                                MonitorSettings(port=0, include_shipped_plans=False, backlog_idle_seconds=0.5))
+    scoring, _ = create_scoring(common("scoring"), ScoringSettings(port=0))
+    notifier, _ = create_notifier(common("notifier"), NotifierSettings(port=free_port(), quiet_hours=False))
+    services = [tracker, monitor, scoring, notifier]
+    pub = await connect(PUBLISHER)
+    admin = await connect("admin")
+    op = await connect("operator")
+    ojs = op.nc.jetstream(timeout=5)
+    try:
+        for service in services:
+            await service.start()
+        # A dossier of a unit outside the directory: the tracker folds it into a state fact, the monitor raises
+        # unknown_agency on tthc.alerts, scoring takes the fact, the notifier the alert.
+        await publish_event(pub.nc.jetstream(), "tthc.dossier.events",
+                            dossier_event("H-OWN-1", 2, "2026-11-25T09:00:00+07:00", agency="ZZZ", source=SOURCE))
+        await publish_event(pub.nc.jetstream(), "tthc.dossier.events", b"not json", msg_id=str(uuid.uuid4()))
+        # Messages no service can accept, on each one's inputs: each dead-letters them (publishes, then acks).
+        ajs = admin.nc.jetstream()
+        await ajs.publish("parwatch.dossier.state", b"not json")
+        await ajs.publish("tthc.alerts", b"not json")
+
+        async def settled(stream: str, durable: str) -> bool:
+            info = await ojs.consumer_info(stream, durable)
+            return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq > 0
+
+        for svc in SERVICES:
+            for c in svc.consumes:
+                if c.subject not in ("tthc.dossier.events", "parwatch.dossier.state", "tthc.alerts", "tthc.deadletter"):
+                    continue  # no message was published there
+                await wait_until(lambda c=c: settled(c.stream, c.durable), timeout=30)
+        await wait_until(lambda: _stream_count(ojs, "PARWATCH_DOSSIER_STATE", at_least=2), timeout=30)
+        await wait_until(lambda: _kinds(ojs, source="parwatch/deadline_monitor", want="unknown_agency"), timeout=30)
+        await wait_until(lambda: _stream_count(ojs, "TTHC_DEADLETTER", at_least=3), timeout=30)
+        assert not [e for c in (pub, admin, op) for e in c.errors]
+    finally:
+        for service in reversed(services):
+            await service.stop()
+
+
+async def _stream_count(js: object, stream: str, *, at_least: int) -> bool:
+    return (await js.stream_info(stream)).state.messages >= at_least  # type: ignore[attr-defined]
+
+
+async def _kinds(js: object, *, source: str, want: str) -> bool:
+    from shared.events import EventRejected, parse_event
+
+    info = await js.stream_info("TTHC_ALERTS")  # type: ignore[attr-defined]
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg("TTHC_ALERTS", seq)  # type: ignore[attr-defined]
+        try:
+            event = parse_event(msg.data)
+        except EventRejected:  # the junk alert of the test
+            event = None
+        if event is not None and event.source == source and event.data.kind == want:
+            return True
+    return False
+
+
+async def test_a_service_with_another_services_credential_is_refused_what_it_needs(
+    deployment: Deployment, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from services.notifier.app import create_app as create_notifier
+    from services.notifier.settings import NotifierSettings
+
+    caplog.set_level(logging.ERROR, logger="shared.nats_auth")
+    notifier, _ = create_notifier(deployment.common("scoring", data_dir=tmp_path / "n"),
+                                  NotifierSettings(port=free_port(), quiet_hours=False))
+    with pytest.raises(TimeoutError):  # its consumer cannot be created: the request gets no answer
+        await notifier.start()
+    await notifier.stop()
+    # nats-py hands the server's error over in lower case.
+    refused = [r.getMessage().lower() for r in caplog.records if "permissions violation" in r.getMessage().lower()]
+    assert any("$js.api.consumer." in m and ".tthc_alerts.notifier" in m for m in refused), refused
+
+
+async def test_a_rotated_credential_works_beside_the_old_one_until_the_rotation_is_finished(
+    deployment: Deployment, connect
+) -> None:
+    old_seed = deployment.seed("scoring").read_bytes()
+    write_deployment(deployment.out, Request(nodes=(NODE,), rotate=("scoring",), layout=_layout(deployment)))
+    deployment.install()
+    deployment.reload()
+    new = NatsAuth.of(seed_file=deployment.seed("scoring"), ca_file=deployment.ca)
+    old_file = deployment.out / "creds" / "scoring.previous.nk"
+    assert old_file.read_bytes() == old_seed and deployment.seed("scoring").read_bytes() != old_seed
+
+    async def works(auth: NatsAuth) -> bool:
+        try:
+            nc = await nats.connect(deployment.url, allow_reconnect=False, max_reconnect_attempts=0,
+                                    connect_timeout=5, **auth.connect_options())
+        except Exception:  # noqa: BLE001 - refused
+            return False
+        try:
+            await nc.jetstream(timeout=5).stream_info("TTHC_ALERTS")  # its inbox and STREAM.INFO: its permissions
+            return True
+        finally:
+            await nc.close()
+
+    old = NatsAuth.of(seed_file=old_file, ca_file=deployment.ca)
+    await wait_until(lambda: works(new), timeout=15)  # the reload is asynchronous
+    assert await works(old)
+    write_deployment(deployment.out, Request(nodes=(NODE,), finish_rotation=("scoring",), layout=_layout(deployment)))
+    deployment.install()
+    deployment.reload()
+    await wait_until(lambda: _not(works(old)), timeout=15)
+    assert await works(new)
+
+
+def _layout(d: Deployment) -> ServerLayout:
+    port = int(d.url.rsplit(":", 1)[1])
+    text = (d.conf_dir / "nats-cluster.conf").read_text()
+    http = int(text.split("http: 127.0.0.1:", 1)[1].split()[0])
+    return ServerLayout(conf_dir=str(d.conf_dir), store_dir=text.split("store_dir: ", 1)[1].split()[0],
+                        client_port=port, http_port=http, listen="127.0.0.1", max_file_store="8GB")
+
+
+async def _not(result: object) -> bool:
+    return not await result  # type: ignore[misc]
