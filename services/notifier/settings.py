@@ -42,7 +42,8 @@ class NotifierSettings(BaseSettings):
     # -- grouping, repeats, escalation, quiet hours ------------------------------
     group_wait: dt.timedelta = Field(default=dt.timedelta(seconds=30), description="wait for siblings of a new alert")
     group_interval: dt.timedelta = Field(
-        default=dt.timedelta(minutes=5), description="least time between two notices of a group"
+        default=dt.timedelta(minutes=20),
+        description="least time between two notices of a group: at most three an hour (docs/notifier.md, noise budget)",
     )
     repeat_interval: dt.timedelta = Field(
         default=dt.timedelta(hours=24), description="remind of a still-firing alert after"

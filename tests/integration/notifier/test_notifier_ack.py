@@ -177,7 +177,7 @@ async def test_an_ack_stops_reminders_and_escalation_until_the_alert_fires_again
     await h.run(seconds=1)
     assert [m.data["alerts"][0]["state"] for _, m in h.smtp.sent] == ["firing", "resolved"]
     await h.notifier.record([make_received(KEY, event_id="e3", starts_at=h.clock.now)])  # fired again
-    await h.run(minutes=5)  # the group's interval since the resolved notice
+    await h.run(seconds=NotifierSettings().group_interval.total_seconds())  # the group's interval since then
     assert [m.data["alerts"][0]["state"] for _, m in h.smtp.sent] == ["firing", "resolved", "firing"]
 
 

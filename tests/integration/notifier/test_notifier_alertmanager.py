@@ -287,7 +287,7 @@ async def test_the_real_alertmanager_with_the_shipped_config_reaches_the_desk(ow
             alert["endsAt"] = T0.isoformat()  # in the past: Alertmanager resolves it
             assert (await am.post("/api/v2/alerts", json=[alert])).status_code == 200
             await eventually(lambda: recorded("resolved"), what="Alertmanager's resolved notification")
-            clock.advance(minutes=5)  # the notifier's group_interval since the firing notice
+            clock.advance(seconds=NotifierSettings().group_interval.total_seconds())  # the group's interval since the firing notice
             await eventually(lambda: len(webhook_server.requests) == 2, what="the resolved notice")
             assert [(a["alert_key"], a["state"]) for a in desk_alerts(webhook_server)] == [
                 (record.alert_key, "firing"), (record.alert_key, "resolved")]

@@ -302,7 +302,7 @@ async def test_smtp_outage_and_restart_deliver_every_notice_exactly_once(own_nat
         await publish(url, alert_event("H-3", starts_at=dt.datetime(2026, 11, 25, 9, 5, tzinfo=VN)))
         await publish(url, alert_event("H-1"), msg_id="again-H-1")
         await consumed(url, 5)
-        clock.advance(minutes=6)
+        clock.advance(seconds=NotifierSettings().group_interval.total_seconds() + 60)  # past the group's interval
         # H-3 queued, and every notice tried at this time: none is due before the clock moves.
         await eventually(lambda: len(waiting := stack.store.waiting()) == 3
                          and all(r.next_attempt_at > clock.now for r in waiting), what="H-3 queued, all tried")
