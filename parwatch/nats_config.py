@@ -88,6 +88,7 @@ def render_server_conf(*, nodes: Sequence[str], layout: ServerLayout = ServerLay
         f'  ca_file: "{tls_dir}/ca.pem"\n'
         "  timeout: 5\n"
     )
+    route_tls = "".join(f"  {line}\n" for line in tls.splitlines())
     parts = [
         f"""\
 # A NATS JetStream node of parwatch, as `parwatch nats-config` writes it (parwatch/nats_config.py); the
@@ -140,7 +141,7 @@ cluster {{
   no_advertise: true
   # Routes over TLS both ways: each node shows its certificate and checks the other's (same CA).
   tls {{
-{tls}    verify: true
+{route_tls}    verify: true
   }}
 }}
 """)

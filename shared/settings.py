@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.backoff import Backoff
 from shared.consumer import RetryPolicy
-from shared.nats_auth import NatsAuth
+from shared.nats_auth import NatsAuth, public_key_of
 from shared.retention import Retention
 from shared.streams import STREAM_BY_NAME, StreamSpec, stream_specs
 
@@ -111,6 +111,13 @@ class CommonSettings(BaseSettings):
     def _nats_files_exist(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"{value} does not exist")
+        return value
+
+    @field_validator("nats_nkey_seed_file")
+    @classmethod
+    def _holds_a_seed(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            public_key_of(value)  # a clear error at start, never the seed itself
         return value
 
     @model_validator(mode="after")

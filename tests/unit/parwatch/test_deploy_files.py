@@ -270,13 +270,24 @@ def test_compose_has_no_default_secret() -> None:
     assert re.findall(r"\$\{PARWATCH_NOTIFIER_SMTP_PASSWORD([^}]*)\}", text) == [":-"]
 
 
-def test_the_cluster_config_is_valid_for_the_tested_server_and_syncs_every_write() -> None:
-    """nats-server itself checks the deployed config (`-t`); every deployed config fsyncs before it acks."""
+def test_the_cluster_config_is_valid_for_the_tested_server_and_syncs_every_write(tmp_path: Path) -> None:
+    """nats-server itself checks the deployed config (`-t`), with the users and certificates `parwatch nats-config`
+    writes beside it; every deployed config fsyncs before it acks."""
+    import shutil
+
+    from parwatch.nats_config import DEFAULT_NODES, Request, ServerLayout, node_files, write_deployment
     from shared.embedded import nats_server_binary
 
     conf = DEPLOY / "nats" / "nats-cluster.conf"
-    checked = subprocess.run([str(nats_server_binary()), "-c", str(conf), "-t"], capture_output=True, text=True,
-                             env=os.environ | {"SERVER_NAME": "nats-1"}, timeout=30, check=False)
+    etc = tmp_path / "etc"  # /etc/nats of a node, here
+    write_deployment(tmp_path / "out", Request(nodes=DEFAULT_NODES, layout=ServerLayout(conf_dir=str(etc))))
+    for rel, src in node_files(tmp_path / "out", "nats-1").items():
+        (etc / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, etc / rel)
+    (etc / "nats-cluster.conf").write_text(conf.read_text(encoding="utf-8").replace("/etc/nats/", f"{etc}/"))
+    checked = subprocess.run([str(nats_server_binary()), "-c", str(etc / "nats-cluster.conf"), "-t"],
+                             capture_output=True, text=True, env=os.environ | {"SERVER_NAME": "nats-1"}, timeout=30,
+                             check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert re.search(r"^\s*sync_interval:\s*always\s*$", conf.read_text(encoding="utf-8"), re.MULTILINE)
     values = yaml.safe_load((DEPLOY / "k8s" / "nats-values.yaml").read_text(encoding="utf-8"))

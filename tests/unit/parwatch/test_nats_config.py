@@ -1,0 +1,184 @@
+"""parwatch nats-config and the NATS permission table: files, modes, keys, certificates, and the deploy/ files.
+
+The permissions themselves are tried on a real nats-server in
+tests/integration/parwatch/test_nats_permissions.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from parwatch.nats_access import SERVICES, fixed_roles, permissions_for
+from parwatch.nats_config import (
+    DEFAULT_NODES,
+    NatsConfigError,
+    Request,
+    render_server_conf,
+    summary,
+    write_deployment,
+)
+from shared.settings import CommonSettings
+
+REPO = Path(__file__).resolve().parents[3]
+NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
+
+
+def test_the_deployed_cluster_config_is_what_nats_config_writes_for_compose() -> None:
+    assert (REPO / "deploy" / "nats" / "nats-cluster.conf").read_text(encoding="utf-8") == render_server_conf(
+        nodes=DEFAULT_NODES
+    )
+
+
+def test_one_node_is_a_single_server_and_several_a_cluster_with_tls_routes() -> None:
+    single = render_server_conf(nodes=("nats-a",))
+    assert "cluster {" not in single and "tls {" in single and "include ./auth.conf" in single
+    cluster = render_server_conf(nodes=("a", "b", "c", "d"))
+    assert re.findall(r"nats-route://(\w+):6222", cluster) == ["a", "b", "c", "d"]
+    assert "verify: true" in cluster.split("cluster {", 1)[1]
+
+
+def test_secrets_are_private_and_never_in_the_summary(tmp_path: Path) -> None:
+    written = write_deployment(tmp_path, Request(publishers=("motcua.tuyphong",)), now=NOW)
+    roles = {u.role for u in written.users}
+    assert roles == {*fixed_roles(), "publisher-motcua.tuyphong"}
+    secrets = [*tmp_path.glob("creds/*.nk"), tmp_path / "ca" / "ca-key.pem", *tmp_path.glob("nats/*/server-key.pem")]
+    assert len(secrets) == len(roles) + 1 + len(DEFAULT_NODES)
+    for path in secrets:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for folder in ("creds", "ca", *(f"nats/{n}" for n in DEFAULT_NODES)):
+        assert stat.S_IMODE((tmp_path / folder).stat().st_mode) == 0o700, folder
+    text = "\n".join(summary(tmp_path, written))
+    for path in secrets:
+        longest = max(path.read_text().splitlines(), key=len)  # the seed, or a line of a PEM key
+        assert longest not in text, path
+    auth = (tmp_path / "nats" / "auth.conf").read_text()
+    assert all(p.read_text().strip() not in auth for p in tmp_path.glob("creds/*.nk"))
+    assert all(p.read_text().strip() in auth for p in tmp_path.glob("creds/*.pub"))
+
+
+def test_running_again_keeps_keys_and_certificates_and_adds_a_node(tmp_path: Path) -> None:
+    write_deployment(tmp_path, Request(), now=NOW)
+    before = {p: p.read_bytes() for p in [*tmp_path.glob("creds/*"), *tmp_path.glob("nats/*/*.pem")]}
+    written = write_deployment(tmp_path, Request(nodes=(*DEFAULT_NODES, "nats-4")), now=NOW)
+    assert written.certificates == ("nats-4",) and not written.new_credentials and not written.ca_created
+    assert all(p.read_bytes() == body for p, body in before.items())
+    assert "nats-route://nats-4:6222" in (tmp_path / "nats" / "nats-cluster.conf").read_text()
+
+
+def test_a_node_certificate_serves_clients_and_routes_for_its_names(tmp_path: Path) -> None:
+    write_deployment(tmp_path, Request(nodes=("nats-1", "nats-2"), sans=("nats.example.vn", "10.0.0.7")), now=NOW)
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca" / "ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate((tmp_path / "nats" / "nats-2" / "server-cert.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == {"nats-2", "nats.example.vn", "localhost"}
+    assert {str(a) for a in san.get_values_for_type(x509.IPAddress)} == {"10.0.0.7", "127.0.0.1"}
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(usage) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    # A changed name list issues the certificate again.
+    again = write_deployment(tmp_path, Request(nodes=("nats-1", "nats-2"), sans=("nats.example.vn",)), now=NOW)
+    assert again.certificates == ("nats-1", "nats-2")
+
+
+def test_rotation_keeps_the_old_key_valid_until_finished(tmp_path: Path) -> None:
+    first = write_deployment(tmp_path, Request(), now=NOW)
+    old = {u.role: u.public_key for u in first.users}["scoring"]
+    during = write_deployment(tmp_path, Request(rotate=("scoring",)), now=NOW)
+    scoring = [u for u in during.users if u.role == "scoring"]
+    assert {u.previous for u in scoring} == {True, False} and old in {u.public_key for u in scoring if u.previous}
+    with pytest.raises(NatsConfigError, match="under way"):
+        write_deployment(tmp_path, Request(rotate=("scoring",)), now=NOW)
+    after = write_deployment(tmp_path, Request(finish_rotation=("scoring",)), now=NOW)
+    assert [u.public_key for u in after.users if u.role == "scoring"] != [old]
+    assert old not in (tmp_path / "nats" / "auth.conf").read_text()
+
+
+def test_a_publisher_is_removed_and_bad_names_refused(tmp_path: Path) -> None:
+    write_deployment(tmp_path, Request(publishers=("kiosk-1",)), now=NOW)
+    after = write_deployment(tmp_path, Request(remove_publishers=("kiosk-1",)), now=NOW)
+    assert "publisher-kiosk-1" not in {u.role for u in after.users}
+    for bad in ("", "a b", "x.previous", "-x"):
+        with pytest.raises(NatsConfigError):
+            write_deployment(tmp_path, Request(publishers=(bad,)), now=NOW)
+    with pytest.raises(NatsConfigError):
+        write_deployment(tmp_path, Request(rotate=("root",)), now=NOW)
+
+
+def test_the_helm_values_hold_the_same_users(tmp_path: Path) -> None:
+    written = write_deployment(tmp_path, Request(), now=NOW)
+    values = yaml.safe_load((tmp_path / "k8s" / "nats-auth-values.yaml").read_text())
+    users = values["config"]["merge"]["accounts"]["PARWATCH"]["users"]
+    assert {u["nkey"] for u in users} == {u.public_key for u in written.users}
+
+
+def test_the_table_is_what_each_service_registers(tmp_path: Path) -> None:
+    """The consumers (subject, durable) of the permission table are those the services' create_app declare."""
+    from services.deadline_monitor.app import create_app as monitor
+    from services.dossier_tracker.app import create_app as tracker
+    from services.notifier.app import create_app as notifier
+    from services.scoring.app import create_app as scoring
+
+    apps = {"dossier_tracker": tracker, "deadline_monitor": monitor, "scoring": scoring, "notifier": notifier}
+    for svc in SERVICES:
+        service, _ = apps[svc.name](CommonSettings(data_dir=tmp_path / svc.name))
+        declared = {(s.subject, s.durable) for s in service.consumers.subscriptions}
+        assert declared == {(c.subject, c.durable) for c in svc.consumes}, svc.name
+        allowed = permissions_for(svc.name, public_key="U" + "A" * 55)
+        assert {f"parwatch.deliver.{d}" for _, d in declared} <= set(allowed["subscribe"]["allow"])
+
+
+def test_nothing_set_is_a_plain_connection_that_manages_the_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NKEY_SEED_FILE", "TLS_CA_FILE", "TLS_CERT_FILE", "TLS_KEY_FILE", "MANAGE_STREAMS"):
+        monkeypatch.delenv(f"PARWATCH_NATS_{name}", raising=False)
+    common = CommonSettings()
+    assert common.nats_auth().connect_options() == {} and common.nats_auth().broker_options() == {}
+    assert common.manages_streams()
+
+
+def test_a_credential_sets_the_private_inbox_and_leaves_the_streams_to_the_admin(tmp_path: Path) -> None:
+    written = write_deployment(tmp_path, Request(), now=NOW)
+    common = CommonSettings(nats_nkey_seed_file=tmp_path / "creds" / "notifier.nk",
+                            nats_tls_ca_file=tmp_path / "creds" / "ca.pem")
+    key = {u.role: u.public_key for u in written.users}["notifier"]
+    options = common.nats_auth().connect_options()
+    assert options["inbox_prefix"] == f"_INBOX_{key}" and options["tls"] is not None
+    assert not common.manages_streams()
+    with pytest.raises(ValueError, match="nkey"):
+        CommonSettings(nats_nkey_seed_file=tmp_path / "creds" / "notifier.pub")
+
+
+def test_compose_gives_each_service_its_own_credential_and_each_node_its_files() -> None:
+    from parwatch.nats_config import node_files
+
+    text = (REPO / "deploy" / "compose.yaml").read_text(encoding="utf-8")
+    uses = re.findall(r"\$\{PARWATCH_NATS_SECRETS([^}]*)\}", text)
+    assert uses and all(u.startswith(":?") for u in uses)  # no credential, no start
+    services = yaml.safe_load(text)["services"]
+
+    def credentials(name: str) -> list[str]:
+        return re.findall(r"/creds/([\w.-]+\.nk):/run/secrets/nats\.nk:ro", " ".join(services[name]["volumes"]))
+
+    for svc in SERVICES:
+        name = svc.name.replace("_", "-")
+        assert credentials(name) == [f"{svc.name}.nk"], name
+        env = services[name]["environment"]
+        assert env["PARWATCH_NATS_NKEY_SEED_FILE"] == "/run/secrets/nats.nk"
+        assert env["PARWATCH_NATS_TLS_CA_FILE"] == "/run/secrets/nats-ca.pem"
+        assert services[name]["depends_on"]["nats-streams"] == {"condition": "service_completed_successfully"}
+    assert credentials("nats-streams") == ["admin.nk"]
+    assert services["nats-streams"]["command"] == ["parwatch", "streams", "ensure"]
+    for node in DEFAULT_NODES:
+        mounts = " ".join(services[node]["volumes"])
+        for rel, src in node_files(Path("OUT"), node).items():
+            if rel == "nats-cluster.conf":
+                assert "./nats/nats-cluster.conf:/etc/nats/nats-cluster.conf:ro" in mounts
+            else:
+                assert f"/{src.relative_to('OUT')}:/etc/nats/{rel}:ro" in mounts, (node, rel)
