@@ -196,7 +196,11 @@ def test_nats_cluster_config_and_helm_values_agree_with_the_message_limit() -> N
     assert re.search(r"^jetstream\s*\{", text, re.MULTILINE)
     assert len(re.findall(r"nats-route://nats-\d:6222", text)) == 3
     values = yaml.safe_load((DEPLOY / "k8s" / "nats-values.yaml").read_text(encoding="utf-8"))
-    assert values["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    cluster = values["config"]["cluster"]
+    assert (cluster["enabled"], cluster["replicas"]) == (True, 3)
+    # TLS on the client and route ports, routes checking each other (docs/running.md "Deploying to a cluster").
+    assert values["config"]["nats"]["tls"]["enabled"] and cluster["tls"]["enabled"] and values["tlsCA"]["enabled"]
+    assert cluster["tls"]["merge"]["verify"] is True
     assert values["config"]["jetstream"]["enabled"] and values["config"]["jetstream"]["fileStore"]["enabled"]
     assert values["config"]["merge"]["max_payload"] == max_payload
 
