@@ -28,6 +28,7 @@ from services.notifier.render import Renderer
 from services.notifier.service import Clock, NotifierService
 from services.notifier.settings import NotifierSettings
 from services.notifier.store import Store
+from services.notifier.web_api import WebApi
 from shared.agencies import AgencySettings
 from shared.calendar import load_calendar
 from shared.consumer import Consumers, RetryPolicy
@@ -119,9 +120,10 @@ def create_app(
     app = service.app(
         title="parwatch notifier",
         description="Routes tthc.alerts to the right officials, once, in Vietnamese (SMTP, webhook, log); "
-                    "officials acknowledge alerts here (/ack, /alerts); Alertmanager hands over Prometheus's "
+                    "officials acknowledge alerts here (/ack, /alerts); the officials' web page reads officials and manages silences (/officials, /silences); Alertmanager hands over Prometheus's "
                     "alerts for the technical desk (/alertmanager).",
-        extra_routes=[api.router(), receiver.router()],
+        extra_routes=[api.router(), receiver.router(),
+                      WebApi(store=store, directory=directory, clock=clock, api_token=token).router()],
     )
     app.state.notifier = notifier
     app.state.store = store
