@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.dossier_tracker import handlers
+from services.dossier_tracker.api_keys import KeyChecker, KeyStore, create_key_schema
+from services.dossier_tracker.http_ingest import IngestLimits, SourceLimits, ingest_router
 from services.dossier_tracker.metrics import DossierCollector
 from services.dossier_tracker.service import TrackerService, open_store
 from services.dossier_tracker.settings import TrackerSettings
@@ -57,10 +59,19 @@ def create_app(
     handlers.register(consumers, TrackerService(store=worker, publisher=publisher, clock=clock), durable=settings.durable)
     service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common,
                       consumers=consumers)
-    service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
+    service.use_database(engine, create_schema=lambda: (create_schema(engine), create_key_schema(engine)),
+                         ping=store.ping)
     cleanup = Cleanup(store.prune, common.retention(), clock=clock)
     service.every(common.retention_interval, cleanup.once, name="retention")
     service.on_start.append(worker.start)  # after the schema exists
     service.on_stop.insert(0, worker.stop)  # after the batch in hand was stored
-    app = service.app(description="Consumes dossier status events, keeps each dossier's state and timeliness.")
+    # CloudEvents over HTTP for systems that cannot speak NATS: published on the same input subjects.
+    ingest = ingest_router(
+        source_of=KeyChecker(KeyStore(engine)).source_of,
+        limits=IngestLimits(max_batch=settings.http_max_batch, max_batch_bytes=settings.http_max_batch_bytes),
+        rates=SourceLimits(rate=settings.http_rate, burst=settings.http_burst),
+        jetstream=lambda: service.jetstream,
+    )
+    app = service.app(description="Consumes dossier status events, keeps each dossier's state and timeliness; "
+                      "takes the same events over HTTP (POST /events).", extra_routes=[ingest])
     return service, app
