@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=20.0, help="dossier events per second (default 20)")
     demo.add_argument("--seed", type=int, default=146, help="random seed of the synthetic feed")
     demo.set_defaults(func=_demo)
+    from parwatch import contract, importer, keys
+
+    for module in (keys, importer, contract):  # keys add|list|revoke, import, contract export
+        module.register(sub)
 
     for module_name in SERVICE_CLIS:
         try:
