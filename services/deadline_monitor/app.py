@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
 from nats.js.api import ConsumerInfo
 from prometheus_client import CollectorRegistry
 
 from services.deadline_monitor import handlers
+from services.deadline_monitor.api import MonitorApi
 from services.deadline_monitor.catalog import catalog_from_settings, occurrence_specs
 from services.deadline_monitor.domain import Policy, from_attributes
 from services.deadline_monitor.metrics import MonitorCollector
@@ -21,12 +23,14 @@ from shared.backoff import Backoff
 from shared.calendar import load_calendar
 from shared.consumer import Consumers
 from shared.db import make_engine
+from shared.events import CloudEvent, encode, headers_for
 from shared.lease import Lease
 from shared.outbox import Relay
 from shared.publishing import JetStreamPublisher
 from shared.retention import Cleanup
 from shared.service import Service, make_broker, utc_now
 from shared.settings import CommonSettings
+from shared.streams import PLAN_EVENTS
 
 NAME = "deadline_monitor"
 
@@ -119,7 +123,15 @@ def create_app(
     lease = Lease(engine, name=f"parwatch:{NAME}")  # replicas: one relays the outbox
     service.on_stop.insert(0, lease.stop)
     service.every(settings.outbox_interval, lease.only_when_held(relay.once), name="outbox", wake=relay.wake)
-    app = service.app(description="Alerts before a dossier or a plan task is late; tracks plan task occurrences.")
+    async def publish_report(event: CloudEvent[Any]) -> int:  # the officials' page reports a duty, as the CLI does
+        ack = await service.jetstream.publish(PLAN_EVENTS, encode(event), headers=headers_for(event))
+        return int(ack.seq)
+
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else None
+    api = MonitorApi(store=store, catalog=catalog, calendar=calendar, clock=clock, publish=publish_report,
+                     window=(settings.plan_window_from, settings.plan_window_to), api_token=token)
+    app = service.app(description="Alerts before a dossier or a plan task is late; tracks plan task occurrences.",
+                      extra_routes=[api.router()])
     app.state.monitor = monitor
     app.state.relay = relay
     app.state.store = store

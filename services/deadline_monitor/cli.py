@@ -209,10 +209,12 @@ def report_event(
     calendar: WorkingDays,
     now: dt.datetime,
     window: tuple[dt.date | None, dt.date | None] = (None, None),
+    source: str = REPORT_SOURCE,
 ) -> CloudEvent[Any]:
     """The ``vn.tthc.plan.task_reported`` event of ``request``, checked as the monitor checks it: the task is in a
     plan in force, the agency owns it, the period is one of its occurrences. Its id depends on the report and its
-    day only, so the same command run twice on a day is one report."""
+    day only, so the same command run twice on a day is one report. ``source``: who publishes it (the command,
+    or the officials' web page through the monitor's API)."""
     today = local_date(now)
     reported_on = request.done_on or today
     if reported_on > today:
@@ -238,7 +240,7 @@ def report_event(
     digest = hashlib.sha256((request.note or "").encode()).hexdigest()[:12]
     event_id = domain_event_id("report", plan.plan_id, task.id, request.agency_code, occ or "-", request.state,
                                reported_on.isoformat(), digest)
-    return new_event(type=PLAN_TYPE, source=REPORT_SOURCE, id=event_id, subject=task.id, data=data, time=now)
+    return new_event(type=PLAN_TYPE, source=source, id=event_id, subject=task.id, data=data, time=now)
 
 
 def _as_options(reason: str) -> str:

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.plans import plan_files
@@ -27,6 +27,11 @@ class MonitorSettings(ConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="PARWATCH_MONITOR_", extra="ignore", frozen=True)
 
     port: int = Field(default=9102, ge=0, le=65535, description="HTTP port of /health and /metrics")
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token the officials' web page (scoring) sends to /plan/occurrences, /plan/report and"
+                    " /dossiers/open; without it, only clients on this machine (loopback) may call them",
+    )
 
     # -- time -----------------------------------------------------------------------
     tick_interval: float = Field(default=30.0, gt=0, description="seconds between two ticks")

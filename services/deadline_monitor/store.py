@@ -622,6 +622,21 @@ class MonitorStore:
         with Session(self.engine) as session:
             return [OccurrenceView(*r) for r in session.execute(stmt.order_by(o.due_day, o.plan_id, o.task_id))]
 
+    def open_dossiers_due_by(self, agency: str, due_by: dt.date, *, limit: int = 500) -> list[Any]:
+        """The agency's open dossiers due on or before ``due_by``, or late by a second supplement request, in due
+        order (the officials' page: due soon and overdue)."""
+        d = MonitorDossierRow
+        stmt = (
+            select(d.dossier_code, d.procedure_code, d.field_code, d.due_day, d.paused, d.pause_started_on,
+                   d.supplement_requests)
+            .where(d.is_open.is_(True), d.agency_code == agency,
+                   or_(d.due_day <= due_by, d.supplement_requests >= 2))
+            .order_by(d.due_day, d.dossier_code)
+            .limit(limit)
+        )
+        with Session(self.engine) as session:
+            return list(session.execute(stmt))
+
     def occurrence_count(self) -> int:
         with Session(self.engine) as session:
             return int(session.execute(select(func.count()).select_from(OccurrenceRow)).scalar_one())
