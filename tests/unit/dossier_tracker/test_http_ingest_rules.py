@@ -173,3 +173,54 @@ def test_keys_bind_one_source_and_die_when_revoked(tmp_path) -> None:
     with pytest.raises(ValueError, match="source"):
         store.add("bad\nsource", now=NOW)
     engine.dispose()
+
+
+# -- the route, with a JetStream that fails on request ---------------------------------------------------------------
+
+
+class _Ack:
+    def __init__(self, duplicate: bool) -> None:
+        self.duplicate = duplicate
+
+
+class _FlakyJetStream:
+    """Stores what it is given, says duplicate for what it already holds, fails for the ids it is told."""
+
+    def __init__(self, failing: set[str]) -> None:
+        self.failing = failing
+        self.held: list[tuple[str, str]] = []
+
+    async def publish(self, subject: str, payload: bytes, *, timeout: float, stream: str, headers: dict[str, str]
+                      ) -> _Ack:
+        event = json.loads(payload)
+        if event["id"] in self.failing:
+            raise TimeoutError
+        key = (subject, headers["Nats-Msg-Id"])
+        duplicate = key in self.held
+        self.held.append(key)
+        return _Ack(duplicate)
+
+
+async def test_the_answer_is_202_only_when_every_event_was_stored() -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from services.dossier_tracker.http_ingest import BATCH, PATH, IngestLimits, ingest_router
+
+    js = _FlakyJetStream(failing={"will-fail"})
+    app = FastAPI()
+    app.include_router(ingest_router(source_of=lambda key: "motcua.test" if key == "k" else None,
+                                     limits=IngestLimits(max_batch=10, max_batch_bytes=1 << 20),
+                                     rates=SourceLimits(rate=100, burst=100), jetstream=lambda: js))
+    ok = dossier_event("H1", 4, "2026-11-23T08:00:00+07:00", event_id="fine", source="motcua.test")
+    failing = dossier_event("H2", 4, "2026-11-23T08:00:00+07:00", event_id="will-fail", source="motcua.test")
+    headers = {"Authorization": "Bearer k", "Content-Type": BATCH}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tracker") as http:
+        answer = await http.post(PATH, content=json.dumps([ok, failing]), headers=headers)
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+        assert [e["outcome"] for e in answer.json()["events"]] == ["stored", "not_stored"]
+        js.failing.clear()
+        answer = await http.post(PATH, content=json.dumps([ok, failing]), headers=headers)  # sent again: safe
+        assert answer.status_code == 202
+        assert [e["outcome"] for e in answer.json()["events"]] == ["duplicate", "stored"]
+    assert len(set(js.held)) == 2

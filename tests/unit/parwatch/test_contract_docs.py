@@ -54,3 +54,17 @@ def test_each_event_type_has_its_schema_and_the_ingest_its_three_modes() -> None
     post = openapi["paths"][PATH]["post"]
     assert {STRUCTURED, BATCH, "application/json"} <= set(post["requestBody"]["content"])
     assert {"202", "400", "401", "403", "413", "429"} <= set(post["responses"])
+
+
+def test_the_tracker_serves_the_published_ingest_operation(tmp_path: Path) -> None:
+    from services.dossier_tracker.app import create_app
+    from services.dossier_tracker.settings import TrackerSettings
+    from shared.settings import CommonSettings
+
+    common = CommonSettings(nats_url="nats://127.0.0.1:1", database_url=f"sqlite:///{tmp_path / 'tracker.db'}")
+    _, app = create_app(common, TrackerSettings())  # nothing connects before start
+    served = app.openapi()
+    published = json.loads((DEFAULT_OUT / "openapi-ingest.json").read_text(encoding="utf-8"))
+    assert served["paths"][PATH] == published["paths"][PATH]
+    for name in ("IngestAnswer", "EventOutcome"):
+        assert served["components"]["schemas"][name] == published["components"]["schemas"][name]
