@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from services.scoring.metrics import ScoringCollector
 from services.scoring.service import ScoringService
 from services.scoring.settings import ScoringSettings
 from services.scoring.store import ScoringStore, create_schema
+from services.scoring.web import build_web
 from shared.agencies import AgencySettings
 from shared.consumer import Consumers
 from shared.db import make_engine
@@ -70,6 +72,13 @@ def create_app(
                       consumers=consumers)
     service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
     service.on_start.append(scoring.adopt_legacy_alerts)  # after the schema exists
+    web, web_store = build_web(board=board, directory=directory, clock=clock, engine=engine, settings=settings,
+                               data_dir=common.data_dir)
+
+    async def create_web_schema() -> None:
+        await asyncio.to_thread(web_store.create_schema)
+
+    service.on_start.append(create_web_schema)
     lease = Lease(engine, name=f"parwatch:{NAME}")  # replicas: one evaluates the KPIs and relays the outbox
     service.on_stop.insert(0, lease.stop)
     service.every(settings.evaluate_interval, lease.only_when_held(scoring.evaluate), name="kpi")
@@ -81,7 +90,7 @@ def create_app(
             "Figures officials are judged by, per agency and period: on-time rate (contract rule 7), "
             "satisfaction, online, digitized and synced shares, plan-task completion, Decision 766 index points."
         ),
-        extra_routes=[build_api(board=board, directory=directory, clock=clock)],
+        extra_routes=[build_api(board=board, directory=directory, clock=clock), web],
     )
     app.state.scoring, app.state.relay = scoring, relay  # for whoever drives a round by hand (tests)
     return service, app

@@ -49,6 +49,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rebuild.set_defaults(func=run_rebuild)
 
     agencies = subparsers.add_parser("agencies", help="the agency directory, and the codes seen outside it")
+    web = subparsers.add_parser("web", help="the officials' web page (/web/ on scoring): sign-in passwords")
+    web_actions = web.add_subparsers(dest="web_command", metavar="ACTION")
+    web_actions.required = True
+    password = web_actions.add_parser(
+        "password", help="set (or --remove) an official's password for the web page; kept as an Argon2id hash")
+    password.add_argument("official", metavar="OFFICIAL", help="the official's id in the notifier's directory")
+    password.add_argument("--remove", action="store_true", help="remove the password: the official cannot sign in"
+                          " and every session of the official ends")
+    password.add_argument("--stdin", action="store_true",
+                          help="read the password from the first line of standard input (scripts) instead of asking")
+    password.set_defaults(func=run_web_password)
+
     actions = agencies.add_subparsers(dest="agencies_command", metavar="ACTION")
     actions.required = True
     actions.add_parser("list", help="print the agency directory as the services load it").set_defaults(
@@ -166,3 +178,37 @@ def run_agencies_unknown(args: argparse.Namespace, *, clock=None) -> int:  # typ
         n_open, n_overdue = opens.get(code, (0, 0))
         print(f"  {escape_text(code, limit=200):<40} open={n_open} overdue={n_overdue}")
     return 0
+
+
+def run_web_password(args: argparse.Namespace) -> int:
+    """Set or remove an official's password (never printed, never logged; only its Argon2id hash is stored)."""
+    import getpass
+
+    from services.scoring.web.auth import hash_password
+    from services.scoring.web.store import WebStore
+
+    _, engine, _ = _open_store()
+    try:
+        store = WebStore(engine)
+        store.create_schema()
+        if args.remove:
+            removed = store.remove_password(args.official)
+            print(f"password of {args.official} removed" if removed else f"{args.official} had no password")
+            return 0
+        if args.stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass(f"new password for {args.official}: ")
+            if getpass.getpass("again: ") != password:
+                print("the two passwords differ; nothing changed", file=sys.stderr)
+                return 1
+        try:
+            hashed = hash_password(password)
+        except ValueError as exc:
+            print(f"password refused: {exc}", file=sys.stderr)
+            return 1
+        store.set_password_hash(args.official, hashed, now=dt.datetime.now(dt.UTC))
+        print(f"password of {args.official} set; signing in also needs {args.official} in the notifier's directory")
+        return 0
+    finally:
+        engine.dispose()

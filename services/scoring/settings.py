@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.scoring.alerts import PLAN_TARGET_KPIS, Hysteresis
 from services.scoring.domain import KPIS, IndexConfig
@@ -19,6 +19,25 @@ class ScoringSettings(ConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="PARWATCH_SCORING_", extra="ignore", frozen=True)
 
     port: int = Field(default=9103, ge=0, le=65535)
+
+    # -- the officials' web page (/web/, services.scoring.web; docs/web.md) ------------------------------
+    web_secret: SecretStr | None = Field(
+        default=None, description="key that signs the page's session cookies; default: one kept in the data folder"
+    )
+    web_session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="how long a sign-in lasts")
+    web_open_read_on_loopback: bool = Field(
+        default=True, description="pages may be read without signing in by a browser on this machine (loopback);"
+        " false: every page needs a sign-in (set it behind a reverse proxy on the same machine)"
+    )
+    web_secure_cookies: bool | None = Field(
+        default=None, description="mark the session cookie Secure; default: when the request came over https"
+    )
+    web_notifier_url: str | None = Field(
+        default=None, description="the notifier's HTTP API; default http://127.0.0.1:$PARWATCH_NOTIFIER_PORT"
+    )
+    web_monitor_url: str | None = Field(
+        default=None, description="deadline_monitor's HTTP API; default http://127.0.0.1:$PARWATCH_MONITOR_PORT"
+    )
     durable: str = Field(default="scoring", description="durable consumer name prefix (shared by replicas)")
     agencies_file: Path | None = Field(
         default=None,
@@ -83,3 +102,17 @@ class ScoringSettings(ConsumerSettings):
             sync_points=self.index_sync_points,
             sync_full_at=self.index_sync_full_at,
         )
+
+
+class PeerSettings(BaseSettings):
+    """What the officials' page needs of the notifier's and deadline_monitor's settings: their ports and the API
+    tokens they expect (the same variables those services read)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    notifier_port: int = Field(default=9104, validation_alias=AliasChoices("PARWATCH_NOTIFIER_PORT"))
+    notifier_api_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("PARWATCH_NOTIFIER_API_TOKEN"))
+    monitor_port: int = Field(default=9102, validation_alias=AliasChoices("PARWATCH_MONITOR_PORT"))
+    monitor_api_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("PARWATCH_MONITOR_API_TOKEN"))

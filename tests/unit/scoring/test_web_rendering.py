@@ -1,0 +1,181 @@
+"""The officials' page's pure rendering: Vietnamese numbers and dates, SVG charts, who may act for whom."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.scoring.web import charts, fmt
+from services.scoring.web.auth import Session, Sessions, csrf_ok, hash_password, verify_password
+
+# -- numbers, percentages, dates ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("ratio", "text"), [
+    (0.975, "97,5 %"), (1.0, "100,0 %"), (0.0, "0,0 %"), (0.98, "98,0 %"), (0.12345, "12,3 %"),
+])
+def test_a_ratio_is_written_as_a_vietnamese_percentage(ratio: float, text: str) -> None:
+    assert fmt.pct(ratio) == text
+
+
+def test_a_missing_value_is_absent_never_zero() -> None:
+    assert fmt.pct(None) == fmt.ABSENT
+    assert fmt.points(None) == fmt.ABSENT
+    assert fmt.vn_date(None) == fmt.ABSENT
+    assert fmt.pct(0.0) != fmt.ABSENT
+
+
+def test_thousands_take_a_dot_and_decimals_a_comma() -> None:
+    assert fmt.number(1234567) == "1.234.567"
+    assert fmt.number(1234.5, digits=1) == "1.234,5"
+
+
+def test_dates_periods_and_weekdays_in_vietnamese() -> None:
+    assert fmt.vn_date(dt.date(2026, 12, 2)) == "02/12/2026"
+    assert fmt.vn_long_date(dt.date(2026, 12, 2)) == "Thứ Tư, ngày 02/12/2026"
+    assert fmt.vn_long_date(dt.date(2026, 12, 6)) == "Chủ nhật, ngày 06/12/2026"
+    assert fmt.period_label("2026-11") == "Tháng 11/2026"
+    assert fmt.period_label("2026-Q4") == "Quý IV/2026"
+    assert fmt.period_label("2026") == "Năm 2026"
+    assert fmt.period_label("2026-W49") == "Tuần 49/2026"
+    assert fmt.short_month("2026-01") == "T1/26"
+
+
+def test_a_time_is_shown_in_the_business_time_zone() -> None:
+    from shared.calendar import VN_TZ
+
+    moment = dt.datetime(2026, 12, 2, 1, 15, tzinfo=dt.UTC)
+    assert fmt.vn_time(moment, tz=VN_TZ) == "08:15 02/12/2026"
+
+
+def test_days_late_and_the_target_class() -> None:
+    today = dt.date(2026, 12, 10)
+    assert fmt.days_late(dt.date(2026, 12, 7), today) == 3
+    assert fmt.days_late(dt.date(2026, 12, 11), today) == 0
+    assert fmt.days_late(None, today) is None
+    assert fmt.meets(0.98, 0.98) == "ok"
+    assert fmt.meets(0.979, 0.98) == "below"
+    assert fmt.meets(None, 0.98) == "absent"
+
+
+@given(st.floats(min_value=0, max_value=1, allow_nan=False))
+def test_every_percentage_reads_back_to_its_ratio(ratio: float) -> None:
+    text = fmt.pct(ratio, digits=1)
+    assert re.fullmatch(r"\d{1,3},\d %", text)
+    assert abs(float(text[:-2].replace(",", ".")) / 100 - ratio) <= 0.0005 + 1e-12
+
+
+# -- charts ---------------------------------------------------------------------------------------------
+
+def _svg(text: str) -> ET.Element:
+    return ET.fromstring(text)
+
+
+def test_bars_draw_one_bar_per_value_and_none_for_an_absent_one() -> None:
+    svg = _svg(charts.target_bars([("Phòng Tư pháp", 0.99), ("Xã Vĩnh Tân", 0.9), ("Xã Chí Công", None)],
+                                  target=0.98, title="Đúng hạn"))
+    bars = svg.findall(".//rect[@class]")
+    drawn = [b for b in bars if b.get("class", "").startswith("bar")]
+    assert [b.get("class") for b in drawn] == ["bar ok", "bar below"]
+    texts = ["".join(t.itertext()) for t in svg.findall("text")]
+    assert "Xã Chí Công" in texts and fmt.ABSENT in texts
+    assert "99,0 %" in texts and "90,0 %" in texts
+
+
+def test_a_bar_is_as_long_as_its_ratio_and_the_target_line_sits_at_the_target() -> None:
+    svg = _svg(charts.target_bars([("A", 0.5), ("B", 1.0)], target=0.98, title="t", width=640))
+    drawn = [b for b in svg.findall(".//rect") if b.get("class", "").startswith("bar")]
+    tracks = [b for b in svg.findall(".//rect") if b.get("class") == "track"]
+    full = float(tracks[0].get("width"))
+    assert float(drawn[0].get("width")) == pytest.approx(full * 0.5, abs=0.1)
+    assert float(drawn[1].get("width")) == pytest.approx(full, abs=0.1)
+    line = svg.find("line[@class='target']")
+    left = float(tracks[0].get("x"))
+    assert float(line.get("x1")) == pytest.approx(left + full * 0.98, abs=0.1)
+
+
+def test_labels_are_escaped() -> None:
+    text = charts.target_bars([("<script>alert(1)</script>", 0.5)], target=0.98, title="a & b")
+    assert "<script>" not in text
+    _svg(text)  # still well-formed
+
+
+def test_the_trend_breaks_its_line_at_a_missing_month() -> None:
+    points = [("T1", 0.99), ("T2", 0.97), ("T3", None), ("T4", 0.95), ("T5", 0.96)]
+    svg = _svg(charts.trend(points, target=0.98, title="xu hướng"))
+    lines = svg.findall("polyline")
+    assert sorted(len(p.get("points").split()) for p in lines) == [2, 2]
+    circles = svg.findall("circle")
+    assert len(circles) == 4
+    assert [c.get("class") for c in circles] == ["point ok", "point below", "point below", "point below"]
+
+
+def test_the_trend_puts_a_higher_ratio_higher() -> None:
+    svg = _svg(charts.trend([("a", 0.6), ("b", 0.9)], target=0.98, title="t"))
+    low, high = (float(c.get("cy")) for c in svg.findall("circle"))
+    assert high < low
+
+
+def test_the_trend_axis_reaches_down_to_the_lowest_value_instead_of_clipping_it() -> None:
+    svg = _svg(charts.trend([("a", 0.0), ("b", 0.9)], target=0.98, title="t"))
+    axis = ["".join(t.itertext()) for t in svg.findall("text[@class='axis']")]
+    assert "0 %" in axis
+    low, high = (float(c.get("cy")) for c in svg.findall("circle"))
+    bottom = max(float(g.get("y1")) for g in svg.findall("line[@class='grid']"))
+    assert low == pytest.approx(bottom) and high < low
+    default = _svg(charts.trend([("a", 0.97), ("b", 0.99)], target=0.98, title="t"))
+    assert "50 %" in ["".join(t.itertext()) for t in default.findall("text[@class='axis']")]
+
+
+def test_a_chart_names_no_outside_address() -> None:
+    text = charts.target_bars([("A", 0.5)], target=0.98, title="t") + charts.trend([("a", 0.5)], target=0.98,
+                                                                                  title="t")
+    assert "http" not in text
+
+
+# -- sessions, CSRF, scope, passwords -------------------------------------------------------------------
+
+def test_a_session_cookie_reads_back_and_a_forged_one_does_not() -> None:
+    sessions = Sessions(b"k" * 32, max_age_seconds=3600)
+    cookie, session = sessions.issue(official="ptp-truongphong", title="Trưởng phòng", agency="PTP",
+                                     scope=["PTP"], fingerprint="f")
+    assert sessions.read(cookie) == session
+    assert sessions.read(cookie[:-2] + ("A" if cookie[-2] != "A" else "B") + cookie[-1]) is None
+    assert Sessions(b"x" * 32, max_age_seconds=3600).read(cookie) is None
+    assert sessions.read(None) is None
+
+
+def test_an_old_session_no_longer_holds() -> None:
+    cookie, _ = Sessions(b"k" * 32, max_age_seconds=3600).issue(official="a", title="t", agency="PTP",
+                                                                scope=["PTP"], fingerprint="f")
+    assert Sessions(b"k" * 32, max_age_seconds=-1).read(cookie) is None
+
+
+def test_csrf_needs_the_sessions_own_token() -> None:
+    s = Session(official="a", title="t", agency="PTP", scope=("PTP",), csrf="abc", fingerprint="f")
+    assert csrf_ok(s, "abc")
+    assert not csrf_ok(s, "abd")
+    assert not csrf_ok(s, "")
+    assert not csrf_ok(s, None)
+    assert not csrf_ok(None, "abc")
+
+
+def test_scope_is_the_own_agency_unless_wider() -> None:
+    own = Session(official="a", title="t", agency="PTP", scope=("PTP",), csrf="c", fingerprint="f")
+    wide = Session(official="b", title="t", agency="TUY_PHONG", scope=("*",), csrf="c", fingerprint="f")
+    assert own.may_act_for("PTP") and not own.may_act_for("XA_VINH_TAN")
+    assert wide.may_act_for("XA_VINH_TAN") and wide.wide and not own.wide
+
+
+def test_a_password_is_kept_as_an_argon2_hash() -> None:
+    hashed = hash_password("một mật khẩu dài")
+    assert hashed.startswith("$argon2id$") and "một" not in hashed
+    assert verify_password(hashed, "một mật khẩu dài")
+    assert not verify_password(hashed, "một mật khẩu khác")
+    assert not verify_password(None, "một mật khẩu dài")
+    with pytest.raises(ValueError):
+        hash_password("ngắn")
