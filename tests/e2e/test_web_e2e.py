@@ -1,0 +1,328 @@
+"""The officials' web page in a real browser (Debian's chromium driven by Playwright) against the whole stack as
+`make run` starts it, with dossiers, a rating, plan duties and alerts in it.
+
+Skipped, saying why, when Playwright or /usr/bin/chromium is missing (.ci/run installs chromium). With
+``PARWATCH_WEB_SCREENSHOTS=DIR`` the overview and an agency page are saved there (README's screenshots).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from parwatch.testing import Ready, Stack
+from services.scoring.web import fmt
+from shared.calendar import VN_TZ
+from shared.testing import dossier_event, jetstream, publish_event
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+PARWATCH = Path(sys.executable).parent / "parwatch"
+OFFICIAL, PASSWORD = "tuphap-lanhdao", "mật khẩu thử nghiệm 146"  # Phòng Tư pháp's head (directory example)
+OTHER = "XA_VINH_TAN"
+WAIT = 60.0
+
+try:
+    from playwright.sync_api import Browser, Page, sync_playwright
+except ImportError:  # pragma: no cover - the skip below says it
+    sync_playwright = None  # type: ignore[assignment]
+
+
+def _poll(check: Callable[[], Any], *, what: str, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not seen within {timeout}s: {what}")
+        time.sleep(0.3)
+
+
+class Site:
+    def __init__(self, stack: Stack, ready: Ready, codes: dict[str, str]) -> None:
+        self.stack = stack
+        self.scoring = ready.services["scoring"].metrics.removesuffix("/metrics")
+        self.notifier = ready.services["notifier"].metrics.removesuffix("/metrics")
+        self.monitor = ready.services["deadline_monitor"].metrics.removesuffix("/metrics")
+        self.web = f"{self.scoring}/web"
+        self.codes = codes
+
+    def json(self, url: str, **params: Any) -> Any:
+        r = httpx.get(url, params=params, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def alerts(self, agency: str) -> list[dict[str, Any]]:
+        return self.json(f"{self.notifier}/alerts", agency=agency)["alerts"]
+
+    def alert_of(self, agency: str, ref: str) -> dict[str, Any] | None:
+        return next((a for a in self.alerts(agency) if a["kind"] == "dossier_overdue" and a["ref"] == ref), None)
+
+
+def _events(now: dt.datetime) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Phòng Tư pháp: one dossier ended on time (rated), one ended late today, one overdue, one due today;
+    Xã Vĩnh Tân: one overdue."""
+    run = uuid.uuid4().hex[:6].upper()
+    codes = {k: f"WEB-{run}-{k}" for k in ("ONTIME", "LATE", "OVERDUE", "SOON", "OTHER")}
+    at = lambda delta: (now - delta).isoformat()
+    one_day = {"statutory_duration": {"value": 1, "unit": "working_days"}}
+    events = [
+        dossier_event(codes["ONTIME"], 2, at(dt.timedelta(days=2)), seq=1, agency="PTP",
+                      statutory_duration={"value": 15, "unit": "working_days"}, channel=2),
+        dossier_event(codes["ONTIME"], 10, at(dt.timedelta(hours=1)), seq=2, agency="PTP"),
+        dossier_event(codes["LATE"], 2, at(dt.timedelta(days=30)), seq=1, agency="PTP", channel=1, **one_day),
+        dossier_event(codes["LATE"], 10, at(dt.timedelta(minutes=30)), seq=2, agency="PTP"),
+        dossier_event(codes["OVERDUE"], 2, at(dt.timedelta(days=20)), seq=1, agency="PTP", **one_day),
+        dossier_event(codes["SOON"], 2, at(dt.timedelta(minutes=5)), seq=1, agency="PTP",
+                      due_at=now.replace(hour=23, minute=0, second=0, microsecond=0).isoformat()),
+        dossier_event(codes["OTHER"], 2, at(dt.timedelta(days=20)), seq=1, agency=OTHER, **one_day),
+    ]
+    rating = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "e2e/kiosk", "type": "vn.tthc.rating.submitted",
+              "time": now.isoformat(), "subject": codes["ONTIME"],
+              "data": {"dossier_code": codes["ONTIME"], "agency_code": "PTP", "rated_at": now.isoformat(),
+                       "overall": "satisfied"}}
+    return [*events, rating], codes
+
+
+async def _publish(url: str, events: list[dict[str, Any]]) -> None:
+    async with jetstream(url) as js:
+        for e in events:
+            subject = "tthc.rating.events" if e["type"].startswith("vn.tthc.rating") else "tthc.dossier.events"
+            await publish_event(js, subject, e)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    if sync_playwright is None:
+        pytest.skip("Playwright for Python is not installed (pip install -e '.[test]')")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+    from parwatch.demo import current_plan_copy
+
+    tmp = tmp_path_factory.mktemp("web")
+    now = dt.datetime.now(VN_TZ)
+    plans = current_plan_copy(tmp / "plans", year=now.year).parent
+    env = Stack.environment(tmp / "var") | {"PARWATCH_MONITOR_PLANS_DIR": str(plans),
+                                            "PARWATCH_MONITOR_INCLUDE_SHIPPED_PLANS": "false"}
+    stack = Stack(data_dir=tmp / "var", log=tmp / "stack.log", env=env)
+    stack.start(cwd=tmp)
+    try:
+        ready = stack.wait_ready()
+        subprocess.run([str(PARWATCH), "web", "password", OFFICIAL, "--stdin"], input=PASSWORD + "\n", text=True,
+                       env=stack.env, check=True, capture_output=True, timeout=60)
+        events, codes = _events(now)
+        asyncio.run(_publish(ready.nats_url, events))
+        s = Site(stack, ready, codes)
+        _poll(lambda: s.json(f"{s.scoring}/figures/PTP")["ended_late"] == 1
+              and s.json(f"{s.scoring}/figures/PTP")["open"] == 2
+              and s.json(f"{s.scoring}/figures/PTP")["rated"] == 1, what="PTP's figures")
+        _poll(lambda: s.alert_of("PTP", codes["OVERDUE"]) and s.alert_of(OTHER, codes["OTHER"]),
+              what="the overdue alerts in the notifier")
+        yield s
+        assert stack.stop() == 0, stack.text()[-3000:]
+    finally:
+        stack.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(site: Site) -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="vi-VN")
+    yield context.new_page()
+    context.close()
+
+
+def sign_in(page: Page, site: Site) -> None:
+    page.goto(f"{site.web}/dang-nhap")
+    page.fill("input[name=official]", OFFICIAL)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.stack button[type=submit]")
+    page.wait_for_url(f"{site.web}/")
+    assert "Trưởng phòng - Phòng Tư pháp" in page.inner_text("[data-testid=signed-in]")
+
+
+def _screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
+    folder = os.environ.get("PARWATCH_WEB_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=full_page)
+
+
+def test_the_overview_shows_the_figures_the_scoring_api_gives(site: Site, page: Page) -> None:
+    page.goto(f"{site.web}/")  # reading is open on loopback
+    assert page.title().startswith("Tổng quan")
+    year = dt.datetime.now(VN_TZ).year
+    for agency in ("PTP", OTHER, "TUY_PHONG", "XA_CHI_CONG"):
+        for kind, period in (("month", None), ("year", str(year))):
+            api = site.json(f"{site.scoring}/figures/{agency}", **({"period": period} if period else {}))
+            cell = page.inner_text(f"[data-agency='{agency}'][data-figure='on_time_{kind}']")
+            assert cell == fmt.pct(api["on_time_ratio"]), (agency, kind, api["on_time_ratio"])
+    ptp = site.json(f"{site.scoring}/figures/PTP")
+    assert ptp["on_time_ratio"] == pytest.approx(0.5)  # (1 on time + 1 open in time) / (2 ended + 2 open)
+    for key in ("satisfaction_ratio", "online_filing_ratio", "online_payment_ratio", "digitized_ratio",
+                "national_sync_ratio"):
+        assert page.inner_text(f"[data-agency='PTP'][data-figure='{key}']") == fmt.pct(ptp[key])
+    assert ptp["online_payment_ratio"] is None and page.inner_text(
+        "[data-agency='PTP'][data-figure='online_payment_ratio']") == "—"  # absent, not 0
+    district = site.json(f"{site.scoring}/figures/TUY_PHONG")
+    for part in district["index"]:
+        assert page.inner_text(f"[data-part='{part['part']}']") == fmt.points(part["points"])
+    assert page.locator("svg.chart").count() == 3
+    _screenshot(page, "web-overview.png")
+
+
+def test_an_agency_page_shows_its_dossiers_review_duties_and_alerts(site: Site, browser: Browser) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="vi-VN")  # a phone
+    page = context.new_page()
+    try:
+        page.goto(f"{site.web}/don-vi/PTP")
+        assert page.inner_text("h1") == "Phòng Tư pháp"
+        dossiers = page.inner_text("[data-testid=open-dossiers]")
+        overdue_row = page.locator("[data-testid=open-dossiers] tr", has_text=site.codes["OVERDUE"])
+        assert "Quá hạn" in overdue_row.inner_text() and "1.004227" in overdue_row.inner_text()
+        assert int(overdue_row.locator("td.num").inner_text()) >= 14  # received 20 days ago, due after 1 working day
+        assert site.codes["SOON"] in dossiers and "Sắp đến hạn" in dossiers
+        assert site.codes["ONTIME"] not in dossiers and site.codes["OTHER"] not in dossiers
+        review = page.locator("[data-testid=review]").first.inner_text()  # this week, by field
+        assert "HOTICH" in review
+        assert site.codes["LATE"] in page.inner_text("main")
+        duties = page.locator("[data-testid=duties] tr[data-agency=PTP]")
+        assert duties.count() > 0
+        assert site.codes["OVERDUE"] in page.inner_text("[data-testid=alerts]")
+        _screenshot(page, "web-agency.png", full_page=False)  # a phone's first screen
+    finally:
+        context.close()
+
+
+def test_the_plan_form_reports_a_duty_done_and_its_state_changes(site: Site, page: Page) -> None:
+    sign_in(page, site)
+    page.goto(f"{site.web}/ke-hoach?agency=PTP&state=open")
+    row = page.locator("[data-testid=duties] tr[data-agency=PTP]", has=page.locator("form")).first
+    task, period = row.get_attribute("data-task"), row.get_attribute("data-period")
+    assert row.locator("[data-testid=state]").inner_text() == "Đang thực hiện"
+    row.locator("input[name=note]").fill("Đã gửi báo cáo cho Phòng Nội vụ")
+    row.locator("button").click()
+    page.wait_for_url(re.compile(r".*/web/ke-hoach\?.*ok=report"))
+    assert "Đã gửi báo cáo" in page.inner_text(".flash")
+    selector = f"[data-testid=duties] tr[data-task='{task}'][data-period='{period}'][data-agency=PTP]"
+
+    def done() -> bool:
+        page.goto(f"{site.web}/ke-hoach?agency=PTP")
+        return page.inner_text(f"{selector} [data-testid=state]") == "Đã hoàn thành"
+
+    _poll(done, what=f"task {task} {period} done on the page")
+    occ = site.json(f"{site.monitor}/plan/occurrences", agency="PTP")["occurrences"]
+    assert next(o for o in occ if o["task_id"] == task and o["period"] == period)["state"] == "done"
+
+
+def test_acknowledging_an_alert_on_the_page_shows_who_and_when(site: Site, page: Page) -> None:
+    sign_in(page, site)
+    alert = site.alert_of("PTP", site.codes["OVERDUE"])
+    assert alert is not None and alert["acknowledged"] is None
+    page.goto(f"{site.web}/canh-bao?agency=PTP")
+    row = page.locator(f"tr[data-alert='{alert['alert_key']}']")
+    row.locator("select[name=kind]").select_option("apology_sent")
+    row.locator("input[name=note]").fill("Đã gửi phiếu xin lỗi, hẹn ngày trả mới")
+    before = dt.datetime.now(VN_TZ)
+    row.locator("button").click()
+    page.wait_for_url(re.compile(r".*/web/canh-bao\?ok=ack"))
+    page.goto(f"{site.web}/canh-bao?agency=PTP")
+    cell = page.inner_text(f"tr[data-alert='{alert['alert_key']}'] [data-testid=ack]")
+    assert "Đã gửi thư xin lỗi" in cell and OFFICIAL in cell
+    shown = re.search(r"lúc (\d\d:\d\d \d\d/\d\d/\d{4})", cell)
+    assert shown is not None
+    at = dt.datetime.strptime(shown.group(1), "%H:%M %d/%m/%Y").replace(tzinfo=VN_TZ)
+    assert before.replace(second=0, microsecond=0) <= at <= dt.datetime.now(VN_TZ)
+    acked = site.alert_of("PTP", site.codes["OVERDUE"])["acknowledged"]
+    assert acked["official"] == OFFICIAL and acked["kind"] == "apology_sent" and acked["via"] == "api"
+
+
+def _occurrence(site: Site, agency: str) -> dict[str, Any]:
+    occ = site.json(f"{site.monitor}/plan/occurrences", agency=agency)["occurrences"]
+    return next(o for o in occ if o["state"] in ("open", "overdue"))
+
+
+def test_a_write_without_a_session_or_a_csrf_token_is_refused(site: Site, page: Page, browser: Browser) -> None:
+    o = _occurrence(site, "PTP")
+    form = {"plan_id": o["plan_id"], "task_id": o["task_id"], "agency_code": "PTP", "period": o["period"]}
+    anonymous = browser.new_context()
+    try:
+        r = anonymous.request.post(f"{site.web}/ke-hoach/bao-cao", form=form | {"csrf": "x"}, max_redirects=0)
+        assert r.status == 401 and "Cần đăng nhập" in r.text()
+        key = site.alert_of(OTHER, site.codes["OTHER"])["alert_key"]
+        r = anonymous.request.post(f"{site.web}/canh-bao/xac-nhan", form={"alert_key": key, "kind": "handling"},
+                                   max_redirects=0)
+        assert r.status == 401
+    finally:
+        anonymous.close()
+    sign_in(page, site)
+    for sent in ({}, {"csrf": "not-the-token"}):
+        r = page.request.post(f"{site.web}/ke-hoach/bao-cao", form=form | sent, max_redirects=0)
+        assert r.status == 403 and "CSRF" in r.text()
+        r = page.request.post(f"{site.web}/tam-dung", form={"agency": "PTP", "hours": "2", "comment": "thử"} | sent,
+                              max_redirects=0)
+        assert r.status == 403
+    assert site.json(f"{site.notifier}/silences")["silences"] == []
+
+
+def test_a_write_for_another_agency_is_refused(site: Site, page: Page) -> None:
+    sign_in(page, site)
+    page.goto(f"{site.web}/ke-hoach?agency={OTHER}")
+    assert page.locator(f"[data-testid=duties] tr[data-agency={OTHER}] form").count() == 0  # no form offered
+    csrf = page.get_attribute("input[name=csrf]", "value")
+    o = _occurrence(site, OTHER)
+    r = page.request.post(f"{site.web}/ke-hoach/bao-cao", max_redirects=0, form={
+        "csrf": csrf, "plan_id": o["plan_id"], "task_id": o["task_id"], "agency_code": OTHER, "period": o["period"]})
+    assert r.status == 403 and "Xã Vĩnh Tân" in r.text()
+    key = site.alert_of(OTHER, site.codes["OTHER"])["alert_key"]
+    r = page.request.post(f"{site.web}/canh-bao/xac-nhan", max_redirects=0,
+                          form={"csrf": csrf, "alert_key": key, "kind": "handling"})
+    assert r.status == 403
+    assert site.alert_of(OTHER, site.codes["OTHER"])["acknowledged"] is None
+    r = page.request.post(f"{site.web}/tam-dung", max_redirects=0,
+                          form={"csrf": csrf, "agency": OTHER, "hours": "2", "comment": "thử"})
+    assert r.status == 403
+    # within its scope the same official may: a silence for Phòng Tư pháp, listed with who, then expired
+    r = page.request.post(f"{site.web}/tam-dung", form={"csrf": csrf, "agency": "PTP", "kind": "dossier_due_soon",
+                                                        "hours": "2", "comment": "Họp giao ban"})
+    assert r.ok
+    page.goto(f"{site.web}/canh-bao")
+    row = page.locator("[data-testid=silences] tr[data-silence]", has_text="Họp giao ban")
+    assert OFFICIAL in row.inner_text() and "Phòng Tư pháp" in row.inner_text()
+    row.locator("button").click()
+    page.wait_for_url(re.compile(r".*ok=expire"))
+    assert site.json(f"{site.notifier}/silences")["silences"] == []
+
+
+def test_pages_have_no_external_urls(site: Site, page: Page) -> None:
+    sign_in(page, site)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    for path in ("/", "/don-vi/PTP", "/ke-hoach", "/canh-bao", "/bao-cao", "/dang-nhap"):
+        response = page.goto(f"{site.web}{path}")
+        assert response is not None and response.ok, path
+        html = page.content()
+        assert not re.search(r"https?://|\b(src|href|action)=\"//", html), path
+    assert requested and all(u.startswith(site.scoring + "/") for u in requested), requested
+    assert any(u.endswith("/web/style.css") for u in requested)
