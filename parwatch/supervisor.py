@@ -77,6 +77,8 @@ SERVICES: tuple[ServiceDefaults, ...] = (
 )
 #: Services whose HTTP API has documentation worth printing.
 API_DOCS = frozenset({"scoring"})
+#: The service that hosts the officials' web page (``/web/``).
+WEB_PAGE = "scoring"
 
 
 class StackSettings(BaseSettings):
@@ -600,6 +602,8 @@ class Supervisor:
                 lines.append(f"  {'':<17} {'':<9} exited at start; restarting with backoff (see {self.log_path})")
             if v.name in API_DOCS:
                 lines.append(f"  {'':<17} {'':<9} {v.url('/docs', host)}")
+            if v.name == WEB_PAGE:
+                lines.append(f"  {'web page':<17} {'':<9} {v.url('/web/', host)}  (officials; docs/web.md)")
         lines.append(f"  log               {self.log_path}  (every service's output, each alert and notice)")
         lines += ["Stop with Ctrl-C (SIGINT) or SIGTERM.", ""]
         return "\n".join(lines)

@@ -203,6 +203,7 @@ def test_the_url_block_names_every_url(tmp_path: Path) -> None:
     assert "nats://127.0.0.1:14222" in block and "http://127.0.0.1:18222" in block
     assert "http://127.0.0.1:9101/metrics" in block and "http://127.0.0.1:9101/health" in block
     assert "http://127.0.0.1:9103/docs" in block
+    assert "http://127.0.0.1:9103/web/" in block  # the officials' web page, beside the others
     assert "restarting with backoff" in block
     assert "notifier          missing" in block
     assert str(tmp_path) in block
