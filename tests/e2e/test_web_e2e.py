@@ -232,6 +232,8 @@ def test_the_plan_form_reports_a_duty_done_and_its_state_changes(site: Site, pag
         return page.inner_text(f"{selector} [data-testid=state]") == "Đã hoàn thành"
 
     _poll(done, what=f"task {task} {period} done on the page")
+    recorded = page.locator("[data-testid=reports] tr", has_text=f"/{task}/{period}").first.inner_text()
+    assert OFFICIAL in recorded and "Đã gửi" in recorded  # who reported it, and when (the row's first cell)
     occ = site.json(f"{site.monitor}/plan/occurrences", agency="PTP")["occurrences"]
     assert next(o for o in occ if o["task_id"] == task and o["period"] == period)["state"] == "done"
 

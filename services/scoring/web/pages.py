@@ -15,7 +15,7 @@ import datetime as dt
 import ipaddress
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -158,7 +158,15 @@ class WebPages:
         stored = await asyncio.to_thread(self.store.password_hash, session.official)
         if stored is None or fingerprint(stored) != session.fingerprint:
             return self.refuse(request, 401, "Phiên đăng nhập đã hết hiệu lực; hãy đăng nhập lại.")
-        return session, form
+        try:  # the directory as it is now: an official removed or moved since signing in acts no more, or elsewhere
+            answer = await self.peers.notifier.call("GET", f"/officials/{quote(session.official, safe='')}")
+        except PeerDown as exc:
+            return self.refuse(request, 503, f"Chưa thực hiện được: {exc}.")
+        if not answer.ok:
+            return self.refuse(request, 401, "Tài khoản không còn trong danh bạ cán bộ.")
+        current = replace(session, agency=str(answer.body["agency_code"]),
+                          scope=tuple(str(x) for x in answer.body["scope"]))
+        return current, form
 
     async def audit(self, session: Session, *, action: str, agency: str, target: str, outcome: str) -> None:
         entry = AuditEntry(at=self.clock(), official_id=session.official, action=action, agency_code=agency,
@@ -282,8 +290,10 @@ class WebPages:
         rows.sort(key=lambda r: (r["agency_code"], r["period"], r["due_day"], r["task_id"]))
         for r in rows:
             r["agency_name"] = self.name(r["agency_code"])
+        reports = await asyncio.to_thread(self.store.audit, action="plan_report",
+                                          agencies=[agency] if agency else None, limit=20)
         return self.render(request, "plan.html.j2", rows=rows, problems=problems, agency=agency, state=state,
-                           period=period or "", task_states=TASK_STATES)
+                           period=period or "", task_states=TASK_STATES, reports=reports)
 
     async def plan_report(self, request: Request) -> Response:
         checked = await self.writer(request)
