@@ -10,7 +10,11 @@ its id and checked with a constant-time comparison (``hmac.compare_digest``).
 scrypt costs about 50 ms of CPU on purpose; a key that passed is remembered in
 this process by a SHA-256 of the whole key (:class:`KeyChecker`), so a client
 sending many requests pays it once. The row is read at every request, so a
-revoked key is refused from the next request on.
+revoked key is refused from the next request on. Guessing secrets under a
+known key id cannot burn that CPU either: after :data:`MAX_FAILURES` wrong
+secrets for one id within :data:`FAILURE_WINDOW` seconds, the id's uncached
+secrets are refused unchecked until the window ends (its client, whose key
+is remembered, goes on).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
@@ -30,6 +36,9 @@ from shared.events import ShortText
 
 PREFIX = "pwk_"
 KEY_PATTERN = re.compile(r"^pwk_([0-9a-f]{10})\.([A-Za-z0-9_-]{43})$")
+#: Wrong secrets for one key id within FAILURE_WINDOW seconds before that id's secrets are refused unchecked.
+MAX_FAILURES = 10
+FAILURE_WINDOW = 60.0
 #: scrypt's cost: n = 2**14, r = 8, p = 1 (16 MiB, tens of milliseconds), as hashlib's documentation suggests.
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -131,9 +140,11 @@ class KeyStore:
 class KeyChecker:
     """Which source a presented key may publish as (None: no valid key). Blocking: call it in a thread."""
 
-    def __init__(self, store: KeyStore) -> None:
+    def __init__(self, store: KeyStore, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self.clock = clock
         self._passed: dict[str, bytes] = {}  # key id -> SHA-256 of the whole key that passed scrypt
+        self._failed: dict[str, tuple[float, int]] = {}  # key id -> (start of its window, wrong secrets in it)
 
     def source_of(self, key: str) -> str | None:
         parts = split_key(key)
@@ -148,7 +159,15 @@ class KeyChecker:
         known = self._passed.get(key_id)
         if known is not None and hmac.compare_digest(known, fingerprint):
             return record.source
-        if not secret_matches(secret, record.secret_hash):
+        now = self.clock()
+        since, failures = self._failed.get(key_id, (now, 0))
+        if now - since >= FAILURE_WINDOW:
+            since, failures = now, 0
+        if failures >= MAX_FAILURES:
             return None
+        if not secret_matches(secret, record.secret_hash):
+            self._failed[key_id] = (since, failures + 1)
+            return None
+        self._failed.pop(key_id, None)
         self._passed[key_id] = fingerprint
         return record.source

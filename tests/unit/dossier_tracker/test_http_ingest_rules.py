@@ -175,6 +175,31 @@ def test_keys_bind_one_source_and_die_when_revoked(tmp_path) -> None:
     engine.dispose()
 
 
+def test_guessing_under_a_key_id_stops_costing_scrypt_but_its_client_goes_on(tmp_path, monkeypatch) -> None:
+    from services.dossier_tracker import api_keys
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    create_key_schema(engine)
+    store = KeyStore(engine)
+    key_id, key = store.add("motcua.tuyphong", now=NOW)
+    now = [0.0]
+    checker = KeyChecker(store, clock=lambda: now[0])
+    assert checker.source_of(key) == "motcua.tuyphong"  # remembered from here on
+    checks = []
+    real = api_keys.secret_matches
+    monkeypatch.setattr(api_keys, "secret_matches", lambda secret, stored: checks.append(1) or real(secret, stored))
+    for i in range(api_keys.MAX_FAILURES + 5):
+        assert checker.source_of(f"pwk_{key_id}.{'G' * 42}{i % 10}") is None
+    assert len(checks) == api_keys.MAX_FAILURES  # the rest refused unchecked
+    assert checker.source_of(key) == "motcua.tuyphong"
+    fresh = KeyChecker(store, clock=lambda: now[0])  # a key not remembered waits out the window there
+    fresh._failed = dict(checker._failed)
+    assert fresh.source_of(key) is None
+    now[0] += api_keys.FAILURE_WINDOW
+    assert fresh.source_of(key) == "motcua.tuyphong"
+    engine.dispose()
+
+
 # -- the route, with a JetStream that fails on request ---------------------------------------------------------------
 
 
