@@ -38,7 +38,16 @@ Why two parts: docs/scoring.md ("Closed periods stay closed", limit 1) says a pa
 a tracker batch that straddles its last midnight; a replay published at once makes such batches. The history up
 to the previous month's end is published and consumed by dossier_tracker first, then the rest at once; the
 monitor's ``BACKLOG_IDLE_SECONDS`` is raised to 8 so that the pause between the parts is not taken for the end of
-the history (docs/deadline_monitor.md, "Catching up on a backlog").
+the history (docs/deadline_monitor.md, "Catching up on a backlog"). The monitor's and scoring's SQLite files are
+read (read-only) for those signals alone; everything asserted comes through the contract: ``tthc.alerts``,
+``/metrics`` and scoring's query API.
+
+The reference's calendar, due days and plan occurrences are checked by hand first
+(:func:`test_the_reference_calendar_and_fold_by_hand`). Two more tests, marked ``xfail(strict=True)`` with their
+reasons, replay the same month as an operator would, and show where the product departs from the reference:
+with the KPI rounds running, scoring judges half a history and its ``kpi_below_target`` alerts fire and resolve on
+the way; published at once, the previous month's figures miss what tracker batches straddling its last midnight
+hold (the documented limit the main test steps around).
 """
 
 from __future__ import annotations
@@ -511,7 +520,7 @@ class Reference:
                                 "plan_completion": judged}
         return out
 
-    def kpi_alerts(self) -> set[str]:
+    def kpi_alerts(self, *, min_dossiers: int = MIN_DOSSIERS) -> set[str]:
         """The ``kpi_below_target`` alert keys of the running month: a plan target in force today not met by the
         reference figure, with enough records in its denominator."""
         period = month(self.today)
@@ -529,7 +538,7 @@ class Reference:
                     continue
                 f = figures[agency]
                 value = f[f"{kpi}_ratio"]
-                minimum = MIN_OCCURRENCES if kpi == "plan_completion" else MIN_DOSSIERS
+                minimum = MIN_OCCURRENCES if kpi == "plan_completion" else min_dossiers
                 if value is None or f["_denominators"][kpi] < minimum:
                     continue
                 meets = value > target["value"] if target["op"] == "gt" else value >= target["value"]
@@ -537,11 +546,11 @@ class Reference:
                     expected.add(f"kpi_below_target:{agency}:{kpi}:{period.key}")
         return expected
 
-    def judged_kpis(self) -> int:
+    def judged_kpis(self, *, min_dossiers: int = MIN_DOSSIERS) -> int:
         """How many KPIs of the running month have a value a round judges (scoring keeps a record of each)."""
         figures = self.figures(month(self.today))
         return sum(1 for f in figures.values() for kpi, n in f["_denominators"].items()
-                   if n >= (MIN_OCCURRENCES if kpi == "plan_completion" else MIN_DOSSIERS))
+                   if n >= (MIN_OCCURRENCES if kpi == "plan_completion" else min_dossiers))
 
 
 def build_reference(messages: Sequence[FeedMessage], *, today: dt.date, days: Days, plan_file: Path) -> Reference:
@@ -694,7 +703,7 @@ def calendar_file(folder: Path, *, first: dt.date, last: dt.date) -> tuple[Path,
     while not (plain.working(day) and day.weekday() == 2):  # a working Wednesday
         day += dt.timedelta(days=1)
     saturday = day + dt.timedelta(days=3)
-    assert saturday <= last and not plain.working(saturday)
+    require(saturday <= last and not plain.working(saturday), "a weekday and a Saturday to swap inside the month")
     overrides = {"days_off": [*shipped.get("days_off", []), day],
                  "working_days": [*shipped.get("working_days", []), saturday]}
     path = folder / "calendar-overrides.yaml"
@@ -900,6 +909,32 @@ async def wait_rounds(scoring_db: Path, n: int, *, after: Any) -> None:
     await wait_for(f"{n} KPI rounds and scoring's outbox empty", seen, timeout=60, interval=0.1)
 
 
+async def served_figures(ready: Ready, periods: Sequence[Period], agencies: Sequence[str]) -> dict[tuple[str, str],
+                                                                                            dict[str, Any]]:
+    """scoring's ``GET /figures/{agency}?period=..`` of each agency and period."""
+    served = {}
+    async with httpx.AsyncClient(base_url=base_url(ready, "scoring"), timeout=30) as client:
+        for period in periods:
+            for agency in agencies:
+                r = await client.get(f"/figures/{agency}", params={"period": period.key})
+                require(r.status_code == 200, f"GET /figures/{agency}?period={period.key}: {r.status_code} {r.text}")
+                served[period.key, agency] = r.json()
+    return served
+
+
+def figure_mismatches(ref: Reference, served: Mapping[tuple[str, str], Mapping[str, Any]],
+                      periods: Sequence[Period]) -> list[str]:
+    out = []
+    for period in periods:
+        want = ref.figures(period)
+        for agency in [*ref.agencies, DISTRICT]:
+            got = served[period.key, agency]
+            for name, value in want[agency].items():
+                if not name.startswith("_") and not close_enough(got.get(name), value):
+                    out.append(f"{period.key} {agency} {name}: served {got.get(name)!r}, reference {value!r}")
+    return out
+
+
 def check_kpi_alerts(events: Sequence[Mapping[str, Any]], expected: set[str]) -> None:
     kpi_events = [e for e in events if e["data"]["kind"] == "kpi_below_target"]
     resolved = [e["data"]["alert_key"] for e in kpi_events if e["type"] != "vn.tthc.alert.firing"]
@@ -933,16 +968,10 @@ async def test_a_replayed_month_fires_exactly_the_alerts_and_figures_of_the_refe
         print(f"replayed {len(messages)} messages in {time.monotonic() - started:.1f}s")
 
         events = await alert_events(ready.nats_url)
-        async with httpx.AsyncClient(base_url=base_url(ready, "scoring"), timeout=30) as client:
-            periods = [month(today), quarter(today), year(today)]
-            if history.start.date() <= last_month.last:
-                periods.append(last_month)
-            served = {}
-            for period in periods:
-                for agency in [*ref.agencies, DISTRICT]:
-                    r = await client.get(f"/figures/{agency}", params={"period": period.key})
-                    assert r.status_code == 200, r.text
-                    served[period.key, agency] = r.json()
+        periods = [month(today), quarter(today), year(today)]
+        if history.start.date() <= last_month.last:
+            periods.append(last_month)
+        served = await served_figures(ready, periods, [*ref.agencies, DISTRICT])
         tracker_metrics = await scrape(ready, "dossier_tracker")
         monitor_metrics = await scrape(ready, "deadline_monitor")
         same_day(today)
@@ -971,14 +1000,7 @@ async def test_a_replayed_month_fires_exactly_the_alerts_and_figures_of_the_refe
     year_figures = ref.figures(year(today))[DISTRICT]
     assert all(year_figures[n] for n in ("ended_early", "ended_on_time", "ended_late", "overdue", "rated_unsatisfied",
                                          "tasks_done", "tasks_done_late", "tasks_overdue", "tasks_open"))
-    mismatches = []
-    for period in periods:
-        want = ref.figures(period)
-        for agency in [*ref.agencies, DISTRICT]:
-            got = served[period.key, agency]
-            for name, value in want[agency].items():
-                if not name.startswith("_") and not close_enough(got.get(name), value):
-                    mismatches.append(f"{period.key} {agency} {name}: served {got.get(name)!r}, reference {value!r}")
+    mismatches = figure_mismatches(ref, served, periods)
     assert mismatches == [], f"{len(mismatches)} figures differ:\n" + "\n".join(mismatches[:40])
 
     ended_by = Counter((d.agency, d.timeliness) for d in dossiers if d.received and d.end_day and d.timeliness)
@@ -1036,13 +1058,16 @@ async def test_a_replayed_month_fires_exactly_the_alerts_and_figures_of_the_refe
 async def test_kpi_rounds_during_a_replay_fire_only_what_the_whole_history_says(tmp_path: Path) -> None:
     """As an operator replays a month into a fresh stack with the KPI rounds running (every second here, every
     minute by default: a longer replay meets the same): the history is published a week at a time, each week
-    consumed and judged by two rounds before the next (what a slower publisher or a larger history gives)."""
+    consumed and judged by two rounds before the next (what a slower publisher or a larger history gives). The
+    minimum of dossiers a KPI needs is 5 (``PARWATCH_SCORING_MIN_DOSSIERS``), so that the communes, whose few
+    dossiers of a week are what a larger district has in a day, are judged too."""
     history = make_history(tmp_path)
-    expected_kpi = history.ref.kpi_alerts()
+    expected_kpi = history.ref.kpi_alerts(min_dossiers=5)
     require(expected_kpi, "a KPI below its target at the end")
     data_dir = tmp_path / "var"
     scoring_db = data_dir / "scoring.db"
-    stack, ready = start_stack(tmp_path, "replay", history.env | {"PARWATCH_SCORING_EVALUATE_INTERVAL": "1"})
+    stack, ready = start_stack(tmp_path, "replay", history.env | {"PARWATCH_SCORING_EVALUATE_INTERVAL": "1",
+                                                                  "PARWATCH_SCORING_MIN_DOSSIERS": "5"})
     try:
         cut = history.start.date()
         while cut <= history.today:
@@ -1062,3 +1087,32 @@ async def test_kpi_rounds_during_a_replay_fire_only_what_the_whole_history_says(
     finally:
         stack.kill()
     check_kpi_alerts(events, expected_kpi)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="docs/scoring.md, closed periods, limit 1: a snapshot folds a whole tracker batch and takes effect on the "
+    "day of its latest event, so a past period does not see the events of a batch that straddles its last "
+    "midnight. A month published at once goes in batches of days, and the previous month's figures (received, "
+    "ended, open, overdue, the shares) miss or misjudge the dossiers with events on both sides of that batch's "
+    "midnight: the contract's rule 7 for that month differs. Closing it needs dossier_tracker to publish the "
+    "state at the end of each period a batch straddles (as docs/scoring.md says).",
+)
+async def test_the_previous_month_of_a_replay_published_at_once_is_judged_as_of_its_last_day(tmp_path: Path) -> None:
+    """The same month published in one go, as fast as the publisher can: the previous month's figures (a closed
+    period) must still be those of each dossier as it stood at the end of its last day (rule 7)."""
+    history = make_history(tmp_path)
+    if history.start.date() > history.last_month.last:
+        pytest.skip("the history does not reach into the previous month today")
+    stack, ready = start_stack(tmp_path, "at-once", history.env | {"PARWATCH_SCORING_EVALUATE_INTERVAL": "3600"})
+    try:
+        await publish(ready.nats_url, history.messages)
+        await wait_pipeline_done(ready, tmp_path / "var")
+        served = await served_figures(ready, [history.last_month], [*history.ref.agencies, DISTRICT])
+        same_day(history.today)
+        require(stack.stop() == 0, "the stack stops cleanly")
+    finally:
+        stack.kill()
+    mismatches = figure_mismatches(history.ref, served, [history.last_month])
+    assert mismatches == [], f"{len(mismatches)} figures differ:\n" + "\n".join(mismatches[:40])
