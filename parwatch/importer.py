@@ -498,7 +498,12 @@ def _run(args: argparse.Namespace) -> int:
     except (MappingError, ValueError, OSError) as exc:
         print(f"parwatch import: {exc}", file=sys.stderr)
         return 2
-    summary = asyncio.run(_import(good, dry_run=args.dry_run))
+    try:
+        summary = asyncio.run(_import(good, dry_run=args.dry_run))
+    except NatsUnreachable as exc:
+        print(f"parwatch import: {exc}; run it again once NATS answers (what was published is not sent twice)",
+              file=sys.stderr)
+        return 1
     summary.rejected = bad
     out = write_rejected(args.file, bad)
     print(summary.text(dry_run=args.dry_run))
@@ -515,13 +520,27 @@ async def _import(rows: Sequence[tuple[int, list[CloudEvent[Any]]]], *, dry_run:
     if dry_run:
         return await import_rows(rows, present=present, publish=None, progress=True)
     import nats
+    from nats.errors import Error as NatsError
 
-    nc = await nats.connect(common.nats_servers(), **common.nats_auth().connect_options())
+    async def quiet(exc: Exception) -> None:  # one refusal below says it, not a traceback a try
+        return None
+
+    try:
+        nc = await nats.connect(common.nats_servers(), connect_timeout=5, max_reconnect_attempts=1,
+                                reconnect_time_wait=1, error_cb=quiet, **common.nats_auth().connect_options())
+    except (NatsError, OSError, TimeoutError) as exc:
+        raise NatsUnreachable(f"cannot reach NATS at {common.nats_url} ({type(exc).__name__})") from None
     try:
         js = nc.jetstream()
         return await import_rows(rows, present=present, publish=lambda chunk: _publish(js, chunk), progress=True)
+    except (NatsError, TimeoutError) as exc:  # JetStream refused or stopped answering part way
+        raise NatsUnreachable(f"JetStream did not store every event ({type(exc).__name__})") from None
     finally:
         await nc.close()
+
+
+class NatsUnreachable(ConnectionError):
+    """NATS does not answer: nothing more is published."""
 
 
 def _tracker_history(database_url: str) -> Present:
