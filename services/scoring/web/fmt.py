@@ -142,3 +142,21 @@ GROUPS = {
 
 def index_part(part: str) -> tuple[str, str]:
     return INDEX_PARTS.get(part, (part, ""))
+
+
+#: Why deadline_monitor refused a plan report (its reasons name the `parwatch plan report` option), in Vietnamese.
+REPORT_REFUSALS = (
+    ("--agency", "đơn vị này không phải là đơn vị chủ trì nhiệm vụ"),
+    ("--period", "kỳ báo cáo không khớp với kỳ nào của nhiệm vụ trong thời hạn kế hoạch"),
+    ("--done-on", "ngày hoàn thành chưa tới"),
+    ("--plan", "không xác định được kế hoạch của nhiệm vụ"),
+    ("TASK", "không có nhiệm vụ này trong kế hoạch đang có hiệu lực"),
+)
+
+
+def report_refusal(detail: str) -> str:
+    """deadline_monitor's refusal of a plan report as officials read it."""
+    for option, text in REPORT_REFUSALS:
+        if detail.startswith(option):
+            return text
+    return "báo cáo không hợp lệ"

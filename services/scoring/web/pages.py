@@ -314,7 +314,7 @@ class WebPages:
         if not answer.ok:
             await self.audit(session, action="plan_report", agency=agency, target=target,
                              outcome=f"refused: {answer.detail}")
-            return self.refuse(request, 422, f"Báo cáo không được chấp nhận: {answer.detail}")
+            return self.refuse(request, 422, f"Báo cáo không được chấp nhận: {fmt.report_refusal(answer.detail)}.")
         await self.audit(session, action="plan_report", agency=agency, target=target,
                          outcome=f"ok: {answer.body.get('event_id', '')}")
         return RedirectResponse(f"{PREFIX}/ke-hoach?{urlencode({'agency': agency, 'ok': 'report'})}",

@@ -69,6 +69,14 @@ def test_every_percentage_reads_back_to_its_ratio(ratio: float) -> None:
     assert abs(float(text[:-2].replace(",", ".")) / 100 - ratio) <= 0.0005 + 1e-12
 
 
+def test_a_refused_report_is_explained_in_vietnamese() -> None:
+    assert fmt.report_refusal("--agency: PNV does not own task W.monthly") == \
+        "đơn vị này không phải là đơn vị chủ trì nhiệm vụ"
+    assert fmt.report_refusal("--period: task W has no occurrence 1999-01").startswith("kỳ báo cáo")
+    assert fmt.report_refusal("TASK: no loaded plan has a task 'X'").startswith("không có nhiệm vụ")
+    assert fmt.report_refusal("something new") == "báo cáo không hợp lệ"
+
+
 # -- charts ---------------------------------------------------------------------------------------------
 
 def _svg(text: str) -> ET.Element:
