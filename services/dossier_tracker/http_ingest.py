@@ -285,7 +285,9 @@ def ingest_router(
                            events=_refused(decoded, foreign=source))
         if any(d.event is None for d in decoded):
             return _answer(400, error="event rejected", events=_refused(decoded))
-        events = [d.event for d in decoded if d.event is not None]
+        events = [(d.event, encode(d.event)) for d in decoded if d.event is not None]
+        if any(len(body) > MAX_MESSAGE_BYTES for _, body in events):  # a guard: the fields' limits keep events far below
+            return _answer(413, error=f"an event is over {MAX_MESSAGE_BYTES} bytes as published")
         if not contexts:
             contexts.append(jetstream())
         outcomes = await _publish(contexts[0], events, timeout=limits.publish_timeout)
@@ -330,18 +332,18 @@ def _refused(decoded: list[Decoded], *, foreign: str | None = None) -> list[Even
     return out
 
 
-async def _publish(js: JetStreamContext, events: list[CloudEvent[Any]], *, timeout: float) -> list[Outcome]:
-    """Publish each event on its input subject and wait for every ack: per event, stored, duplicate (the broker
-    held it already) or not_stored."""
+async def _publish(js: JetStreamContext, events: list[tuple[CloudEvent[Any], bytes]], *, timeout: float
+                   ) -> list[Outcome]:
+    """Publish each event (with its encoding) on its input subject and wait for every ack: per event, stored,
+    duplicate (the broker held it already) or not_stored."""
 
-    async def one(event: CloudEvent[Any]) -> Outcome:
+    async def one(event: CloudEvent[Any], body: bytes) -> Outcome:
         subject = SUBJECTS[event.type]
         headers = {"Content-Type": STRUCTURED, "Nats-Msg-Id": source_scoped_id(event)}
-        ack = await js.publish(subject, encode(event), timeout=timeout, stream=stream_for(subject).name,
-                               headers=headers)
+        ack = await js.publish(subject, body, timeout=timeout, stream=stream_for(subject).name, headers=headers)
         return "duplicate" if ack.duplicate else "stored"
 
-    results = await asyncio.gather(*(one(e) for e in events), return_exceptions=True)
+    results = await asyncio.gather(*(one(e, body) for e, body in events), return_exceptions=True)
     outcomes: list[Outcome] = []
     for r in results:
         if isinstance(r, BaseException):
