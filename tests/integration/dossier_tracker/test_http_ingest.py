@@ -18,9 +18,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from cloudevents.core.bindings.http import to_binary, to_structured
-from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import CloudEvent as SdkEvent
 
 from services.dossier_tracker.api_keys import KeyStore, create_key_schema
 from services.dossier_tracker.app import create_app
@@ -118,8 +115,10 @@ def rating(source: str = SOURCE) -> dict[str, Any]:
                      "overall": "satisfied", "criteria": {"c1": 2, "c9": 1}}}
 
 
-def sdk_event(event: dict[str, Any]) -> SdkEvent:
+def sdk_event(event: dict[str, Any]) -> Any:
     """The same event as the SDK's own object (its time a datetime, as the SDK requires)."""
+    from cloudevents.core.v1.event import CloudEvent as SdkEvent
+
     attributes = {k: v for k, v in event.items() if k != "data"}
     attributes["time"] = dt.datetime.fromisoformat(attributes["time"])
     attributes["datacontenttype"] = "application/json"
@@ -141,6 +140,11 @@ async def on_subject(js: Any, subject: str) -> list[bytes]:
 async def test_the_sdk_in_three_modes_gives_the_figures_of_the_same_events_on_nats(
     own_nats_server, second_nats: str, tmp_path: Path
 ) -> None:
+    pytest.importorskip("cloudevents", minversion="2.1",
+                        reason="the CloudEvents SDK of the test extra is missing: pip install -e '.[test]'")
+    from cloudevents.core.bindings.http import to_binary, to_structured
+    from cloudevents.core.formats.json import JSONFormat
+
     http_db, nats_db = f"sqlite:///{tmp_path / 'http.db'}", f"sqlite:///{tmp_path / 'nats.db'}"
     _, key = add_key(http_db, SOURCE)
     dossiers = histories()
