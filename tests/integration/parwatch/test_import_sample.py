@@ -20,10 +20,13 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import select
 
 from parwatch.cli import main
 from services.dossier_tracker.app import create_app
 from services.dossier_tracker.settings import TrackerSettings
+from services.dossier_tracker.store import DOSSIERS
+from shared.db import make_engine
 from shared.settings import CommonSettings
 from shared.testing import jetstream, metric_samples, metric_value, wait_until
 
@@ -127,6 +130,13 @@ async def test_the_sample_imported_twice_counts_every_dossier_once_with_the_refe
         async with jetstream(own_nats_server.url) as js:  # the import returns once JetStream acked what it sent
             assert (await js.stream_info("TTHC_DOSSIER")).state.messages == stored
         assert accepted() == events
+        engine = make_engine(database_url)
+        with engine.connect() as conn:  # every dossier of the file once, none of the rejected rows
+            codes = conn.execute(select(DOSSIERS.c.dossier_code)).scalars().all()
+        engine.dispose()
+        with SAMPLE.open(encoding="utf-8") as f:
+            expected = {r["Mã hồ sơ"] for n, r in enumerate(csv.DictReader(f), start=2) if n not in skipped}
+        assert sorted(codes) == sorted(expected)
 
         samples = metric_samples(svc.registry)
         got_ended = {(dict(k[1])["agency"], dict(k[1])["timeliness"]): int(v) for k, v in samples.items()
