@@ -22,13 +22,14 @@ the tracker's own (``source``, ``id``) dedup beyond it.
 The answers, in the order they are decided:
 
 * ``401``: no ``Authorization: Bearer`` key, or one that is not valid (unknown, revoked, wrong);
+* ``415``: a content type that is none of the three modes;
 * ``413``: a body over the limit (64 KiB for one event, ``http_max_batch_bytes`` for a batch), counted
   before parsing, from ``Content-Length`` and while reading;
-* ``415``: a content type that is none of the three modes;
 * ``429`` with ``Retry-After``: the key's source has no tokens left; each event of a request takes one
-  (:class:`TokenBucket`, ``http_rate`` a second, ``http_burst`` at most);
+  (:class:`TokenBucket`, ``http_rate`` a second, ``http_burst`` at most), a body that cannot be read one;
+* ``400``: a body that cannot be read as the mode's JSON, or a batch empty or over ``http_max_batch``;
 * ``403``: an event whose ``source`` is not the key's;
-* ``400``: a body or an event that fails the contract; nothing of the request is published;
+* ``400``: an event that fails the contract; nothing of the request is published;
 * ``503`` with ``Retry-After``: JetStream did not acknowledge every event (sending the request again is safe);
 * ``202``: JetStream stored every event of the request.
 
