@@ -510,13 +510,14 @@ def collect(servers: str, options: dict[str, Any], engine: Any, *, tracker: str,
                 d["agency_code"])] += 1
 
     notices: Counter[tuple[Any, ...]] = Counter()
-    seen: set[str] = set()
+    seen: dict[str, tuple[str, list[Any]]] = {}
     copies = 0
     for official, delivery, body in webhook.snapshot():
-        if delivery in seen:
+        if delivery in seen:  # sent again after a crash: the same notice, as its delivery id says
+            assert seen[delivery] == (official, body.get("alerts")), f"delivery {delivery} came back different"
             copies += 1
             continue
-        seen.add(delivery)
+        seen[delivery] = (official, body.get("alerts"))
         for a in body.get("alerts", []):
             notices[(official, key(a["alert_key"]), a["state"], a.get("repeat"))] += 1
 
@@ -817,6 +818,7 @@ def test_a_cluster_with_a_node_and_a_replica_of_each_service_killed_counts_as_on
     fired = Counter(k[3] for k, n in reference.alert_events.items() if k[2] == "vn.tthc.alert.firing")
     assert fired["dossier_overdue"] and fired["deadletter"], fired
     assert reference.notices
+    assert reference.copies == 0  # nothing died there: no delivery came twice
 
     # Every alert event once, every notice once (as a receiver that drops a repeated delivery id counts them).
     assert [k for k, n in got.alert_events.items() if n > 1] == []
