@@ -185,6 +185,10 @@ class Backlog:
     * **pending count** (:attr:`catching_up`): how much dossier state the
       monitor has not read yet is above ``threshold`` (as below).
 
+    Once a hold began, it ends when the input is drained (nothing pending),
+    or ``release`` seconds after neither sign holds any more (live load that
+    never drains to zero): :meth:`MonitorService.settle_when_caught_up`.
+
     A backlog (a first start in front of the stream's history, a restart after
     a long stop) holds older revisions of dossiers whose later ones follow:
     settling each on arrival would fire and resolve alerts for dossiers that
@@ -205,11 +209,13 @@ class Backlog:
         upstream: tuple[str, str] | None = None,
         lag: dt.timedelta = dt.timedelta(hours=3),
         idle: float = 2.0,
+        release: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threshold = threshold
         self.lag = lag
         self.idle = idle
+        self.release = release
         self.monotonic = monotonic
         self.watermark: dt.datetime | None = None  # the last batch's event time (None: unknown)
         self._observed_at = -1e18  # monotonic time of the last batch
@@ -263,13 +269,17 @@ class Backlog:
         await self._probe_upstream()
 
     async def _probe_upstream(self) -> None:
-        found = await self._pending(self.upstream, missing=0)  # no tracker consumer (yet): nothing waits upstream
+        # What the tracker has not read yet; no tracker consumer (yet): nothing waits upstream. What it holds in
+        # hand is not counted: under steady load it always holds a batch or two, which would hold the alerts for
+        # good (a tracker killed mid-batch during a replay gets that batch again after its ack wait, which the
+        # input's idle time may not cover: a known gap).
+        found = await self._pending(self.upstream, missing=0, in_flight=False)
         if found is not None:
             self.upstream_pending = found
             self._upstream_read = time.monotonic()
 
     async def _pending(
-        self, consumer: tuple[str, str] | None, *, missing: int | None, in_flight: bool = False
+        self, consumer: tuple[str, str] | None, *, missing: int | None, in_flight: bool
     ) -> int | None:
         """Messages not yet delivered to ``consumer`` (stream, durable), and with ``in_flight`` those delivered
         and not yet acked; ``missing`` if it does not exist, None if unknown."""
@@ -312,6 +322,7 @@ class MonitorService:
         self.district_code = self.catalog.agencies.district_code
         self._lock = asyncio.Lock()
         self._held = False  # dossiers were stored unsettled since the last settling
+        self._calm_since: float | None = None  # monotonic time since which a hold no longer holds (None: it does)
 
     def horizons(self, now: dt.datetime) -> Horizons:
         return domain.horizons(local_date(now), calendar=self.calendar, policy=self.policy)
@@ -339,22 +350,33 @@ class MonitorService:
             self.backlog.delivered(received[-1].msg.metadata.num_pending)
             self.backlog.observed(domain.event_time(states))
         await self.backlog.probe_upstream()
-        duplicate = await self.record_states(states, now=now, settle=not self.backlog.holds(now))
+        # Once held, the rest of a backlog is stored unsettled too, until settle_when_caught_up finds it drained:
+        # the last thousand facts of a replay would otherwise settle dossiers whose later revisions follow.
+        settle = not self._held and not self.backlog.holds(now)
+        duplicate = await self.record_states(states, now=now, settle=settle)
         return outcomes(duplicate)
 
     async def settle_when_caught_up(self, now: dt.datetime | None = None) -> bool:
-        """Settle the dossiers stored while catching up once the input is quiet (no fact for the backlog's
-        ``idle`` seconds) and drained (nothing waits on the monitor's consumer nor on dossier_tracker's): a
-        history with nothing live after it, or one late event, settles within seconds, not at the next
-        tick. A periodic step; False: nothing left undone."""
+        """Settle the dossiers stored while catching up once the backlog no longer holds them (its watermark is
+        recent again, or no fact came for its ``idle`` seconds) and the input is drained (nothing waits on the
+        monitor's consumer nor on dossier_tracker's), or, under live load that never quite drains, once it has
+        not held them for its ``release`` seconds: a history with nothing live after it, or one late event,
+        settles within seconds, not at the next tick, and the last facts of a replay are not settled before
+        the later revisions behind them arrive. A periodic step; False: nothing left undone."""
         if not self._held:
             return False
         now = now or self.clock()
-        if self.backlog.behind(now):
+        if not self.backlog.behind(now):
+            await self.backlog.probe()  # the pending counts, as they are now
+        if self.backlog.holds(now):
+            self._calm_since = None
             return False
-        await self.backlog.probe()  # the pending counts, as they are now
-        if self.backlog.pending == 0:  # quiet and drained: nothing older is on its way
+        calm = self._calm_since is not None and self.backlog.monotonic() - self._calm_since >= self.backlog.release
+        if self._calm_since is None:
+            self._calm_since = self.backlog.monotonic()
+        if self.backlog.pending == 0 or calm:  # drained, or live input that never quite drains (steady load)
             self._held = False
+            self._calm_since = None
             await self.settle_unsettled(now)
         return False
 
@@ -677,8 +699,9 @@ class MonitorService:
         step (``service.every``): False, a tick leaves nothing undone.
         """
         now = now or self.clock()
+        await self.settle_when_caught_up(now)  # a hold whose backlog has drained ends here too
         await self.backlog.probe()
-        holding = self.backlog.holds(now)
+        holding = self.backlog.holds(now) or self._held
         if holding:
             log.info("catching up on dossier states backlog=%d watermark=%s: dossier alerts wait",
                      self.backlog.pending, self.backlog.watermark)

@@ -84,9 +84,39 @@ async def test_a_backlog_is_held_and_settled_against_its_final_state_once_the_in
     assert await drain(service) == []
     quiet.now += 1.0
     await service.apply_dossier_states(received(fact("H.NOW", 1, occurred=NOW - dt.timedelta(minutes=5))))
-    # The present reached: every dossier settled against its final state; the one ended in the backlog never fires.
+    await service.settle_when_caught_up(NOW)
+    # The present reached and nothing pending: every dossier settled against its final state; the one ended in the
+    # backlog never fires.
     assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.NOW"),
                                                    ("firing", "dossier_overdue:H.OPEN")]
+
+
+async def test_the_tail_of_a_backlog_waits_until_it_has_drained(database_url: str) -> None:
+    service, _ = monitor(database_url)
+    await service.apply_dossier_states(received(fact("H.A", 1, occurred=at("2026-11-05T08:00")), pending=5000))
+    # The replay reaches the present while 500 facts still wait (under the pending threshold): among them, the
+    # one that ends H.B. Settling now would fire for H.B.
+    await service.apply_dossier_states(received(fact("H.B", 1, occurred=NOW - dt.timedelta(minutes=9)), pending=500))
+    await service.settle_when_caught_up(NOW)
+    assert await drain(service) == []
+    await service.apply_dossier_states(received(fact("H.B", 2, occurred=NOW - dt.timedelta(minutes=8), ended=True),
+                                                pending=0))
+    await service.settle_when_caught_up(NOW)
+    assert kinds(await drain(service)) == [("firing", "dossier_overdue:H.A")]
+
+
+async def test_under_live_load_that_never_drains_a_hold_ends_after_its_release_time(database_url: str) -> None:
+    service, quiet = monitor(database_url)
+    await service.apply_dossier_states(received(fact("H.A", 1, occurred=at("2026-11-05T08:00")), pending=5000))
+    for _ in range(3):  # live facts, a few always waiting behind each batch
+        quiet.now += 1.0
+        await service.apply_dossier_states(received(fact("H.LIVE", 1, occurred=NOW), pending=20))
+        await service.settle_when_caught_up(NOW)
+    assert await drain(service) == []  # 2 s of calm: under the release time
+    quiet.now += service.backlog.release
+    await service.settle_when_caught_up(NOW)
+    assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.A"),
+                                                   ("firing", "dossier_overdue:H.LIVE")]
 
 
 async def test_a_history_with_nothing_after_it_settles_once_the_input_is_quiet(database_url: str) -> None:
