@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hmac
-import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,6 +31,7 @@ from services.deadline_monitor.domain import Catalog, WorkingDays, occurrence_st
 from services.deadline_monitor.store import MonitorStore, occurrence_facts
 from shared.calendar import local_date
 from shared.events import CloudEvent
+from shared.http import trusted_caller
 from shared.rules import OpenFacts, open_state
 
 #: The ``source`` of the plan reports officials make on the web page.
@@ -50,18 +49,6 @@ class ReportBody(BaseModel):
     note: str | None = Field(default=None, max_length=2000)
     plan_id: str | None = Field(default=None, max_length=64)
     done_on: dt.date | None = None
-
-
-def trusted(request: Request, token: str | None) -> bool:
-    """``Authorization: Bearer <token>`` when a token is set, else a client on this machine (loopback)."""
-    if token is not None:
-        sent = request.headers.get("authorization", "")
-        return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
-    host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(kw_only=True, eq=False)
@@ -82,7 +69,7 @@ class MonitorApi:
         return r
 
     def _refused(self, request: Request) -> JSONResponse | None:
-        if trusted(request, self.api_token):
+        if trusted_caller(request, self.api_token):
             return None
         return JSONResponse({"detail": "not allowed: send the API token (PARWATCH_MONITOR_API_TOKEN)"},
                             status_code=403)

@@ -20,8 +20,6 @@ machine (loopback); anyone else gets 403. The link pages carry their own proof.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -38,6 +36,7 @@ from services.notifier.domain.routing import restricted
 from services.notifier.render import TEMPLATES, fmt_time, kind_text, scrub
 from services.notifier.service import Clock
 from services.notifier.store import Store
+from shared.http import trusted_caller
 
 LINK_ERRORS = {
     "malformed": (400, "Đường dẫn không hợp lệ."),
@@ -65,18 +64,6 @@ def alert_json(alert: AlertRecord, ack: Acknowledgement | None) -> dict[str, Any
     return {"alert_key": alert.alert_key, "kind": alert.kind, "severity": alert.severity,
             "agency_code": alert.agency_code, "ref": alert.ref, "summary": alert.summary,
             "starts_at": alert.starts_at.isoformat(), "acknowledged": ack_json(ack if holds(ack, alert) else None)}
-
-
-def trusted_caller(request: Request, token: str | None) -> bool:
-    """A caller that sends ``Authorization: Bearer <token>`` when a token is set, else a client on this machine."""
-    if token is not None:
-        sent = request.headers.get("authorization", "")
-        return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
-    host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(kw_only=True, eq=False)

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from services.notifier import handlers
 from services.notifier.ack import AckLinks, load_secret
 from services.notifier.alertmanager import AlertmanagerReceiver
-from services.notifier.api import AckApi, trusted_caller
+from services.notifier.api import AckApi
 from services.notifier.config import load_directory
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.notify import Channel
@@ -33,6 +33,7 @@ from shared.agencies import AgencySettings
 from shared.calendar import load_calendar
 from shared.consumer import Consumers, RetryPolicy
 from shared.db import make_engine
+from shared.http import trusted_caller
 from shared.lease import Lease
 from shared.publishing import JetStreamPublisher
 from shared.retention import Cleanup

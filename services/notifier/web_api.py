@@ -23,12 +23,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.notifier.api import trusted_caller
 from services.notifier.domain.model import Directory
 from services.notifier.domain.silence import Silence, check_new_silence
 from services.notifier.service import Clock
 from services.notifier.store import Store
 from shared.events import ALERT_KINDS
+from shared.http import trusted_caller
 
 MATCHERS = ("kinds", "severities", "agencies", "refs", "alert_keys", "receivers")
 

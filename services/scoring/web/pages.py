@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ from services.scoring.web.auth import COOKIE, Session, Sessions, csrf_ok, finger
 from services.scoring.web.peers import PeerDown, Peers
 from services.scoring.web.store import AuditEntry, WebStore
 from shared.calendar import VN_TZ
+from shared.http import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ SHARES = (
 TASK_STATES = ("open", "overdue", "done", "done_late")
 #: An agency's page lists the duties due this far either side of today (the plan page: 60 days).
 AGENCY_SPAN = dt.timedelta(days=31)
-
-
-def is_loopback(request: Request) -> bool:
-    host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(kw_only=True, eq=False)
