@@ -21,8 +21,10 @@ override file (never through parwatch's calendar, fold, rules or scoring code):
 2. scoring's figures (``GET /figures/{agency}?period=..``) for every agency and the district roll-up, for the
    running month, quarter and year and the previous month (judged as of its last day), equal the reference's:
    ended early / on time / late, open and overdue at the period's end, the on-time rate (rule 7), received and the
-   shares of online filing, online payment, digitized and synced dossiers, ratings and the satisfaction rate,
-   plan-task occurrences done / done late / overdue / open and the completion ratio; dossier_tracker's
+   shares of online filing, online payment, digitized and synced dossiers, ratings, the satisfaction rate and the
+   criteria's means, plan-task occurrences done / done late / overdue / open and the completion ratio, and the
+   index points parwatch computes (Decision 766: progress, handling satisfaction, online filing, national sync);
+   dossier_tracker's
    ``parwatch_dossiers_ended_total`` and ``parwatch_dossiers_open`` and deadline_monitor's ``parwatch_plan_tasks``
    agree with the same reference;
 3. the ``kpi_below_target`` alerts are exactly those whose reference figure of the running month does not meet
@@ -44,7 +46,7 @@ read (read-only) for those signals alone; everything asserted comes through the 
 
 The reference's calendar, due days and plan occurrences are checked by hand first
 (:func:`test_the_reference_calendar_and_fold_by_hand`). Two more tests, marked ``xfail(strict=True)`` with their
-reasons, replay the same month as an operator would, and show where the product departs from the reference:
+reasons, replay the same month as an operator could, and show where the product departs from the reference:
 with the KPI rounds running, scoring judges half a history and its ``kpi_below_target`` alerts fire and resolve on
 the way; published at once, the previous month's figures miss what tracker batches straddling its last midnight
 hold (the documented limit the main test steps around).
@@ -515,6 +517,21 @@ class Reference:
             "plan_completion_ratio": share(c["tasks_done"] + c["tasks_done_late"], judged),
             "criteria": {k: sum(v) / len(v) for k, v in sorted(criteria.items())},
         }
+        # The parts of Decision 766's index parwatch computes (docs/scoring.md, "Service-quality index"): 20 × the
+        # on-time rate; min(6, 6 r / 0.9), r = 1 - (late rate + unsatisfied rate), never below 0, the unsatisfied
+        # rate over rule 7's denominator, at most 1; 6 points at 50 % filed online, linear from 0; 6 × synced share.
+        on_time, handled = out["on_time_ratio"], classified + c["open"]
+        handling = None
+        if on_time is not None:
+            r = 1 - ((1 - on_time) + min(1.0, c["rated_unsatisfied"] / handled))
+            handling = max(0.0, min(6.0, 6 * r / 0.9))
+        online, sync = out["online_filing_ratio"], out["national_sync_ratio"]
+        out["_index"] = {
+            "progress": None if on_time is None else 20 * on_time,
+            "handling_satisfaction": handling,
+            "online_filing": None if online is None else 6 * min(1.0, online / 0.5),
+            "national_sync": None if sync is None else 6 * min(1.0, sync),
+        }
         # what scoring's KPI rounds need of their denominators (contract: min dossiers, min occurrences)
         out["_denominators"] = {"on_time": classified + c["open"], "national_sync": c["sync_reported"],
                                 "plan_completion": judged}
@@ -868,13 +885,16 @@ async def wait_pipeline_done(ready: Ready, data_dir: Path) -> None:
         streams = [s.config.name for s in await jsm.streams_info()]
 
         async def done() -> bool:
-            metrics = await scrape(ready, "deadline_monitor")
-            if metrics.get(("parwatch_monitor_outbox_pending", frozenset())) != 0:
+            # In this order: once every consumer has acked everything (after its transaction committed), no fact
+            # is on its way; then nothing left unsettled means every dossier was settled on its last fact, and an
+            # empty outbox that its alerts are on the stream.
+            if not await consumers_drained(jsm, streams):
                 return False
             if sqlite_count(data_dir / "deadline_monitor.db",
                             "SELECT count(*) FROM monitor_dossier WHERE tick_level = -1"):
                 return False
-            return await consumers_drained(jsm, streams)
+            metrics = await scrape(ready, "deadline_monitor")
+            return metrics.get(("parwatch_monitor_outbox_pending", frozenset())) == 0
 
         await wait_for("every consumer drained, the monitor settled, its outbox empty", done, timeout=240)
     finally:
@@ -932,7 +952,31 @@ def figure_mismatches(ref: Reference, served: Mapping[tuple[str, str], Mapping[s
             for name, value in want[agency].items():
                 if not name.startswith("_") and not close_enough(got.get(name), value):
                     out.append(f"{period.key} {agency} {name}: served {got.get(name)!r}, reference {value!r}")
+            points = {p["part"]: p["points"] for p in got.get("index") or () if p["part"] in want[agency]["_index"]}
+            if not close_enough(points, want[agency]["_index"]):
+                out.append(f"{period.key} {agency} index points: served {points}, reference {want[agency]['_index']}")
     return out
+
+
+def check_dossier_alerts(events: Sequence[Mapping[str, Any]], ref: Reference) -> None:
+    """Exactly one dossier alert per dossier due soon or overdue today (rule 6), of the kind the reference gives,
+    none resolved."""
+    today, days, dossiers, expected_alerts = ref.today, ref.days, ref.dossiers(), ref.alerts()
+    dossier_events = [e for e in events if e["data"]["kind"] in DOSSIER_KINDS]
+    resolved = [e["data"]["alert_key"] for e in dossier_events if e["type"] == "vn.tthc.alert.resolved"]
+    assert resolved == [], f"{len(resolved)} dossier alerts fired and resolved during the replay: {resolved[:10]}"
+    fired = Counter(e["data"]["alert_key"] for e in dossier_events)
+    assert [k for k, n in fired.items() if n > 1] == []
+    got_alerts = {e["data"]["ref"]: e["data"]["kind"] for e in dossier_events}
+    due_or_overdue = {d.code for d in dossiers if d.is_open and d.open_state(today, days) in ("overdue", "due_soon")}
+    assert (sorted(set(got_alerts) - due_or_overdue)[:10], sorted(due_or_overdue - set(got_alerts))[:10]) == ([], [])
+    wrong = {c: (got_alerts.get(c), expected_alerts.get(c)) for c in set(got_alerts) | set(expected_alerts)
+             if got_alerts.get(c) != expected_alerts.get(c)}
+    assert wrong == {}, f"{len(wrong)} dossiers alerted otherwise (got, expected): {dict(list(wrong.items())[:10])}"
+    for e in dossier_events:
+        d = next(x for x in dossiers if x.code == e["data"]["ref"])
+        assert e["data"]["agency_code"] == d.agency
+        assert e["data"]["labels"].get("due_day") == (d.due_day.isoformat() if d.due_day else None)
 
 
 def check_kpi_alerts(events: Sequence[Mapping[str, Any]], expected: set[str]) -> None:
@@ -951,7 +995,7 @@ def check_kpi_alerts(events: Sequence[Mapping[str, Any]], expected: set[str]) ->
 async def test_a_replayed_month_fires_exactly_the_alerts_and_figures_of_the_reference(tmp_path: Path) -> None:
     history = make_history(tmp_path)
     today, ref, messages, last_month = history.today, history.ref, history.messages, history.last_month
-    days, dossiers, expected_alerts = ref.days, ref.dossiers(), ref.alerts()
+    days, dossiers = ref.days, ref.dossiers()
     # Split at the end of the month before this one (docs/scoring.md, limit 1).
     part_one = [m for m in messages if m.at.astimezone(VN).date() <= last_month.last]
     part_two = [m for m in messages if m.at.astimezone(VN).date() > last_month.last]
@@ -980,21 +1024,7 @@ async def test_a_replayed_month_fires_exactly_the_alerts_and_figures_of_the_refe
         stack.kill()
 
     # 1. Dossier alerts: exactly one per dossier due soon or overdue today, of its kind, all still firing.
-    dossier_events = [e for e in events if e["data"]["kind"] in DOSSIER_KINDS]
-    resolved = [e["data"]["alert_key"] for e in dossier_events if e["type"] == "vn.tthc.alert.resolved"]
-    assert resolved == [], f"{len(resolved)} dossier alerts fired and resolved during the replay: {resolved[:10]}"
-    fired = Counter(e["data"]["alert_key"] for e in dossier_events)
-    assert [k for k, n in fired.items() if n > 1] == []
-    got_alerts = {e["data"]["ref"]: e["data"]["kind"] for e in dossier_events}
-    due_or_overdue = {d.code for d in dossiers if d.is_open and d.open_state(today, days) in ("overdue", "due_soon")}
-    assert (sorted(set(got_alerts) - due_or_overdue)[:10], sorted(due_or_overdue - set(got_alerts))[:10]) == ([], [])
-    wrong = {c: (got_alerts.get(c), expected_alerts.get(c)) for c in set(got_alerts) | set(expected_alerts)
-             if got_alerts.get(c) != expected_alerts.get(c)}
-    assert wrong == {}, f"{len(wrong)} dossiers alerted otherwise (got, expected): {dict(list(wrong.items())[:10])}"
-    for e in dossier_events:
-        d = next(x for x in dossiers if x.code == e["data"]["ref"])
-        assert e["data"]["agency_code"] == d.agency
-        assert e["data"]["labels"].get("due_day") == (d.due_day.isoformat() if d.due_day else None)
+    check_dossier_alerts(events, ref)
 
     # 2. Figures: scoring's, per agency and period, and the tracker's and monitor's gauges.
     year_figures = ref.figures(year(today))[DISTRICT]
