@@ -13,10 +13,7 @@ owner only, so links stay valid across restarts.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
 from services.notifier.domain.ack import ACK_KINDS, NOTE_MAX, Acknowledgement, LinkClaim, sign_link
@@ -57,21 +54,6 @@ def acknowledge(store: Store, directory: Directory, *, alert_key: str, official_
                           official_id=official_id, kind=kind, acked_at=now, via=via, note=note)
     store.add_ack(ack)
     return ack
-
-
-def load_secret(configured: bytes | None, data_dir: Path) -> bytes:
-    """The configured secret, else the one kept in ``data_dir`` (made on first use, owner-only)."""
-    if configured:
-        return configured
-    path = data_dir / SECRET_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="utf-8").strip().encode()
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(secrets.token_urlsafe(32))
-    return path.read_text(encoding="utf-8").strip().encode()
 
 
 @dataclass(frozen=True)

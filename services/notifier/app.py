@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.notifier import handlers
-from services.notifier.ack import AckLinks, load_secret
+from services.notifier.ack import SECRET_FILE, AckLinks
 from services.notifier.alertmanager import AlertmanagerReceiver
 from services.notifier.api import AckApi
 from services.notifier.config import load_directory
@@ -37,6 +37,7 @@ from shared.http import trusted_caller
 from shared.lease import Lease
 from shared.publishing import JetStreamPublisher
 from shared.retention import Cleanup
+from shared.secret import load_secret
 from shared.service import Service, make_broker, utc_now
 from shared.settings import CommonSettings
 
@@ -87,7 +88,7 @@ def create_app(
     registry = CollectorRegistry()
     engine = make_engine(common.database_url_for(NAME))
     store = Store(engine)
-    secret = load_secret(settings.ack_secret_value(), common.data_dir)
+    secret = load_secret(settings.ack_secret_value(), common.data_dir, name=SECRET_FILE)
     links = AckLinks(secret=secret, base_url=settings.public_base_url(), ttl=settings.ack_link_ttl)
     renderer = Renderer(directory=directory, escalation=escalation, ack_links=links.urls)
     notifier = NotifierService(

@@ -11,10 +11,11 @@ from sqlalchemy import Engine
 
 from services.scoring.board import Directory, Scoreboard
 from services.scoring.settings import PeerSettings, ScoringSettings
-from services.scoring.web.auth import Sessions, load_secret
+from services.scoring.web.auth import SECRET_FILE, Sessions
 from services.scoring.web.pages import WebPages
 from services.scoring.web.peers import Peer, Peers
 from services.scoring.web.store import WebStore
+from shared.secret import load_secret
 
 
 def _secret(value: object) -> str | None:
@@ -35,7 +36,8 @@ def build_web(*, board: Scoreboard, directory: Directory, clock: Callable[[], dt
                                                                                                       WebStore]:
     """The page's router and its store (whose schema the caller creates at start)."""
     store = WebStore(engine)
-    secret = load_secret(settings.web_secret.get_secret_value().encode() if settings.web_secret else None, data_dir)
+    secret = load_secret(settings.web_secret.get_secret_value().encode() if settings.web_secret else None, data_dir,
+                         name=SECRET_FILE)
     pages = WebPages(board=board, directory=directory, clock=clock, store=store,
                      sessions=Sessions(secret, max_age_seconds=int(settings.web_session_hours * 3600)),
                      peers=peers_from(settings, peers or PeerSettings()),

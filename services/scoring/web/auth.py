@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -105,18 +103,3 @@ class Sessions:
 
 def csrf_ok(session: Session | None, sent: str | None) -> bool:
     return session is not None and bool(sent) and hmac.compare_digest(session.csrf.encode(), (sent or "").encode())
-
-
-def load_secret(configured: bytes | None, data_dir: Path) -> bytes:
-    """The configured secret, else one kept in ``data_dir`` (made on first use, readable by its owner only)."""
-    if configured:
-        return configured
-    path = data_dir / SECRET_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="utf-8").strip().encode()
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(secrets.token_urlsafe(32))
-    return path.read_text(encoding="utf-8").strip().encode()

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.notifier import cli
-from services.notifier.ack import AckLinks, acknowledge, load_secret
+from services.notifier.ack import SECRET_FILE, AckLinks, acknowledge
 from services.notifier.api import AckApi
 from services.notifier.config import load_directory
 from services.notifier.domain.ack import Acknowledgement, LinkClaim, sign_link
@@ -29,6 +29,7 @@ from services.notifier.store import Store
 from shared.calendar import load_calendar
 from shared.db import make_engine
 from shared.retention import Retention
+from shared.secret import load_secret
 
 VN = dt.timezone(dt.timedelta(hours=7))
 SECRET = b"s" * 32
@@ -241,10 +242,10 @@ async def test_parwatch_alerts_ack_and_notifications_show_who_answered(env, caps
 
 
 def test_without_a_configured_secret_one_is_made_once_and_kept(tmp_path):
-    first = load_secret(None, tmp_path / "data")
-    assert len(first) >= 32 and load_secret(None, tmp_path / "data") == first
+    first = load_secret(None, tmp_path / "data", name=SECRET_FILE)
+    assert len(first) >= 32 and load_secret(None, tmp_path / "data", name=SECRET_FILE) == first
     assert (tmp_path / "data" / "notifier-ack-secret").stat().st_mode & 0o077 == 0
-    assert load_secret(b"configured", tmp_path / "data") == b"configured"
+    assert load_secret(b"configured", tmp_path / "data", name=SECRET_FILE) == b"configured"
 
 
 async def test_acks_are_pruned_with_the_log_unless_they_cover_a_firing_alert(h, make_received):
