@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,23 @@ SHARES = (
 TASK_STATES = ("open", "overdue", "done", "done_late")
 #: An agency's page lists the duties due this far either side of today (the plan page: 60 days).
 AGENCY_SPAN = dt.timedelta(days=31)
+
+
+WriteHandler = Callable[[Any, Request, Session, dict[str, str]], Awaitable[Response]]
+
+
+def write(handler: WriteHandler) -> Callable[[Any, Request], Awaitable[Response]]:
+    """A write's route: ``handler`` runs with the session and form :meth:`WebPages.writer` accepted, else the
+    page refusing the write answers. The route's signature is ``(request)`` alone, as FastAPI reads it."""
+    async def route(self: WebPages, request: Request) -> Response:
+        checked = await self.writer(request)
+        if isinstance(checked, HTMLResponse):
+            return checked
+        session, form = checked
+        return await handler(self, request, session, form)
+
+    route.__name__, route.__qualname__, route.__doc__ = handler.__name__, handler.__qualname__, handler.__doc__
+    return route
 
 
 @dataclass(kw_only=True, eq=False)
@@ -287,11 +304,8 @@ class WebPages:
         return self.render(request, "plan.html.j2", rows=rows, problems=problems, agency=agency, state=state,
                            period=period or "", task_states=TASK_STATES, reports=reports)
 
-    async def plan_report(self, request: Request) -> Response:
-        checked = await self.writer(request)
-        if isinstance(checked, HTMLResponse):
-            return checked
-        session, form = checked
+    @write
+    async def plan_report(self, request: Request, session: Session, form: dict[str, str]) -> Response:
         agency, task = form.get("agency_code", ""), form.get("task_id", "")
         target = f"{form.get('plan_id', '')}/{task}/{form.get('period', '')}"
         if not session.may_act_for(agency):
@@ -331,11 +345,8 @@ class WebPages:
         return self.render(request, "alerts.html.j2", alerts=alerts, silences=silences, problems=problems,
                            agency=agency, kinds=fmt.KIND_TEXT)
 
-    async def ack(self, request: Request) -> Response:
-        checked = await self.writer(request)
-        if isinstance(checked, HTMLResponse):
-            return checked
-        session, form = checked
+    @write
+    async def ack(self, request: Request, session: Session, form: dict[str, str]) -> Response:
         key = form.get("alert_key", "")
         try:
             firing = (await self.peers.notifier.get("/alerts")).get("alerts", [])
@@ -357,11 +368,8 @@ class WebPages:
         await self.audit(session, action="ack", agency=agency, target=key, outcome="ok")
         return RedirectResponse(f"{PREFIX}/canh-bao?ok=ack", status_code=303)
 
-    async def add_silence(self, request: Request) -> Response:
-        checked = await self.writer(request)
-        if isinstance(checked, HTMLResponse):
-            return checked
-        session, form = checked
+    @write
+    async def add_silence(self, request: Request, session: Session, form: dict[str, str]) -> Response:
         agency = form.get("agency", "")
         if not self.directory.known(agency):
             return self.refuse(request, 422, "Chọn một đơn vị trong danh mục.")
@@ -380,11 +388,8 @@ class WebPages:
         await self.audit(session, action="silence_add", agency=agency, target=str(answer.body["id"]), outcome="ok")
         return RedirectResponse(f"{PREFIX}/canh-bao?ok=silence", status_code=303)
 
-    async def expire_silence(self, request: Request) -> Response:
-        checked = await self.writer(request)
-        if isinstance(checked, HTMLResponse):
-            return checked
-        session, form = checked
+    @write
+    async def expire_silence(self, request: Request, session: Session, form: dict[str, str]) -> Response:
         sid = form.get("silence_id", "")
         silences = (await self.peers.notifier.get("/silences")).get("silences", [])
         silence = next((s for s in silences if s["id"] == sid), None)
@@ -448,10 +453,8 @@ class WebPages:
                             secure=self._secure(request), path="/")
         return response
 
-    async def signout(self, request: Request) -> Response:
-        checked = await self.writer(request)
-        if isinstance(checked, HTMLResponse):
-            return checked
+    @write
+    async def signout(self, request: Request, session: Session, form: dict[str, str]) -> Response:
         response = RedirectResponse(f"{PREFIX}/?ok=signout", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=self._secure(request))
         return response
