@@ -10,6 +10,7 @@ import hmac
 import ipaddress
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
 
 
 def is_loopback(request: Request) -> bool:
@@ -28,3 +29,10 @@ def trusted_caller(request: Request, token: str | None) -> bool:
         sent = request.headers.get("authorization", "")
         return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
     return is_loopback(request)
+
+
+def refusal(request: Request, *, token: str | None, setting: str) -> JSONResponse | None:
+    """None for a :func:`trusted_caller`, else the 403 that names the setting holding the token to send."""
+    if trusted_caller(request, token):
+        return None
+    return JSONResponse({"detail": f"not allowed: send the API token ({setting})"}, status_code=403)

@@ -31,7 +31,7 @@ from services.deadline_monitor.domain import Catalog, WorkingDays, occurrence_st
 from services.deadline_monitor.store import MonitorStore, occurrence_facts
 from shared.calendar import local_date
 from shared.events import CloudEvent
-from shared.http import trusted_caller
+from shared.http import refusal
 from shared.rules import OpenFacts, open_state
 
 #: The ``source`` of the plan reports officials make on the web page.
@@ -69,10 +69,7 @@ class MonitorApi:
         return r
 
     def _refused(self, request: Request) -> JSONResponse | None:
-        if trusted_caller(request, self.api_token):
-            return None
-        return JSONResponse({"detail": "not allowed: send the API token (PARWATCH_MONITOR_API_TOKEN)"},
-                            status_code=403)
+        return refusal(request, token=self.api_token, setting="PARWATCH_MONITOR_API_TOKEN")
 
     async def occurrences(
         self, request: Request, agency: str | None = None, plan: str | None = None,

@@ -36,7 +36,7 @@ from services.notifier.domain.routing import restricted
 from services.notifier.render import TEMPLATES, fmt_time, kind_text, scrub
 from services.notifier.service import Clock
 from services.notifier.store import Store
-from shared.http import trusted_caller
+from shared.http import refusal
 
 LINK_ERRORS = {
     "malformed": (400, "Đường dẫn không hợp lệ."),
@@ -93,18 +93,13 @@ class AckApi:
         return {"alerts": [alert_json(a, acks.get(a.alert_key)) for a in alerts]}
 
     async def post_ack(self, alert_key: str, body: AckBody, request: Request) -> Any:
-        if not self._trusted(request):
-            return JSONResponse({"detail": "not allowed: send the API token (PARWATCH_NOTIFIER_API_TOKEN)"},
-                                status_code=403)
+        if (refused := refusal(request, token=self.api_token, setting="PARWATCH_NOTIFIER_API_TOKEN")) is not None:
+            return refused
         try:
             ack = await asyncio.to_thread(self._record, alert_key, body.official, body.kind, body.note, "api")
         except AckRefused as exc:
             return JSONResponse({"detail": str(exc)}, status_code=exc.status)
         return {"alert_key": alert_key, "acknowledged": ack_json(ack)}
-
-    def _trusted(self, request: Request) -> bool:
-        """The web page's back end: the API token when one is set, else a client on this machine."""
-        return trusted_caller(request, self.api_token)
 
     def _record(self, alert_key: str, official: str, kind: str, note: str, via: str) -> Acknowledgement:
         return acknowledge(self.store, self.directory, alert_key=alert_key, official_id=official, kind=kind,

@@ -28,7 +28,7 @@ from services.notifier.domain.silence import Silence, check_new_silence
 from services.notifier.service import Clock
 from services.notifier.store import Store
 from shared.events import ALERT_KINDS
-from shared.http import trusted_caller
+from shared.http import refusal
 
 MATCHERS = ("kinds", "severities", "agencies", "refs", "alert_keys", "receivers")
 
@@ -76,10 +76,7 @@ class WebApi:
         return r
 
     def _refused(self, request: Request) -> JSONResponse | None:
-        if trusted_caller(request, self.api_token):
-            return None
-        return JSONResponse({"detail": "not allowed: send the API token (PARWATCH_NOTIFIER_API_TOKEN)"},
-                            status_code=403)
+        return refusal(request, token=self.api_token, setting="PARWATCH_NOTIFIER_API_TOKEN")
 
     async def official(self, official_id: str, request: Request) -> Any:
         if (refused := self._refused(request)) is not None:
