@@ -39,8 +39,12 @@ the restart and its outbox empty.
 Why two parts: docs/scoring.md ("Closed periods stay closed", limit 1) says a past period cannot see the events of
 a tracker batch that straddles its last midnight; a replay published at once makes such batches. The history up
 to the previous month's end is published and consumed by dossier_tracker first, then the rest at once; the
-monitor's ``BACKLOG_IDLE_SECONDS`` is raised to 8 so that the pause between the parts is not taken for the end of
-the history (docs/deadline_monitor.md, "Catching up on a backlog"). The monitor's and scoring's SQLite files are
+monitor's ``BACKLOG_IDLE_SECONDS`` is raised to 15 so that the pause between the parts is not taken for the end
+of the history (docs/deadline_monitor.md, "Catching up on a backlog"), nor is a tracker batch slow to store on a
+loaded machine: the monitor counts the tracker's pending events, not those it has in hand, so with nothing left
+pending (the last batches of a replay, up to 6,000 events, in hand) a batch that takes longer than the idle time
+lets it settle before the batch's facts arrive, and alerts fire then resolve (seen with the default 2 s and batches
+of 5,000 under load; reported, not asserted here: it depends on the machine's speed). The monitor's and scoring's SQLite files are
 read (read-only) for those signals alone; everything asserted comes through the contract: ``tthc.alerts``,
 ``/metrics`` and scoring's query API.
 
@@ -871,8 +875,8 @@ def make_history(tmp_path: Path) -> History:
         "PARWATCH_CALENDAR_OVERRIDES": str(overrides_path),
         "PARWATCH_MONITOR_PLANS_DIR": str(plan_file.parent),
         # The monitor settles a backlog once nothing has come for this long: longer than the test's pauses in
-        # the replay (the default 2 s would settle what came before as a history with nothing after it).
-        "PARWATCH_MONITOR_BACKLOG_IDLE_SECONDS": "8",
+        # the replay and than a tracker batch on a loaded machine (see the module's docstring).
+        "PARWATCH_MONITOR_BACKLOG_IDLE_SECONDS": "15",
     }
     return History(today=today, start=start, end=end, messages=messages, ref=ref, env=env)
 
