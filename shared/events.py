@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
 from pydantic import (
@@ -353,9 +354,15 @@ def describe_validation_error(exc: ValidationError, *, limit: int = 5, model: ty
     ``criteria``, an alert's ``labels``) is named by the map's field only. Repeated sentences are said once.
     """
     root = model or _contract_models().get(exc.title)
+    return join_errors(exc, lambda err: _describe(err, root), limit=limit)
+
+
+def join_errors(exc: ValidationError, sentence: Callable[[ErrorDetails], str], *, limit: int = 5) -> str:
+    """The ``sentence`` of each of ``exc``'s errors, joined by ``; ``: a repeated one once, the first ``limit``
+    and a count of the rest."""
     parts: list[str] = []
     for err in exc.errors(include_input=False, include_url=False):
-        part = _describe(err, root)
+        part = sentence(err)
         if part not in parts:
             parts.append(part)
     shown = parts[:limit]

@@ -54,7 +54,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.notifier.domain.model import OPERATOR_ALERT_KIND
 from services.notifier.store import IncomingAlert
-from shared.events import ALERT_FIRING_TYPE, ALERT_RESOLVED_TYPE, EARLIEST, LATEST, Alert, Time
+from shared.events import ALERT_FIRING_TYPE, ALERT_RESOLVED_TYPE, EARLIEST, LATEST, Alert, Time, join_errors
 from shared.text import escape_text, safe_text
 
 log = logging.getLogger(__name__)
@@ -137,15 +137,7 @@ def parse_payload(raw: bytes) -> AlertmanagerPayload:
 def describe(exc: ValidationError, *, limit: int = 5) -> str:
     """Each error as ``where: what``; ``where`` names fields of the payload model and list positions, and stops
     at a map (a label's or an annotation's name is the sender's)."""
-    parts: list[str] = []
-    for err in exc.errors(include_input=False, include_url=False):
-        part = f"{_where(err['loc'])}: {safe_text(_what(err), limit=200)}"
-        if part not in parts:
-            parts.append(part)
-    shown = parts[:limit]
-    if len(parts) > limit:
-        shown.append(f"and {len(parts) - limit} more error(s)")
-    return "; ".join(shown)
+    return join_errors(exc, lambda err: f"{_where(err['loc'])}: {safe_text(_what(err), limit=200)}", limit=limit)
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
