@@ -210,6 +210,21 @@ def local_date(moment: dt.datetime) -> dt.date:
     return to_local(moment).date()
 
 
+def period_name(key: str) -> str:
+    """A period key as a Vietnamese sentence names it: ``2026-W48`` -> ``tuần 48/2026``, ``2026-11`` ->
+    ``tháng 11/2026``, ``2026-Q4`` -> ``quý IV/2026``, ``2026`` -> ``năm 2026``."""
+    if "-Q" in key:
+        year, quarter = key.split("-Q")
+        return f"quý {('I', 'II', 'III', 'IV')[int(quarter) - 1]}/{year}"
+    if "-W" in key:
+        year, week = key.split("-W")
+        return f"tuần {int(week)}/{year}"
+    if "-" in key:
+        year, month = key.split("-")
+        return f"tháng {int(month)}/{year}"
+    return f"năm {key}"
+
+
 @lru_cache(maxsize=64)
 def _vn_holidays(year: int) -> tuple[frozenset[dt.date], frozenset[dt.date]]:
     vn = holidays.country_holidays("VN", years=year)

@@ -48,6 +48,7 @@ from services.deadline_monitor.plan import (
     resolve_owners,
 )
 from shared import rules
+from shared.calendar import period_name
 from shared.events import Alert, DeadLetter, DossierStateChanged
 
 # -- kinds, severities, levels -------------------------------------------------------
@@ -649,23 +650,12 @@ def plan_alert_key(kind: str, o: OccurrenceFacts) -> str:
     return f"{key}:{o.period}" if o.period else key
 
 
-def period_text(period: str) -> str:
-    """``2023-W27`` -> ``tuần 27/2023``, ``2023-07`` -> ``tháng 07/2023``, ``2023`` -> ``năm 2023``."""
-    if "-W" in period:
-        year, week = period.split("-W")
-        return f"tuần {int(week)}/{year}"
-    if "-" in period:
-        year, month = period.split("-")
-        return f"tháng {month}/{year}"
-    return f"năm {period}"
-
-
 def occurrence_alert(
     kind: str, o: OccurrenceFacts, *, task: Task | None, plan: Plan | None, agency_name: str, starts_at: dt.datetime
 ) -> Alert:
     title = f" «{task.title}»" if task is not None else ""
     plan_name = f" của Kế hoạch {plan.number or plan.plan_id}" if plan is not None else f" của kế hoạch {o.plan_id}"
-    period = f", kỳ {period_text(o.period)}" if o.period else ""
+    period = f", kỳ {period_name(o.period)}" if o.period else ""
     who = f"Nhiệm vụ {o.task_id}{title}{plan_name}{period}, giao {agency_name},"
     if kind == PLAN_TASK_DUE_SOON:
         summary = f"{who} đến hạn ngày {vn_date(o.due_day)}: hoàn thành và báo cáo kết quả trước hạn."

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from shared import rules
-from shared.calendar import local_date
+from shared.calendar import local_date, period_name
 from shared.events import DossierStateChanged, PlanTaskStateChanged, RatingSubmitted
 from shared.rules import Clock, OpenFacts
 
@@ -36,7 +36,6 @@ Kpi = Literal["on_time", "plan_completion", "online_filing", "national_sync", "o
 CRITERIA = tuple(f"c{i}" for i in range(1, 10))
 ONLINE_CHANNEL = 2
 
-_ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV"}
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -120,11 +119,7 @@ class Period:
     @property
     def label_vi(self) -> str:
         """``tháng 11/2026``, ``quý IV/2026``, ``năm 2026``."""
-        if self.kind == "month":
-            return f"tháng {self.number}/{self.year}"
-        if self.kind == "quarter":
-            return f"quý {_ROMAN[self.number]}/{self.year}"
-        return f"năm {self.year}"
+        return period_name(self.key)
 
     def __str__(self) -> str:
         return self.key

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from shared.calendar import period_name
+
 #: What the page shows for a figure that has no value (no dossier, a part parwatch cannot compute).
 ABSENT = "—"
 
@@ -60,18 +62,10 @@ def vn_time(moment: dt.datetime | None, *, tz: dt.tzinfo) -> str:
 
 
 def period_label(key: str) -> str:
-    """A period key as officials name it: ``2026-11`` -> ``Tháng 11/2026``, ``2026-Q4`` -> ``Quý IV/2026``,
+    """A period key as a heading names it: ``2026-11`` -> ``Tháng 11/2026``, ``2026-Q4`` -> ``Quý IV/2026``,
     ``2026`` -> ``Năm 2026``, ``2026-W48`` -> ``Tuần 48/2026``."""
-    if "-Q" in key:
-        year, q = key.split("-Q")
-        return f"Quý {('I', 'II', 'III', 'IV')[int(q) - 1]}/{year}"
-    if "-W" in key:
-        year, w = key.split("-W")
-        return f"Tuần {int(w)}/{year}"
-    if "-" in key:
-        year, month = key.split("-")
-        return f"Tháng {int(month)}/{year}"
-    return f"Năm {key}"
+    name = period_name(key)
+    return name[:1].upper() + name[1:]
 
 
 def short_month(key: str) -> str:

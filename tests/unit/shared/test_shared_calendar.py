@@ -14,6 +14,7 @@ from shared.calendar import (
     CalendarOverrides,
     WorkingCalendar,
     load_calendar,
+    period_name,
 )
 
 D = dt.date.fromisoformat
@@ -222,3 +223,12 @@ def test_working_hours_are_monotonic_and_land_in_office_hours(moment: dt.datetim
     assert not (dt.time(11, 30) < t < dt.time(13, 30))
     if hi > 0:
         assert CAL.is_working_day(end_hi.date())
+
+
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [("2026-W48", "tuần 48/2026"), ("2026-W01", "tuần 1/2026"), ("2026-11", "tháng 11/2026"),
+     ("2023-07", "tháng 7/2023"), ("2026-Q4", "quý IV/2026"), ("2026", "năm 2026")],
+)
+def test_a_period_key_is_named_in_vietnamese(key: str, name: str) -> None:
+    assert period_name(key) == name
