@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import inspect
 import json
 import time
 import uuid
@@ -38,19 +39,33 @@ def metric_value(source: CollectorRegistry | str | bytes, name: str, **labels: s
     return metric_samples(source).get((name, frozenset(labels.items())))
 
 
+async def _poll(check: Callable[[], Any], *, timeout: float, interval: float) -> Any:
+    """What ``check`` returns (awaited when it is awaitable) once it is truthy, else its last value after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
 async def wait_until(
     predicate: Callable[[], Awaitable[bool] | bool], *, timeout: float = 15.0, interval: float = 0.05
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result  # type: ignore[misc]
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+    if not await _poll(predicate, timeout=timeout, interval=interval):
+        raise TimeoutError(f"condition not met within {timeout}s")
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
+    """The first truthy value of ``check`` (a function or a coroutine function), polled every 50 ms; a test's
+    AssertionError naming ``what`` after ``timeout`` seconds."""
+    value = await _poll(check, timeout=timeout, interval=0.05)
+    if not value:
+        raise AssertionError(f"timed out waiting for {what}")
+    return value
 
 
 def dossier_event(

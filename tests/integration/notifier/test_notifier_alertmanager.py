@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from services.notifier.app import create_app
 from services.notifier.settings import NotifierSettings
 from shared.embedded import free_port
 from shared.settings import CommonSettings
+from shared.testing import eventually
 
 VN = dt.timezone(dt.timedelta(hours=7))
 T0 = dt.datetime(2026, 11, 25, 9, 0, tzinfo=VN)  # Wednesday, working hours
@@ -90,17 +91,6 @@ def resolved_payload() -> dict[str, Any]:
     p["status"] = p["alerts"][0]["status"] = "resolved"
     p["alerts"][0]["endsAt"] = "2026-11-25T09:20:00+07:00"
     return p
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Notifier:

@@ -15,7 +15,6 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from services.notifier.settings import NotifierSettings
 from shared.events import ALERT_FIRING_TYPE, ALERT_RESOLVED_TYPE, CONTENT_TYPE, Alert, encode, new_event
 from shared.settings import CommonSettings
 from shared.streams import ALERTS
+from shared.testing import eventually
 
 VN = dt.timezone(dt.timedelta(hours=7))
 SECRET = "bí-mật-webhook"
@@ -51,17 +51,6 @@ routes:
   - {{name: deadletters, match: {{kind: [deadletter]}}, receivers: [tech], escalate: false}}
   - {{name: default, receivers: [officer]}}
 """
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Stack:

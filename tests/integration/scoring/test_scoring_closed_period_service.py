@@ -4,7 +4,6 @@ occurred last month arrives."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ from shared.events import DOSSIER_STATE_TYPE, DossierStateChanged, encode, heade
 from shared.plans import PlanSources
 from shared.settings import CommonSettings
 from shared.streams import DOSSIER_STATE
+from shared.testing import eventually
 
 UTC = dt.timezone.utc
 D = dt.date
@@ -53,17 +53,6 @@ def make_service(*, nats_url: str, database_url: str, tmp_path: Path, agencies: 
                                evaluate_interval=3600)
     plans = PlanSources(include_shipped_plans=False, plans_dir=None)
     return create_app(common, settings, clock=lambda: NOW, plans=plans)
-
-
-async def eventually(check, *, timeout: float = 20.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 FIGURES = ("ended_early", "ended_on_time", "ended_late", "open", "overdue", "on_time_ratio", "received",

@@ -36,6 +36,7 @@ from shared.events import (
 from shared.plans import PlanSources
 from shared.settings import CommonSettings
 from shared.streams import ACCEPTED_RATINGS, ALERTS, DEADLETTER, DOSSIER_STATE, PLAN_TASK_STATE
+from shared.testing import eventually
 
 UTC = dt.timezone.utc
 D = dt.date
@@ -130,17 +131,6 @@ async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple], float]:
 
 def series(samples: dict, name: str, **labels) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
-
-
-async def eventually(check, *, timeout: float = 20.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_facts_in_figures_and_alerts_out(nats_server: str, sqlite_url: str, tmp_path: Path,
@@ -351,7 +341,7 @@ async def test_two_replicas_export_the_same_figures(nats_server: str, postgres_u
 
         await eventually(both_ready, timeout=30)
         a, b = [await scrape(c) for c in clients]
-        mine = lambda s: {k: v for k, v in s.items() if ("agency", agency) in k[1]}  # noqa: E731
+        mine = lambda s: {k: v for k, v in s.items() if ("agency", agency) in k[1]}
         assert mine(a) == mine(b) and mine(a)
         for c in clients:
             await c.aclose()
