@@ -224,6 +224,7 @@ class Backlog:
         self.upstream = upstream
         self.own_pending = 0  # state facts waiting on the monitor's consumer, as last seen
         self.upstream_pending = 0  # dossier events dossier_tracker has not read, as last seen
+        self.upstream_in_hand = 0  # dossier events dossier_tracker has read and not yet folded, as last seen
         self._upstream_read = -1e9  # monotonic time of the last upstream answer
 
     @property
@@ -255,11 +256,17 @@ class Backlog:
         """What a delivered message says still waits behind it on the monitor's consumer."""
         self.own_pending = num_pending
 
+    @property
+    def drained(self) -> bool:
+        """Nothing on its way: nothing waits on either consumer, and dossier_tracker holds no event in hand
+        (a slow batch, or one a killed tracker gets again after its ack wait, still changes dossiers)."""
+        return self.pending == 0 and self.upstream_in_hand == 0
+
     async def probe(self) -> None:
         """Both parts from the consumers' info (at a tick); a part that cannot be read keeps its last value."""
-        own = await self._pending(self.own, missing=None, in_flight=True)  # not created yet: nothing known
+        own = await self._counts(self.own, missing=None)  # not created yet: nothing known
         if own is not None:
-            self.own_pending = own
+            self.own_pending = sum(own)
         await self._probe_upstream()
 
     async def probe_upstream(self, *, at_most_every: float = 1.0) -> None:
@@ -269,20 +276,19 @@ class Backlog:
         await self._probe_upstream()
 
     async def _probe_upstream(self) -> None:
-        # What the tracker has not read yet; no tracker consumer (yet): nothing waits upstream. What it holds in
-        # hand is not counted: under steady load it always holds a batch or two, which would hold the alerts for
-        # good (a tracker killed mid-batch during a replay gets that batch again after its ack wait, which the
-        # input's idle time may not cover: a known gap).
-        found = await self._pending(self.upstream, missing=0, in_flight=False)
+        # What the tracker has not read counts towards the threshold; what it holds in hand only keeps the input
+        # from being drained (under steady load it always holds a batch or two). No tracker consumer (yet):
+        # nothing waits upstream.
+        found = await self._counts(self.upstream, missing=(0, 0))
         if found is not None:
-            self.upstream_pending = found
+            self.upstream_pending, self.upstream_in_hand = found
             self._upstream_read = time.monotonic()
 
-    async def _pending(
-        self, consumer: tuple[str, str] | None, *, missing: int | None, in_flight: bool
-    ) -> int | None:
-        """Messages not yet delivered to ``consumer`` (stream, durable), and with ``in_flight`` those delivered
-        and not yet acked; ``missing`` if it does not exist, None if unknown."""
+    async def _counts(
+        self, consumer: tuple[str, str] | None, *, missing: tuple[int, int] | None
+    ) -> tuple[int, int] | None:
+        """(not yet delivered, delivered and not yet acked) of ``consumer`` (stream, durable); ``missing`` if it
+        does not exist, None if unknown."""
         if consumer is None or self.consumer_info is None:
             return None
         try:
@@ -294,7 +300,7 @@ class Backlog:
                 raise
             log.debug("backlog unknown consumer=%s error=%s; keeping the last value", consumer[1], type(exc).__name__)
             return None
-        return int(info.num_pending or 0) + (int(info.num_ack_pending or 0) if in_flight else 0)
+        return int(info.num_pending or 0), int(info.num_ack_pending or 0)
 
 
 # -- the service layer -----------------------------------------------------------------------------------
@@ -374,7 +380,7 @@ class MonitorService:
         calm = self._calm_since is not None and self.backlog.monotonic() - self._calm_since >= self.backlog.release
         if self._calm_since is None:
             self._calm_since = self.backlog.monotonic()
-        if self.backlog.pending == 0 or calm:  # drained, or live input that never quite drains (steady load)
+        if self.backlog.drained or calm:  # drained, or live input that never quite drains (steady load)
             self._held = False
             self._calm_since = None
             await self.settle_unsettled(now)

@@ -39,10 +39,21 @@ def backlog(consumers: Consumers, threshold: int = 10) -> Backlog:
 async def test_a_tick_counts_what_waits_on_both_consumers_and_what_the_monitor_has_in_hand() -> None:
     b = backlog(Consumers(own=(6, 2), upstream=(3, 500)))
     await b.probe()
-    assert (b.own_pending, b.upstream_pending) == (8, 3)  # the tracker's in-flight events are not counted
+    assert (b.own_pending, b.upstream_pending) == (8, 3)  # the tracker's events in hand do not count to the threshold
     assert b.catching_up
     b.delivered(0)  # the last state of the backlog arrived
     assert b.pending == 3 and not b.catching_up
+
+
+async def test_the_input_is_drained_only_once_the_tracker_holds_nothing_in_hand() -> None:
+    consumers = Consumers(own=(0, 0), upstream=(0, 500))
+    b = backlog(consumers)
+    await b.probe()
+    assert b.pending == 0 and not b.catching_up
+    assert not b.drained  # a slow tracker batch still changes dossiers
+    consumers.answers[UPSTREAM] = (0, 0)
+    await b.probe()
+    assert b.drained
 
 
 async def test_a_missing_consumer_counts_as_nothing_upstream_and_as_unknown_for_the_monitor() -> None:
