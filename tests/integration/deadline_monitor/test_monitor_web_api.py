@@ -6,6 +6,7 @@ loopback-or-token rule."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +22,11 @@ from shared.testing import jetstream, started
 
 YEAR = dt.datetime.now(VN_TZ).year
 MONTH = f"{dt.datetime.now(VN_TZ):%Y-%m}"
-PLAN = f"""\
-plan_id: KH-WEB-{YEAR}
-title: Kế hoạch thử nghiệm trang web
-issued_on: {YEAR}-01-01
-issuer: TUY_PHONG
-valid_from: {YEAR}-01-01
-valid_until: {YEAR}-12-31
-tasks:
-  - id: W.monthly
-    section: A.1
-    title: Báo cáo kết quả cải cách hành chính hằng tháng
-    owner: [PTP, XA_CHI_CONG]
-    due: {{every: month, day: 31}}
-"""
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_nats_server: Any) -> Any:
-    plans = tmp_path / "plans"
-    plans.mkdir()
-    (plans / "web.yaml").write_text(PLAN, encoding="utf-8")
-    monkeypatch.setenv("PARWATCH_NATS_URL", own_nats_server.url)
-    monkeypatch.setenv("PARWATCH_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("PARWATCH_MONITOR_INCLUDE_SHIPPED_PLANS", "false")
-    monkeypatch.setenv("PARWATCH_MONITOR_PLANS_DIR", str(plans))
+def env(monthly_plan: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, own_nats_server: Any) -> Any:
+    monthly_plan(plan_id=f"KH-WEB-{YEAR}", task_id="W.monthly", year=YEAR)
     monkeypatch.setenv("PARWATCH_MONITOR_PORT", "0")
     return own_nats_server
 

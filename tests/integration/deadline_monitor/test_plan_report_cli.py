@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +26,9 @@ YEAR = dt.datetime.now(VN_TZ).year
 MONTH = f"{dt.datetime.now(VN_TZ):%Y-%m}"
 
 
-def plan_yaml(year: int) -> str:
-    return f"""\
-plan_id: KH-REPORT-{year}
-title: Kế hoạch thử nghiệm báo cáo
-issued_on: {year}-01-01
-issuer: TUY_PHONG
-valid_from: {year}-01-01
-valid_until: {year}-12-31
-tasks:
-  - id: R.monthly
-    section: A.1
-    title: Báo cáo kết quả cải cách hành chính hằng tháng
-    owner: [PTP, XA_CHI_CONG]
-    due: {{every: month, day: 31}}
-"""
-
-
 @pytest.fixture
-def operator_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_nats_server: Any) -> Path:
-    plans = tmp_path / "plans"
-    plans.mkdir()
-    (plans / "report.yaml").write_text(plan_yaml(YEAR), encoding="utf-8")
-    monkeypatch.setenv("PARWATCH_NATS_URL", own_nats_server.url)
-    monkeypatch.setenv("PARWATCH_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("PARWATCH_MONITOR_INCLUDE_SHIPPED_PLANS", "false")
-    monkeypatch.setenv("PARWATCH_MONITOR_PLANS_DIR", str(plans))
-    return tmp_path
+def operator_env(monthly_plan: Callable[..., Path]) -> Path:
+    return monthly_plan(plan_id=f"KH-REPORT-{YEAR}", task_id="R.monthly", year=YEAR)
 
 
 async def stored(js: Any, stream: str) -> list[Any]:
@@ -130,11 +106,9 @@ def accepted(event_id: str, period: str) -> dict[str, Any]:
 
 
 async def test_the_monitor_dead_letters_a_report_matching_no_tracked_occurrence(
-    own_nats_server: Any, sqlite_url: str, tmp_path: Path
+    own_nats_server: Any, sqlite_url: str, monthly_plan: Callable[..., Path]
 ) -> None:
-    plans = tmp_path / "plans"
-    plans.mkdir()
-    (plans / "report.yaml").write_text(plan_yaml(2026), encoding="utf-8")
+    plans = monthly_plan(plan_id="KH-REPORT-2026", task_id="R.monthly", year=2026)
     now = dt.datetime(2026, 11, 26, 10, tzinfo=VN_TZ)
     async with jetstream(own_nats_server.url) as js, running_monitor(own_nats_server.url, sqlite_url, plans, now) as app:
         await publish_event(js, ACCEPTED_PLAN_REPORTS, accepted("r-2023", "2023-10"))  # a 2023 period: not tracked
