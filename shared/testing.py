@@ -13,12 +13,15 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.events import CONTENT_TYPE, DOSSIER_TYPE
+from shared.nats_auth import NatsAuth
 
 
 def metric_samples(source: CollectorRegistry | str | bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -191,6 +194,52 @@ def drop_database(admin_url: str, url: str) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
+
+
+def alertmanager_example(instance: str) -> dict[str, Any]:
+    """Alertmanager's documented webhook payload (version 4), its one alert parwatch's ``ParwatchServiceDown`` for
+    the service at ``instance`` (``scoring:9103``): fingerprint ``1a30ba71cca2921f``, firing since 08:52 on
+    25/11/2026 (UTC+7). A new dict on each call."""
+    service = instance.split(":")[0]
+    down = f"Dịch vụ parwatch-{service} không phản hồi."
+    return {
+        "receiver": "parwatch-notifier",
+        "status": "firing",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "ParwatchServiceDown", "instance": instance, "job": f"parwatch-{service}",
+                       "service": service, "severity": "critical", "district": "tuy_phong"},
+            "annotations": {"summary": down, "description": f"Prometheus cannot scrape {instance}."},
+            "startsAt": "2026-11-25T08:52:26.739266876+07:00",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph?g0.expr=up%7Bjob%3D~%22parwatch-.%2B%22%7D+%3D%3D+0&g0.tab=1",
+            "fingerprint": "1a30ba71cca2921f",
+        }],
+        "groupLabels": {"alertname": "ParwatchServiceDown", "instance": instance},
+        "commonLabels": {"alertname": "ParwatchServiceDown", "severity": "critical"},
+        "commonAnnotations": {"summary": down},
+        "externalURL": "http://127.0.0.1:9093",
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="ParwatchServiceDown", instance="{instance}"}}',
+        "truncatedAlerts": 0,
+    }
+
+
+@dataclass
+class NatsDeployment:
+    """A folder ``parwatch nats-config`` wrote: the nkey seed of each role and the CA, as a client uses them."""
+
+    out: Path
+
+    def seed(self, role: str) -> Path:
+        return self.out / "creds" / f"{role}.nk"
+
+    @property
+    def ca(self) -> Path:
+        return self.out / "creds" / "ca.pem"
+
+    def auth(self, role: str) -> NatsAuth:
+        return NatsAuth.of(seed_file=self.seed(role), ca_file=self.ca)
 
 
 class EchoWorker:

@@ -97,8 +97,7 @@ from parwatch.testing import Ready, Stack
 from shared.calendar import load_calendar
 from shared.db import make_engine
 from shared.embedded import free_port, nats_server_binary, stop_process, wait_for_port
-from shared.nats_auth import NatsAuth
-from shared.testing import create_database, drop_database, metric_samples
+from shared.testing import NatsDeployment, create_database, drop_database, metric_samples
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.postgres, pytest.mark.timeout(480)]
 
@@ -253,8 +252,7 @@ def free_cluster_port() -> int:
 
 
 @dataclass
-class Cluster:
-    out: Path
+class Cluster(NatsDeployment):
     layout: ServerLayout
     work: Path
     procs: dict[int, subprocess.Popen[bytes] | None] = field(default_factory=dict)
@@ -282,16 +280,6 @@ class Cluster:
     @property
     def urls(self) -> str:
         return ",".join(f"nats://{node}:{self.layout.client_port}" for node in NODES)
-
-    def seed(self, role: str) -> Path:
-        return self.out / "creds" / f"{role}.nk"
-
-    @property
-    def ca(self) -> Path:
-        return self.out / "creds" / "ca.pem"
-
-    def auth(self, role: str) -> NatsAuth:
-        return NatsAuth.of(seed_file=self.seed(role), ca_file=self.ca)
 
     def start(self, i: int) -> None:
         log = open(self.work / f"nats-{i}.log", "ab")  # noqa: SIM115 - handed to the child

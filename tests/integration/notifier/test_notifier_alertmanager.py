@@ -33,7 +33,7 @@ from services.notifier.app import create_app
 from services.notifier.settings import NotifierSettings
 from shared.embedded import free_port
 from shared.settings import CommonSettings
-from shared.testing import eventually
+from shared.testing import alertmanager_example, eventually
 
 VN = dt.timezone(dt.timedelta(hours=7))
 T0 = dt.datetime(2026, 11, 25, 9, 0, tzinfo=VN)  # Wednesday, working hours
@@ -61,28 +61,7 @@ routes:
 """
 
 #: Alertmanager's documented webhook example (version 4), with one of parwatch's rules as its alert.
-PAYLOAD: dict[str, Any] = {
-    "receiver": "parwatch-notifier",
-    "status": "firing",
-    "alerts": [{
-        "status": "firing",
-        "labels": {"alertname": "ParwatchServiceDown", "instance": "scoring:9103", "job": "parwatch-scoring",
-                   "service": "scoring", "severity": "critical"},
-        "annotations": {"summary": "Dịch vụ parwatch-scoring không phản hồi.",
-                        "description": "Prometheus cannot scrape scoring:9103."},
-        "startsAt": "2026-11-25T08:52:26.739266876+07:00",
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://prometheus:9090/graph?g0.expr=up+%3D%3D+0&g0.tab=1",
-        "fingerprint": "1a30ba71cca2921f",
-    }],
-    "groupLabels": {"alertname": "ParwatchServiceDown"},
-    "commonLabels": {"alertname": "ParwatchServiceDown", "severity": "critical"},
-    "commonAnnotations": {"summary": "Dịch vụ parwatch-scoring không phản hồi."},
-    "externalURL": "http://127.0.0.1:9093",
-    "version": "4",
-    "groupKey": '{}:{alertname="ParwatchServiceDown"}',
-    "truncatedAlerts": 0,
-}
+PAYLOAD: dict[str, Any] = alertmanager_example("scoring:9103")
 KEY = "operator_alert:ParwatchServiceDown:1a30ba71cca2921f"
 
 

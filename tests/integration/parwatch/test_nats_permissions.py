@@ -29,28 +29,17 @@ from shared.embedded import free_port, nats_server_binary, stop_process, wait_fo
 from shared.nats_auth import NatsAuth
 from shared.settings import CommonSettings
 from shared.streams import STREAMS
-from shared.testing import dossier_event, publish_event, wait_until
+from shared.testing import NatsDeployment, dossier_event, publish_event, wait_until
 
 NODE = "nats-test"
 SOURCE = "motcua.test"
 
 
 @dataclass
-class Deployment:
-    out: Path
+class Deployment(NatsDeployment):
     conf_dir: Path
     url: str
     proc: subprocess.Popen[bytes] | None = None
-
-    def seed(self, role: str) -> Path:
-        return self.out / "creds" / f"{role}.nk"
-
-    @property
-    def ca(self) -> Path:
-        return self.out / "creds" / "ca.pem"
-
-    def auth(self, role: str) -> NatsAuth:
-        return NatsAuth.of(seed_file=self.seed(role), ca_file=self.ca)
 
     def common(self, role: str, **overrides: object) -> CommonSettings:
         return CommonSettings(nats_url=self.url, nats_nkey_seed_file=self.seed(role), nats_tls_ca_file=self.ca,

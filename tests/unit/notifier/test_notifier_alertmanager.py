@@ -28,32 +28,12 @@ from services.notifier.domain.model import AlertRecord, EscalationPolicy
 from services.notifier.domain.routing import restricted, route_alert
 from services.notifier.render import Renderer
 from shared.events import ALERT_FIRING_TYPE, ALERT_RESOLVED_TYPE
+from shared.testing import alertmanager_example
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
 
-DOCS_EXAMPLE: dict[str, Any] = {
-    "receiver": "parwatch-notifier",
-    "status": "firing",
-    "alerts": [{
-        "status": "firing",
-        "labels": {"alertname": "ParwatchServiceDown", "instance": "notifier:9104", "job": "parwatch-notifier",
-                   "service": "notifier", "severity": "critical", "district": "tuy_phong"},
-        "annotations": {"summary": "Dịch vụ parwatch-notifier không phản hồi.",
-                        "description": "Prometheus cannot scrape notifier:9104."},
-        "startsAt": "2026-11-25T08:52:26.739266876+07:00",
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://prometheus:9090/graph?g0.expr=up%7Bjob%3D~%22parwatch-.%2B%22%7D+%3D%3D+0&g0.tab=1",
-        "fingerprint": "1a30ba71cca2921f",
-    }],
-    "groupLabels": {"alertname": "ParwatchServiceDown", "instance": "notifier:9104"},
-    "commonLabels": {"alertname": "ParwatchServiceDown", "severity": "critical"},
-    "commonAnnotations": {"summary": "Dịch vụ parwatch-notifier không phản hồi."},
-    "externalURL": "http://127.0.0.1:9093",
-    "version": "4",
-    "groupKey": '{}:{alertname="ParwatchServiceDown", instance="notifier:9104"}',
-    "truncatedAlerts": 0,
-}
+DOCS_EXAMPLE: dict[str, Any] = alertmanager_example("notifier:9104")
 
 
 def body(payload: dict[str, Any] | None = None, **changes: Any) -> bytes:
