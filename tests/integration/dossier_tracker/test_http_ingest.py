@@ -28,7 +28,8 @@ from shared.embedded import free_port, start_nats_server, stop_process
 from shared.events import RATING_TYPE, parse_event
 from shared.settings import CommonSettings
 from shared.streams import DEADLETTER, DOSSIER_EVENTS, RATING_EVENTS, stream_for
-from shared.testing import dossier_event, jetstream, metric_samples, metric_value, publish_event, wait_until
+from shared.testing import dossier_event, jetstream, metric_samples, publish_event, wait_until
+from tests.integration.dossier_tracker.tracker import running_tracker, value
 
 SOURCE = "motcua.tuyphong"
 FIGURES = ("parwatch_events_total", "parwatch_dossiers_ended_total", "parwatch_dossiers_open")
@@ -69,21 +70,6 @@ async def serving_tracker(nats_url: str, database_url: str, **overrides: Any) ->
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=60)
-
-
-@contextlib.asynccontextmanager
-async def running_tracker(nats_url: str, database_url: str) -> AsyncIterator[Any]:
-    service, _ = create_app(CommonSettings(nats_url=nats_url, database_url=database_url),
-                            TrackerSettings(retry_first_delay=0.2, retry_max_delay=0.5, port=0))
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
-
-
-def value(service: Any, name: str, **labels: str) -> float:
-    return metric_value(service.registry, name, **labels) or 0.0
 
 
 def figures(service: Any) -> dict[Any, float]:
@@ -175,7 +161,7 @@ async def test_the_sdk_in_three_modes_gives_the_figures_of_the_same_events_on_na
         await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_RATING", result="accepted") == 1)
         over_http = figures(svc)
 
-    async with jetstream(second_nats) as js, running_tracker(second_nats, nats_db) as svc:
+    async with jetstream(second_nats) as js, running_tracker(second_nats, nats_db, port=0) as svc:
         for event in everything:
             await publish_event(js, RATING_EVENTS if event["type"] == RATING_TYPE else DOSSIER_EVENTS, event)
         await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted")

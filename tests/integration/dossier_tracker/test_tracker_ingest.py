@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +35,10 @@ from shared.streams import (
     stream_for,
 )
 from shared.testing import dossier_event, jetstream, metric_value, publish_event, wait_until
+from tests.integration.dossier_tracker.tracker import running_tracker, value
 
 CAL = load_calendar()
 UNITS = ("PTP", "PNV", "PYT")  # units of the shipped directory: labels of their own
-
-
-@contextlib.asynccontextmanager
-async def running_tracker(nats_url: str, database_url: str, **overrides: Any) -> AsyncIterator[Any]:
-    settings = TrackerSettings(**({"retry_first_delay": 0.2, "retry_max_delay": 0.5} | overrides))
-    service, _ = create_app(CommonSettings(nats_url=nats_url, database_url=database_url), settings)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
-
-
-
-def value(service: Any, name: str, **labels: str) -> float:
-    return metric_value(service.registry, name, **labels) or 0.0
 
 
 async def stream_messages(js: Any, subject: str, *, at_least: int = 1, timeout: float = 10.0) -> list[bytes]:

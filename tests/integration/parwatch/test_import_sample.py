@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import csv
 import datetime as dt
 import re
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from sqlalchemy import select
 
 from parwatch.cli import main
-from services.dossier_tracker.app import create_app
-from services.dossier_tracker.settings import TrackerSettings
 from services.dossier_tracker.store import DOSSIERS
 from shared.db import make_engine
-from shared.settings import CommonSettings
 from shared.testing import jetstream, metric_samples, metric_value, wait_until
+from tests.integration.dossier_tracker.tracker import running_tracker
 
 REPO = Path(__file__).resolve().parents[3]
 SAMPLE = REPO / "docs" / "import" / "sample-export-motcua.csv"
@@ -77,17 +72,6 @@ def reference() -> tuple[dict[tuple[str, str], int], dict[str, int], dict[str, i
     return dict(ended), dict(open_), dict(paused), skipped, events
 
 
-@contextlib.asynccontextmanager
-async def running_tracker(nats_url: str, database_url: str) -> AsyncIterator[Any]:
-    service, _ = create_app(CommonSettings(nats_url=nats_url, database_url=database_url),
-                            TrackerSettings(retry_first_delay=0.2, retry_max_delay=0.5, port=0))
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
-
-
 async def parwatch(*argv: str) -> int:
     return await asyncio.to_thread(main, list(argv))
 
@@ -103,7 +87,7 @@ async def test_the_sample_imported_twice_counts_every_dossier_once_with_the_refe
     rows = sum(1 for _ in csv.DictReader(SAMPLE.open(encoding="utf-8")))
     good = rows - len(skipped)
 
-    async with running_tracker(own_nats_server.url, database_url) as svc:
+    async with running_tracker(own_nats_server.url, database_url, port=0) as svc:
         def value(name: str, **labels: str) -> float:
             return metric_value(svc.registry, name, **labels) or 0.0
 
