@@ -952,7 +952,8 @@ class FeedPublisher:
         import nats
 
         servers = [u.strip() for u in nats_url.split(",") if u.strip()]
-        nc = await nats.connect(servers, max_reconnect_attempts=-1, reconnect_time_wait=1)
+        auth = CommonSettings().nats_auth()  # a deployment's publisher seed and CA, when set (make demo: none)
+        nc = await nats.connect(servers, max_reconnect_attempts=-1, reconnect_time_wait=1, **auth.connect_options())
         try:
             js = nc.jetstream(timeout=10)
             now = self.clock()

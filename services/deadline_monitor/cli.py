@@ -27,7 +27,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
@@ -53,6 +53,9 @@ from shared.agencies import AgencySettings
 from shared.calendar import VN_TZ, local_date
 from shared.events import PLAN_TYPE, CloudEvent, PlanTaskReported, encode, headers_for, new_event
 from shared.streams import PLAN_EVENTS
+
+if TYPE_CHECKING:
+    from shared.settings import CommonSettings
 
 NAME = "deadline_monitor"
 DEFAULT_SPAN = dt.timedelta(days=30)
@@ -271,11 +274,13 @@ def _plan_of(request: ReportRequest, *, catalog: Catalog, today: dt.date) -> Pla
                       f"{', '.join(p.plan_id for p in in_force)}; name one")
 
 
-async def publish_report(event: CloudEvent[Any], *, servers: Sequence[str]) -> int:
-    """Publish ``event`` on ``tthc.plan.events`` with a JetStream ack; its stream sequence."""
+async def publish_report(event: CloudEvent[Any], *, common: CommonSettings) -> int:
+    """Publish ``event`` on ``tthc.plan.events`` with a JetStream ack (as the settings' NATS user, over their
+    TLS, when set); its stream sequence."""
     import nats
 
-    nc = await nats.connect(list(servers), connect_timeout=5, max_reconnect_attempts=1)
+    nc = await nats.connect(common.nats_servers(), connect_timeout=5, allow_reconnect=False,
+                            **common.nats_auth().connect_options())
     try:
         ack = await nc.jetstream(timeout=10).publish(PLAN_EVENTS, encode(event), headers=headers_for(event))
     finally:
@@ -313,7 +318,7 @@ def _report(args: argparse.Namespace) -> int:
         print(f"report refused: {exc}", file=sys.stderr)
         return 1
     try:
-        seq = asyncio.run(publish_report(event, servers=common.nats_servers()))
+        seq = asyncio.run(publish_report(event, common=common))
     except Exception as exc:  # NATS away or the stream missing: said plainly, nothing published
         print(f"report not published: {type(exc).__name__}: {exc} (is the stack running? PARWATCH_NATS_URL)",
               file=sys.stderr)

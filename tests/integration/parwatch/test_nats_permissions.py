@@ -146,6 +146,25 @@ async def test_a_publisher_publishes_the_three_inputs_with_acks_and_nothing_else
     assert counts == {s.name: 1 if s.name == "TTHC_DOSSIER" else 0 for s in STREAMS}
 
 
+async def test_parwatchs_own_publishing_commands_connect_with_the_configured_credential(
+    deployment: Deployment, connect
+) -> None:
+    """`parwatch plan report` publishes as the NATS user and over the TLS its settings name (a publisher's)."""
+    import datetime as dt
+
+    from services.deadline_monitor.cli import publish_report
+    from shared.events import PLAN_TYPE, PlanTaskReported, new_event
+
+    report = PlanTaskReported(plan_id="KH-TEST", task_id="T.1", agency_code="PTP", state="done",
+                              reported_at=dt.datetime(2026, 11, 25, 9, tzinfo=dt.UTC))
+    event = new_event(type=PLAN_TYPE, source=SOURCE, subject="T.1", data=report)
+    assert await publish_report(event, common=deployment.common(PUBLISHER)) == 1
+    with pytest.raises(Exception):  # noqa: B017 - without the settings' credential the server refuses the client
+        await publish_report(event, common=CommonSettings(nats_url=deployment.url))
+    op = await connect("operator")
+    assert (await op.nc.jetstream(timeout=5).stream_info("TTHC_PLAN")).state.messages == 1
+
+
 async def test_the_operator_reads_and_changes_nothing(deployment: Deployment, connect) -> None:
     admin = await connect("admin")
     await publish_event(admin.nc.jetstream(), "tthc.dossier.events", dossier_event("H-2", 2, "2026-11-25T09:00:00+07:00"))
