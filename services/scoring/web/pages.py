@@ -93,10 +93,12 @@ class WebPages:
     def __post_init__(self) -> None:
         env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                           trim_blocks=True, lstrip_blocks=True)
-        env.globals.update(vn_time=lambda moment: fmt.vn_time(moment, tz=VN_TZ), pct=fmt.pct, vn_date=fmt.vn_date, points=fmt.points, number=fmt.number,
-                           period_label=fmt.period_label, state_text=fmt.state_text, kind_text=fmt.kind_text,
-                           meets=fmt.meets, index_part=fmt.index_part, groups=fmt.GROUPS, severity_text=fmt.SEVERITY_TEXT, ack_kinds=fmt.ACK_KIND_TEXT,
-                           prefix=PREFIX, on_time_target=ON_TIME_TARGET, plan_target=PLAN_TARGET)
+        env.globals.update(vn_time=lambda moment: fmt.vn_time(moment, tz=VN_TZ), pct=fmt.pct, vn_date=fmt.vn_date,
+                           points=fmt.points, number=fmt.number, period_label=fmt.period_label,
+                           state_text=fmt.state_text, kind_text=fmt.kind_text, meets=fmt.meets,
+                           index_part=fmt.index_part, groups=fmt.GROUPS, severity_text=fmt.SEVERITY_TEXT,
+                           ack_kinds=fmt.ACK_KIND_TEXT, prefix=PREFIX, on_time_target=ON_TIME_TARGET,
+                           plan_target=PLAN_TARGET)
         self._env = env
         self._css = (HERE / "static" / "style.css").read_bytes()
 
@@ -256,7 +258,7 @@ class WebPages:
         for r in duties:
             r["agency_name"] = self.name(code)
         return self.render(request, "agency.html.j2", code=code, agency_name=self.name(code),
-                           dossiers=_as_dates(dossiers), duties=_as_dates(duties), alerts=_alerts(alerts),
+                           dossiers=_as_dates(dossiers), duties=_as_dates(duties), alerts=ordered_alerts(alerts),
                            problems=problems, **view)
 
     async def _peer(self, problems: list[str], call: Any, key: str) -> list[dict[str, Any]]:
@@ -334,7 +336,7 @@ class WebPages:
         if agency is not None and not self.directory.known(agency):
             agency = None
         problems: list[str] = []
-        alerts = _alerts(await self._peer(problems, self.peers.notifier.get("/alerts", agency=agency), "alerts"))
+        alerts = ordered_alerts(await self._peer(problems, self.peers.notifier.get("/alerts", agency=agency), "alerts"))
         silences = await self._peer(problems, self.peers.notifier.get("/silences"), "silences")
         creators = {e.target: e for e in await asyncio.to_thread(self.store.audit, action="silence_add", limit=500)}
         for s in silences:
@@ -488,12 +490,17 @@ def _as_dates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _alerts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def ordered_alerts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The notifier's alerts (JSON) with their times read, in the order the page lists them."""
     for a in rows:
         a["starts_at"] = dt.datetime.fromisoformat(a["starts_at"])
         if a.get("acknowledged"):
             a["acknowledged"]["at"] = dt.datetime.fromisoformat(a["acknowledged"]["at"])
-    rows.sort(key=lambda a: (a["acknowledged"] is not None, a["starts_at"]))
+    # What nobody answers for yet first, the most severe first, the oldest first.
+    rows.sort(key=lambda a: (a["acknowledged"] is not None, -SEVERITY_RANK.get(a["severity"], 0), a["starts_at"]))
     return rows
 
 

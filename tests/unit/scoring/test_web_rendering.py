@@ -187,3 +187,20 @@ def test_a_password_is_kept_as_an_argon2_hash() -> None:
     assert not verify_password(None, "một mật khẩu dài")
     with pytest.raises(ValueError):
         hash_password("ngắn")
+
+
+def test_the_alerts_page_lists_what_nobody_answers_for_first_the_most_severe_first() -> None:
+    from services.scoring.web.pages import ordered_alerts
+
+    def alert(key: str, severity: str, starts: str, acked: bool = False) -> dict:  # type: ignore[type-arg]
+        ack = {"official": "ptp-desk", "kind": "handling", "at": "2026-12-02T09:00:00+07:00"} if acked else None
+        return {"alert_key": key, "severity": severity, "starts_at": starts, "acknowledged": ack}
+
+    rows = ordered_alerts([
+        alert("warn-old", "warning", "2026-12-01T08:00:00+07:00"),
+        alert("crit-acked", "critical", "2026-11-30T08:00:00+07:00", acked=True),
+        alert("crit-new", "critical", "2026-12-02T08:00:00+07:00"),
+        alert("info", "info", "2026-11-01T08:00:00+07:00"),
+        alert("crit-old", "critical", "2026-12-01T08:00:00+07:00"),
+    ])
+    assert [r["alert_key"] for r in rows] == ["crit-old", "crit-new", "warn-old", "info", "crit-acked"]
