@@ -98,7 +98,8 @@ SERVICES: tuple[ServiceAccess, ...] = (
             Consumer(RATING_EVENTS, "dossier_tracker_ratings"),
             Consumer(PLAN_EVENTS, "dossier_tracker_plan"),
         ),
-        publishes=(DOSSIER_STATE, ACCEPTED_RATINGS, ACCEPTED_PLAN_REPORTS, DEADLETTER),
+        # Its HTTP ingest (POST /events) publishes what a key's source sends on the input subjects.
+        publishes=(DOSSIER_STATE, ACCEPTED_RATINGS, ACCEPTED_PLAN_REPORTS, DEADLETTER, *INPUT_SUBJECTS),
     ),
     ServiceAccess(
         "deadline_monitor",
@@ -107,7 +108,8 @@ SERVICES: tuple[ServiceAccess, ...] = (
             Consumer(ACCEPTED_PLAN_REPORTS, "deadline_monitor_plan"),
             Consumer(DEADLETTER, "deadline_monitor_deadletter"),
         ),
-        publishes=(ALERTS, PLAN_TASK_STATE, DEADLETTER),
+        # PLAN_EVENTS: the officials' web page reports a duty through its API (POST /plan/report).
+        publishes=(ALERTS, PLAN_TASK_STATE, DEADLETTER, PLAN_EVENTS),
         watches=(Consumer(DOSSIER_EVENTS, "dossier_tracker"),),  # PARWATCH_MONITOR_UPSTREAM_CONSUMER
     ),
     ServiceAccess(

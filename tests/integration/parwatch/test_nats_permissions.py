@@ -9,6 +9,7 @@ waiting for something not to happen.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -163,6 +164,29 @@ async def test_parwatchs_own_publishing_commands_connect_with_the_configured_cre
         await publish_report(event, common=CommonSettings(nats_url=deployment.url))
     op = await connect("operator")
     assert (await op.nc.jetstream(timeout=5).stream_info("TTHC_PLAN")).state.messages == 1
+
+
+async def test_the_services_http_doors_publish_on_the_input_subjects_with_their_own_credentials(
+    deployment: Deployment, connect
+) -> None:
+    """The tracker's HTTP ingest (POST /events) publishes on the three input subjects, and deadline_monitor's API
+    for the web page (POST /plan/report) on tthc.plan.events, each as its own NATS user."""
+    import datetime as dt
+
+    from services.dossier_tracker.http_ingest import _publish
+    from shared.events import PLAN_TYPE, PlanTaskReported, encode, headers_for, new_event, parse_event
+    from shared.streams import PLAN_EVENTS
+
+    tracker = await connect("dossier_tracker")
+    event = parse_event(json.dumps(dossier_event("H-HTTP-1", 2, "2026-11-25T09:00:00+07:00", source=SOURCE)))
+    assert await _publish(tracker.nc.jetstream(timeout=5), [(event, encode(event))], timeout=5) == ["stored"]
+    monitor = await connect("deadline_monitor")
+    report = PlanTaskReported(plan_id="KH-TEST", task_id="T.1", agency_code="PTP", state="done",
+                              reported_at=dt.datetime(2026, 11, 25, 9, tzinfo=dt.UTC))
+    web = new_event(type=PLAN_TYPE, source="parwatch/web", subject="T.1", data=report)
+    ack = await monitor.nc.jetstream(timeout=5).publish(PLAN_EVENTS, encode(web), headers=headers_for(web))
+    assert ack.stream == "TTHC_PLAN"
+    assert not tracker.errors and not monitor.errors
 
 
 async def test_the_operator_reads_and_changes_nothing(deployment: Deployment, connect) -> None:
