@@ -150,11 +150,7 @@ class WebPages:
         return RedirectResponse(f"{PREFIX}/dang-nhap?next={quote(request.url.path)}", status_code=303)
 
     async def form(self, request: Request) -> dict[str, str]:
-        body = await request.body()
-        if len(body) > FORM_MAX:
-            return {}
-        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        return {k: v[0] for k, v in parsed.items()}
+        return await read_form(request)
 
     async def writer(self, request: Request) -> tuple[Session, dict[str, str]] | HTMLResponse:
         """The session and form of a write, or the page refusing it (no session, no or a wrong CSRF token, a
@@ -463,6 +459,21 @@ class WebPages:
 
     def _secure(self, request: Request) -> bool:
         return self.secure_cookies if self.secure_cookies is not None else request.url.scheme == "https"
+
+
+async def read_form(request: Request, *, limit: int = FORM_MAX) -> dict[str, str]:
+    """A form POST's fields (the first value of each), or none when its body is over ``limit`` bytes: known from
+    ``Content-Length`` or while reading, never read whole (sign-in is open to anyone who reaches the page)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return {}
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return {}
+    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
 
 
 def _last_months(today: dt.date, n: int) -> list[Period]:

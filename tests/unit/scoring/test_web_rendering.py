@@ -204,3 +204,36 @@ def test_the_alerts_page_lists_what_nobody_answers_for_first_the_most_severe_fir
         alert("crit-old", "critical", "2026-12-01T08:00:00+07:00"),
     ])
     assert [r["alert_key"] for r in rows] == ["crit-old", "crit-new", "warn-old", "info", "crit-acked"]
+
+
+async def _read_form_of(chunks: list[bytes], headers: list[tuple[bytes, bytes]] | None = None) -> tuple[dict, int]:
+    """The fields read_form gives for a body sent in ``chunks``, and how many chunks it took to decide."""
+    from starlette.requests import Request
+
+    from services.scoring.web.pages import read_form
+
+    taken = 0
+
+    async def receive() -> dict:
+        nonlocal taken
+        taken += 1
+        if taken > len(chunks):
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": chunks[taken - 1], "more_body": taken < len(chunks)}
+
+    scope = {"type": "http", "method": "POST", "path": "/web/dang-nhap", "headers": headers or [], "query_string": b""}
+    return await read_form(Request(scope, receive)), taken
+
+
+async def test_a_form_is_read_and_an_oversized_one_is_not_read_whole() -> None:
+    from services.scoring.web.pages import FORM_MAX
+
+    fields, _ = await _read_form_of([b"official=ptp&password=", b"x%20y&csrf=t"])
+    assert fields == {"official": "ptp", "password": "x y", "csrf": "t"}
+    # A sign-in POST of a thousand chunks over the limit: reading stops once the limit is passed.
+    chunk = b"a" * 4096
+    fields, taken = await _read_form_of([chunk] * 1000)
+    assert fields == {} and taken <= FORM_MAX // len(chunk) + 1
+    # A declared length over the limit: nothing read at all.
+    fields, taken = await _read_form_of([chunk] * 1000, headers=[(b"content-length", str(4096 * 1000).encode())])
+    assert fields == {} and taken == 0
