@@ -337,10 +337,10 @@ class Rows:
         out = []
         for values in conn.execute(stmt, params or {}).mappings():
             key = tuple(values[k] for k in self.keys)
-            if key in self._deleted:
-                continue
             found = self._known(key)
             if found is None:
+                if key in self._deleted:
+                    continue
                 found = Record(**values)
                 self._read[key] = (found, dict(values))
             out.append(found)
@@ -354,11 +354,11 @@ class Rows:
 
     def get(self, conn: Connection, key: tuple[Any, ...], *, for_update: bool = False) -> Record | None:
         """The row with primary key ``key``, or None; ``for_update``: locked until the transaction ends."""
-        if key in self._deleted:
-            return None
         known = self._known(key)
         if known is not None:
             return known
+        if key in self._deleted:
+            return None
         c = self.table.c
         stmt = select(self.table).where(*(c[k] == v for k, v in zip(self.keys, key, strict=True)))
         found = self.load(conn, stmt.with_for_update() if for_update else stmt)
@@ -381,13 +381,13 @@ class Rows:
         changed = [r for r, before in self._read.values() if vars(r) != before]
         added = list(self._added.values())
         deleted = list(self._deleted.values())
+        if deleted:  # first: a row deleted and added again under its key is a new row, not a conflict
+            conn.execute(self._delete, [{f"b_{k}": v for k, v in zip(self.keys, self.key_of(r), strict=True)}
+                                        for r in deleted])
         if added:
             conn.execute(insert(self.table), [vars(r) for r in added])
         if changed:
             conn.execute(self._update, [{f"b_{k}": v for k, v in vars(r).items()} for r in changed])
-        if deleted:
-            conn.execute(self._delete, [{f"b_{k}": v for k, v in zip(self.keys, self.key_of(r), strict=True)}
-                                        for r in deleted])
         for record in added + changed:
             self._read[self.key_of(record)] = (record, dict(vars(record)))
         self._added.clear()

@@ -291,3 +291,23 @@ def test_rows_write_what_changed_added_and_deleted_at_the_flush(database_url: st
         stored = conn.execute(select(table.c.a, table.c.b, table.c.n, table.c.at).order_by(table.c.a, table.c.b)).all()
     assert [tuple(r) for r in stored] == [("x", 1, 10, at), ("x", 2, 2, at), ("x", 3, 3, at), ("y", 0, 7, None)]
     engine.dispose()
+
+
+def test_rows_a_row_deleted_and_added_again_under_its_key_is_written_as_the_new_one(database_url: str) -> None:
+    engine = make_engine(database_url)
+    meta = MetaData()
+    table = _rows_table(meta)
+    meta.drop_all(engine)
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"a": "x", "b": 1, "n": 1, "at": None}])
+    with engine.begin() as conn:
+        rows = Rows(table)
+        (old,) = rows.load(conn, select(table))
+        rows.delete(old)
+        new = rows.add({"a": "x", "b": 1, "n": 2, "at": None})
+        assert rows.get(conn, ("x", 1)) is new and rows.load(conn, select(table)) == [new]
+        assert rows.flush(conn) == 2  # the old row deleted, then the new one inserted: no key conflict
+    with engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(select(table.c.a, table.c.b, table.c.n))] == [("x", 1, 2)]
+    engine.dispose()
