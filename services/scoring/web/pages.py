@@ -356,9 +356,12 @@ class WebPages:
         agency = alert["agency_code"]
         if not session.may_act_for(agency):
             return await self.out_of_scope(request, session, action="ack", agency=agency, target=key)
-        answer = await self.peers.notifier.post(f"/alerts/{quote(key, safe='')}/ack",
-                                                {"official": session.official, "kind": form.get("kind", ""),
-                                                 "note": (form.get("note") or "")[:500]})
+        try:
+            answer = await self.peers.notifier.post(f"/alerts/{quote(key, safe='')}/ack",
+                                                    {"official": session.official, "kind": form.get("kind", ""),
+                                                     "note": (form.get("note") or "")[:500]})
+        except PeerDown as exc:
+            return self.refuse(request, 503, f"Chưa xác nhận được: {exc}.")
         if not answer.ok:
             await self.audit(session, action="ack", agency=agency, target=key, outcome=f"refused: {answer.detail}")
             return self.refuse(request, answer.status if answer.status in (403, 409, 422) else 422,
@@ -379,7 +382,10 @@ class WebPages:
             hours = 0.0
         body = {"agencies": [agency], "kinds": [form["kind"]] if form.get("kind") else [], "hours": hours,
                 "comment": (form.get("comment") or "").strip()}
-        answer = await self.peers.notifier.post("/silences", body) if 0 < hours <= 24 * 90 else None
+        try:
+            answer = await self.peers.notifier.post("/silences", body) if 0 < hours <= 24 * 90 else None
+        except PeerDown as exc:
+            return self.refuse(request, 503, f"Chưa tạo được lệnh tạm dừng: {exc}.")
         if answer is None or not answer.ok:
             detail = answer.detail if answer is not None else "thời hạn từ 1 giờ đến 90 ngày"
             return self.refuse(request, 422, f"Không tạo được lệnh tạm dừng: {detail}")
@@ -389,7 +395,10 @@ class WebPages:
     @write
     async def expire_silence(self, request: Request, session: Session, form: dict[str, str]) -> Response:
         sid = form.get("silence_id", "")
-        silences = (await self.peers.notifier.get("/silences")).get("silences", [])
+        try:
+            silences = (await self.peers.notifier.get("/silences")).get("silences", [])
+        except PeerDown as exc:
+            return self.refuse(request, 503, f"Chưa kết thúc được: {exc}.")
         silence = next((s for s in silences if s["id"] == sid), None)
         if silence is None:
             return self.refuse(request, 404, "Không có lệnh tạm dừng này (hoặc đã kết thúc).")
@@ -397,7 +406,10 @@ class WebPages:
         if not session.wide and (not agencies or not all(session.may_act_for(a) for a in agencies)):
             return await self.out_of_scope(request, session, action="silence_expire",
                                            agency=agencies[0] if agencies else "*", target=sid)
-        answer = await self.peers.notifier.post(f"/silences/{quote(sid, safe='')}/expire", {})
+        try:
+            answer = await self.peers.notifier.post(f"/silences/{quote(sid, safe='')}/expire", {})
+        except PeerDown as exc:
+            return self.refuse(request, 503, f"Chưa kết thúc được: {exc}.")
         if not answer.ok:
             return self.refuse(request, 422, f"Không kết thúc được: {answer.detail}")
         await self.audit(session, action="silence_expire", agency=agencies[0] if agencies else "*", target=sid,

@@ -237,3 +237,63 @@ async def test_a_form_is_read_and_an_oversized_one_is_not_read_whole() -> None:
     # A declared length over the limit: nothing read at all.
     fields, taken = await _read_form_of([chunk] * 1000, headers=[(b"content-length", str(4096 * 1000).encode())])
     assert fields == {} and taken == 0
+
+
+class _NotifierAway:
+    """The notifier as the page's back end sees it: it knows the official and the alert, then stops answering."""
+
+    def __init__(self) -> None:
+        from services.scoring.web.peers import PeerAnswer
+
+        self.official = PeerAnswer(200, {"id": "ptp-lead", "title": "Trưởng phòng", "agency_code": "PTP",
+                                         "scope": ["PTP"]})
+
+    async def call(self, method: str, path: str, **_: object):
+        return self.official
+
+    async def get(self, path: str, **_: object) -> dict:
+        if path == "/alerts":
+            return {"alerts": [{"alert_key": "k1", "agency_code": "PTP"}]}
+        return {"silences": [{"id": "s1", "matchers": {"agencies": ["PTP"]}}]}
+
+    async def post(self, path: str, body: dict):
+        from services.scoring.web.peers import PeerDown
+
+        raise PeerDown("notifier did not answer (ConnectError)")
+
+
+class _Store:
+    def password_hash(self, official: str) -> str:
+        return "stored-hash"
+
+    def record(self, entry: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("path", "form"), [
+    ("/web/canh-bao/xac-nhan", {"alert_key": "k1", "kind": "handling"}),
+    ("/web/tam-dung", {"agency": "PTP", "hours": "2", "comment": "bảo trì"}),
+    ("/web/tam-dung/ket-thuc", {"silence_id": "s1"}),
+])
+def test_a_write_the_notifier_does_not_answer_is_refused_with_503_not_an_error(path: str, form: dict) -> None:
+    import datetime as dt
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from services.scoring.board import load_directory
+    from services.scoring.web.auth import COOKIE, Sessions, fingerprint
+    from services.scoring.web.pages import WebPages
+    from services.scoring.web.peers import Peers
+
+    sessions = Sessions(b"k" * 32, max_age_seconds=3600)
+    pages = WebPages(board=None, directory=load_directory(), store=_Store(), sessions=sessions,  # type: ignore[arg-type]
+                     clock=lambda: dt.datetime(2026, 11, 25, 2, tzinfo=dt.UTC),
+                     peers=Peers(notifier=_NotifierAway(), monitor=_NotifierAway()))  # type: ignore[arg-type]
+    app = FastAPI()
+    app.include_router(pages.router())
+    cookie, session = sessions.issue(official="ptp-lead", title="Trưởng phòng", agency="PTP", scope=["PTP"],
+                                     fingerprint=fingerprint("stored-hash"))
+    client = TestClient(app, cookies={COOKIE: cookie})
+    answer = client.post(path, data={**form, "csrf": session.csrf}, follow_redirects=False)
+    assert answer.status_code == 503 and "notifier did not answer" in answer.text
