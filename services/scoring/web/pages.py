@@ -451,7 +451,9 @@ class WebPages:
                                    official=official, next=nxt)
             who = answer.body if answer.ok else None
         stored = await asyncio.to_thread(self.store.password_hash, official) if who else None
-        if who is None or not await asyncio.to_thread(verify_password, stored, password):
+        # The same Argon2 work whoever is named: the answer's time says neither whether the id is an official's
+        # nor whether that official has a password.
+        if not await asyncio.to_thread(verify_password, stored, password) or who is None:
             return self.render(request, "signin.html.j2", status=401, official=official, next=nxt,
                                error="Tên đăng nhập hoặc mật khẩu không đúng.")
         assert stored is not None

@@ -297,3 +297,34 @@ def test_a_write_the_notifier_does_not_answer_is_refused_with_503_not_an_error(p
     client = TestClient(app, cookies={COOKIE: cookie})
     answer = client.post(path, data={**form, "csrf": session.csrf}, follow_redirects=False)
     assert answer.status_code == 503 and "notifier did not answer" in answer.text
+
+
+def test_signing_in_as_nobody_costs_the_same_hash_as_a_wrong_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from services.scoring.board import load_directory
+    from services.scoring.web import pages as pages_module
+    from services.scoring.web.auth import Sessions
+    from services.scoring.web.pages import WebPages
+    from services.scoring.web.peers import PeerAnswer, Peers
+
+    class Notifier(_NotifierAway):
+        async def call(self, method: str, path: str, **_: object):
+            return self.official if path == "/officials/ptp-lead" else PeerAnswer(404, {"detail": "no such official"})
+
+    hashed: list[str | None] = []
+    monkeypatch.setattr(pages_module, "verify_password", lambda stored, password: hashed.append(stored) or False)
+    pages = WebPages(board=None, directory=load_directory(), store=_Store(),  # type: ignore[arg-type]
+                     sessions=Sessions(b"k" * 32, max_age_seconds=3600),
+                     clock=lambda: dt.datetime(2026, 11, 25, 2, tzinfo=dt.UTC),
+                     peers=Peers(notifier=Notifier(), monitor=Notifier()))  # type: ignore[arg-type]
+    app = FastAPI()
+    app.include_router(pages.router())
+    client = TestClient(app)
+    for official in ("ptp-lead", "nobody-here"):
+        answer = client.post("/web/dang-nhap", data={"official": official, "password": "wrong password"})
+        assert answer.status_code == 401
+    assert hashed == ["stored-hash", None]  # one hash each: verify_password hashes anyway without a stored hash
