@@ -369,7 +369,8 @@ class Converter:
     def _in_columns(self, reason: str) -> str:
         """A contract reason with each ``data.<field>`` it names followed by the export's column."""
         for name, column in self.mapping.columns.items():
-            reason = re.sub(rf"\bdata\.{name}\b", f"data.{name} (column {column})", reason)
+            named = f"data.{name} (column {column})"
+            reason = re.sub(rf"\bdata\.{name}\b", lambda _, named=named: named, reason)  # a column's name as is
         return reason
 
 

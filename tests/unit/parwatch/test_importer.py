@@ -175,3 +175,12 @@ def test_a_second_import_finds_everything_present(mapping: Mapping, tmp_path: Pa
     out = write_rejected(tmp_path / "x.csv", bad)
     with out.open(encoding="utf-8") as f:
         assert [int(r["row"]) for r in csv.DictReader(f)] == sorted(FAULTS)
+
+
+def test_a_column_name_with_a_backslash_is_named_as_it_is_in_a_reason(mapping: Mapping) -> None:
+    columns = dict(mapping.columns) | {"dossier_code": "Mã\\số hồ sơ"}
+    odd = mapping.model_copy(update={"columns": columns})
+    bad = row(mapping, **{"Mã\\số hồ sơ": "H12 bad code!"})
+    with pytest.raises(RowRejected) as refused:
+        Converter(odd, "motcua.test").events(bad)
+    assert "data.dossier_code (column Mã\\số hồ sơ)" in refused.value.reason
