@@ -55,9 +55,9 @@ class Lease:
                 try:
                     self._conn.execute(text("SELECT 1")).scalar_one()
                     return True
-                except Exception:  # the connection, and with it the lock, is gone
+                except Exception:  # the connection, and with it the lock, is gone (or must be let go of now)
                     log.warning("lease lost name=%s: its database connection broke", self.name, exc_info=True)
-                    self._close()
+                    self._close(discard=True)
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             try:
                 taken = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}).scalar_one()
@@ -87,16 +87,22 @@ class Lease:
             if self._conn is not None:
                 try:
                     self._conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
-                finally:
-                    self._close()
+                except Exception:
+                    self._close(discard=True)
+                    raise
+                self._close()
 
     async def stop(self) -> None:
         """:meth:`release`, for a service's ``on_stop`` hooks (before the engine is disposed)."""
         await asyncio.to_thread(self.release)
 
-    def _close(self) -> None:
+    def _close(self, *, discard: bool = False) -> None:
+        """Give the connection back; ``discard``: close its database session instead (a lock it may still hold
+        ends with it, rather than staying in the pool where no step can see or release it)."""
         if self._conn is not None:
             try:
+                if discard:
+                    self._conn.invalidate()
                 self._conn.close()
             except Exception:  # closing a broken connection: nothing more to do
                 log.debug("lease connection close failed name=%s", self.name, exc_info=True)

@@ -59,3 +59,29 @@ def test_steps_run_only_where_the_lease_is_held(postgres_url: str) -> None:
 
 def test_on_sqlite_the_one_replica_always_holds_it(sqlite_url: str) -> None:
     assert Lease(make_engine(sqlite_url), name="parwatch:test").held()
+
+
+def test_a_lease_whose_check_fails_leaves_no_lock_behind_in_the_pool(postgres_url: str) -> None:
+    """The check fails on a connection that is still alive (an error, not a disconnect): the lease is given up with
+    its session, not returned to the pool holding the lock, where no step could see or release it."""
+
+    class Failing:
+        def __init__(self, conn) -> None:  # type: ignore[no-untyped-def]
+            self.conn = conn
+
+        def execute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("the check failed")
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.conn, name)
+
+    first, second = Lease(make_engine(postgres_url), name="parwatch:test"), Lease(make_engine(postgres_url),
+                                                                                    name="parwatch:test")
+    assert first.held()
+    first._conn = Failing(first._conn)  # type: ignore[assignment]
+    assert first.held()  # lost, then taken again on a fresh connection
+    first.release()
+    assert second.held()  # nothing of the first holder's lock is left anywhere
+    second.release()
+    first.engine.dispose()
+    second.engine.dispose()
