@@ -276,9 +276,10 @@ class Converter:
         text = str(value).strip()
         for fmt in self.mapping.date_formats:
             try:
-                return dt.datetime.strptime(text, fmt).replace(tzinfo=self.zone)
+                parsed = dt.datetime.strptime(text, fmt)
             except ValueError:
                 continue
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=self.zone)  # a %z offset stands
         raise RowRejected(f"{self.where(name)}: not a date in the mapping's date_formats (e.g. dd/mm/yyyy hh:mm)")
 
     def code(self, row: Row, name: str, table: str) -> str:

@@ -75,6 +75,14 @@ def test_dates_are_read_day_first_in_vietnam_with_or_without_time(mapping: Mappi
             at(text)
 
 
+def test_a_date_format_with_an_offset_keeps_the_offset_written(mapping: Mapping) -> None:
+    conv = Converter(mapping.model_copy(update={"date_formats": ["%d/%m/%Y %H:%M%z", "%d/%m/%Y"]}), "motcua.test")
+    written = conv.time(row(mapping, **{"Ngày tiếp nhận": "05/11/2026 08:15+0000"}), "received_at")
+    assert written == dt.datetime(2026, 11, 5, 8, 15, tzinfo=dt.UTC)  # 15:15 in Vietnam, not 08:15
+    assert conv.time(row(mapping, **{"Ngày tiếp nhận": "05/11/2026"}), "received_at") == dt.datetime(
+        2026, 11, 5, tzinfo=VN_TZ)
+
+
 def test_a_row_becomes_its_stages_with_ids_of_its_own(mapping: Mapping) -> None:
     conv = Converter(mapping, "motcua.test")
     ended = conv.events(row(mapping, **{"Trạng thái": "Đã trả kết quả", "Ngày có kết quả": "09/11/2026 10:00:00"}))
