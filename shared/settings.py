@@ -124,6 +124,9 @@ class CommonSettings(BaseSettings):
     def _client_certificate_whole(self) -> CommonSettings:
         if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
             raise ValueError("nats_tls_cert_file and nats_tls_key_file go together")
+        if self.nats_tls_cert_file is not None and self.nats_tls_ca_file is None:
+            raise ValueError("nats_tls_cert_file needs nats_tls_ca_file (TLS is on only with the CA that checks "
+                             "the servers; a client certificate alone would be ignored)")
         return self
 
     @field_validator("stream_max_bytes")

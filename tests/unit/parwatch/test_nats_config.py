@@ -155,6 +155,16 @@ def test_a_credential_sets_the_private_inbox_and_leaves_the_streams_to_the_admin
         CommonSettings(nats_nkey_seed_file=tmp_path / "creds" / "notifier.pub")
 
 
+def test_a_client_certificate_without_the_ca_is_refused_not_ignored(tmp_path: Path) -> None:
+    cert, key, ca = tmp_path / "client.pem", tmp_path / "client-key.pem", tmp_path / "ca.pem"
+    for path in (cert, key, ca):
+        path.write_text("-----BEGIN CERTIFICATE-----\n")  # present: what is checked is which go together
+    with pytest.raises(ValueError, match="needs nats_tls_ca_file"):
+        CommonSettings(nats_tls_cert_file=cert, nats_tls_key_file=key)
+    with pytest.raises(ValueError, match="go together"):
+        CommonSettings(nats_tls_cert_file=cert, nats_tls_ca_file=ca)
+
+
 def test_compose_gives_each_service_its_own_credential_and_each_node_its_files() -> None:
     from parwatch.nats_config import node_files
 
