@@ -24,6 +24,8 @@ import pytest
 
 from parwatch.testing import Ready, Stack
 from services.scoring.web import fmt
+from services.scoring.web.auth import COOKIE
+from services.scoring.web.pages import PREFIX
 from shared.calendar import VN_TZ
 from shared.testing import dossier_event, jetstream, publish_event
 
@@ -286,6 +288,23 @@ def test_a_write_without_a_session_or_a_csrf_token_is_refused(site: Site, page: 
                               max_redirects=0)
         assert r.status == 403
     assert site.json(f"{site.notifier}/silences")["silences"] == []
+
+
+def test_signing_out_ends_the_session_even_once_the_password_is_removed(site: Site, page: Page) -> None:
+    who, password = "tuphap-motcua", "mật khẩu thứ hai 146"
+    subprocess.run([str(PARWATCH), "web", "password", who, "--stdin"], input=password + "\n", text=True,
+                   env=site.stack.env, check=True, capture_output=True, timeout=60)
+    page.goto(f"{site.web}/dang-nhap")
+    page.fill("input[name=official]", who)
+    page.fill("input[name=password]", password)
+    page.click("form.stack button[type=submit]")
+    page.wait_for_url(f"{site.web}/")
+    subprocess.run([str(PARWATCH), "web", "password", who, "--remove"], text=True, env=site.stack.env, check=True,
+                   capture_output=True, timeout=60)
+    page.click(f"form[action='{PREFIX}/dang-xuat'] button")
+    page.wait_for_url(f"{site.web}/?ok=signout")
+    assert [c for c in page.context.cookies() if c["name"] == COOKIE] == []
+    assert page.locator("[data-testid=signed-in]").count() == 0
 
 
 def test_a_write_for_another_agency_is_refused(site: Site, page: Page) -> None:

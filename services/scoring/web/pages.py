@@ -465,8 +465,14 @@ class WebPages:
                             secure=self._secure(request), path="/")
         return response
 
-    @write
-    async def signout(self, request: Request, session: Session, form: dict[str, str]) -> Response:
+    async def signout(self, request: Request) -> Response:
+        """The session's cookie goes. Only its CSRF token is asked (no other site signs an official out): not the
+        directory nor the password, so a notifier that does not answer or a password removed never keeps a cookie."""
+        form = await self.form(request)
+        session = self.session(request)
+        if session is not None and not csrf_ok(session, form.get("csrf")):
+            return self.refuse(request, 403, "Yêu cầu không hợp lệ (thiếu hoặc sai mã chống giả mạo CSRF). "
+                                             "Hãy tải lại trang rồi thử lại.")
         response = RedirectResponse(f"{PREFIX}/?ok=signout", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=self._secure(request))
         return response
