@@ -217,6 +217,7 @@ class Subscription:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._subscription: JetStreamContext.PushSubscription | None = None
+        self.drain_timeout = 10.0  # seconds a stop waits for the client to hand over what it received
 
     async def arrived(self, msg: Msg) -> None:
         """A delivery (nats-py's callback): decoded now, handled with whatever else has arrived."""
@@ -283,7 +284,11 @@ class Subscription:
             self._arrived.set()
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
-            await subscription.drain()  # what the client already received reaches ``waiting`` too
+            try:  # what the client already received reaches ``waiting`` too
+                await asyncio.wait_for(subscription.drain(), timeout=self.drain_timeout)
+            except TimeoutError:  # seen once under heavy load: a stop must not wait on it for ever
+                log.warning("consumer drain did not finish in %.0fs durable=%s; what it held comes again after "
+                            "ack_wait", self.drain_timeout, self.durable)
         if task is not None:
             try:
                 await asyncio.wait_for(task, timeout=30.0)
