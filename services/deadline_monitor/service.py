@@ -329,6 +329,7 @@ class MonitorService:
         self._lock = asyncio.Lock()
         self._held = False  # dossiers were stored unsettled since the last settling
         self._calm_since: float | None = None  # monotonic time since which a hold no longer holds (None: it does)
+        self._history = False  # the hold began on history (event time behind), not only on live load pending
 
     def horizons(self, now: dt.datetime) -> Horizons:
         return domain.horizons(local_date(now), calendar=self.calendar, policy=self.policy)
@@ -356,9 +357,12 @@ class MonitorService:
             self.backlog.delivered(received[-1].msg.metadata.num_pending)
             self.backlog.observed(domain.event_time(states))
         await self.backlog.probe_upstream()
-        # Once held, the rest of a backlog is stored unsettled too, until settle_when_caught_up finds it drained:
-        # the last thousand facts of a replay would otherwise settle dossiers whose later revisions follow.
-        settle = not self._held and not self.backlog.holds(now)
+        # Once held for a history, the rest of it is stored unsettled too, until settle_when_caught_up finds the
+        # input drained: the last thousand facts of a replay would otherwise settle dossiers whose later revisions
+        # follow. A hold for live load alone (current facts, many pending) ends once the pending count is down.
+        holding = self.backlog.holds(now)
+        self._history = self._history or (holding and self.backlog.behind(now))
+        settle = not holding and not (self._held and self._history)
         duplicate = await self.record_states(states, now=now, settle=settle)
         return outcomes(duplicate)
 
@@ -380,8 +384,9 @@ class MonitorService:
         calm = self._calm_since is not None and self.backlog.monotonic() - self._calm_since >= self.backlog.release
         if self._calm_since is None:
             self._calm_since = self.backlog.monotonic()
-        if self.backlog.drained or calm:  # drained, or live input that never quite drains (steady load)
-            self._held = False
+        # A history's hold: drained, or live input after it that never quite drains; live load's: at once.
+        if not self._history or self.backlog.drained or calm:
+            self._held = self._history = False
             self._calm_since = None
             await self.settle_unsettled(now)
         return False
@@ -407,6 +412,8 @@ class MonitorService:
         if settle:
             await self.settle_unsettled(now)
         self._held = not settle
+        if settle:
+            self._history = False
         return duplicate
 
     def _record_states(

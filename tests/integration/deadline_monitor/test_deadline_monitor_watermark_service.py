@@ -144,3 +144,18 @@ async def test_a_late_event_among_current_ones_is_judged_on_arrival(database_url
                                                 fact("H.NOW", 1, occurred=NOW - dt.timedelta(minutes=1))))
     assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.LATE"),
                                                    ("firing", "dossier_overdue:H.NOW")]
+
+
+async def test_a_hold_for_live_load_alone_ends_once_the_pending_count_is_down(database_url: str) -> None:
+    service, _ = monitor(database_url)
+    # Current facts, but thousands waiting behind them (the monitor fell behind under load): held.
+    await service.apply_dossier_states(received(fact("H.A", 1, occurred=NOW - dt.timedelta(minutes=2)),
+                                                pending=5000))
+    assert await drain(service) == []
+    # The pending count is down under the threshold: live facts are what they say, settled at once (no history
+    # tail to wait for, no release time).
+    await service.apply_dossier_states(received(fact("H.B", 1, occurred=NOW - dt.timedelta(minutes=1)),
+                                                pending=20))
+    assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.A"),
+                                                   ("firing", "dossier_overdue:H.B")]
+
