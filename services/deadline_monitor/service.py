@@ -236,7 +236,12 @@ class Backlog:
         return self.pending > self.threshold
 
     def observed(self, watermark: dt.datetime | None) -> None:
-        """The event time of a batch of dossier facts just received."""
+        """The event time of a batch of dossier facts just received. It never moves back while the input flows
+        (a batch within ``idle`` seconds of the last): a late fact in a batch of its own, right after current
+        ones, is one late event, not a history."""
+        if (watermark is not None and self.watermark is not None and watermark < self.watermark
+                and self.idle_for() < self.idle):
+            watermark = self.watermark
         self.watermark = watermark
         self._observed_at = self.monotonic()
 

@@ -159,3 +159,14 @@ async def test_a_hold_for_live_load_alone_ends_once_the_pending_count_is_down(da
     assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.A"),
                                                    ("firing", "dossier_overdue:H.B")]
 
+
+async def test_a_late_event_in_a_batch_of_its_own_right_after_current_ones_is_judged_on_arrival(
+    database_url: str,
+) -> None:
+    service, quiet = monitor(database_url)
+    await service.apply_dossier_states(received(fact("H.NOW", 1, occurred=NOW - dt.timedelta(minutes=1))))
+    quiet.now += 0.5  # the input flows: the watermark stays where the current facts put it
+    await service.apply_dossier_states(received(fact("H.LATE", 1, occurred=at("2026-11-05T09:00"))))
+    assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.LATE"),
+                                                   ("firing", "dossier_overdue:H.NOW")]
+
