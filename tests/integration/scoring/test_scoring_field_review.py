@@ -31,14 +31,6 @@ DIRECTORY = Directory.of(load_agencies())
 DISTRICT = DIRECTORY.district_code
 
 
-@pytest.fixture
-def store(database_url: str):
-    engine = make_engine(database_url)
-    create_schema(engine)
-    yield ScoringStore(engine)
-    engine.dispose()
-
-
 def fact(code: str, agency: str = "PTP", *, revision: int = 1, field_code: str = "HOTICH", **kw) -> DossierFacts:
     base = {"dossier_code": code, "revision": revision, "agency_code": agency, "counted": True,
             "receipt_day": D(2026, 11, 2), "due_day": D(2026, 11, 24), "field_code": field_code}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, update
@@ -17,8 +16,8 @@ from services.scoring.board import Scoreboard, load_directory
 from services.scoring.domain import DossierFacts, IndexConfig
 from services.scoring.service import ScoringService
 from services.scoring.settings import ScoringSettings
-from services.scoring.store import ScoringStore, create_schema
-from shared.db import UtcDateTime, add_missing_columns, make_engine
+from services.scoring.store import ScoringStore
+from shared.db import UtcDateTime, add_missing_columns
 from shared.events import parse_event
 from shared.outbox import Relay
 from shared.plans import PlanTargets, Target
@@ -68,14 +67,6 @@ class Broker:
     @property
     def events(self) -> list:
         return [e for _, e in self.published]
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[ScoringStore]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    yield ScoringStore(engine)
-    engine.dispose()
 
 
 def scoring_for(store: ScoringStore, broker: Broker, clock: Clock) -> tuple[ScoringService, Relay]:

@@ -5,9 +5,7 @@ version's contributions are recounted at start."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import update
 
 from services.scoring.alerts import KpiTargets
@@ -18,7 +16,6 @@ from services.scoring.service import ScoringService
 from services.scoring.settings import ScoringSettings
 from services.scoring.store import CONTRIBUTIONS, META, PERIOD_COUNT, ScoringStore, create_schema
 from shared.agencies import load_agencies
-from shared.db import make_engine
 from shared.plans import PlanTargets, Target
 
 UTC = dt.UTC
@@ -29,14 +26,6 @@ PLAN = PlanTargets(plan_id="test-plan", valid_from=D(2026, 1, 1), valid_until=D(
     Target(id="on_time_ratio", title="Tỷ lệ hồ sơ đúng hạn", unit="ratio", op="gt", value=0.98),
     Target(id="national_sync", title="Tỷ lệ hồ sơ đồng bộ", unit="ratio", op="ge", value=1.0),
 ))
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[ScoringStore]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    yield ScoringStore(engine)
-    engine.dispose()
 
 
 def overdue(code: str, **kw: object) -> DossierFacts:

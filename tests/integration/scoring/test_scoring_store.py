@@ -31,14 +31,6 @@ NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=UTC)  # 10:00 on 20/11/2026 in Viet
 TODAY = D(2026, 11, 20)
 
 
-@pytest.fixture
-def store(database_url: str):
-    engine = make_engine(database_url)
-    create_schema(engine)
-    yield ScoringStore(engine)
-    engine.dispose()
-
-
 def board(store: ScoringStore) -> Scoreboard:
     return Scoreboard(store, config=IndexConfig(), district="TUY_PHONG")
 

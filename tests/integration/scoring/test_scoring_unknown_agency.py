@@ -20,9 +20,8 @@ from services.scoring.domain import DossierFacts, IndexConfig
 from services.scoring.metrics import ScoringCollector
 from services.scoring.service import ScoringService
 from services.scoring.settings import ScoringSettings
-from services.scoring.store import ScoringStore, create_schema
+from services.scoring.store import ScoringStore
 from shared.agencies import load_agencies
-from shared.db import make_engine
 from shared.plans import PlanTargets, Target
 from shared.testing import metric_samples, metric_value
 
@@ -34,14 +33,6 @@ INVENTED = 300
 HOSTILE = "Nộp phạt gấp\x1b[2J\u202eSTK"
 PLAN = PlanTargets(plan_id="test-plan", valid_from=D(2026, 1, 1), valid_until=D(2026, 12, 31), targets=(
     Target(id="on_time_ratio", title="Tỷ lệ hồ sơ đúng hạn", unit="ratio", op="gt", value=0.98),))
-
-
-@pytest.fixture
-def store(database_url: str):
-    engine = make_engine(database_url)
-    create_schema(engine)
-    yield ScoringStore(engine)
-    engine.dispose()
 
 
 def fact(code: str, agency: str, **kw) -> DossierFacts:
