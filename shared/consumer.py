@@ -218,6 +218,7 @@ class Subscription:
         self._stopping = asyncio.Event()
         self._subscription: JetStreamContext.PushSubscription | None = None
         self.drain_timeout = 10.0  # seconds a stop waits for the client to hand over what it received
+        self.finish_timeout = 30.0  # seconds a stop waits for the batches in hand (unacked after: they come again)
 
     async def arrived(self, msg: Msg) -> None:
         """A delivery (nats-py's callback): decoded now, handled with whatever else has arrived."""
@@ -291,9 +292,10 @@ class Subscription:
                             "ack_wait", self.drain_timeout, self.durable)
         if task is not None:
             try:
-                await asyncio.wait_for(task, timeout=30.0)
+                await asyncio.wait_for(task, timeout=self.finish_timeout)
             except TimeoutError:
-                log.error("consumer did not finish its batch at stop durable=%s", self.durable)
+                log.error("consumer did not finish its batch in %.0fs at stop durable=%s; it comes again after "
+                          "ack_wait", self.finish_timeout, self.durable)
         left = [a for a in self.waiting if a is not _STOP]
         self.waiting.clear()
         for a in left:
@@ -316,6 +318,10 @@ class Subscription:
                     handling.add(task)
                 if self.waiting and self.waiting[0] is _STOP and not handling:
                     return
+        except asyncio.CancelledError:  # a stop that waited its bound: the batches in hand are given up too
+            for task in handling:
+                task.cancel()
+            raise
         finally:
             if handling:
                 await asyncio.wait(handling)

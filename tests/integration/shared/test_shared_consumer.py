@@ -260,6 +260,7 @@ async def test_a_bug_on_one_message_does_not_hold_back_the_others(own_nats_serve
 
 
 async def test_at_stop_the_batch_in_hand_is_finished_and_what_waits_goes_back_at_once(own_nats_server) -> None:
+    in_hand: list[str] = []
     first: list[str] = []
     second: list[str] = []
     gate = asyncio.Event()
@@ -267,6 +268,7 @@ async def test_at_stop_the_batch_in_hand_is_finished_and_what_waits_goes_back_at
     def held(consumers: Consumers) -> None:
         @consumers.batches(DOSSIER_EVENTS, durable="shared", accept=DossierEvent)
         async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            in_hand.extend(r.event.id for r in received)
             await gate.wait()
             first.extend(r.event.id for r in received)
 
@@ -277,20 +279,48 @@ async def test_at_stop_the_batch_in_hand_is_finished_and_what_waits_goes_back_at
 
     async with jetstream(own_nats_server.url) as js:
         async with consuming(own_nats_server.url, held, batch_size=5) as c:
-            await publish_event(js, DOSSIER_EVENTS, event(0))
-            await wait_until(lambda: not c.subscriptions[0].waiting, timeout=5)  # e0 in hand
-            for i in range(1, 5):
-                await publish_event(js, DOSSIER_EVENTS, event(i))
-            await wait_until(lambda: len(c.subscriptions[0].waiting) == 4, timeout=5)  # four waiting
-            stopping = asyncio.create_task(c.stop())
-            await asyncio.sleep(0)
-            gate.set()
+            try:
+                await publish_event(js, DOSSIER_EVENTS, event(0))
+                await wait_until(lambda: in_hand == ["e0"], timeout=5)  # e0 in hand, alone
+                for i in range(1, 5):
+                    await publish_event(js, DOSSIER_EVENTS, event(i))
+                await wait_until(lambda: len(c.subscriptions[0].waiting) == 4, timeout=5)  # four waiting
+                stopping = asyncio.create_task(c.stop())
+                await asyncio.sleep(0)
+            finally:
+                gate.set()  # a failed wait above must not leave the handler held for ever
             await stopping
         # ack_wait is 30 s: what the stopped consumer naked comes to the next one now, not after it.
         async with consuming(own_nats_server.url, replica):
             await wait_until(lambda: len(second) == 4, timeout=10)
     assert first == ["e0"]
     assert sorted(second) == [f"e{i}" for i in range(1, 5)]
+
+
+async def test_a_stop_gives_up_a_batch_that_never_finishes_and_it_comes_again(own_nats_server) -> None:
+    stuck: list[str] = []
+    second: list[str] = []
+
+    def hung(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="hung", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            stuck.extend(r.event.id for r in received)
+            await asyncio.Event().wait()  # a handler that never returns
+
+    def replica(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="hung", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            second.extend(r.event.id for r in received)
+
+    async with jetstream(own_nats_server.url) as js:
+        short = RetryPolicy(ack_wait=2.0)
+        async with consuming(own_nats_server.url, hung, retry=short) as c:
+            c.subscriptions[0].finish_timeout = 0.5
+            await publish_event(js, DOSSIER_EVENTS, event(0))
+            await wait_until(lambda: stuck == ["e0"], timeout=5)
+            await asyncio.wait_for(c.stop(), timeout=15)  # bounded: the drain's and the batch's waits
+        async with consuming(own_nats_server.url, replica, retry=short):
+            await wait_until(lambda: second == ["e0"], timeout=10)  # unacked: delivered again after ack_wait
 
 
 async def test_an_old_pull_consumer_of_the_same_name_is_replaced_after_what_it_acked(own_nats_server) -> None:
