@@ -116,6 +116,7 @@ def create_app(
 
     service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
     service.on_start.append(sync_plans)  # after the schema: use_database's hook runs first
+    service.on_start.append(monitor.resume)  # an earlier run's hold, before the consumers and the tick start
     service.every(settings.tick_interval, monitor.tick, name="tick")
     service.every(0.5, monitor.settle_when_caught_up, name="caught_up")  # the last of a history, once idle
     cleanup = Cleanup(store.prune, common.retention(), clock=clock)

@@ -249,6 +249,10 @@ class Backlog:
         """Seconds since the last batch."""
         return self.monotonic() - self._observed_at
 
+    def flowing(self) -> bool:
+        """Facts with an event time are coming: the last batch came less than ``idle`` seconds ago."""
+        return self.watermark is not None and self.idle_for() < self.idle
+
     def behind(self, now: dt.datetime) -> bool:
         """The last batch's event time lags ``now`` by more than ``lag``, and the input is not idle."""
         return domain.lags(self.watermark, now=now, lag=self.lag) and self.idle_for() < self.idle
@@ -353,6 +357,13 @@ class MonitorService:
             result = decide(work, *args, **kwargs)
         return result, work.sent
 
+    async def resume(self) -> None:
+        """At start: dossiers stored unsettled by an earlier run (this process before a crash, or a replica that
+        died) are a history's hold this run takes over; they settle as :meth:`settle_when_caught_up` says, not at
+        the first tick, whose pending count may be small while the rest of their history is still on its way."""
+        if await self._commit(lambda work: work.any_unsettled()):
+            self._held = self._history = True
+
     # -- the handlers' calls ----------------------------------------------------------------------------
     async def apply_dossier_states(self, received: Sequence[Received[DossierStateEvent]]) -> list[Outcome]:
         """Dossier state facts: settled at once, or stored unsettled while catching up."""
@@ -374,8 +385,8 @@ class MonitorService:
     async def settle_when_caught_up(self, now: dt.datetime | None = None) -> bool:
         """Settle the dossiers stored while catching up once the backlog no longer holds them (its watermark is
         recent again, or no fact came for its ``idle`` seconds) and the input is drained (nothing waits on the
-        monitor's consumer nor on dossier_tracker's), or, under live load that never quite drains, once it has
-        not held them for its ``release`` seconds: a history with nothing live after it, or one late event,
+        monitor's consumer nor on dossier_tracker's), or, under live load that never quite drains, once that
+        load has not held them for its ``release`` seconds: a history with nothing live after it, or one late event,
         settles within seconds, not at the next tick, and the last facts of a replay are not settled before
         the later revisions behind them arrive. A periodic step; False: nothing left undone."""
         if not self._held:
@@ -386,9 +397,13 @@ class MonitorService:
         if self.backlog.holds(now):
             self._calm_since = None
             return False
-        calm = self._calm_since is not None and self.backlog.monotonic() - self._calm_since >= self.backlog.release
-        if self._calm_since is None:
+        # Calm is live input that no longer holds anything; with no input coming (quiet, or a restarted run that
+        # has seen none yet) only a drained input ends a history's hold.
+        if not self.backlog.flowing():
+            self._calm_since = None
+        elif self._calm_since is None:
             self._calm_since = self.backlog.monotonic()
+        calm = self._calm_since is not None and self.backlog.monotonic() - self._calm_since >= self.backlog.release
         # A history's hold: drained, or live input after it that never quite drains; live load's: at once.
         if not self._history or self.backlog.drained or calm:
             self._held = self._history = False

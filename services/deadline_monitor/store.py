@@ -366,6 +366,12 @@ class Work:
         stmt = select(table).where(table.c.tick_level == UNSETTLED).limit(limit).with_for_update(skip_locked=True)
         return self._load(self.dossier_rows, stmt)
 
+    def any_unsettled(self) -> bool:
+        """Whether a dossier stored while catching up waits to be settled (whoever holds it)."""
+        table = DOSSIERS.table
+        stmt = select(table.c.dossier_code).where(table.c.tick_level == UNSETTLED).limit(1)
+        return self.conn.execute(stmt).first() is not None
+
     def live_occurrences(self, plan_ids: Sequence[str], *, limit: int) -> list[Record]:
         """Up to ``limit`` occurrences of these plans still firing or watched (the closing plans' last settling)."""
         c = OCCURRENCES.table.c

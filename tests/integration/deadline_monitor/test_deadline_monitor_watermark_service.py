@@ -108,15 +108,59 @@ async def test_the_tail_of_a_backlog_waits_until_it_has_drained(database_url: st
 async def test_under_live_load_that_never_drains_a_hold_ends_after_its_release_time(database_url: str) -> None:
     service, quiet = monitor(database_url)
     await service.apply_dossier_states(received(fact("H.A", 1, occurred=at("2026-11-05T08:00")), pending=5000))
-    for _ in range(3):  # live facts, a few always waiting behind each batch
+
+    async def live_second() -> None:  # a live fact a second, a few always waiting behind each batch
         quiet.now += 1.0
         await service.apply_dossier_states(received(fact("H.LIVE", 1, occurred=NOW), pending=20))
         await service.settle_when_caught_up(NOW)
-    assert await drain(service) == []  # 2 s of calm: under the release time
-    quiet.now += service.backlog.release
-    await service.settle_when_caught_up(NOW)
+
+    for _ in range(int(service.backlog.release)):
+        await live_second()
+    assert await drain(service) == []  # calm for less than the release time
+    await live_second()
     assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.A"),
                                                    ("firing", "dossier_overdue:H.LIVE")]
+
+
+async def test_a_hold_waits_for_the_input_to_drain_when_nothing_comes(database_url: str) -> None:
+    service, quiet = monitor(database_url)
+    await service.apply_dossier_states(received(fact("H.A", 1, occurred=at("2026-11-05T08:00")), pending=5000))
+    await service.apply_dossier_states(received(fact("H.B", 1, occurred=NOW), pending=20))
+    # No fact comes any more and twenty still wait (a killed consumer's batch until its ack wait ends): quiet is
+    # not calm, however long it lasts.
+    for _ in range(3):
+        quiet.now += service.backlog.release
+        await service.settle_when_caught_up(NOW)
+    assert await drain(service) == []
+    await service.apply_dossier_states(received(fact("H.A", 2, occurred=NOW, ended=True), pending=0))
+    await service.settle_when_caught_up(NOW)
+    assert kinds(await drain(service)) == [("firing", "dossier_overdue:H.B")]
+
+
+async def test_a_restarted_monitor_keeps_holding_what_the_run_before_it_held(database_url: str) -> None:
+    first, _ = monitor(database_url)
+    await first.apply_dossier_states(received(fact("H.A", 1, occurred=at("2026-11-05T08:00")),
+                                              fact("H.B", 1, occurred=at("2026-11-05T09:00")), pending=300))
+    # That run dies; the next starts while the rest of the history is on its way (300 facts wait on its consumer,
+    # under the pending threshold), ticks, and gets nothing for a while.
+    again, quiet = monitor(database_url)
+    waiting = {"num_pending": 300}
+
+    async def consumer_info(stream: str, durable: str) -> Any:
+        return SimpleNamespace(num_pending=waiting["num_pending"], num_ack_pending=0)
+
+    again.backlog.consumer_info, again.backlog.own = consumer_info, ("DOSSIER_STATE", "monitor")
+    await again.resume()
+    await again.tick(NOW)
+    quiet.now += 3 * again.backlog.release
+    await again.tick(NOW)
+    assert await drain(again) == []
+    waiting["num_pending"] = 0
+    await again.apply_dossier_states(received(fact("H.A", 2, occurred=at("2026-11-27T10:00"), ended=True),
+                                              pending=0))
+    quiet.now += again.backlog.idle
+    await again.settle_when_caught_up(NOW)
+    assert kinds(await drain(again)) == [("firing", "dossier_overdue:H.B")]
 
 
 async def test_a_history_with_nothing_after_it_settles_once_the_input_is_quiet(database_url: str) -> None:
