@@ -339,6 +339,7 @@ class MonitorService:
         self._held = False  # dossiers were stored unsettled since the last settling
         self._calm_since: float | None = None  # monotonic time since which a hold no longer holds (None: it does)
         self._history = False  # the hold began on history (event time behind), not only on live load pending
+        self._was_behind = False  # the last batch of dossier facts was behind in event time
 
     def horizons(self, now: dt.datetime) -> Horizons:
         return domain.horizons(local_date(now), calendar=self.calendar, policy=self.policy)
@@ -375,9 +376,14 @@ class MonitorService:
         await self.backlog.probe_upstream()
         # Once held for a history, the rest of it is stored unsettled too, until settle_when_caught_up finds the
         # input drained: the last thousand facts of a replay would otherwise settle dossiers whose later revisions
-        # follow. A hold for live load alone (current facts, many pending) ends once the pending count is down.
+        # follow. A history is a batch behind with more than the threshold waiting, or two batches behind in a
+        # row: one late batch after a quiet while (a system that syncs an old dossier), then current ones, is
+        # late events, settled with the next batch. A hold for live load alone (current facts, many pending) ends
+        # once the pending count is down.
         holding = self.backlog.holds(now)
-        self._history = self._history or (holding and self.backlog.behind(now))
+        behind = self.backlog.behind(now)
+        self._history = self._history or (behind and (self._was_behind or self.backlog.catching_up))
+        self._was_behind = behind
         settle = not holding and not (self._held and self._history)
         duplicate = await self.record_states(states, now=now, settle=settle)
         return outcomes(duplicate)

@@ -214,3 +214,15 @@ async def test_a_late_event_in_a_batch_of_its_own_right_after_current_ones_is_ju
     assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.LATE"),
                                                    ("firing", "dossier_overdue:H.NOW")]
 
+
+
+async def test_one_late_batch_after_a_quiet_while_is_settled_with_the_live_batch_after_it(database_url: str) -> None:
+    service, quiet = monitor(database_url)
+    # A quiet input; then an old dossier synced late, in a batch of its own, and live load that never drains.
+    await service.apply_dossier_states(received(fact("H.LATE", 1, occurred=at("2026-11-05T09:00")), pending=20))
+    assert await drain(service) == []  # behind: held, the next batch may be more of a history
+    quiet.now += 0.05
+    await service.apply_dossier_states(received(fact("H.NOW", 1, occurred=NOW - dt.timedelta(minutes=1)),
+                                                pending=20))
+    assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.LATE"),
+                                                   ("firing", "dossier_overdue:H.NOW")]
