@@ -236,6 +236,10 @@ class DossierStateChanged(Contract):
     #: The latest ``occurred_at`` of the events this fact follows from: its event time, where the tracker's
     #: input stands (``updated_at`` is the tracker's clock). None in facts of older trackers.
     occurred_at: Time | None = None
+    #: Set on a dossier's state as it stood at the end of this local day, the last day of a month a batch of
+    #: its events crossed (told for closed months, quarters and years); not its current state, which a later
+    #: revision carries. None on a current state, and in facts of older trackers.
+    period_end: dt.date | None = None
 
 
 class PlanTaskStateChanged(Contract):

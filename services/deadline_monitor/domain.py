@@ -298,9 +298,12 @@ def is_open(state: DossierStateChanged) -> bool:
 
 
 def latest_states(states: Iterable[DossierStateChanged]) -> dict[str, DossierStateChanged]:
-    """The highest revision of each dossier among ``states`` (the first one of equal revisions)."""
+    """The highest revision of each dossier among ``states`` (the first one of equal revisions). A state at a
+    month's end (``period_end``, for closed periods) is not a current state: the monitor ignores it."""
     best: dict[str, DossierStateChanged] = {}
     for state in states:
+        if state.period_end is not None:
+            continue
         held = best.get(state.dossier_code)
         if held is None or state.revision > held.revision:
             best[state.dossier_code] = state

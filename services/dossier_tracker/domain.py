@@ -244,6 +244,25 @@ def sequence_key(e: RecordedEvent) -> OrderKey:
     return (e.sequence, e.occurred_at, e.source, e.event_id)
 
 
+def _month(t: dt.datetime) -> tuple[int, int]:
+    day = local_date(t)
+    return day.year, day.month
+
+
+def last_day_of_month(day: dt.date) -> dt.date:
+    first_of_next = (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return first_of_next - dt.timedelta(days=1)
+
+
+class MonthEnd(NamedTuple):
+    """A dossier's fold as it stood at the end of ``day``, the last day of a month its events crossed;
+    ``occurred_at`` is the latest occurrence among the events folded by then."""
+
+    fold: Fold
+    day: dt.date
+    occurred_at: dt.datetime
+
+
 def time_key(e: RecordedEvent) -> OrderKey:
     return (e.occurred_at, e.sequence or 0, e.source, e.event_id)
 
@@ -310,12 +329,26 @@ class Fold:
 
     def extend(self, events: Sequence[RecordedEvent], *, calendar: WorkingCalendar) -> Fold:
         """A new fold with ``events`` applied; only when :meth:`accepts` said so."""
+        return self.extend_across_months(events, calendar=calendar)[0]
+
+    def extend_across_months(
+        self, events: Sequence[RecordedEvent], *, calendar: WorkingCalendar
+    ) -> tuple[Fold, list[MonthEnd]]:
+        """:meth:`extend`, and the fold as it stood at the end of each month the events cross (in Vietnam's
+        time): a batch that holds events of a month and of the next (a history sent at once, a batch that
+        straddles a month's last midnight) still tells what the dossier was at that month's end, which a closed
+        month, quarter or year counts. A month end before the first of ``events`` is the stored state's."""
         if not self.accepts(events):
             raise ValueError("events sort before the folded history: fold the whole history again")
         fold = copy.copy(self)
+        month_ends: list[MonthEnd] = []
+        latest: dt.datetime | None = None  # the latest occurrence among the events applied from ``events``
         for e in sorted(events, key=sequence_key if self.by_sequence else time_key):
+            if latest is not None and _month(e.occurred_at) > _month(latest):
+                month_ends.append(MonthEnd(copy.copy(fold), last_day_of_month(local_date(latest)), latest))
             fold._step(e, calendar)
-        return fold
+            latest = e.occurred_at if latest is None else max(latest, e.occurred_at)
+        return fold, month_ends
 
     def _step(self, e: RecordedEvent, calendar: WorkingCalendar) -> None:
         self.count += 1

@@ -5,7 +5,10 @@
   dossier it touched is then published on ``parwatch.dossier.state``, every
   ack awaited (``shared.publishing``), before the events are acked. A batch redelivered
   after a crash is all duplicates, and still publishes the dossiers' state.
-  Storing happens in the store's own process (:func:`store_batch`): it costs
+  When a dossier's new events cross a month's end (a history sent at once,
+  a batch straddling the last midnight of a month), its state at that month's
+  end goes out first, with ``period_end`` (for closed periods).
+  Storing happens in the store's own process (``TrackerStore.apply_batch``): it costs
   about as much Python time as receiving, decoding, encoding the facts,
   publishing and acking, which this process does meanwhile.
 * An accepted rating or plan report is recorded as seen (deduplication on
@@ -37,13 +40,16 @@ SOURCE = "parwatch/dossier_tracker"
 
 
 def state_fact(
-    state: DossierState, *, now: dt.datetime, occurred_at: dt.datetime | None = None
+    state: DossierState, *, now: dt.datetime, occurred_at: dt.datetime | None = None,
+    period_end: dt.date | None = None,
 ) -> CloudEvent[Any]:
     """The ``vn.parwatch.dossier.state_changed`` event of a dossier's state (id: code and revision).
 
     ``occurred_at``, the latest occurrence among the events that led to it, is the fact's event time:
-    deadline_monitor holds dossier alerts while it lags far behind now (a backlog being replayed)."""
-    data = DossierStateChanged(**state._asdict(), updated_at=now, occurred_at=occurred_at)
+    deadline_monitor holds dossier alerts while it lags far behind now (a backlog being replayed).
+    ``period_end``: the state as it stood at the end of that day (a month's last), told for closed periods;
+    a later revision of the same batch is the dossier's current state."""
+    data = DossierStateChanged(**state._asdict(), updated_at=now, occurred_at=occurred_at, period_end=period_end)
     return new_event(
         type=DOSSIER_STATE_TYPE,
         source=SOURCE,
@@ -55,17 +61,8 @@ def state_fact(
 
 
 def open_store(database_url: str, calendar_overrides: str | None) -> TrackerStore:
-    """The store of the store's process (``shared.process.WorkerProcess``), which runs :func:`store_batch`."""
+    """The store of the store's process (``shared.process.WorkerProcess``), which runs ``TrackerStore.apply_batch``."""
     return TrackerStore(make_engine(database_url, checkpoint_every=1.0), calendar=load_calendar(calendar_overrides))
-
-
-def store_batch(
-    store: TrackerStore, events: Sequence[RecordedEvent], stream_seqs: Sequence[int], *, now: dt.datetime
-) -> tuple[list[bool], list[DossierState]]:
-    """In the store's process: store a batch; per event whether it was a duplicate, and the touched dossiers'
-    states."""
-    result = store.apply_batch(events, stream_seqs, now=now)
-    return result.duplicate, list(result.states.values())
 
 
 def event_times(events: Sequence[RecordedEvent]) -> dict[str, dt.datetime]:
@@ -95,11 +92,14 @@ class TrackerService:
     async def record_status_changes(self, received: Sequence[Received[DossierEvent]]) -> list[Outcome]:
         now = self.clock()
         events = [RecordedEvent.from_contract(r.event.data, source=r.event.source, event_id=r.event.id) for r in received]
-        duplicate, states = await self.store.run(store_batch, events, [r.seq for r in received], now=now)
+        result = await self.store.run(TrackerStore.apply_batch, events, [r.seq for r in received], now=now)
         times = event_times(events)
-        facts = [state_fact(s, now=now, occurred_at=times.get(s.dossier_code)) for s in states]
+        facts = [  # a dossier's month ends before its current state: a consumer keeps the highest revision
+            *(state_fact(s, now=now, occurred_at=at, period_end=day) for s, day, at in result.month_ends),
+            *(state_fact(s, now=now, occurred_at=times.get(s.dossier_code)) for s in result.states.values()),
+        ]
         await self.publisher.publish_many(facts, subject=DOSSIER_STATE)
-        return outcomes(duplicate)
+        return outcomes(result.duplicate)
 
     async def relay(self, received: Sequence[Received[Any]], *, subject: str) -> list[Outcome]:
         keys = [(r.event.source, r.event.id, r.stream) for r in received]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, Index, func, select, text
@@ -156,6 +156,8 @@ def create_schema(engine: Engine) -> None:
 class BatchResult:
     duplicate: list[bool]  # per event, in order
     states: dict[str, DossierState]  # current state of every dossier the batch touched
+    #: (state, day, latest occurrence) of a dossier as it stood at the end of a month the batch's events crossed
+    month_ends: list[tuple[DossierState, dt.date, dt.datetime]] = field(default_factory=list)
 
 
 EVENTS = DossierEventRow.__table__
@@ -253,12 +255,12 @@ class TrackerStore:
                     rows.append((*event, seq, now))
             self._insert_event.execute(conn, rows)
             stored = self._load_rows(conn, touched)
-            states = self._fold(conn, fresh, stored, now=now) if fresh else {}
+            states, month_ends = self._fold(conn, fresh, stored, now=now) if fresh else ({}, [])
             for code in touched:
                 if code not in states:
                     states[code] = DossierState(*(stored[code][f] for f in DossierState._fields))
         self.statistics.wrote(len(fresh))
-        return BatchResult(duplicate=duplicate, states=states)
+        return BatchResult(duplicate=duplicate, states=states, month_ends=month_ends)
 
     def _lock_dossiers(self, conn: Connection, codes: list[str]) -> None:
         """Serialise work on the same dossier across tracker replicas (PostgreSQL).
@@ -287,17 +289,22 @@ class TrackerStore:
 
     def _fold(
         self, conn: Connection, fresh: list[RecordedEvent], stored: dict[str, dict[str, Any]], *, now: dt.datetime
-    ) -> dict[str, DossierState]:
+    ) -> tuple[dict[str, DossierState], list[tuple[DossierState, dt.date, dt.datetime]]]:
+        """The touched dossiers' new states, and their states at the end of each month their new events crossed
+        (events that extend the stored history; a late event that sorts before it refolds the whole history,
+        and its month ends are not told: docs/scoring.md, limit 2)."""
         arrived: dict[str, list[RecordedEvent]] = defaultdict(list)
         for event in fresh:
             arrived[event.dossier_code].append(event)
         folds: dict[str, Fold] = {}
+        month_ends: list[tuple[DossierState, dt.date, dt.datetime]] = []
         refold: list[str] = []
         for code, events in arrived.items():
             row = stored.get(code)
             fold = _fold_of_row(row) if row is not None else Fold()
             if fold is not None and fold.accepts(events):
-                folds[code] = fold.extend(events, calendar=self.calendar)
+                folds[code], ends = fold.extend_across_months(events, calendar=self.calendar)
+                month_ends += [(end.fold.state(calendar=self.calendar), end.day, end.occurred_at) for end in ends]
             else:
                 refold.append(code)
         if refold:
@@ -324,7 +331,7 @@ class TrackerStore:
         ]
         if changes:
             conn.execute(self._adjust_count, changes)
-        return states
+        return states, month_ends
 
     def _histories(self, conn: Connection, codes: list[str]) -> dict[str, list[RecordedEvent]]:
         history: dict[str, list[RecordedEvent]] = defaultdict(list)

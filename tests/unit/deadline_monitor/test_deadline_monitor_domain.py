@@ -239,6 +239,10 @@ def test_the_highest_revision_of_each_dossier_is_kept() -> None:
 
     first, later, other = state("A", 2), state("A", 3), state("B", 1)
     assert domain.latest_states([first, other, later, state("A", 3, status=5)]) == {"A": later, "B": other}
+    # A state at a month's end (told for closed periods) is not the dossier's current state, even alone.
+    month_end = state("C", 2, period_end=d("2026-11-30"))
+    assert domain.latest_states([month_end]) == {}
+    assert domain.latest_states([month_end, state("C", 3, ended_on=d("2026-12-01"))])["C"].revision == 3
     assert domain.is_open(later)
     assert not domain.is_open(state("A", 4, ended_on=d("2026-11-27")))
     assert not domain.is_open(state("A", 4, counted=False))

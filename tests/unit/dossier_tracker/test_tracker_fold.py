@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.dossier_tracker.domain import Fold, RecordedEvent, derive_state
+from services.dossier_tracker.domain import Fold, RecordedEvent, derive_state, last_day_of_month, order_events
 from services.dossier_tracker.service import state_fact
-from shared.calendar import load_calendar
+from shared.calendar import load_calendar, local_date
 from shared.events import DossierStateEvent, encode, parse_event
 
 CAL = load_calendar()
@@ -67,7 +67,8 @@ def test_fold_of_a_history_gives_the_reference_state(history: list[RecordedEvent
     # Its fact, as published, is read back by the strict contract model as the same state.
     fact = parse_event(encode(state_fact(state, now=START)))
     assert isinstance(fact, DossierStateEvent) and fact.id == f"H1:{state.revision}"
-    assert fact.data.model_dump(exclude={"updated_at", "occurred_at"}) == state._asdict()
+    assert fact.data.model_dump(exclude={"updated_at", "occurred_at", "period_end"}) == state._asdict()
+    assert fact.data.period_end is None  # a current state
 
 
 @settings(max_examples=400, deadline=None)
@@ -87,6 +88,46 @@ def test_folding_batches_as_they_arrive_gives_the_reference_state(history: list[
         else:
             fold = Fold.of(seen, calendar=CAL)
         assert fold.state(calendar=CAL) == derive_state(seen, calendar=CAL)
+
+
+@settings(max_examples=400, deadline=None)
+@given(history=histories(), data=st.data())
+def test_a_batch_tells_the_state_at_the_end_of_each_month_it_crosses(history: list[RecordedEvent], data: Any) -> None:
+    """Ordered by time (no sequence), the state at a month's end is that of every event that occurred by then:
+    the reference derives it from those events alone."""
+    timed = order_events([e._replace(sequence=None) for e in history])
+    split = data.draw(st.integers(0, len(timed) - 1))
+    stored, batch = timed[:split], timed[split:]
+    fold = Fold.of(stored, calendar=CAL) if stored else Fold()
+    final, ends = fold.extend_across_months(batch, calendar=CAL)
+    assert final == Fold.of(timed, calendar=CAL)
+    month = [(local_date(e.occurred_at).year, local_date(e.occurred_at).month) for e in batch]
+    crossed = [i for i in range(1, len(batch)) if month[i] > month[i - 1]]  # the first event of a later month
+    assert [end.day for end in ends] == [last_day_of_month(local_date(batch[i - 1].occurred_at)) for i in crossed]
+    for end, i in zip(ends, crossed, strict=True):
+        occurred_by_then = [*stored, *batch[:i]]
+        assert end.fold.state(calendar=CAL) == derive_state(occurred_by_then, calendar=CAL)
+        assert end.occurred_at == batch[i - 1].occurred_at
+        assert all(local_date(e.occurred_at) <= end.day for e in occurred_by_then)
+        assert all(local_date(e.occurred_at) > end.day for e in batch[i:])
+
+
+def test_a_batch_straddling_a_month_s_last_midnight_in_vietnam() -> None:
+    """23:50 on 31/12 and 00:10 on 1/1 in Vietnam (16:50 and 17:10 UTC on 31/12): one month end, 31/12."""
+    before = dt.datetime(2026, 12, 31, 23, 50, tzinfo=ICT)
+    batch = [event(None, 0, 2, received_at=START),
+             event(None, int((before - START).total_seconds() // 60)),
+             event(None, int((before - START).total_seconds() // 60) + 20, 10)]
+    final, ends = Fold().extend_across_months(batch, calendar=CAL)
+    assert [(end.day, end.fold.count, end.occurred_at) for end in ends] == [(dt.date(2026, 12, 31), 2, before)]
+    assert final.count == 3
+    assert end_state_is_open(ends[0].fold) and final.state(calendar=CAL).ended_on == dt.date(2027, 1, 1)
+    _, none = Fold().extend_across_months(batch[:2], calendar=CAL)
+    assert none == []  # within one month
+
+
+def end_state_is_open(fold: Fold) -> bool:
+    return fold.state(calendar=CAL).ended_on is None
 
 
 def event(seq: int | None, minute: int, status: int = 4, **extra: Any) -> RecordedEvent:
