@@ -36,9 +36,10 @@ read from positive signals only: every consumer of every stream drained, no doss
 monitor's database and its outbox empty; for the KPI rounds, three rounds seen in scoring's alert records after
 the restart and its outbox empty.
 
-Why two parts: docs/scoring.md ("Closed periods stay closed", limit 1) says a past period cannot see the events of
-a tracker batch that straddles its last midnight; a replay published at once makes such batches. The history up
-to the previous month's end is published and consumed by dossier_tracker first, then the rest at once; the
+Why two parts: the main test publishes the history up to the previous month's end and lets dossier_tracker
+consume it first, then the rest at once, as a replay that catches up in steps does (a test further down publishes
+it all at once, where tracker batches straddle the previous month's last midnight and the tracker tells each
+dossier's state at that midnight: docs/scoring.md, "Month ends"); the
 monitor's ``BACKLOG_IDLE_SECONDS`` is raised to 15 so that the pause between the parts is not taken for the end
 of the history (docs/deadline_monitor.md, "Catching up on a backlog"), nor is a tracker batch slow to store on a
 loaded machine: the monitor counts the tracker's pending events, not those it has in hand, so with nothing left
@@ -49,11 +50,10 @@ read (read-only) for those signals alone; everything asserted comes through the 
 ``/metrics`` and scoring's query API.
 
 The reference's calendar, due days and plan occurrences are checked by hand first
-(:func:`test_the_reference_calendar_and_fold_by_hand`). Two more tests, marked ``xfail(strict=True)`` with their
-reasons, replay the same month as an operator could, and show where the product departs from the reference:
-with the KPI rounds running, scoring judges half a history and its ``kpi_below_target`` alerts fire and resolve on
-the way; published at once, the previous month's figures miss what tracker batches straddling its last midnight
-hold (the documented limit the main test steps around).
+(:func:`test_the_reference_calendar_and_fold_by_hand`). Two more tests replay the same month as an operator could:
+published at once, the previous month's figures must still be the reference's; and, marked ``xfail(strict=True)``
+with its reason, where the product departs from the reference: with the KPI rounds running, scoring judges half a
+history and its ``kpi_below_target`` alerts fire and resolve on the way.
 """
 
 from __future__ import annotations
@@ -1000,7 +1000,7 @@ async def test_a_replayed_month_fires_exactly_the_alerts_and_figures_of_the_refe
     history = make_history(tmp_path)
     today, ref, messages, last_month = history.today, history.ref, history.messages, history.last_month
     days, dossiers = ref.days, ref.dossiers()
-    # Split at the end of the month before this one (docs/scoring.md, limit 1).
+    # Split at the end of the month before this one (the replay in steps; all at once is the test further down).
     part_one = [m for m in messages if m.at.astimezone(VN).date() <= last_month.last]
     part_two = [m for m in messages if m.at.astimezone(VN).date() > last_month.last]
     env = history.env | {"PARWATCH_SCORING_EVALUATE_INTERVAL": "3600"}  # no KPI round on half a history
@@ -1123,16 +1123,6 @@ async def test_kpi_rounds_during_a_replay_fire_only_what_the_whole_history_says(
     check_kpi_alerts(events, expected_kpi)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="docs/scoring.md, closed periods, limit 1: a snapshot folds a whole tracker batch and takes effect on the "
-    "day of its latest event, so a past period does not see the events of a batch that straddles its last "
-    "midnight. A month published at once goes in batches of days, and the previous month's figures (received, "
-    "ended, open, overdue, the shares) miss or misjudge the dossiers with events on both sides of that batch's "
-    "midnight: the contract's rule 7 for that month differs. Closing it needs dossier_tracker to publish the "
-    "state at the end of each period a batch straddles (as docs/scoring.md says).",
-)
 async def test_the_previous_month_of_a_replay_published_at_once_is_judged_as_of_its_last_day(tmp_path: Path) -> None:
     """The same month published in one go, as fast as the publisher can: the previous month's figures (a closed
     period) must still be those of each dossier as it stood at the end of its last day (rule 7)."""
