@@ -431,11 +431,14 @@ class MonitorService:
 
         With ``settle=False`` (catching up: a later revision may follow) the
         dossiers are stored unsettled (no alert yet); with ``settle=True`` they
-        are settled, and so is every dossier stored unsettled before.
+        are settled, and so is every dossier this run stored unsettled before
+        (or took over at start). Another replica's hold is its own: its live
+        batches do not end it (a dead replica's is taken over by the run that
+        replaces it, or settled by the next tick of one that holds nothing).
         """
         now = now or self.clock()
         duplicate = await self._commit(self._record_states, states, now=now, settle=settle)
-        if settle:
+        if settle and self._held:
             await self.settle_unsettled(now)
         self._held = not settle
         if settle:

@@ -226,3 +226,14 @@ async def test_one_late_batch_after_a_quiet_while_is_settled_with_the_live_batch
                                                 pending=20))
     assert sorted(kinds(await drain(service))) == [("firing", "dossier_overdue:H.LATE"),
                                                    ("firing", "dossier_overdue:H.NOW")]
+
+
+async def test_a_replica_s_live_batch_leaves_another_replica_s_hold_alone(database_url: str) -> None:
+    holding, _ = monitor(database_url)
+    live, _ = monitor(database_url)  # a second replica on the same database and consumer
+    await holding.apply_dossier_states(received(fact("H.A", 1, occurred=at("2026-11-05T08:00")), pending=5000))
+    await live.apply_dossier_states(received(fact("H.NOW", 1, occurred=NOW - dt.timedelta(minutes=1))))
+    assert kinds(await drain(live)) == [("firing", "dossier_overdue:H.NOW")]  # H.A's later revision is on its way
+    await holding.apply_dossier_states(received(fact("H.A", 2, occurred=at("2026-11-27T10:00"), ended=True)))
+    await holding.settle_when_caught_up(NOW)
+    assert await drain(holding) == []  # H.A ended within the history: never fired
