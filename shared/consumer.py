@@ -158,11 +158,13 @@ class Consumers:
         batch_size: int,
         clock: Callable[[], dt.datetime],
         counter: EventCounter | None = None,
+        linger: float = 0.0,
     ) -> None:
         self.service = service
         self.publisher = publisher
         self.retry = retry
         self.batch_size = batch_size
+        self.linger = linger  # seconds a call waits for a full batch once something arrived (0: none)
         self.clock = clock
         self.counter = counter
         self.subscriptions: list[Subscription] = []
@@ -302,13 +304,16 @@ class Subscription:
             await a.msg.nak()
 
     async def _run(self) -> None:
-        """Hand over what has arrived: at once when nothing is being handled; a second call (``in_flight``)
-        only for a full batch, so that the next call under load is as large as it can be."""
+        """Hand over what has arrived: at once when nothing is being handled (after the owner's ``linger``, if
+        any); a second call (``in_flight``) only for a full batch, so that the next call under load is as large
+        as it can be."""
         handling: set[asyncio.Task[None]] = set()
         try:
             while True:
                 await self._arrived.wait()
                 self._arrived.clear()
+                if not handling:
+                    await self._linger()
                 while self.waiting and self.waiting[0] is not _STOP and (
                     not handling or (len(handling) < self.in_flight and len(self.waiting) >= self.batch_size)
                 ):
@@ -325,6 +330,21 @@ class Subscription:
         finally:
             if handling:
                 await asyncio.wait(handling)
+
+    async def _linger(self) -> None:
+        """Wait up to the owner's ``linger`` seconds for a full batch (or a stop) once something has arrived:
+        fewer, larger calls under moderate load, where a call's cost is mostly its transaction."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.owner.linger
+        while self.waiting and self.waiting[0] is not _STOP and len(self.waiting) < self.batch_size:
+            left = until - loop.time()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout=left)
+            except TimeoutError:
+                return
 
     async def _handle_safely(self, batch: list[_Arrival]) -> None:
         try:

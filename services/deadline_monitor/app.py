@@ -64,7 +64,8 @@ def create_app(
     broker = make_broker(common)
     publisher = JetStreamPublisher(broker)
     consumers = Consumers(
-        NAME, publisher=publisher, retry=settings.retry_policy(), batch_size=settings.batch_size, clock=clock
+        NAME, publisher=publisher, retry=settings.retry_policy(), batch_size=settings.batch_size,
+        linger=settings.linger, clock=clock,
     )
     service = Service(
         name=NAME, port=settings.port, broker=broker, registry=registry, settings=common, consumers=consumers

@@ -27,6 +27,10 @@ class MonitorSettings(ConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="PARWATCH_MONITOR_", extra="ignore", frozen=True)
 
     port: int = Field(default=9102, ge=0, le=65535, description="HTTP port of /health and /metrics")
+    linger: float = Field(
+        default=0.1, ge=0, le=5, description="seconds a call waits for a full batch once something has arrived"
+        " (an alert a tenth of a second later; batches of a few facts cost a transaction each)"
+    )
     api_token: SecretStr | None = Field(
         default=None,
         description="bearer token the officials' web page (scoring) sends to /plan/occurrences, /plan/report and"

@@ -53,6 +53,7 @@ def create_app(
         publisher=publisher,
         retry=settings.retry_policy(),
         batch_size=settings.batch_size,
+        linger=settings.linger,
         clock=clock,
         counter=EventCounter(registry),
     )

@@ -102,7 +102,7 @@ def create_app(
 
     broker = make_broker(common)
     consumers = Consumers(NAME, publisher=JetStreamPublisher(broker), retry=RetryPolicy(),
-                          batch_size=settings.consumer_batch, clock=clock)
+                          batch_size=settings.consumer_batch, linger=settings.consumer_linger, clock=clock)
     handlers.register(consumers, notifier, durable=settings.durable)
     service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common,
                       consumers=consumers)

@@ -66,6 +66,10 @@ class NotifierSettings(BaseSettings):
     retry_max_delay: dt.timedelta = Field(default=dt.timedelta(minutes=15), description="the delay doubles up to this")
     delivery_batch: int = Field(default=50, ge=1, le=1000, description="notices taken from the outbox in one pass")
     consumer_batch: int = Field(default=100, ge=1, le=1000, description="most alert events recorded in one call")
+    consumer_linger: float = Field(
+        default=0.5, ge=0, le=5, description="seconds a call waits for a full batch of alert events once one has"
+        " arrived (notices wait GROUP_WAIT anyway; each call is a transaction)"
+    )
     durable: str = Field(default="notifier", pattern=r"^[A-Za-z0-9_-]+$")
 
     # -- digests ---------------------------------------------------------------------

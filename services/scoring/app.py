@@ -66,7 +66,7 @@ def create_app(
                              targets=targets, wake=relay.wake)
     # No event counter: parwatch_events_total is dossier_tracker's.
     consumers = Consumers(NAME, publisher=publisher, retry=settings.retry_policy(), batch_size=settings.batch_size,
-                          clock=clock)
+                          linger=settings.linger, clock=clock)
     handlers.register(consumers, scoring, durable=settings.durable)
     service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common,
                       consumers=consumers)

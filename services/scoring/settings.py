@@ -48,6 +48,11 @@ class ScoringSettings(ConsumerSettings):
         description="the procedure catalog (CSV, docs/scoring.md): which procedures each unit offers as full online"
         " public services; unset: the online-service share has no value (the shipped sample is synthetic)",
     )
+    linger: float = Field(
+        default=0.2, ge=0, le=5, description="seconds a call waits for a full batch once something has arrived"
+        " (figures are scraped every 15 s: a fifth of a second costs nobody, and batches of a few facts cost a"
+        " transaction each)"
+    )
     batch_size: int = Field(
         default=500,
         ge=1,

@@ -30,12 +30,13 @@ FAST_RETRY = RetryPolicy(max_deliver=3, backoff=Backoff(first=0.05, cap=0.1), ac
 @contextlib.asynccontextmanager
 async def consuming(url: str, register: Callable[[Consumers], None], *, batch_size: int = 100,
                     registry: CollectorRegistry | None = None, retry: RetryPolicy = FAST_RETRY,
-                    publisher: type[JetStreamPublisher] = JetStreamPublisher) -> AsyncIterator[Consumers]:
+                    publisher: type[JetStreamPublisher] = JetStreamPublisher,
+                    linger: float = 0.0) -> AsyncIterator[Consumers]:
     broker = make_broker(CommonSettings(nats_url=url))
     await broker.connect()
     js = broker.connection.jetstream()
     await ensure_streams(js)
-    consumers = Consumers("test", publisher=publisher(broker), retry=retry, batch_size=batch_size,
+    consumers = Consumers("test", publisher=publisher(broker), retry=retry, batch_size=batch_size, linger=linger,
                           clock=utc_now, counter=EventCounter(registry) if registry else None)
     register(consumers)
     await consumers.start(js)
@@ -295,6 +296,39 @@ async def test_at_stop_the_batch_in_hand_is_finished_and_what_waits_goes_back_at
             await wait_until(lambda: len(second) == 4, timeout=10)
     assert first == ["e0"]
     assert sorted(second) == [f"e{i}" for i in range(1, 5)]
+
+
+async def test_a_linger_gathers_what_comes_within_it_and_ends_at_a_full_batch_or_a_stop(own_nats_server) -> None:
+    calls: list[list[str]] = []
+
+    def register(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="linger", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> None:
+            calls.append([r.event.id for r in received])
+
+    async with jetstream(own_nats_server.url) as js:
+        # Within the linger: three events one by one, one call.
+        async with consuming(own_nats_server.url, register, batch_size=100, linger=2.0):
+            for i in range(3):
+                await publish_event(js, DOSSIER_EVENTS, event(i))
+            await wait_until(lambda: calls, timeout=10)
+            assert calls == [["e0", "e1", "e2"]]
+        # A full batch does not wait out a linger of a minute.
+        calls.clear()
+        async with consuming(own_nats_server.url, register, batch_size=2, linger=60.0):
+            for i in range(3, 5):
+                await publish_event(js, DOSSIER_EVENTS, event(i))
+            await wait_until(lambda: calls, timeout=10)
+            assert calls == [["e3", "e4"]]
+        # A stop does not wait out the linger either: what lingered goes back, for the next start.
+        calls.clear()
+        async with consuming(own_nats_server.url, register, batch_size=100, linger=60.0) as c:
+            await publish_event(js, DOSSIER_EVENTS, event(5))
+            await wait_until(lambda: len(c.subscriptions[0].waiting) == 1, timeout=10)
+            await asyncio.wait_for(c.stop(), timeout=15)
+        assert calls == []
+        async with consuming(own_nats_server.url, register):
+            await wait_until(lambda: calls == [["e5"]], timeout=10)
 
 
 async def test_a_stop_gives_up_a_batch_that_never_finishes_and_it_comes_again(own_nats_server) -> None:
