@@ -344,10 +344,12 @@ class Fold:
         month_ends: list[MonthEnd] = []
         latest: dt.datetime | None = None  # the latest occurrence among the events applied from ``events``
         for e in sorted(events, key=sequence_key if self.by_sequence else time_key):
-            if latest is not None and _month(e.occurred_at) > _month(latest):
-                month_ends.append(MonthEnd(copy.copy(fold), last_day_of_month(local_date(latest)), latest))
+            if latest is not None and e.occurred_at > latest:
+                if _month(e.occurred_at) > _month(latest):
+                    month_ends.append(MonthEnd(copy.copy(fold), last_day_of_month(local_date(latest)), latest))
+                latest = e.occurred_at
             fold._step(e, calendar)
-            latest = e.occurred_at if latest is None else max(latest, e.occurred_at)
+            latest = latest or e.occurred_at
         return fold, month_ends
 
     def _step(self, e: RecordedEvent, calendar: WorkingCalendar) -> None:
