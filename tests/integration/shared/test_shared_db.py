@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Engine,
     Float,
     Integer,
     MetaData,
@@ -247,20 +249,24 @@ def test_a_background_checkpoint_copies_the_wal_back_and_no_transaction_does(tmp
     engine.dispose()
 
 
-def _rows_table(meta: MetaData) -> Table:
-    return Table(
+@pytest.fixture
+def rows_table(database_url: str) -> Iterator[tuple[Engine, Table]]:
+    """A fresh table keyed by (a, b) for ``Rows``, and its engine."""
+    engine = make_engine(database_url)
+    meta = MetaData()
+    table = Table(
         "t_rows", meta,
         Column("a", String(8), primary_key=True), Column("b", Integer, primary_key=True),
         Column("n", Integer), Column("at", UtcDateTime),
     )
-
-
-def test_rows_write_what_changed_added_and_deleted_at_the_flush(database_url: str) -> None:
-    engine = make_engine(database_url)
-    meta = MetaData()
-    table = _rows_table(meta)
     meta.drop_all(engine)
     meta.create_all(engine)
+    yield engine, table
+    engine.dispose()
+
+
+def test_rows_write_what_changed_added_and_deleted_at_the_flush(rows_table: tuple[Engine, Table]) -> None:
+    engine, table = rows_table
     at = dt.datetime(2026, 12, 2, 4, 0, tzinfo=dt.UTC)
     with engine.begin() as conn:
         conn.execute(table.insert(), [{"a": "x", "b": i, "n": i, "at": at} for i in range(4)])
@@ -290,15 +296,12 @@ def test_rows_write_what_changed_added_and_deleted_at_the_flush(database_url: st
     with engine.connect() as conn:
         stored = conn.execute(select(table.c.a, table.c.b, table.c.n, table.c.at).order_by(table.c.a, table.c.b)).all()
     assert [tuple(r) for r in stored] == [("x", 1, 10, at), ("x", 2, 2, at), ("x", 3, 3, at), ("y", 0, 7, None)]
-    engine.dispose()
 
 
-def test_rows_a_row_deleted_and_added_again_under_its_key_is_written_as_the_new_one(database_url: str) -> None:
-    engine = make_engine(database_url)
-    meta = MetaData()
-    table = _rows_table(meta)
-    meta.drop_all(engine)
-    meta.create_all(engine)
+def test_rows_a_row_deleted_and_added_again_under_its_key_is_written_as_the_new_one(
+    rows_table: tuple[Engine, Table],
+) -> None:
+    engine, table = rows_table
     with engine.begin() as conn:
         conn.execute(table.insert(), [{"a": "x", "b": 1, "n": 1, "at": None}])
     with engine.begin() as conn:
@@ -310,4 +313,3 @@ def test_rows_a_row_deleted_and_added_again_under_its_key_is_written_as_the_new_
         assert rows.flush(conn) == 2  # the old row deleted, then the new one inserted: no key conflict
     with engine.connect() as conn:
         assert [tuple(r) for r in conn.execute(select(table.c.a, table.c.b, table.c.n))] == [("x", 1, 2)]
-    engine.dispose()
