@@ -15,10 +15,11 @@ from services.deadline_monitor.api import MonitorApi
 from services.deadline_monitor.catalog import catalog_from_settings, occurrence_specs
 from services.deadline_monitor.domain import Policy, from_attributes
 from services.deadline_monitor.metrics import MonitorCollector
-from services.deadline_monitor.service import Backlog, MonitorService
+from services.deadline_monitor.service import MonitorService
 from services.deadline_monitor.settings import MonitorSettings
 from services.deadline_monitor.store import MonitorStore, create_schema
 from shared.agencies import AgencySettings
+from shared.backlog import Backlog
 from shared.backoff import Backoff
 from shared.calendar import load_calendar
 from shared.consumer import Consumers

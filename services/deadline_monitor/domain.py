@@ -771,26 +771,3 @@ def alert_event_id(alert_key: str, transition: str, generation: int) -> str:
     """``{alert_key}:{firing|resolved}:{generation}``: a republish is the same id (broker dedup);
     an alert that fires again after resolving gets the next generation."""
     return event_id(alert_key, transition, generation)
-
-
-# -- catching up on a backlog ------------------------------------------------------------------------
-
-
-def event_time(states: Iterable[DossierStateChanged]) -> dt.datetime | None:
-    """Where a batch of dossier facts stands in event time: the newest ``occurred_at`` among them.
-
-    The newest: a replay comes in time order, so it says how far the input
-    has got; one late event (an agency's system that syncs once a day) among
-    current ones does not hold the batch, nor, under steady load, every batch
-    after it. None when no fact carries one (facts of a tracker older than
-    the field).
-    """
-    times = [s.occurred_at for s in states if s.occurred_at is not None]
-    return max(times) if times else None
-
-
-def lags(watermark: dt.datetime | None, *, now: dt.datetime, lag: dt.timedelta) -> bool:
-    """Whether the input's event time ``watermark`` lags ``now`` by more than ``lag``: the monitor is reading
-    a backlog (history replayed, a restart after an outage), whose later events may end the dossiers it
-    holds. An unknown watermark does not lag."""
-    return watermark is not None and now - watermark > lag

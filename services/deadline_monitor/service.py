@@ -4,10 +4,11 @@ and decides what to publish.
 * **Dossier state facts** (``parwatch.dossier.state``): each dossier keeps its
   highest revision, and is settled at once: a dossier already overdue when its
   fact arrives raises ``dossier_overdue`` then, not at the next tick. While the
-  monitor is catching up on a backlog (:class:`Backlog`: the facts' event time
-  lags far behind now, or much is pending), dossiers are stored unsettled
-  instead, and settled with their latest state once the input is current
-  (or idle): a dossier ended within the backlog never fires.
+  monitor is catching up on a backlog (:class:`shared.backlog.Backlog`, as
+  scoring's KPI rounds: the facts' event time lags far behind now, or much is
+  pending), dossiers are stored unsettled instead, and settled with their
+  latest state once the input is current (or idle): a dossier ended within
+  the backlog never fires.
 * **Plan reports** (``parwatch.accepted.plan``): stored once per (source, id);
   the occurrence they name is settled. One that matches no tracked occurrence
   (or names a closed plan) is not stored: its outcome is ``Rejected(reason)``
@@ -42,13 +43,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-from nats.js.api import ConsumerInfo
-from nats.js.errors import NotFoundError
 
 from services.deadline_monitor import domain
 from services.deadline_monitor.domain import (
@@ -75,7 +72,7 @@ from services.deadline_monitor.store import (
     occurrence_key_of,
     stored_alert,
 )
-from shared.backoff import is_retryable
+from shared.backlog import Backlog, event_time
 from shared.calendar import local_date
 from shared.consumer import Outcome, Received, Rejected
 from shared.db import Record
@@ -105,7 +102,6 @@ T = TypeVar("T")
 F = TypeVar("F")
 #: One piece of a tick: given the transaction and a row budget, (rows examined, transitions, exhausted).
 Step = Callable[[Work, int], tuple[int, int, bool]]
-ConsumerInfoOf = Callable[[str, str], Awaitable[ConsumerInfo]]
 
 
 @dataclass(frozen=True)
@@ -163,153 +159,6 @@ def outcomes(duplicate: Sequence[bool]) -> list[Outcome]:
 
 def _with_facts(rows: Sequence[Any], facts_of: Callable[[Any], F]) -> list[tuple[Any, F]]:
     return [(row, facts_of(row)) for row in rows]
-
-
-# -- catching up ------------------------------------------------------------------------------------
-
-
-class Backlog:
-    """Whether the monitor is catching up on a backlog of dossier state, and holds dossier alerts meanwhile.
-
-    Two signs, either one holds them:
-
-    * **event time** (:meth:`behind`): the last batch's watermark
-      (:func:`domain.event_time`, the ``occurred_at`` the facts carry) lags
-      ``now`` by more than ``lag``. A replay may come at any pace, as fast as
-      a publisher can send or a few hundred events a second that the
-      consumers keep up with: only event time tells history from the present.
-      When no fact has arrived for ``idle`` seconds the watermark no longer
-      holds anything: :meth:`MonitorService.settle_when_caught_up` then
-      settles, if nothing is pending either (a history with nothing live
-      after it, one late event).
-    * **pending count** (:attr:`catching_up`): how much dossier state the
-      monitor has not read yet is above ``threshold`` (as below).
-
-    Once a hold began, it ends when the input is drained (nothing pending),
-    or ``release`` seconds after neither sign holds any more (live load that
-    never drains to zero): :meth:`MonitorService.settle_when_caught_up`.
-
-    A backlog (a first start in front of the stream's history, a restart after
-    a long stop) holds older revisions of dossiers whose later ones follow:
-    settling each on arrival would fire and resolve alerts for dossiers that
-    ended long ago. Two parts count: the state facts waiting on the monitor's
-    own consumer (``num_pending`` of each batch's last message; at a tick, its
-    consumer's info: those not delivered yet and those delivered and not yet
-    handled) and the dossier events dossier_tracker has not read yet
-    (``upstream``: state the monitor has not seen either). Without
-    ``consumer_info`` (no broker) only what :meth:`delivered` says counts.
-    """
-
-    def __init__(
-        self,
-        *,
-        threshold: int = 1000,
-        consumer_info: ConsumerInfoOf | None = None,
-        own: tuple[str, str] | None = None,
-        upstream: tuple[str, str] | None = None,
-        lag: dt.timedelta = dt.timedelta(hours=3),
-        idle: float = 2.0,
-        release: float = 10.0,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.threshold = threshold
-        self.lag = lag
-        self.idle = idle
-        self.release = release
-        self.monotonic = monotonic
-        self.watermark: dt.datetime | None = None  # the last batch's event time (None: unknown)
-        self._observed_at = -1e18  # monotonic time of the last batch
-        self.consumer_info = consumer_info
-        self.own = own
-        self.upstream = upstream
-        self.own_pending = 0  # state facts waiting on the monitor's consumer, as last seen
-        self.upstream_pending = 0  # dossier events dossier_tracker has not read, as last seen
-        self.upstream_in_hand = 0  # dossier events dossier_tracker has read and not yet folded, as last seen
-        self._upstream_read = -1e9  # monotonic time of the last upstream answer
-
-    @property
-    def pending(self) -> int:
-        return self.own_pending + self.upstream_pending
-
-    @property
-    def catching_up(self) -> bool:
-        return self.pending > self.threshold
-
-    def observed(self, watermark: dt.datetime | None) -> None:
-        """The event time of a batch of dossier facts just received. It never moves back while the input flows
-        (a batch within ``idle`` seconds of the last): a late fact in a batch of its own, right after current
-        ones, is one late event, not a history."""
-        if (watermark is not None and self.watermark is not None and watermark < self.watermark
-                and self.idle_for() < self.idle):
-            watermark = self.watermark
-        self.watermark = watermark
-        self._observed_at = self.monotonic()
-
-    def idle_for(self) -> float:
-        """Seconds since the last batch."""
-        return self.monotonic() - self._observed_at
-
-    def flowing(self) -> bool:
-        """Facts with an event time are coming: the last batch came less than ``idle`` seconds ago."""
-        return self.watermark is not None and self.idle_for() < self.idle
-
-    def behind(self, now: dt.datetime) -> bool:
-        """The last batch's event time lags ``now`` by more than ``lag``, and the input is not idle."""
-        return domain.lags(self.watermark, now=now, lag=self.lag) and self.idle_for() < self.idle
-
-    def holds(self, now: dt.datetime) -> bool:
-        """Dossier alerts wait: behind in event time, or too much pending."""
-        return self.behind(now) or self.catching_up
-
-    def delivered(self, num_pending: int) -> None:
-        """What a delivered message says still waits behind it on the monitor's consumer."""
-        self.own_pending = num_pending
-
-    @property
-    def drained(self) -> bool:
-        """Nothing on its way: nothing waits on either consumer, and dossier_tracker holds no event in hand
-        (a slow batch, or one a killed tracker gets again after its ack wait, still changes dossiers)."""
-        return self.pending == 0 and self.upstream_in_hand == 0
-
-    async def probe(self) -> None:
-        """Both parts from the consumers' info (at a tick); a part that cannot be read keeps its last value."""
-        own = await self._counts(self.own, missing=None)  # not created yet: nothing known
-        if own is not None:
-            self.own_pending = sum(own)
-        await self._probe_upstream()
-
-    async def probe_upstream(self, *, at_most_every: float = 1.0) -> None:
-        """The upstream part, unless it was read less than ``at_most_every`` seconds ago (at each batch)."""
-        if time.monotonic() - self._upstream_read < at_most_every:
-            return
-        await self._probe_upstream()
-
-    async def _probe_upstream(self) -> None:
-        # What the tracker has not read counts towards the threshold; what it holds in hand only keeps the input
-        # from being drained (under steady load it always holds a batch or two). No tracker consumer (yet):
-        # nothing waits upstream.
-        found = await self._counts(self.upstream, missing=(0, 0))
-        if found is not None:
-            self.upstream_pending, self.upstream_in_hand = found
-            self._upstream_read = time.monotonic()
-
-    async def _counts(
-        self, consumer: tuple[str, str] | None, *, missing: tuple[int, int] | None
-    ) -> tuple[int, int] | None:
-        """(not yet delivered, delivered and not yet acked) of ``consumer`` (stream, durable); ``missing`` if it
-        does not exist, None if unknown."""
-        if consumer is None or self.consumer_info is None:
-            return None
-        try:
-            info = await self.consumer_info(*consumer)
-        except NotFoundError:
-            return missing
-        except Exception as exc:
-            if not is_retryable(exc):
-                raise
-            log.debug("backlog unknown consumer=%s error=%s; keeping the last value", consumer[1], type(exc).__name__)
-            return None
-        return int(info.num_pending or 0), int(info.num_ack_pending or 0)
 
 
 # -- the service layer -----------------------------------------------------------------------------------
@@ -372,7 +221,7 @@ class MonitorService:
         states = [r.event.data for r in received]
         if received:
             self.backlog.delivered(received[-1].msg.metadata.num_pending)
-            self.backlog.observed(domain.event_time(states))
+            self.backlog.observed(event_time(states))
         await self.backlog.probe_upstream()
         # Once held for a history, the rest of it is stored unsettled too, until settle_when_caught_up finds the
         # input drained: the last thousand facts of a replay would otherwise settle dossiers whose later revisions

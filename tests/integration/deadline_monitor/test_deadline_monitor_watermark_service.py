@@ -10,8 +10,9 @@ from typing import Any
 
 from services.deadline_monitor.domain import Catalog, Policy
 from services.deadline_monitor.plan import load_agencies
-from services.deadline_monitor.service import Backlog, MonitorService
+from services.deadline_monitor.service import MonitorService
 from services.deadline_monitor.store import MonitorStore, create_schema
+from shared.backlog import Backlog
 from shared.calendar import VN_TZ, load_calendar
 from shared.db import make_engine
 from shared.events import DossierStateChanged

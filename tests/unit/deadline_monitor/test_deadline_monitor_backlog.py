@@ -10,7 +10,7 @@ import nats.errors
 import pytest
 from nats.js.errors import NotFoundError
 
-from services.deadline_monitor.service import Backlog
+from shared.backlog import Backlog
 
 OWN = ("PARWATCH_DOSSIER_STATE", "deadline_monitor_dossiers")
 UPSTREAM = ("TTHC_DOSSIER", "dossier_tracker")

@@ -7,9 +7,9 @@ import datetime as dt
 
 import pytest
 
-from services.deadline_monitor import domain
-from services.deadline_monitor.service import Backlog
 from services.deadline_monitor.settings import MonitorSettings
+from shared import backlog
+from shared.backlog import Backlog
 from shared.events import DossierStateChanged
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.timezone.utc)
@@ -41,19 +41,19 @@ class Monotonic:
     ],
 )
 def test_a_watermark_lags_when_it_is_further_behind_now_than_the_lag(behind: dt.timedelta, lags: bool) -> None:
-    assert domain.lags(NOW - behind, now=NOW, lag=LAG) is lags
+    assert backlog.lags(NOW - behind, now=NOW, lag=LAG) is lags
 
 
 def test_an_unknown_watermark_does_not_lag() -> None:
-    assert not domain.lags(None, now=NOW, lag=LAG)
+    assert not backlog.lags(None, now=NOW, lag=LAG)
 
 
 def test_a_batch_stands_where_its_newest_fact_stands() -> None:
     old, recent = NOW - dt.timedelta(days=2), NOW - dt.timedelta(minutes=1)
-    assert domain.event_time([fact("A", recent), fact("B", old), fact("C", None)]) == recent  # one late event
-    assert domain.event_time([fact("B", old), fact("D", old - dt.timedelta(hours=1))]) == old
-    assert domain.event_time([fact("A", None)]) is None  # facts of an older tracker
-    assert domain.event_time([]) is None
+    assert backlog.event_time([fact("A", recent), fact("B", old), fact("C", None)]) == recent  # one late event
+    assert backlog.event_time([fact("B", old), fact("D", old - dt.timedelta(hours=1))]) == old
+    assert backlog.event_time([fact("A", None)]) is None  # facts of an older tracker
+    assert backlog.event_time([]) is None
 
 
 def test_a_backlog_holds_while_the_watermark_lags_whatever_the_pending_count() -> None:
