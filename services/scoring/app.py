@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from nats.js.api import ConsumerInfo
 from prometheus_client import CollectorRegistry
 
 from services.scoring import handlers
@@ -20,6 +21,7 @@ from services.scoring.settings import ScoringSettings
 from services.scoring.store import ScoringStore, create_schema
 from services.scoring.web import build_web
 from shared.agencies import AgencySettings
+from shared.backlog import Backlog
 from shared.consumer import Consumers
 from shared.db import make_engine
 from shared.lease import Lease
@@ -62,14 +64,27 @@ def create_app(
     broker = make_broker(common)
     publisher = JetStreamPublisher(broker)
     relay = Relay(store.outbox, publisher.deliver, clock=clock)
-    scoring = ScoringService(store=store, board=board, directory=directory, settings=settings, clock=clock,
-                             targets=targets, wake=relay.wake)
     # No event counter: parwatch_events_total is dossier_tracker's.
     consumers = Consumers(NAME, publisher=publisher, retry=settings.retry_policy(), batch_size=settings.batch_size,
                           linger=settings.linger, clock=clock)
-    handlers.register(consumers, scoring, durable=settings.durable)
     service = Service(name=NAME, port=settings.port, broker=broker, registry=registry, settings=common,
                       consumers=consumers)
+
+    async def consumer_info(stream: str, durable: str) -> ConsumerInfo:
+        return await service.jetstream.consumer_info(stream, durable)
+
+    upstream = settings.upstream_consumer.split(":", 1) if settings.upstream_consumer else None
+    backlog = Backlog(  # the KPI rounds wait while scoring catches up on dossier state
+        threshold=settings.catch_up_threshold,
+        consumer_info=consumer_info,
+        own=handlers.snapshot_consumer(settings.durable),
+        upstream=(upstream[0], upstream[1]) if upstream else None,
+        lag=settings.backlog_lag,
+        idle=settings.backlog_idle_seconds,
+    )
+    scoring = ScoringService(store=store, board=board, directory=directory, settings=settings, clock=clock,
+                             targets=targets, wake=relay.wake, backlog=backlog)
+    handlers.register(consumers, scoring, durable=settings.durable)
     service.use_database(engine, create_schema=lambda: create_schema(engine), ping=store.ping)
     service.on_start.append(scoring.adopt_legacy_alerts)  # after the schema exists
     web, web_store = build_web(board=board, directory=directory, clock=clock, engine=engine, settings=settings,

@@ -14,6 +14,20 @@
   event id (``{alert_key}:{n}:firing|resolved``): a decision is committed
   with the record it changes, so it is never taken twice, and a delivery
   repeated after a crash is dropped by the stream.
+* While scoring is catching up on a backlog of dossier state (history
+  replayed into a fresh stack, a restart after a long stop), a KPI round
+  decides nothing (:meth:`ScoringService.evaluate`): the running month's open
+  dossiers then include every dossier whose end is still on its way, judged
+  overdue against today. The :class:`shared.backlog.Backlog` deadline_monitor
+  holds its dossier alerts on says so: fed by each batch of dossier facts (its
+  event time, the ``occurred_at`` they carry, and what waits behind it on the
+  consumer), probed at each round (what waits on scoring's consumer and on
+  dossier_tracker's), it holds while the input's event time lags now by more
+  than ``backlog_lag`` and facts keep coming, or while more than
+  ``catch_up_threshold`` wait. A held round moves no alert record (no firing,
+  no resolving, no streak); the first round after the hold judges the whole
+  history. A replay that pauses for longer than ``backlog_idle_seconds``
+  (nothing arriving) is a quiet district, in which the rounds run.
 """
 
 from __future__ import annotations
@@ -39,6 +53,7 @@ from services.scoring.domain import DossierFacts, RatingFacts, TaskFacts, today_
 from services.scoring.settings import ScoringSettings
 from services.scoring.store import ScoringStore
 from shared.agencies import UNKNOWN
+from shared.backlog import Backlog, event_time
 from shared.consumer import Outcome, Received
 from shared.events import Alert, CloudEvent, DossierStateEvent, PlanTaskStateEvent, RatingEvent, encode, new_event
 from shared.outbox import Message
@@ -84,7 +99,8 @@ def outcomes(changed: Sequence[bool]) -> list[Outcome]:
 
 
 class ScoringService:
-    """``wake`` is called after a commit that added alert events to the outbox (the relay's wake)."""
+    """``wake`` is called after a commit that added alert events to the outbox (the relay's wake); ``backlog`` says
+    whether the KPI rounds wait (default: one without a broker, fed by the batches alone)."""
 
     def __init__(
         self,
@@ -96,12 +112,15 @@ class ScoringService:
         clock: Callable[[], dt.datetime],
         targets: KpiTargets,
         wake: Callable[[], None] = lambda: None,
+        backlog: Backlog | None = None,
     ) -> None:
         self.store = store
         self.board = board
         self.directory = directory
         self.clock = clock
         self.wake = wake
+        self.backlog = backlog or Backlog()
+        self._holding = False  # the last round waited for the backlog
         self.policy = settings.hysteresis()
         self.targets = targets
         self.kpis = tuple(settings.alert_kpis)
@@ -112,7 +131,11 @@ class ScoringService:
 
     # -- facts in ----------------------------------------------------------------------------
     async def apply_dossier_states(self, received: Sequence[Received[DossierStateEvent]]) -> list[Outcome]:
-        facts = [DossierFacts.from_state(r.event.data) for r in received]
+        states = [r.event.data for r in received]
+        if received:  # where the input stands, for the KPI rounds' hold
+            self.backlog.delivered(received[-1].msg.metadata.num_pending)
+            self.backlog.observed(event_time(states))
+        facts = [DossierFacts.from_state(s) for s in states]
         return outcomes(await asyncio.to_thread(self.store.apply_states, facts, now=self.clock()))
 
     async def apply_ratings(self, received: Sequence[Received[RatingEvent]]) -> list[Outcome]:
@@ -125,8 +148,12 @@ class ScoringService:
 
     # -- KPI alerts --------------------------------------------------------------------------
     async def evaluate(self, now: dt.datetime | None = None) -> bool:
-        """One KPI round (a ``service.every`` step); False: a round leaves nothing for the next one."""
-        result = await asyncio.to_thread(self._evaluate, now or self.clock())
+        """One KPI round (a ``service.every`` step), unless the backlog holds it (:meth:`waits`); False: a round
+        leaves nothing for the next one."""
+        now = now or self.clock()
+        if await self.waits(now):
+            return False
+        result = await asyncio.to_thread(self._evaluate, now)
         for t in result.transitions:
             record = t.record
             log.info("kpi alert %s agency=%s kpi=%s period=%s", "firing" if t.type == FIRING else "resolved",
@@ -134,6 +161,22 @@ class ScoringService:
         if result.transitions:
             self.wake()
         return False
+
+    async def waits(self, now: dt.datetime) -> bool:
+        """Whether the round at ``now`` waits for a backlog of dossier state (the module's docstring): the pending
+        counts probed, then :meth:`Backlog.holds`. Said once when a hold begins and once when it ends."""
+        await self.backlog.probe()
+        holds = self.backlog.holds(now)
+        if holds != self._holding:
+            self._holding = holds
+            watermark = self.backlog.watermark.isoformat() if self.backlog.watermark else None
+            if holds:
+                log.info("catching up on dossier states watermark=%s pending=%d: kpi rounds wait",
+                         watermark, self.backlog.pending)
+            else:
+                log.info("caught up on dossier states watermark=%s pending=%d: kpi rounds judge again",
+                         watermark, self.backlog.pending)
+        return holds
 
     def _evaluate(self, now: dt.datetime) -> Evaluation:
         observations, current = self.observations(today_in_vietnam(now))
