@@ -30,8 +30,10 @@ nats-py as a one-stop-shop system would, each for a new dossier, and times:
 
 All times are taken in this process (``time.perf_counter``) from just before
 the publish to the moment the fact, alert or scrape came back. Prints
-p50/p95/p99/max per rate and measure, the rate achieved, and the CPU each
-process of the stack used during the rate (µs of CPU an event).
+p50/p95/p99/max per rate and measure, the rate achieved, the CPU each
+process used during the rate (µs of CPU an event: each process of the
+stack, PostgreSQL's backends serving its database, and this benchmark, which
+publishes and times), and how busy the whole machine was (cores).
 
     .venv/bin/python benchmarks/latency.py                     # SQLite, 1/20/200/2000 ev/s, 20 s each
     .venv/bin/python benchmarks/latency.py --postgres postgresql://postgres@127.0.0.1:5432/test
@@ -155,22 +157,36 @@ async def scrape_open(client: httpx.AsyncClient, url: str) -> tuple[float, float
     return total, took
 
 
-def stack_cpu(root: int) -> dict[str, float]:
-    """CPU seconds so far of every process of the stack, by name (a service, its store's process, nats-server)."""
+def stack_cpu(root: int, database: str | None = None) -> dict[str, float]:
+    """CPU seconds so far of every process of the stack, by name (a service, its store's process, nats-server),
+    with the PostgreSQL server's backends serving ``database`` and this process (the publisher and timer)."""
     out: dict[str, float] = {}
-    for proc in psutil.Process(root).children(recursive=True):
+    procs = [(p, None) for p in psutil.Process(root).children(recursive=True)]
+    procs.append((psutil.Process(), "benchmark (this process)"))
+    if database:
+        procs += [(p, "PostgreSQL backends") for p in psutil.process_iter(["name"])
+                  if (p.info["name"] or "").startswith("postgres")]
+    for proc, named in procs:
         try:
             cmd = proc.cmdline()
             times = proc.cpu_times()
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        name = cmd[cmd.index("-m") + 1] if "-m" in cmd else Path(cmd[0]).name
-        out[name.removeprefix("services.")] = out.get(name, 0.0) + times.user + times.system
+        if named == "PostgreSQL backends" and not any(database in part for part in cmd):
+            continue
+        name = named or (cmd[cmd.index("-m") + 1] if "-m" in cmd else Path(cmd[0]).name).removeprefix("services.")
+        out[name] = out.get(name, 0.0) + times.user + times.system
     return out
 
 
+def machine_busy() -> float:
+    """CPU seconds so far of the whole machine, every core, idle and I/O wait left out."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 async def one_run(js, client: httpx.AsyncClient, metrics: str, run: Run, *, root: int,  # type: ignore[no-untyped-def]
-                  every: float) -> None:
+                  every: float, database: str | None) -> None:
     """Publish at the run's rate while /metrics is scraped ``every`` seconds; wait for what it caused; report."""
     base, _ = await scrape_open(client, metrics)
     scrapes: list[float] = []
@@ -190,7 +206,7 @@ async def one_run(js, client: httpx.AsyncClient, metrics: str, run: Run, *, root
                 await asyncio.wait_for(stop.wait(), timeout=every)
 
     scraping = asyncio.create_task(scraper())
-    cpu_before = stack_cpu(root)
+    cpu_before, busy_before, started = stack_cpu(root, database), machine_busy(), time.perf_counter()
     achieved = await publish(js, run)
     deadline = time.perf_counter() + 30
     while time.perf_counter() < deadline and (
@@ -201,11 +217,13 @@ async def one_run(js, client: httpx.AsyncClient, metrics: str, run: Run, *, root
         await asyncio.sleep(0.1)
     stop.set()
     await scraping
-    cpu = {k: v - cpu_before.get(k, 0.0) for k, v in stack_cpu(root).items()}
-    report(run, achieved, scrapes, cpu, probe=every == SCRAPE_EVERY)
+    cpu = {k: v - cpu_before.get(k, 0.0) for k, v in stack_cpu(root, database).items()}
+    busy = (machine_busy() - busy_before) / (time.perf_counter() - started)
+    report(run, achieved, scrapes, cpu, busy=busy, probe=every == SCRAPE_EVERY)
 
 
-async def measure(ready, rates: Sequence[int], seconds: float, root: int) -> None:  # type: ignore[no-untyped-def]
+async def measure(ready, rates: Sequence[int], seconds: float, root: int,  # type: ignore[no-untyped-def]
+                  database: str | None) -> None:
     nc = await nats.connect(ready.nats_url)
     js = nc.jetstream()
     runs: list[Run] = []
@@ -235,11 +253,13 @@ async def measure(ready, rates: Sequence[int], seconds: float, root: int) -> Non
             for probe in (False, True):
                 run = Run(rate, seconds, tag=f"r{rate}{'p' if probe else ''}")
                 runs.append(run)
-                await one_run(js, client, metrics, run, root=root, every=SCRAPE_EVERY if probe else PROMETHEUS_EVERY)
+                await one_run(js, client, metrics, run, root=root, every=SCRAPE_EVERY if probe else PROMETHEUS_EVERY,
+                              database=database)
     await nc.close()
 
 
-def report(run: Run, achieved: float, scrapes: list[float], cpu: dict[str, float], *, probe: bool) -> None:
+def report(run: Run, achieved: float, scrapes: list[float], cpu: dict[str, float], *, busy: float,
+           probe: bool) -> None:
     a = [run.fact[c] - run.published[c] for c in run.order if c in run.fact]
     b = [run.visible[k] - run.published[c] for k, c in enumerate(run.order, start=1) if k in run.visible]
     b_minus_a = [run.visible[k] - run.fact[c] for k, c in enumerate(run.order, start=1)
@@ -263,6 +283,7 @@ def report(run: Run, achieved: float, scrapes: list[float], cpu: dict[str, float
         print("  missing after 30 s: " + ", ".join(f"{n} {k}" for n, k in missing))
     n = len(run.published)
     print("  CPU an event (µs): " + ", ".join(f"{k} {v / n * 1e6:.0f}" for k, v in sorted(cpu.items()) if v > 0))
+    print(f"  machine busy: {busy:.2f} of {psutil.cpu_count()} cores, from the first publish to the last answer")
 
 
 def first_scrape_counts(run: Run) -> str:
@@ -308,7 +329,8 @@ def main() -> None:
         try:
             ready = stack.wait_ready()
             assert stack.proc is not None
-            asyncio.run(measure(ready, args.rates, args.seconds, stack.proc.pid))
+            name = database.rsplit("/", 1)[-1] if database else None
+            asyncio.run(measure(ready, args.rates, args.seconds, stack.proc.pid, name))
             stack.stop()
         finally:
             stack.kill()
