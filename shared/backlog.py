@@ -25,6 +25,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
@@ -56,6 +57,15 @@ def lags(watermark: dt.datetime | None, *, now: dt.datetime, lag: dt.timedelta) 
     a backlog (history replayed, a restart after an outage), whose later events may end the dossiers it
     holds. An unknown watermark does not lag."""
     return watermark is not None and now - watermark > lag
+
+
+class BacklogSettings(Protocol):
+    """The settings both users name alike (deadline_monitor's and scoring's, each with its own descriptions)."""
+
+    catch_up_threshold: int
+    backlog_lag: dt.timedelta
+    backlog_idle_seconds: float
+    upstream_consumer: str  # STREAM:DURABLE, or empty
 
 
 class Backlog:
@@ -118,6 +128,20 @@ class Backlog:
         self.upstream_pending = 0  # dossier events dossier_tracker has not read, as last seen
         self.upstream_in_hand = 0  # dossier events dossier_tracker has read and not yet folded, as last seen
         self._upstream_read = -1e9  # monotonic time of the last upstream answer
+
+    @classmethod
+    def configured(cls, settings: BacklogSettings, *, consumer_info: ConsumerInfoOf, own: tuple[str, str]) -> Backlog:
+        """The backlog a service's settings describe, reading ``own`` (stream, durable) and the upstream consumer
+        through ``consumer_info``."""
+        stream, _, durable = settings.upstream_consumer.partition(":")
+        return cls(
+            threshold=settings.catch_up_threshold,
+            consumer_info=consumer_info,
+            own=own,
+            upstream=(stream, durable) if settings.upstream_consumer else None,
+            lag=settings.backlog_lag,
+            idle=settings.backlog_idle_seconds,
+        )
 
     @property
     def pending(self) -> int:

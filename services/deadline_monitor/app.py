@@ -82,15 +82,7 @@ def create_app(
     async def consumer_info(stream: str, durable: str) -> ConsumerInfo:
         return await service.jetstream.consumer_info(stream, durable)
 
-    upstream = settings.upstream_consumer.split(":", 1) if settings.upstream_consumer else None
-    backlog = Backlog(
-        threshold=settings.catch_up_threshold,
-        consumer_info=consumer_info,
-        own=handlers.snapshot_consumer(settings.durable),
-        upstream=(upstream[0], upstream[1]) if upstream else None,
-        lag=settings.backlog_lag,
-        idle=settings.backlog_idle_seconds,
-    )
+    backlog = Backlog.configured(settings, consumer_info=consumer_info, own=handlers.snapshot_consumer(settings.durable))
     ttl = settings.deadletter_resolve_after_hours
     monitor = MonitorService(
         store=store,

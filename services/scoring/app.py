@@ -73,15 +73,8 @@ def create_app(
     async def consumer_info(stream: str, durable: str) -> ConsumerInfo:
         return await service.jetstream.consumer_info(stream, durable)
 
-    upstream = settings.upstream_consumer.split(":", 1) if settings.upstream_consumer else None
-    backlog = Backlog(  # the KPI rounds wait while scoring catches up on dossier state
-        threshold=settings.catch_up_threshold,
-        consumer_info=consumer_info,
-        own=handlers.snapshot_consumer(settings.durable),
-        upstream=(upstream[0], upstream[1]) if upstream else None,
-        lag=settings.backlog_lag,
-        idle=settings.backlog_idle_seconds,
-    )
+    # The KPI rounds wait while scoring catches up on dossier state.
+    backlog = Backlog.configured(settings, consumer_info=consumer_info, own=handlers.snapshot_consumer(settings.durable))
     scoring = ScoringService(store=store, board=board, directory=directory, settings=settings, clock=clock,
                              targets=targets, wake=relay.wake, backlog=backlog)
     handlers.register(consumers, scoring, durable=settings.durable)
