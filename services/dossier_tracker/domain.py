@@ -343,7 +343,10 @@ class Fold:
         fold = copy.copy(self)
         month_ends: list[MonthEnd] = []
         latest: dt.datetime | None = None  # the latest occurrence among the events applied from ``events``
-        for e in sorted(events, key=sequence_key if self.by_sequence else time_key):
+        ordered = order_events(events) if self.count == 0 else sorted(
+            events, key=sequence_key if self.by_sequence else time_key
+        )  # a first batch may mix events with and without a sequence: ordered as a whole history is
+        for e in ordered:
             if latest is not None and e.occurred_at > latest:
                 if _month(e.occurred_at) > _month(latest):
                     month_ends.append(MonthEnd(copy.copy(fold), last_day_of_month(local_date(latest)), latest))
@@ -351,6 +354,16 @@ class Fold:
             fold._step(e, calendar)
             latest = latest or e.occurred_at
         return fold, month_ends
+
+    @classmethod
+    def month_ends_of(
+        cls, history: Sequence[RecordedEvent], *, calendar: WorkingCalendar, since: dt.datetime
+    ) -> list[MonthEnd]:
+        """The month ends a whole ``history`` crosses, from the end of the month of ``since`` on: those a batch
+        whose earliest event occurred at ``since`` told when it was first stored (and maybe later batches'), told
+        again when it comes a second time (its facts may never have been published)."""
+        first = last_day_of_month(local_date(since))
+        return [end for end in cls().extend_across_months(history, calendar=calendar)[1] if end.day >= first]
 
     def _step(self, e: RecordedEvent, calendar: WorkingCalendar) -> None:
         self.count += 1

@@ -3,11 +3,13 @@
 * A batch of dossier status events is stored in one transaction (history,
   each touched dossier's state, ended counts); the new state of every
   dossier it touched is then published on ``parwatch.dossier.state``, every
-  ack awaited (``shared.publishing``), before the events are acked. A batch redelivered
-  after a crash is all duplicates, and still publishes the dossiers' state.
+  ack awaited (``shared.publishing``), before the events are acked.
   When a dossier's new events cross a month's end (a history sent at once,
   a batch straddling the last midnight of a month), its state at that month's
-  end goes out first, with ``period_end`` (for closed periods).
+  end goes out first, with ``period_end`` (for closed periods). A batch
+  redelivered after a crash or a failed publication is all duplicates, and
+  still publishes the dossiers' state and those month ends (from the stored
+  history).
   Storing happens in the store's own process (``TrackerStore.apply_batch``): it costs
   about as much Python time as receiving, decoding, encoding the facts,
   publishing and acking, which this process does meanwhile.

@@ -256,6 +256,7 @@ class TrackerStore:
             self._insert_event.execute(conn, rows)
             stored = self._load_rows(conn, touched)
             states, month_ends = self._fold(conn, fresh, stored, now=now) if fresh else ({}, [])
+            month_ends += self._month_ends_again(conn, events, duplicate, told=month_ends)
             for code in touched:
                 if code not in states:
                     states[code] = DossierState(*(stored[code][f] for f in DossierState._fields))
@@ -292,7 +293,7 @@ class TrackerStore:
     ) -> tuple[dict[str, DossierState], list[tuple[DossierState, dt.date, dt.datetime]]]:
         """The touched dossiers' new states, and their states at the end of each month their new events crossed
         (events that extend the stored history; a late event that sorts before it refolds the whole history,
-        and its month ends are not told: docs/scoring.md, limit 2)."""
+        and its month ends are not told: docs/scoring.md, "Month ends", limit 1)."""
         arrived: dict[str, list[RecordedEvent]] = defaultdict(list)
         for event in fresh:
             arrived[event.dossier_code].append(event)
@@ -332,6 +333,27 @@ class TrackerStore:
         if changes:
             conn.execute(self._adjust_count, changes)
         return states, month_ends
+
+    def _month_ends_again(
+        self, conn: Connection, events: Sequence[RecordedEvent], duplicate: Sequence[bool],
+        *, told: list[tuple[DossierState, dt.date, dt.datetime]],
+    ) -> list[tuple[DossierState, dt.date, dt.datetime]]:
+        """The month ends of the dossiers whose events came again (a batch stored, then its facts' publication
+        failed or the tracker died: docs/scoring.md, "Month ends"), from their stored histories, but those
+        ``told`` already. Telling one twice is harmless: a fact's id is its dossier and revision."""
+        since: dict[str, dt.datetime] = {}
+        for event, dup in zip(events, duplicate, strict=True):
+            if dup and (event.dossier_code not in since or event.occurred_at < since[event.dossier_code]):
+                since[event.dossier_code] = event.occurred_at
+        if not since:
+            return []
+        seen = {(state.dossier_code, day) for state, day, _ in told}
+        out = []
+        for code, history in self._histories(conn, sorted(since)).items():
+            for end in Fold.month_ends_of(history, calendar=self.calendar, since=since[code]):
+                if (code, end.day) not in seen:
+                    out.append((end.fold.state(calendar=self.calendar), end.day, end.occurred_at))
+        return out
 
     def _histories(self, conn: Connection, codes: list[str]) -> dict[str, list[RecordedEvent]]:
         history: dict[str, list[RecordedEvent]] = defaultdict(list)

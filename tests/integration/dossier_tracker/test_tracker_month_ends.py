@@ -44,15 +44,32 @@ def test_a_batch_across_a_month_s_last_midnight_tells_the_state_at_that_midnight
     assert state == derive_state(batch[:2], calendar=CAL) and state.revision == 2 and state.ended_on is None
     assert result.states["H.M"] == derive_state(batch, calendar=CAL) and result.states["H.M"].revision == 3
 
-    # Delivered again (all duplicates): the current state is told again, the month end is not (docs/scoring.md).
+    # Delivered again (all duplicates: stored the first time, its facts perhaps never published): the current
+    # state and the month end are told again, the same facts.
     again = store.apply_batch(batch, [1, 2, 3], now=NOW)
-    assert again.duplicate == [True, True, True] and again.month_ends == []
-    assert again.states["H.M"] == result.states["H.M"]
+    assert again.duplicate == [True, True, True]
+    assert again.month_ends == result.month_ends and again.states["H.M"] == result.states["H.M"]
+
+
+def test_a_batch_delivered_again_with_new_events_tells_each_month_end_once(store: TrackerStore) -> None:
+    first = [event(1, 2, "2026-10-27T10:00"), event(2, 4, "2026-11-03T09:00")]
+    told = store.apply_batch(first, [1, 2], now=NOW).month_ends
+    assert [day for _, day, _ in told] == [dt.date(2026, 10, 31)]
+    # The same two again, with a December event: October's end from the history, November's from the new event.
+    later = event(3, 9, "2026-12-01T08:00")
+    result = store.apply_batch([*first, later], [1, 2, 3], now=NOW)
+    assert result.duplicate == [True, True, False]
+    assert sorted((day, state) for state, day, _ in result.month_ends) == [
+        (dt.date(2026, 10, 31), derive_state(first[:1], calendar=CAL)),
+        (dt.date(2026, 11, 30), derive_state(first, calendar=CAL)),
+    ]
 
 
 def test_a_batch_within_one_month_or_after_a_stored_one_tells_no_month_end(store: TrackerStore) -> None:
     assert store.apply_batch([event(1, 2, "2026-11-27T10:00"), event(2, 4, "2026-11-30T23:30")], [1, 2],
                              now=NOW).month_ends == []
-    # The stored state stands at the end of November: a December batch has nothing of November to tell.
-    assert store.apply_batch([event(3, 4, "2026-12-01T08:00"), event(4, 9, "2026-12-02T08:00")], [3, 4],
-                             now=NOW).month_ends == []
+    # The stored state stands at the end of November: a December batch has nothing of November to tell, the
+    # first time or again.
+    december = [event(3, 4, "2026-12-01T08:00"), event(4, 9, "2026-12-02T08:00")]
+    assert store.apply_batch(december, [3, 4], now=NOW).month_ends == []
+    assert store.apply_batch(december, [3, 4], now=NOW).month_ends == []

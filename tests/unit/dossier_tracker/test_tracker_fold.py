@@ -112,6 +112,19 @@ def test_a_batch_tells_the_state_at_the_end_of_each_month_it_crosses(history: li
         assert all(local_date(e.occurred_at) > end.day for e in batch[i:])
 
 
+@settings(max_examples=400, deadline=None)
+@given(history=histories(), data=st.data())
+def test_a_new_dossier_s_first_batch_folds_as_its_whole_history(history: list[RecordedEvent], data: Any) -> None:
+    """What the store does with a new dossier's first batch: extend the empty fold, in any arrival order, events
+    with and without a sequence mixed (ordered as a whole history is, never compared None against a number); its
+    month ends, told again from the stored history for a batch delivered twice, are the same."""
+    arrival = data.draw(st.permutations(history))
+    final, ends = Fold().extend_across_months(arrival, calendar=CAL)
+    assert final == Fold.of(history, calendar=CAL)
+    since = min(e.occurred_at for e in history)
+    assert Fold.month_ends_of(history, calendar=CAL, since=since) == ends
+
+
 def test_a_batch_straddling_a_month_s_last_midnight_in_vietnam() -> None:
     """23:50 on 31/12 and 00:10 on 1/1 in Vietnam (16:50 and 17:10 UTC on 31/12): one month end, 31/12."""
     before = dt.datetime(2026, 12, 31, 23, 50, tzinfo=ICT)
