@@ -25,13 +25,16 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
 
 from shared.backoff import is_retryable
 from shared.events import DossierStateChanged
+
+if TYPE_CHECKING:
+    from shared.settings import BacklogSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +60,6 @@ def lags(watermark: dt.datetime | None, *, now: dt.datetime, lag: dt.timedelta) 
     a backlog (history replayed, a restart after an outage), whose later events may end the dossiers it
     holds. An unknown watermark does not lag."""
     return watermark is not None and now - watermark > lag
-
-
-class BacklogSettings(Protocol):
-    """The settings both users name alike (deadline_monitor's and scoring's, each with its own descriptions)."""
-
-    catch_up_threshold: int
-    backlog_lag: dt.timedelta
-    backlog_idle_seconds: float
-    upstream_consumer: str  # STREAM:DURABLE, or empty
 
 
 class Backlog:

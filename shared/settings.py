@@ -207,3 +207,40 @@ class ConsumerSettings(BaseSettings):
             backoff=Backoff(first=self.retry_first_delay, cap=max(self.retry_first_delay, self.retry_max_delay)),
             ack_wait=self.ack_wait,
         )
+
+
+class BacklogSettings(BaseSettings):
+    """When a consumer of dossier state is catching up on a backlog (``shared.backlog``): deadline_monitor then
+    holds its dossier alerts, scoring its KPI rounds. Each service's settings inherit these fields under its own
+    env prefix (e.g. ``PARWATCH_SCORING_BACKLOG_LAG``)."""
+
+    catch_up_threshold: int = Field(
+        default=1000,
+        ge=0,
+        description="dossier state facts waiting on the service's consumer (and dossier events on dossier_tracker's)"
+        " above which it is catching up and its dossier decisions wait",
+    )
+    backlog_lag: dt.timedelta = Field(
+        default=dt.timedelta(hours=3),
+        description=(
+            "dossier facts whose event time (the occurred_at of the events they follow from) lags now by more than"
+            " this, while they keep coming, are a backlog being replayed: the service's dossier decisions wait until"
+            " it has caught up. Hours, not minutes: live events arrive within minutes, and an agency's system that"
+            " syncs late only delays its own dossiers; not days: a dossier ending in the last window of a replay"
+            " could still be judged on the way. ISO 8601 duration, e.g. PT3H"
+        ),
+    )
+    backlog_idle_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="with no dossier fact for this long, a lagging watermark holds nothing: a history with nothing"
+        " live after it, one late event, or a quiet district",
+    )
+    upstream_consumer: str = Field(
+        default="TTHC_DOSSIER:dossier_tracker",
+        pattern=r"^$|^[A-Za-z0-9_-]+:[A-Za-z0-9_-]+$",
+        description=(
+            "STREAM:DURABLE of dossier_tracker's consumer; its unread events count toward the backlog, so a tracker"
+            " still catching up on history holds the decisions too (empty: only the service's own backlog)"
+        ),
+    )

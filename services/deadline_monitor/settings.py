@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import SettingsConfigDict
 
 from shared.plans import plan_files
-from shared.settings import ConsumerSettings
+from shared.settings import BacklogSettings, ConsumerSettings
 
 #: The paths that must exist when set: what each must be, and how an error names it.
 _MUST_EXIST: dict[str, tuple[Callable[[Path], bool], str]] = {
@@ -23,7 +23,7 @@ _MUST_EXIST: dict[str, tuple[Callable[[Path], bool], str]] = {
 }
 
 
-class MonitorSettings(ConsumerSettings):
+class MonitorSettings(ConsumerSettings, BacklogSettings):
     model_config = SettingsConfigDict(env_prefix="PARWATCH_MONITOR_", extra="ignore", frozen=True)
 
     port: int = Field(default=9102, ge=0, le=65535, description="HTTP port of /health and /metrics")
@@ -84,37 +84,6 @@ class MonitorSettings(ConsumerSettings):
 
     # -- consumers and outbox ---------------------------------------------------------------
     durable: str = Field(default="deadline_monitor", pattern=r"^[A-Za-z0-9_-]+$", description="durable name prefix")
-    catch_up_threshold: int = Field(
-        default=1000,
-        ge=0,
-        description="snapshots waiting on the consumer above which the monitor is catching up and holds dossier alerts",
-    )
-    backlog_lag: dt.timedelta = Field(
-        default=dt.timedelta(hours=3),
-        description=(
-            "dossier facts whose event time (the occurred_at of the events they follow from) lags now by more than "
-            "this are a backlog being replayed: stored without alert, and settled against their final state once "
-            "the input is within it. Hours, not minutes: live events reach the monitor within minutes, and an "
-            "agency's system that syncs late only delays its own alerts; not days: a dossier ending in the last "
-            "window of a replay could still fire and resolve. ISO 8601 duration, e.g. PT3H"
-        ),
-    )
-    backlog_idle_seconds: float = Field(
-        default=2.0,
-        gt=0,
-        description="with no dossier fact for this long and nothing pending on the monitor's or dossier_tracker's "
-        "consumer, a lagging watermark holds nothing: a history with nothing live after it, or one late event, "
-        "is settled",
-    )
-    upstream_consumer: str = Field(
-        default="TTHC_DOSSIER:dossier_tracker",
-        pattern=r"^$|^[A-Za-z0-9_-]+:[A-Za-z0-9_-]+$",
-        description=(
-            "STREAM:DURABLE of dossier_tracker's consumer; its unread events count toward the backlog, so a "
-            "tracker still catching up on history does not make the monitor alert on dossiers it has not ended "
-            "yet (empty: only the monitor's own backlog)"
-        ),
-    )
     outbox_interval: float = Field(
         default=1.0,
         gt=0,

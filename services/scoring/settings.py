@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Literal
 
@@ -11,12 +10,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.scoring.alerts import PLAN_TARGET_KPIS, Hysteresis
 from services.scoring.domain import KPIS, IndexConfig
-from shared.settings import ConsumerSettings
+from shared.settings import BacklogSettings, ConsumerSettings
 
 Kpi = Literal["on_time", "plan_completion", "online_filing", "national_sync", "online_service"]
 
 
-class ScoringSettings(ConsumerSettings):
+class ScoringSettings(ConsumerSettings, BacklogSettings):
     model_config = SettingsConfigDict(env_prefix="PARWATCH_SCORING_", extra="ignore", frozen=True)
 
     port: int = Field(default=9103, ge=0, le=65535)
@@ -40,36 +39,7 @@ class ScoringSettings(ConsumerSettings):
         default=None, description="deadline_monitor's HTTP API; default http://127.0.0.1:$PARWATCH_MONITOR_PORT"
     )
     durable: str = Field(default="scoring", description="durable consumer name prefix (shared by replicas)")
-    # -- catching up on a backlog (shared.backlog; the names and defaults of deadline_monitor's) -------------
-    catch_up_threshold: int = Field(
-        default=1000,
-        ge=0,
-        description="dossier state facts waiting on scoring's consumer (and dossier events on dossier_tracker's)"
-        " above which scoring is catching up and the KPI rounds wait",
-    )
-    backlog_lag: dt.timedelta = Field(
-        default=dt.timedelta(hours=3),
-        description=(
-            "while the dossier facts scoring reads have an event time (the occurred_at of the events they follow"
-            " from) lagging now by more than this, it is reading a backlog being replayed and the KPI rounds wait:"
-            " the running month's open dossiers whose end is still on its way would be judged overdue against"
-            " today. ISO 8601 duration, e.g. PT3H"
-        ),
-    )
-    backlog_idle_seconds: float = Field(
-        default=2.0,
-        gt=0,
-        description="with no dossier fact for this long, a lagging watermark holds nothing: a history with nothing"
-        " live after it, one late event, or a quiet district; the next KPI round judges",
-    )
-    upstream_consumer: str = Field(
-        default="TTHC_DOSSIER:dossier_tracker",
-        pattern=r"^$|^[A-Za-z0-9_-]+:[A-Za-z0-9_-]+$",
-        description=(
-            "STREAM:DURABLE of dossier_tracker's consumer; its unread events count toward the backlog, so the KPI"
-            " rounds wait while the tracker is still catching up on history (empty: only scoring's own backlog)"
-        ),
-    )
+    # catching up on a backlog: shared.settings.BacklogSettings
     agencies_file: Path | None = Field(
         default=None,
         description="agency directory YAML for scoring alone; default PARWATCH_AGENCIES_FILE, else shared/data's",
