@@ -262,6 +262,10 @@ class MonthEnd(NamedTuple):
     day: dt.date
     occurred_at: dt.datetime
 
+    def told(self, *, calendar: WorkingCalendar) -> tuple[DossierState, dt.date, dt.datetime]:
+        """What the tracker publishes of it: the dossier's state then, the day, the latest occurrence by then."""
+        return self.fold.state(calendar=calendar), self.day, self.occurred_at
+
 
 def time_key(e: RecordedEvent) -> OrderKey:
     return (e.occurred_at, e.sequence or 0, e.source, e.event_id)

@@ -305,7 +305,7 @@ class TrackerStore:
             fold = _fold_of_row(row) if row is not None else Fold()
             if fold is not None and fold.accepts(events):
                 folds[code], ends = fold.extend_across_months(events, calendar=self.calendar)
-                month_ends += [(end.fold.state(calendar=self.calendar), end.day, end.occurred_at) for end in ends]
+                month_ends += [end.told(calendar=self.calendar) for end in ends]
             else:
                 refold.append(code)
         if refold:
@@ -352,7 +352,7 @@ class TrackerStore:
         for code, history in self._histories(conn, sorted(since)).items():
             for end in Fold.month_ends_of(history, calendar=self.calendar, since=since[code]):
                 if (code, end.day) not in seen:
-                    out.append((end.fold.state(calendar=self.calendar), end.day, end.occurred_at))
+                    out.append(end.told(calendar=self.calendar))
         return out
 
     def _histories(self, conn: Connection, codes: list[str]) -> dict[str, list[RecordedEvent]]:
