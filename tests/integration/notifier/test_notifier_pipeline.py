@@ -200,7 +200,9 @@ async def test_alerts_reach_the_right_officials_grouped_once_and_resolved(own_na
         assert 'parwatch_notifications_total{channel="webhook",result="sent"} 1.0' in metrics
         assert 'parwatch_alerts_total{kind="dossier_due_soon",severity="warning"} 2.0' in metrics
         assert "example.org" not in metrics and "H31.12" not in metrics
-        log = stack.store.query_log()
+        # The counters move when a channel has sent; each log row is written in the outbox's transaction after it.
+        log = await eventually(lambda: rows if len(rows := stack.store.query_log()) >= 4 else None,
+                               what="the four notices' log rows")
         assert sorted((r.receiver_id, r.alert_key, r.state) for r in log) == [
             ("ptp-desk", "H31.12-001", "firing"), ("ptp-desk", "H31.12-001", "resolved"),
             ("ptp-desk", "H31.12-002", "firing"), ("tech", "deadletter:TTHC_DOSSIER:7", "firing")]
@@ -343,7 +345,8 @@ async def test_embedded_default_uses_the_example_directory_and_the_log_channel(o
         await eventually(lambda: registry.get_sample_value("parwatch_notifications_total",
                                                            {"channel": "log", "result": "sent"}),
                          what="a notice on the log channel")
-        log = app.state.store.query_log()
+        # The counter moves when the channel has sent; the log row is written in the outbox's transaction after it.
+        log = await eventually(app.state.store.query_log, what="the notice's log row")
         assert [(r.receiver_id, r.channel, r.agency_code) for r in log] == [("vinhtan-motcua", "log", "XA_VINH_TAN")]
         assert "example.invalid" not in caplog.text  # no address in the log
         assert (tmp_path / "notifier.db").exists()
