@@ -99,7 +99,7 @@ from shared.db import make_engine
 from shared.embedded import free_port, nats_server_binary, stop_process, wait_for_port
 from shared.testing import NatsDeployment, create_database, drop_database, metric_samples
 
-pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.postgres, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.postgres, pytest.mark.timeout(300)]
 
 VN = dt.timezone(dt.timedelta(hours=7))
 SEED = 146
