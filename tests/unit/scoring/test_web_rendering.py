@@ -328,3 +328,76 @@ def test_signing_in_as_nobody_costs_the_same_hash_as_a_wrong_password(monkeypatc
         answer = client.post("/web/dang-nhap", data={"official": official, "password": "wrong password"})
         assert answer.status_code == 401
     assert hashed == ["stored-hash", None]  # one hash each: verify_password hashes anyway without a stored hash
+
+
+# -- pages rendered through the router, peers faked ----------------------------------------------------
+
+class _Notifier(_NotifierAway):
+    """The notifier answering: one firing alert and one silence of Phòng Tư pháp."""
+
+    async def get(self, path: str, **_: object) -> dict:
+        if path == "/alerts":
+            return {"alerts": [{"alert_key": "k1", "agency_code": "PTP", "kind": "dossier_overdue", "ref": "D1",
+                                "severity": "critical", "summary": "Hồ sơ D1 quá hạn",
+                                "starts_at": "2026-11-20T08:00:00+07:00", "acknowledged": None}]}
+        if path == "/silences":
+            return {"silences": [{"id": "s1", "matchers": {"agencies": ["PTP"]}, "comment": "Họp giao ban",
+                                  "ends_at": "2026-11-26T08:00:00+07:00"}]}
+        return {}
+
+
+class _AuditStore(_Store):
+    def audit(self, **_: object) -> list:
+        return []
+
+
+def _signed_in_client(**client: object):
+    """A TestClient of the pages with a fake notifier and store, and a signed-in Phòng Tư pháp official's
+    cookie; ``client`` goes to TestClient (base_url, client address)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from services.scoring.board import load_directory
+    from services.scoring.web.auth import COOKIE, Sessions, fingerprint
+    from services.scoring.web.pages import WebPages
+    from services.scoring.web.peers import Peers
+
+    sessions = Sessions(b"k" * 32, max_age_seconds=3600)
+    pages = WebPages(board=None, directory=load_directory(), store=_AuditStore(), sessions=sessions,  # type: ignore[arg-type]
+                     clock=lambda: dt.datetime(2026, 11, 25, 2, tzinfo=dt.UTC),
+                     peers=Peers(notifier=_Notifier(), monitor=_Notifier()))  # type: ignore[arg-type]
+    app = FastAPI()
+    app.include_router(pages.router())
+    cookie, _ = sessions.issue(official="ptp-lead", title="Trưởng phòng", agency="PTP", scope=["PTP"],
+                               fingerprint=fingerprint("stored-hash"))
+    return TestClient(app, cookies={COOKIE: cookie}, **client)  # type: ignore[arg-type]
+
+
+def test_every_column_of_the_alerts_page_has_a_name_a_screen_reader_reads() -> None:
+    from html.parser import HTMLParser
+
+    class Headers(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+            self._in: bool = False
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            if tag == "th":
+                self._in = True
+                self.names.append("")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "th":
+                self._in = False
+
+        def handle_data(self, data: str) -> None:
+            if self._in:
+                self.names[-1] += data.strip()
+
+    answer = _signed_in_client().get("/web/canh-bao")
+    assert answer.status_code == 200 and 'data-silence="s1"' in answer.text
+    parser = Headers()
+    parser.feed(answer.text)
+    assert parser.names and all(parser.names), parser.names
+    assert '<span class="visually-hidden">Thao tác</span>' in answer.text  # the silences' action column
