@@ -65,7 +65,8 @@ def trend(points: Sequence[tuple[str, float | None]], *, target: float, title: s
     values = [r for _, r in points if r is not None]
     if values:
         lo = min(lo, math.floor(max(0.0, min(values)) * 10) / 10)
-    left, right, top, bottom = 44.0, 10.0, 16.0, 28.0
+    # the right margin holds half of the last month's label ('T12/26', centred on its point)
+    left, right, top, bottom = 44.0, 26.0, 16.0, 28.0
     plot_w, plot_h = width - left - right, height - top - bottom
     n = max(1, len(points) - 1)
 

@@ -401,3 +401,17 @@ def test_every_column_of_the_alerts_page_has_a_name_a_screen_reader_reads() -> N
     parser.feed(answer.text)
     assert parser.names and all(parser.names), parser.names
     assert '<span class="visually-hidden">Thao tác</span>' in answer.text  # the silences' action column
+
+
+def test_the_trends_month_labels_stay_inside_the_chart() -> None:
+    """Each x label's extent, at 0.6 em a character of the 11 px axis font, lies within the viewBox (the last,
+    'T12/26', was centred 10 px from the edge and cut)."""
+    points = [(fmt.short_month(f"2026-{m:02d}"), 0.97) for m in range(1, 13)]
+    svg = _svg(charts.trend(points, target=0.98, title="t", width=640))
+    width = float(svg.get("viewBox").split()[2])
+    labels = [t for t in svg.findall("text[@class='axis']") if t.text in {p for p, _ in points}]
+    assert [t.text for t in labels] == [p for p, _ in points]
+    for t in labels:
+        x, size = float(t.get("x")), len(t.text) * 11 * 0.6
+        start = {"start": x, "middle": x - size / 2, "end": x - size}[t.get("text-anchor", "start")]
+        assert 0 <= start and start + size <= width, (t.text, start, start + size, width)
