@@ -368,3 +368,58 @@ def test_two_replicas_writing_at_once_give_the_single_writer_figures(postgres_ur
     assert tables[0] == tables[1]
     for e in engines:
         e.dispose()
+
+
+@pytest.mark.postgres
+def test_alert_rounds_run_at_once_fire_each_alert_once(postgres_url: str) -> None:
+    """Replicas evaluate under a lease, but a lease handed over mid-round (a replica whose connection died) can let
+    two rounds overlap: each alert still fires once. A round locks the stored records, so a second round on stored
+    records waits and then decides on what the first committed; two first rounds (nothing stored yet to lock) both
+    decide to fire, and the second's insert conflicts, so its transaction (record and message) is rolled back."""
+    engine = make_engine(postgres_url)
+    create_schema(engine)
+    store = ScoringStore(engine)
+    key = "kpi_below_target:PTP:on_time:2026-11"
+    both_decided = threading.Barrier(2, timeout=10)
+    errors: list[BaseException] = []
+
+    def first_round() -> None:
+        def decide(records):  # both rounds have read the (empty) records before either writes
+            result = evaluate(records, [Observation(agency_code="PTP", kpi="on_time", period=Period.parse("2026-11"),
+                                                    value=0.5, target=0.98)],
+                              policy=Hysteresis(fire_after=1, resolve_after=1), now=NOW, names={"PTP": "Phòng Tư pháp"},
+                              current={"2026-11"})
+            both_decided.wait()
+            return result, [Message(topic="tthc.alerts", key=t.record.alert_key, payload=t.summary,
+                                    message_id=t.event_id) for t in result.transitions]
+        try:
+            store.evaluate_alerts(decide, now=NOW)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_round) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(errors) == 1 and is_conflict(errors[0])
+    assert [m[1] for m in _outbox(store)] == [f"{key}:1:firing"]
+
+    # Rounds on stored records: the second waits for the first's lock, then sees the alert resolved already.
+    start = threading.Barrier(2, timeout=10)
+    results = []
+
+    def resolving_round() -> None:
+        start.wait()
+        results.append(_alert_round(store, 5, value=1.0))
+
+    threads = [threading.Thread(target=resolving_round) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(len(r.transitions) for r in results) == [0, 1]
+    assert [m[1] for m in _outbox(store)] == [f"{key}:1:firing", f"{key}:2:resolved"]
+    (record,) = store.alert_records().values()
+    assert not record.firing
+    engine.dispose()
