@@ -351,26 +351,35 @@ class _AuditStore(_Store):
         return []
 
 
-def _signed_in_client(**client: object):
-    """A TestClient of the pages with a fake notifier and store, and a signed-in Phòng Tư pháp official's
-    cookie; ``client`` goes to TestClient (base_url, client address)."""
+_SESSIONS = Sessions(b"k" * 32, max_age_seconds=3600)
+
+
+def _pages_app():
+    """The pages' routes in an app of their own, with a fake notifier and store."""
     from fastapi import FastAPI
-    from fastapi.testclient import TestClient
 
     from services.scoring.board import load_directory
-    from services.scoring.web.auth import COOKIE, Sessions, fingerprint
     from services.scoring.web.pages import WebPages
     from services.scoring.web.peers import Peers
 
-    sessions = Sessions(b"k" * 32, max_age_seconds=3600)
-    pages = WebPages(board=None, directory=load_directory(), store=_AuditStore(), sessions=sessions,  # type: ignore[arg-type]
+    pages = WebPages(board=None, directory=load_directory(), store=_AuditStore(), sessions=_SESSIONS,  # type: ignore[arg-type]
                      clock=lambda: dt.datetime(2026, 11, 25, 2, tzinfo=dt.UTC),
                      peers=Peers(notifier=_Notifier(), monitor=_Notifier()))  # type: ignore[arg-type]
     app = FastAPI()
     app.include_router(pages.router())
-    cookie, _ = sessions.issue(official="ptp-lead", title="Trưởng phòng", agency="PTP", scope=["PTP"],
-                               fingerprint=fingerprint("stored-hash"))
-    return TestClient(app, cookies={COOKIE: cookie}, **client)  # type: ignore[arg-type]
+    return app
+
+
+def _signed_in_client(**client: object):
+    """A TestClient of :func:`_pages_app` with a signed-in Phòng Tư pháp official's cookie; ``client`` goes to
+    TestClient (base_url, client address)."""
+    from fastapi.testclient import TestClient
+
+    from services.scoring.web.auth import COOKIE, fingerprint
+
+    cookie, _ = _SESSIONS.issue(official="ptp-lead", title="Trưởng phòng", agency="PTP", scope=["PTP"],
+                                fingerprint=fingerprint("stored-hash"))
+    return TestClient(_pages_app(), cookies={COOKIE: cookie}, **client)  # type: ignore[arg-type]
 
 
 def test_every_column_of_the_alerts_page_has_a_name_a_screen_reader_reads() -> None:
@@ -415,3 +424,34 @@ def test_the_trends_month_labels_stay_inside_the_chart() -> None:
         x, size = float(t.get("x")), len(t.text) * 11 * 0.6
         start = {"start": x, "middle": x - size / 2, "end": x - size}[t.get("text-anchor", "start")]
         assert 0 <= start and start + size <= width, (t.text, start, start + size, width)
+
+
+@pytest.mark.parametrize(("how", "secure"), [
+    ("http", False), ("https", True), ("http behind a proxy on this machine saying https", True),
+    ("http behind a proxy elsewhere saying https", False),
+])
+def test_the_session_cookie_is_httponly_samesite_lax_and_secure_over_tls(
+        how: str, secure: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over TLS is the request's scheme: https itself, or X-Forwarded-Proto from a proxy uvicorn trusts (the stack
+    serves with uvicorn's defaults: proxy headers read from 127.0.0.1 only)."""
+    from fastapi.testclient import TestClient
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    from services.scoring.web import pages as pages_module
+    from services.scoring.web.auth import COOKIE
+
+    monkeypatch.setattr(pages_module, "verify_password", lambda stored, password: stored == "stored-hash")
+    app, headers, peer = _pages_app(), {}, ("testclient", 50000)
+    if "proxy" in how:
+        app = ProxyHeadersMiddleware(app, trusted_hosts="127.0.0.1")
+        headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.7"}
+        peer = ("127.0.0.1" if "this machine" in how else "192.0.2.9", 50000)
+    client = TestClient(app, base_url=f"{how.split()[0]}://testserver", client=peer)
+    answer = client.post("/web/dang-nhap", data={"official": "ptp-lead", "password": "một mật khẩu dài"},
+                         headers=headers, follow_redirects=False)
+    assert answer.status_code == 303
+    cookie = answer.headers["set-cookie"]
+    flags = {f.strip().split("=")[0].lower(): f.strip() for f in cookie.split(";")[1:]}
+    assert cookie.startswith(f"{COOKIE}=")
+    assert "httponly" in flags and flags["samesite"].lower() == "samesite=lax"
+    assert ("secure" in flags) is secure, cookie
