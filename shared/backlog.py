@@ -183,11 +183,13 @@ class Backlog:
 
     async def probe(self) -> None:
         """Both parts from the consumers' info (at a periodic step); a part that cannot be read keeps its last
-        value."""
+        value. Upstream first: dossier_tracker publishes a batch's facts before it acks the batch, so what has
+        left its hand by then is on the service's own consumer when that is read (read the other way round, a
+        batch finished between the two reads would be in neither, and the input taken for drained)."""
+        await self._probe_upstream()
         own = await self._counts(self.own, missing=None)  # not created yet: nothing known
         if own is not None:
             self.own_pending = sum(own)
-        await self._probe_upstream()
 
     async def probe_upstream(self, *, at_most_every: float = 1.0) -> None:
         """The upstream part, unless it was read less than ``at_most_every`` seconds ago (at each batch)."""

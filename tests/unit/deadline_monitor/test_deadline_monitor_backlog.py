@@ -56,6 +56,25 @@ async def test_the_input_is_drained_only_once_the_tracker_holds_nothing_in_hand(
     assert b.drained
 
 
+async def test_a_tracker_batch_finished_between_the_two_reads_is_not_taken_for_drained() -> None:
+    """The tracker publishes a batch's facts and then acks its events. Read the monitor's own consumer before the
+    tracker's, and a batch finished between the two reads is in neither: no longer in the tracker's hand, not yet
+    counted on the monitor's consumer. Read upstream first, and what left the tracker's hand is on the monitor's
+    consumer by the time it is read."""
+    before = {OWN: (0, 0), UPSTREAM: (0, 1)}  # the tracker's last batch in hand, its facts not yet published
+    after = {OWN: (3, 0), UPSTREAM: (0, 0)}  # its facts published, its events acked
+    consumers = Consumers()
+
+    async def info(stream: str, durable: str) -> Any:
+        answer = (before if not consumers.asked else after)[(stream, durable)]  # the batch ends after the first read
+        consumers.asked.append((stream, durable))
+        return SimpleNamespace(num_pending=answer[0], num_ack_pending=answer[1])
+
+    b = Backlog(threshold=10, consumer_info=info, own=OWN, upstream=UPSTREAM)
+    await b.probe()
+    assert not b.drained
+
+
 async def test_a_missing_consumer_counts_as_nothing_upstream_and_as_unknown_for_the_monitor() -> None:
     b = backlog(Consumers(own=NotFoundError(), upstream=NotFoundError()))
     b.delivered(40)
