@@ -497,6 +497,7 @@ def _run(args: argparse.Namespace) -> int:
         check_source(args.source)
         mapping = load_mapping(args.mapping)
         good, bad = convert_file(args.file, mapping, source=args.source, progress=True)
+        out = write_rejected(args.file, bad)  # found before anything is published: written whatever comes next
     except (MappingError, ValueError, OSError) as exc:
         print(f"parwatch import: {exc}", file=sys.stderr)
         return 2
@@ -505,9 +506,10 @@ def _run(args: argparse.Namespace) -> int:
     except NatsUnreachable as exc:
         print(f"parwatch import: {exc}; run it again once NATS answers (what was published is not sent twice)",
               file=sys.stderr)
+        if bad:
+            print(f"rejected rows and reasons: {out}")
         return 1
     summary.rejected = bad
-    out = write_rejected(args.file, bad)
     print(summary.text(dry_run=args.dry_run))
     if bad:
         print(f"rejected rows and reasons: {out}")

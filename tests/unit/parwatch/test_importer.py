@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from parwatch.importer import (
     load_mapping,
     write_rejected,
 )
+from parwatch.cli import main
 from shared.calendar import VN_TZ
+from shared.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 SAMPLE = REPO / "docs" / "import" / "sample-export-motcua.csv"
@@ -192,3 +195,28 @@ def test_a_column_name_with_a_backslash_is_named_as_it_is_in_a_reason(mapping: M
     with pytest.raises(RowRejected) as refused:
         Converter(odd, "motcua.test").events(bad)
     assert "data.dossier_code (column Mã\\số hồ sơ)" in refused.value.reason
+
+
+@pytest.fixture
+def export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the sample export, and settings with an empty tracker database and no NATS answering."""
+    monkeypatch.setenv("PARWATCH_NATS_URL", f"nats://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("PARWATCH_DATABASE_URL", f"sqlite:///{tmp_path / 'tracker.db'}")
+    copy = tmp_path / SAMPLE.name
+    shutil.copy(SAMPLE, copy)
+    return copy
+
+
+def rejected_rows(export: Path) -> list[int]:
+    with (export.parent / f"{export.name}.rejected.csv").open(encoding="utf-8") as f:
+        return [int(r["row"]) for r in csv.DictReader(f)]
+
+
+def test_without_nats_the_rejected_rows_are_written_and_the_refusal_is_one_line(
+    export: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["import", str(export), "--mapping", str(MAPPING), "--source", "motcua.test"]) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("parwatch import: cannot reach NATS at nats://127.0.0.1:"), err
+    assert rejected_rows(export) == sorted(FAULTS)  # found before anything was to be published
+    assert out == f"rejected rows and reasons: {export}.rejected.csv\n"
