@@ -503,9 +503,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = asyncio.run(_import(good, dry_run=args.dry_run))
-    except NatsUnreachable as exc:
-        print(f"parwatch import: {exc}; run it again once NATS answers (what was published is not sent twice)",
-              file=sys.stderr)
+    except (NatsUnreachable, TrackerUnreadable) as exc:
+        print(f"parwatch import: {exc}", file=sys.stderr)
         if bad:
             print(f"rejected rows and reasons: {out}")
         return 1
@@ -520,7 +519,12 @@ async def _import(rows: Sequence[tuple[int, list[CloudEvent[Any]]]], *, dry_run:
     from shared.settings import CommonSettings
 
     common = CommonSettings()
-    present = _tracker_history(common.database_url_for("dossier_tracker"))
+    history = _tracker_history(common.database_url_for("dossier_tracker"))
+    known = history([(e.source, e.id) for _, events in rows for e in events])  # before NATS: said first
+
+    def present(keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        return known
+
     if dry_run:
         return await import_rows(rows, present=present, publish=None, progress=True)
     import nats
@@ -533,12 +537,14 @@ async def _import(rows: Sequence[tuple[int, list[CloudEvent[Any]]]], *, dry_run:
         nc = await nats.connect(common.nats_servers(), connect_timeout=5, max_reconnect_attempts=1,
                                 reconnect_time_wait=1, error_cb=quiet, **common.nats_auth().connect_options())
     except (NatsError, OSError, TimeoutError) as exc:
-        raise NatsUnreachable(f"cannot reach NATS at {common.nats_url} ({type(exc).__name__})") from None
+        raise NatsUnreachable(f"cannot reach NATS at {common.nats_url} ({type(exc).__name__}); run it again once "
+                              "NATS answers (what was published is not sent twice)") from None
     try:
         js = nc.jetstream()
         return await import_rows(rows, present=present, publish=lambda chunk: _publish(js, chunk), progress=True)
     except (NatsError, TimeoutError) as exc:  # JetStream refused or stopped answering part way
-        raise NatsUnreachable(f"JetStream did not store every event ({type(exc).__name__})") from None
+        raise NatsUnreachable(f"JetStream did not store every event ({type(exc).__name__}); run it again once "
+                              "NATS answers (what was published is not sent twice)") from None
     finally:
         await nc.close()
 
@@ -547,14 +553,33 @@ class NatsUnreachable(ConnectionError):
     """NATS does not answer: nothing more is published."""
 
 
+class TrackerUnreadable(ConnectionError):
+    """The tracker's database does not answer: what is new cannot be told, nothing is published."""
+
+
 def _tracker_history(database_url: str) -> Present:
     """(source, id) of the events the tracker already stored, among those asked (none if it never ran)."""
     from sqlalchemy import inspect, select, tuple_
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     from services.dossier_tracker.store import EVENTS
     from shared.db import make_engine
 
+    try:
+        shown = make_url(database_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        shown = "PARWATCH_DATABASE_URL (not a database URL)"
+
     def present(keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        try:
+            return read(keys)
+        except SQLAlchemyError as exc:
+            raise TrackerUnreadable(
+                f"cannot read the tracker's database at {shown} ({type(exc).__name__}); check PARWATCH_DATABASE_URL "
+                "(or PARWATCH_DATA_DIR) and that the database answers") from None
+
+    def read(keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         engine = make_engine(database_url)
         try:
             if not inspect(engine).has_table(EVENTS.name):

@@ -220,3 +220,20 @@ def test_without_nats_the_rejected_rows_are_written_and_the_refusal_is_one_line(
     assert err.count("\n") == 1 and err.startswith("parwatch import: cannot reach NATS at nats://127.0.0.1:"), err
     assert rejected_rows(export) == sorted(FAULTS)  # found before anything was to be published
     assert out == f"rejected rows and reasons: {export}.rejected.csv\n"
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "import"])
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_a_tracker_database_that_does_not_answer_is_one_line_saying_what_to_check(
+    export: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], database: str, dry_run: bool
+) -> None:
+    url = {"postgresql": f"postgresql://parwatch:s3cret@127.0.0.1:{free_port()}/tracker",
+           "sqlite": f"sqlite:///{export.parent / 'no such folder' / 'tracker.db'}"}[database]
+    monkeypatch.setenv("PARWATCH_DATABASE_URL", url)
+    argv = ["import", str(export), "--mapping", str(MAPPING), "--source", "motcua.test"]
+    assert main(argv + ["--dry-run"] * dry_run) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("parwatch import: cannot read the tracker's database at ") and "PARWATCH_DATABASE_URL" in err
+    assert "s3cret" not in err
+    assert rejected_rows(export) == sorted(FAULTS)
