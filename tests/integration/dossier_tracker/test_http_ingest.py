@@ -186,7 +186,8 @@ async def test_refusals_and_a_repeated_event_counted_once(own_nats_server, tmp_p
     engine.dispose()
     good = histories()[0]
 
-    async with serving_tracker(own_nats_server.url, db, http_max_batch=5, http_burst=50) as (svc, url), \
+    async with serving_tracker(own_nats_server.url, db, http_max_batch=5, http_burst=50,
+                               http_max_batch_bytes=96 * 1024) as (svc, url), \
             httpx.AsyncClient(base_url=url) as http, jetstream(own_nats_server.url) as js:
 
         async def post(body: Any, *, key: str | None = key, content_type: str = STRUCTURED, **headers: str
@@ -222,6 +223,20 @@ async def test_refusals_and_a_repeated_event_counted_once(own_nats_server, tmp_p
 
         assert (await post(chunks())).status_code == 413
         assert (await post([good[0]] * 6, content_type=BATCH)).json()["error"] == "batch holds 6 events; the limit is 5"
+        # A batch's body has its own limit, http_max_batch_bytes (96 KiB here), not one event's 64 KiB: 84 kB is
+        # read (and refused for its count), 104 kB is not, declared or streamed.
+        padded = json.dumps([good[0]] * 6) + " " * 80_000
+        assert 64 * 1024 < len(padded) < 96 * 1024
+        assert (await post(padded, content_type=BATCH)).json()["error"] == "batch holds 6 events; the limit is 5"
+        over = padded + " " * 20_000
+        answer = await post(over, content_type=BATCH)
+        assert (answer.status_code, answer.json()["error"]) == (413, f"body over {96 * 1024} bytes")
+
+        async def streamed() -> AsyncIterator[bytes]:
+            for start in range(0, len(over), 4096):
+                yield over[start : start + 4096].encode()
+
+        assert (await post(streamed(), content_type=BATCH)).status_code == 413
         assert await stored() == 0
 
         # 400: the reason the same bytes get as a dead letter on NATS, word for word, no value in it.
