@@ -445,12 +445,14 @@ async def import_rows(
     duplicates: set[tuple[str, str]] = set()
     if publish is not None:
         bar = _progress(None, total=len(fresh), unit="event", desc="publishing", enabled=progress)
-        for start in range(0, len(fresh), PUBLISH_WINDOW):
-            chunk = fresh[start : start + PUBLISH_WINDOW]
-            held = await publish(chunk)
-            duplicates |= {(e.source, e.id) for e, dup in zip(chunk, held, strict=True) if dup}
-            bar.update(len(chunk))
-        bar.close()
+        try:
+            for start in range(0, len(fresh), PUBLISH_WINDOW):
+                chunk = fresh[start : start + PUBLISH_WINDOW]
+                held = await publish(chunk)
+                duplicates |= {(e.source, e.id) for e, dup in zip(chunk, held, strict=True) if dup}
+                bar.update(len(chunk))
+        finally:
+            bar.close()  # cleared also when publishing stops: the refusal then starts a line of its own
     for _, events in rows:
         new = [e for e in events if (e.source, e.id) not in known and (e.source, e.id) not in duplicates]
         if new:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
+import io
+import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +240,48 @@ def test_a_tracker_database_that_does_not_answer_is_one_line_saying_what_to_chec
     assert err.startswith("parwatch import: cannot read the tracker's database at ") and "PARWATCH_DATABASE_URL" in err
     assert "s3cret" not in err
     assert rejected_rows(export) == sorted(FAULTS)
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, as tqdm asks before drawing."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_is_drawn_on_a_terminal_and_a_pipe_gets_the_summary_alone(
+    export: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["import", str(export), "--mapping", str(MAPPING), "--source", "motcua.test", "--dry-run"]
+    assert main(argv) == 0
+    piped = capsys.readouterr()
+    assert piped.err == ""
+    assert piped.out.startswith("would import ")
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(argv) == 0
+    drawn = terminal.getvalue()
+    with SAMPLE.open(encoding="utf-8") as f:
+        rows = sum(1 for _ in csv.DictReader(f))
+    assert re.search(rf"reading: +\d+%\|[^|]*\| \d+/{rows} \[", drawn), drawn
+    assert drawn.endswith("\r")  # cleared at the end (leave=False): the summary is on a line of its own
+    assert capsys.readouterr().out == piped.out
+
+
+def test_the_publishing_bar_is_cleared_when_publishing_fails(mapping: Mapping, monkeypatch: pytest.MonkeyPatch) -> None:
+    good, _ = convert_file(SAMPLE, mapping, source="motcua.test")
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    sent: list[int] = []
+
+    async def publish(chunk: list[Any]) -> list[bool]:
+        if sent:
+            raise TimeoutError  # JetStream stops answering after the first window
+        sent.append(len(chunk))
+        return [False] * len(chunk)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(import_rows(good, present=lambda keys: set(), publish=publish, progress=True))
+    drawn = terminal.getvalue()
+    assert sent and "publishing:" in drawn
+    assert drawn.endswith("\r"), drawn[-120:]  # the refusal that follows starts a clean line
