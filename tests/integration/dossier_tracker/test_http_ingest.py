@@ -126,6 +126,10 @@ async def on_subject(js: Any, subject: str) -> list[bytes]:
 async def test_the_sdk_in_three_modes_gives_the_figures_of_the_same_events_on_nats(
     own_nats_server, second_nats: str, tmp_path: Path
 ) -> None:
+    """Structured and binary mode are the SDK's own requests (``to_structured``, ``to_binary``). The SDK (2.x)
+    has no batch mode: the batch request is a JSON array of events each written by the SDK's ``JSONFormat``,
+    sent with httpx under ``application/cloudevents-batch+json``. The same events on NATS give the same
+    figures."""
     pytest.importorskip("cloudevents", minversion="2.1",
                         reason="the CloudEvents SDK of the test extra is missing: pip install -e '.[test]'")
     from cloudevents.core.bindings.http import to_binary, to_structured
