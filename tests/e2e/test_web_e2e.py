@@ -148,11 +148,28 @@ def browser(site: Site) -> Iterator[Browser]:
         b.close()
 
 
+PAGES = ("/", "/don-vi/PTP", "/ke-hoach", "/canh-bao", "/bao-cao", "/dang-nhap")
+
+
+def _watched(page: Page) -> list[str]:
+    """What the browser complains of on ``page`` from now on: console errors and warnings (a resource that did
+    not load, a CSP violation, a deprecated feature) and uncaught script errors."""
+    said: list[str] = []
+    page.on("console", lambda m: said.append(f"console.{m.type} at {page.url}: {m.text}")
+            if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: said.append(f"pageerror at {page.url}: {e}"))
+    return said
+
+
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
+    """A desk-sized page; the test fails if the browser logged any console error or warning on it."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="vi-VN")
-    yield context.new_page()
+    page = context.new_page()
+    said = _watched(page)
+    yield page
     context.close()
+    assert said == [], said
 
 
 def sign_in(page: Page, site: Site) -> None:
@@ -197,6 +214,7 @@ def test_the_overview_shows_the_figures_the_scoring_api_gives(site: Site, page: 
 def test_an_agency_page_shows_its_dossiers_review_duties_and_alerts(site: Site, browser: Browser) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 844}, locale="vi-VN")  # a phone
     page = context.new_page()
+    said = _watched(page)
     try:
         page.goto(f"{site.web}/don-vi/PTP")
         assert page.inner_text("h1") == "Phòng Tư pháp"
@@ -215,6 +233,7 @@ def test_an_agency_page_shows_its_dossiers_review_duties_and_alerts(site: Site, 
         _screenshot(page, "web-agency.png", full_page=False)  # a phone's first screen
     finally:
         context.close()
+    assert said == [], said
 
 
 def test_the_plan_form_reports_a_duty_done_and_its_state_changes(site: Site, page: Page) -> None:
@@ -336,11 +355,26 @@ def test_a_write_for_another_agency_is_refused(site: Site, page: Page) -> None:
     assert site.json(f"{site.notifier}/silences")["silences"] == []
 
 
+def test_no_page_logs_a_console_error_signed_in_or_not(site: Site, page: Page) -> None:
+    """The page fixture fails on any console error or warning, or script error; this visits every page both
+    ways (the forms are there only when signed in)."""
+    said = _watched(page)
+    for signed_in in (False, True):
+        if signed_in:
+            sign_in(page, site)
+        for path in PAGES:
+            response = page.goto(f"{site.web}{path}")
+            assert response is not None and response.ok, path
+            page.wait_for_load_state("load")
+    assert page.inner_text("h1") == "Đăng nhập"  # the last page was drawn
+    assert said == [], said
+
+
 def test_pages_have_no_external_urls(site: Site, page: Page) -> None:
     sign_in(page, site)
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
-    for path in ("/", "/don-vi/PTP", "/ke-hoach", "/canh-bao", "/bao-cao", "/dang-nhap"):
+    for path in PAGES:
         response = page.goto(f"{site.web}{path}")
         assert response is not None and response.ok, path
         html = page.content()
