@@ -192,3 +192,69 @@ def test_compose_gives_each_service_its_own_credential_and_each_node_its_files()
                 assert "./nats/nats-cluster.conf:/etc/nats/nats-cluster.conf:ro" in mounts
             else:
                 assert f"/{src.relative_to('OUT')}:/etc/nats/{rel}:ro" in mounts, (node, rel)
+
+
+def _chart_route_hosts(values: dict[str, object], *, release: str, namespace: str) -> list[str]:
+    """The hosts of the route URLs the NATS Helm chart writes for ``values`` (nats-io/k8s,
+    helm/charts/nats/files/config/cluster.yaml): ``<statefulset>-<i>.<headless service>``, followed by
+    ``.<namespace>.svc.<k8sClusterDomain>`` when ``routeURLs.useFQDN`` (the chart's default: false). The release
+    "nats" names the StatefulSet ``nats`` and the headless Service ``nats-headless``."""
+    cluster = values["config"]["cluster"]  # type: ignore[index]
+    routes = {"useFQDN": False, "k8sClusterDomain": "cluster.local", **cluster.get("routeURLs", {})}
+    domain = f"{release}-headless"
+    if routes["useFQDN"]:
+        domain = f"{domain}.{namespace}.svc.{routes['k8sClusterDomain']}"
+    return [f"{release}-{i}.{domain}" for i in range(int(cluster["replicas"]))]
+
+
+def _tls_handshake(*, cert: Path, key: Path, ca: Path, hostname: str) -> None:
+    """A TLS handshake in memory, the client checking the server's certificate against ``ca`` and ``hostname``
+    (as a node dialing a route does); ssl.SSLCertVerificationError when the name is not the certificate's."""
+    import ssl
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(ca))
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_ctx.wrap_bio(to_client, to_server, server_hostname=hostname)
+    server = server_ctx.wrap_bio(to_server, to_client, server_side=True)
+    done = {"client": False, "server": False}
+    for _ in range(10):
+        for name, side in (("client", client), ("server", server)):
+            if not done[name]:
+                try:
+                    side.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+        if all(done.values()):
+            return
+    raise AssertionError(f"no TLS handshake for {hostname}")
+
+
+def test_the_kubernetes_route_and_client_names_are_in_the_certificate_the_docs_issue(tmp_path: Path) -> None:
+    """The certificate docs/running.md step 4 has `parwatch nats-config` issue for the Helm chart's pods serves
+    every route URL the chart writes with deploy/k8s/nats-values.yaml (routes verify the peer's name) and the
+    client URL of the ConfigMap."""
+    import shlex
+
+    running = (REPO / "docs" / "running.md").read_text(encoding="utf-8")
+    step = running[running.index("4. **Kubernetes**"):running.index("5. **Check**")]
+    command = re.search(r"parwatch nats-config (.+?)\n\s*kubectl", step, re.DOTALL)
+    assert command, "step 4 runs parwatch nats-config"
+    args = shlex.split(command.group(1).replace("\\\n", " "))
+    nodes = [args[i + 1] for i, a in enumerate(args) if a == "--node"]
+    sans = [args[i + 1] for i, a in enumerate(args) if a == "--san"]
+    write_deployment(tmp_path, Request(nodes=tuple(nodes), sans=tuple(sans)), now=NOW)
+    namespace = yaml.safe_load((REPO / "deploy" / "k8s" / "namespace.yaml").read_text())["metadata"]["name"]
+    values = yaml.safe_load((REPO / "deploy" / "k8s" / "nats-values.yaml").read_text(encoding="utf-8"))
+    assert "helm install nats nats/nats -n parwatch" in step and namespace == "parwatch"
+    routes = _chart_route_hosts(values, release="nats", namespace=namespace)
+    assert len(routes) == 3
+    config = yaml.safe_load((REPO / "deploy" / "k8s" / "configmap.yaml").read_text(encoding="utf-8"))["data"]
+    clients = [u.split("://", 1)[1].rsplit(":", 1)[0] for u in config["PARWATCH_NATS_URL"].split(",")]
+    (node,) = nodes  # one certificate, every pod's (the chart mounts one Secret)
+    folder = tmp_path / "nats" / node
+    for host in (*routes, *clients):
+        _tls_handshake(cert=folder / "server-cert.pem", key=folder / "server-key.pem",
+                       ca=tmp_path / "ca" / "ca.pem", hostname=host)
