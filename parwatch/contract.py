@@ -44,7 +44,7 @@ PUBLISHERS: dict[str, tuple[str, ...]] = {
     st.DOSSIER_EVENTS: ("one-stop-shop systems", "dossier_tracker (HTTP ingest, POST /events)", "parwatch import"),
     st.RATING_EVENTS: ("kiosks and portals", "dossier_tracker (HTTP ingest, POST /events)"),
     st.PLAN_EVENTS: ("agencies' officials or their tools", "dossier_tracker (HTTP ingest, POST /events)",
-                     "parwatch plan report"),
+                     "deadline_monitor (the officials' web page, POST /plan/report)", "parwatch plan report"),
     st.ALERTS: ("deadline_monitor", "scoring"),
     st.DEADLETTER: ("dossier_tracker", "deadline_monitor", "scoring", "notifier"),
     st.DOSSIER_STATE: ("dossier_tracker",),

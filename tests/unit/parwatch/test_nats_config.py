@@ -258,3 +258,19 @@ def test_the_kubernetes_route_and_client_names_are_in_the_certificate_the_docs_i
     for host in (*routes, *clients):
         _tls_handshake(cert=folder / "server-cert.pem", key=folder / "server-key.pem",
                        ca=tmp_path / "ca" / "ca.pem", hostname=host)
+
+
+def test_the_permission_table_and_the_contracts_table_agree_for_every_service() -> None:
+    """What each service may publish (parwatch/nats_access.py) is what the contract says it publishes
+    (parwatch/contract.PUBLISHERS, which docs/contract/asyncapi.json is written from), and what it consumes there
+    is what its handlers register."""
+    from parwatch.contract import PUBLISHERS, subscriptions
+
+    def named(entry: str) -> str:
+        return entry.split(" (", 1)[0]
+
+    for svc in SERVICES:
+        in_contract = {subject for subject, who in PUBLISHERS.items() if svc.name in map(named, who)}
+        assert set(svc.publishes) == in_contract, svc.name
+        registered = {s.subject for s in subscriptions() if s.service == svc.name}
+        assert {c.subject for c in svc.consumes} == registered, svc.name
