@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from parwatch.testing import Ready, Stack
 from services.scoring.web import fmt
@@ -67,6 +68,13 @@ class Site:
         r = httpx.get(url, params=params, timeout=10)
         r.raise_for_status()
         return r.json()
+
+    def plan_tasks(self, agency: str) -> dict[str, float]:
+        """deadline_monitor's ``parwatch_plan_tasks{agency}`` by state, scraped from its /metrics."""
+        r = httpx.get(f"{self.monitor}/metrics", timeout=10)
+        r.raise_for_status()
+        family = next(f for f in text_string_to_metric_families(r.text) if f.name == "parwatch_plan_tasks")
+        return {s.labels["state"]: s.value for s in family.samples if s.labels["agency"] == agency}
 
     def alerts(self, agency: str) -> list[dict[str, Any]]:
         return self.json(f"{self.notifier}/alerts", agency=agency)["alerts"]
@@ -242,6 +250,10 @@ def test_the_plan_form_reports_a_duty_done_and_its_state_changes(site: Site, pag
     row = page.locator("[data-testid=duties] tr[data-agency=PTP]", has=page.locator("form")).first
     task, period = row.get_attribute("data-task"), row.get_attribute("data-period")
     assert row.locator("[data-testid=state]").inner_text() == "Đang thực hiện"
+    occurrence = next(o for o in site.json(f"{site.monitor}/plan/occurrences", agency="PTP")["occurrences"]
+                      if o["task_id"] == task and o["period"] == period)
+    counted = dt.date.fromisoformat(occurrence["opens_on"]) <= dt.datetime.now(VN_TZ).date()  # in the gauge yet
+    before = site.plan_tasks("PTP")
     row.locator("input[name=note]").fill("Đã gửi báo cáo cho Phòng Nội vụ")
     row.locator("button").click()
     page.wait_for_url(re.compile(r".*/web/ke-hoach\?.*ok=report"))
@@ -257,6 +269,11 @@ def test_the_plan_form_reports_a_duty_done_and_its_state_changes(site: Site, pag
     assert OFFICIAL in recorded and "Đã gửi" in recorded  # who reported it, and when (the row's first cell)
     occ = site.json(f"{site.monitor}/plan/occurrences", agency="PTP")["occurrences"]
     assert next(o for o in occ if o["task_id"] == task and o["period"] == period)["state"] == "done"
+    # ... and in the contract's gauge: one more done, one fewer open (if it had opened, it was counted open)
+    after = site.plan_tasks("PTP")
+    assert after["done"] == before["done"] + 1, (before, after)
+    assert after["open"] == before["open"] - (1 if counted else 0), (before, after)
+    assert (after["overdue"], after["done_late"]) == (before["overdue"], before["done_late"]), (before, after)
 
 
 def test_acknowledging_an_alert_on_the_page_shows_who_and_when(site: Site, page: Page) -> None:
