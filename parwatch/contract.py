@@ -4,7 +4,10 @@
     parwatch contract export --check        exit 1 when the committed documents differ from the code
 
 * ``schemas/<type>.json``: the JSON Schema of each event type, from the pydantic model
-  the consumers validate with (``shared.events.ENVELOPES``, ``model_json_schema()``);
+  the consumers validate with (``shared.events.ENVELOPES``, ``model_json_schema()``),
+  its text patterns' Unicode categories (``\\p{Cc}``, which Python's ``re`` cannot read
+  and JavaScript only with the ``u`` flag) spelled out as code points
+  (:func:`portable_pattern`);
 * ``asyncapi.json``: an AsyncAPI 3.0 document of every subject parwatch consumes and
   publishes. parwatch's consumers are not FastStream subscribers (``shared.consumer``
   subscribes with nats-py's push API, for the reasons given there), so FastStream
@@ -23,10 +26,12 @@ documents cannot drift from the code.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import re
 import sys
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,12 +103,65 @@ def types_on(subject: str, subs: list[Subscription]) -> list[str]:
     return sorted({t for s in subs if s.subject == subject for t in s.types})
 
 
+#: A negated character class of Unicode categories, as shared.events' text patterns write it: [^\p{Cc}\p{Cf}].
+_CATEGORY_CLASS = re.compile(r"\[\^((?:\\p\{[A-Z][a-z]\})+)\]")
+_LAST_BMP = 0xFFFF
+
+
+@functools.cache
+def _code_points(categories: frozenset[str]) -> tuple[int, ...]:
+    return tuple(c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in categories)
+
+
+def _ranges(points: tuple[int, ...]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for c in points:
+        if out and out[-1][1] == c - 1:
+            out[-1] = (out[-1][0], c)
+        else:
+            out.append((c, c))
+    return out
+
+
+def portable_pattern(pattern: str) -> str:
+    """``pattern`` with each negated class of Unicode categories (``[^\\p{Cc}\\p{Cf}]``) spelled out as the code
+    points :mod:`unicodedata` gives those categories, so that Python's ``re`` (the ``jsonschema`` package) and
+    ECMA-262 with or without the ``u`` flag read it alike: the Basic Multilingual Plane as ``\\uXXXX`` ranges of
+    the class, each character beyond it (two UTF-16 units to JavaScript without ``u``) as itself in a negative
+    lookahead before it."""
+
+    def spell(match: re.Match[str]) -> str:
+        points = _code_points(frozenset(re.findall(r"\\p\{(\w+)\}", match.group(1))))
+        bmp = "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}"
+                      for a, b in _ranges(tuple(c for c in points if c <= _LAST_BMP)))
+        beyond = "|".join(chr(c) for c in points if c > _LAST_BMP)
+        return f"(?:(?!{beyond})[^{bmp}])" if beyond else f"[^{bmp}]"
+
+    return _CATEGORY_CLASS.sub(spell, pattern)
+
+
+def _portable(node: Any) -> Any:
+    """A JSON Schema with every ``pattern`` and ``patternProperties`` key made :func:`portable_pattern`."""
+    if isinstance(node, dict):
+        return {k: portable_pattern(v) if k == "pattern" and isinstance(v, str)
+                else {portable_pattern(p): _portable(s) for p, s in v.items()} if k == "patternProperties"
+                else _portable(v)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_portable(v) for v in node]
+    return node
+
+
 def schema_of(event_type: str) -> dict[str, Any]:
-    schema = ev.ENVELOPES[event_type].model_json_schema()
+    schema = _portable(ev.ENVELOPES[event_type].model_json_schema())
     return {"$schema": JSON_SCHEMA_DIALECT, "$id": f"{event_type}.json", **schema,
             "description": f"CloudEvent {event_type} in structured JSON mode, as parwatch validates it "
                            "(shared/events.py; rules a schema cannot say, such as subject = data.dossier_code or "
-                           "received_at with status 2, are in ../../../shared/contract.md and the README)."}
+                           "received_at with status 2, are in ../../../shared/contract.md and the README). Free "
+                           "text refuses Unicode's control, format and line and paragraph separator characters "
+                           "(Cc, Cf, Zl, Zp): the patterns list them as code points, of Unicode "
+                           f"{unicodedata.unidata_version}, so that any ECMA-262 or Python regular expression engine "
+                           "reads them."}
 
 
 def _channel_id(subject: str) -> str:
@@ -192,7 +250,13 @@ def documents() -> dict[str, str]:
     docs = {f"schemas/{t}.json": schema_of(t) for t in sorted(ev.ENVELOPES)}
     docs["asyncapi.json"] = asyncapi()
     docs["openapi-ingest.json"] = ingest_openapi()
-    return {path: json.dumps(doc, indent=2, ensure_ascii=False) + "\n" for path, doc in docs.items()}
+    return {path: _escape_invisible(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n" for path, doc in docs.items()}
+
+
+def _escape_invisible(text: str) -> str:
+    """JSON text with the characters no one could see or tell apart (a pattern lists them) as ``\\u`` escapes."""
+    return "".join(json.dumps(c)[1:-1] if c > "\x7e" and unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs")
+                   else c for c in text)
 
 
 def differences(out: Path) -> list[str]:
