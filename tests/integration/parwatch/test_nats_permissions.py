@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -319,26 +319,55 @@ async def test_a_rotated_credential_works_beside_the_old_one_until_the_rotation_
     old_file = deployment.out / "creds" / "scoring.previous.nk"
     assert old_file.read_bytes() == old_seed and deployment.seed("scoring").read_bytes() != old_seed
 
-    async def works(auth: NatsAuth) -> bool:
+    async def answer(auth: NatsAuth) -> bool | None:
+        """The server's answer to ``auth``: True, it connects and reads a stream's information (its inbox and
+        STREAM.INFO: its permissions); False, it is refused ("Authorization Violation"); None, no answer yet. A
+        server reloading its config may reset a connection or leave a request unanswered: that says nothing."""
         try:
             nc = await nats.connect(deployment.url, allow_reconnect=False, max_reconnect_attempts=0,
                                     connect_timeout=5, **auth.connect_options())
-        except Exception:  # noqa: BLE001 - refused
-            return False
+        except FileNotFoundError:  # no seed: a mistake of the test, not an answer of the server
+            raise
+        except (nats.errors.Error, OSError) as e:  # only the server's refusal is an answer
+            return False if "authorization violation" in str(e).lower() else None
         try:
-            await nc.jetstream(timeout=5).stream_info("TTHC_ALERTS")  # its inbox and STREAM.INFO: its permissions
+            await nc.jetstream(timeout=5).stream_info("TTHC_ALERTS")
             return True
+        except (nats.errors.Error, OSError):  # a timeout, a reset or closed connection: the reload under way
+            return None
         finally:
             await nc.close()
 
-    old = NatsAuth.of(seed_file=old_file, ca_file=deployment.ca)
-    await wait_until(lambda: works(new), timeout=15)  # the reload is asynchronous
-    assert await works(old)
+    async def answers(auth: NatsAuth, want: bool) -> bool:
+        return await answer(auth) is want
+
+    # The process still on the old key keeps its seed: --finish-rotation deletes creds/scoring.previous.nk.
+    kept = deployment.out.parent / "scoring-old.nk"
+    kept.write_bytes(old_seed)
+    kept.chmod(0o600)
+    old = NatsAuth.of(seed_file=kept, ca_file=deployment.ca)
+    await wait_until(lambda: answers(new, True), timeout=15)  # the reload is asynchronous
+    assert await _settled(answer, old) is True
     write_deployment(deployment.out, Request(nodes=(NODE,), finish_rotation=("scoring",), layout=_layout(deployment)))
     deployment.install()
     deployment.reload()
-    await wait_until(lambda: _not(works(old)), timeout=15)
-    assert await works(new)
+    assert not old_file.exists()
+    await wait_until(lambda: answers(old, False), timeout=15)
+    assert await _settled(answer, new) is True
+
+
+async def _settled(answer: Callable[[NatsAuth], Awaitable[bool | None]], auth: NatsAuth) -> bool:
+    """The first answer that is one (True or False); TimeoutError after 15 s without."""
+    answered: list[bool] = []
+
+    async def got() -> bool:
+        result = await answer(auth)
+        if result is not None:
+            answered.append(result)
+        return result is not None
+
+    await wait_until(got, timeout=15)
+    return answered[0]
 
 
 def _layout(d: Deployment) -> ServerLayout:
@@ -347,7 +376,3 @@ def _layout(d: Deployment) -> ServerLayout:
     http = int(text.split("http: 127.0.0.1:", 1)[1].split()[0])
     return ServerLayout(conf_dir=str(d.conf_dir), store_dir=text.split("store_dir: ", 1)[1].split()[0],
                         client_port=port, http_port=http, listen="127.0.0.1", max_file_store="8GB")
-
-
-async def _not(result: object) -> bool:
-    return not await result  # type: ignore[misc]
