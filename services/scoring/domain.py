@@ -237,7 +237,7 @@ FLAG_FIGURES = {
     "synced_national": ("synced", "sync_reported"),
 }
 #: Bumped when what a record contributes changes: the aggregates are then rebuilt at start (``ScoringStore``).
-CONTRIBUTIONS_VERSION = "3"
+CONTRIBUTIONS_VERSION = "4"
 
 
 def known_flags(f: DossierFacts) -> list[str]:
@@ -405,31 +405,32 @@ def supersedes(new: RatingFacts | TaskFacts, old: RatingFacts | TaskFacts | None
     return old is None or new.order > old.order
 
 
-def latest_ratings(ratings: Iterable[RatingFacts]) -> dict[str, RatingFacts]:
-    """One rating per dossier: the latest by ``rated_at``, ties broken by event id."""
-    out: dict[str, RatingFacts] = {}
+def rating_contributions(ratings: Iterable[RatingFacts]) -> Counter[CellKey]:
+    """Counts a dossier's ratings add: each period (month, quarter, year) counts the latest rating made in it.
+
+    A later rating replaces an earlier one (contract) in every period both fall in; a closed period keeps the
+    rating made in it, so a dossier rated again next month leaves last month's figure as it was (a month is
+    judged as of its last day)."""
+    latest: dict[str, RatingFacts] = {}
     for r in ratings:
-        if supersedes(r, out.get(r.dossier_code)):
-            out[r.dossier_code] = r
+        for key in period_keys(local_date(r.rated_at)):
+            if supersedes(r, latest.get(key)):
+                latest[key] = r
+    out: Counter[CellKey] = Counter()
+    for key, r in latest.items():
+        for name, n in _rating_figures(r):
+            out[(key, r.agency_code, name)] += n
     return out
 
 
-def rating_contributions(r: RatingFacts, weight: int = 1) -> Counter[CellKey]:
-    """Counts a dossier's effective rating adds to the periods of its rating day."""
-    out: Counter[CellKey] = Counter()
+def _rating_figures(r: RatingFacts) -> list[tuple[str, int]]:
     figures: list[tuple[str, int]] = [("rated", 1)]
-    if r.overall in ("very_satisfied", "satisfied"):
-        figures.append(("rated_satisfied", 1))
-    else:
-        figures.append(("rated_unsatisfied", 1))
+    figures.append(("rated_satisfied", 1) if r.overall in ("very_satisfied", "satisfied") else ("rated_unsatisfied", 1))
     for cid, score in sorted(r.criteria.items()):
         figures.append((f"criterion_n_{cid}", 1))
         if score:
             figures.append((f"criterion_sum_{cid}", score))
-    for key in period_keys(local_date(r.rated_at)):
-        for name, n in figures:
-            out[(key, r.agency_code, name)] += n * weight
-    return out
+    return figures
 
 
 # -- plan tasks ----------------------------------------------------------------------------

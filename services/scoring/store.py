@@ -4,8 +4,12 @@ Tables (all prefixed ``scoring_``):
 
 * ``scoring_dossier``: the latest state snapshot of every dossier (highest
   revision wins), i.e. what it currently contributes;
-* ``scoring_rating``: the effective rating of every rated dossier (latest by
-  ``rated_at``, ties by event id);
+* ``scoring_dossier_fact``: every snapshot of each dossier (its history, read
+  by closed periods);
+* ``scoring_rating``: the latest rating of every rated dossier (by
+  ``rated_at``, ties by event id), the row a batch locks while it changes
+  that dossier's ratings; ``scoring_rating_entry``: every rating (each
+  period counts the latest made in it);
 * ``scoring_plan_task``: the latest state of every plan-task occurrence;
 * ``scoring_period_count``: additive counts per (period, agency, figure), for
   every month, quarter and year;
@@ -46,6 +50,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import operator
 import types
 from collections import Counter, defaultdict
@@ -182,10 +187,9 @@ class DossierFactRow(  # type: ignore[misc]
     valid_to: dt.date
 
 
-class RatingRow(SQLModel, table=True):
-    __tablename__ = "scoring_rating"
+class _RatingColumns(SQLModel):
+    """A rating's columns: its criteria are ``c1`` .. ``c9`` (NULL: not answered)."""
 
-    dossier_code: str = Field(primary_key=True, max_length=64)
     agency_code: str = Field(max_length=64)
     rated_at: dt.datetime = Field(sa_type=UtcDateTime)
     event_id: str = Field(max_length=256)
@@ -200,6 +204,23 @@ class RatingRow(SQLModel, table=True):
     c7: int | None = None
     c8: int | None = None
     c9: int | None = None
+
+
+class RatingRow(_RatingColumns, table=True):
+    """Each dossier's latest rating: the row a batch locks while it changes the dossier's ratings."""
+
+    __tablename__ = "scoring_rating"
+
+    dossier_code: str = Field(primary_key=True, max_length=64)
+
+
+class RatingEntryRow(_RatingColumns, table=True):
+    """Every rating of a dossier: each period counts the latest made in it (``domain.rating_contributions``)."""
+
+    __tablename__ = "scoring_rating_entry"
+
+    dossier_code: str = Field(primary_key=True, max_length=64)
+    event_id: str = Field(primary_key=True, max_length=256)
 
 
 class PlanTaskRow(SQLModel, table=True):
@@ -262,12 +283,13 @@ def _t(model: type[SQLModel]) -> Table:
 DOSSIER = _t(DossierRow)
 FACT = _t(DossierFactRow)
 RATING = _t(RatingRow)
+RATING_ENTRY = _t(RatingEntryRow)
 TASK = _t(PlanTaskRow)
 PERIOD_COUNT = _t(PeriodCountRow)
 OPEN_COUNT = _t(OpenCountRow)
 ALERT = _t(AlertRow)
 META = _t(MetaRow)
-TABLES = [DOSSIER, FACT, RATING, TASK, PERIOD_COUNT, OPEN_COUNT, ALERT, META]
+TABLES = [DOSSIER, FACT, RATING, RATING_ENTRY, TASK, PERIOD_COUNT, OPEN_COUNT, ALERT, META]
 AGGREGATES = [PERIOD_COUNT, OPEN_COUNT]
 OUTBOX = outbox_table("scoring", SQLModel.metadata)
 
@@ -339,7 +361,7 @@ class ScoringStore:
         self.clock = clock
         self.dialect = engine.dialect.name
         self.statistics = StatisticsKeeper(
-            engine, tables=["scoring_dossier", "scoring_rating", "scoring_period_count", "scoring_open_count"]
+            engine, tables=["scoring_dossier", "scoring_rating_entry", "scoring_period_count", "scoring_open_count"]
         )
         self._bumps: dict[str, BulkStatement] = {}
         self.outbox = Outbox(engine, OUTBOX)
@@ -426,12 +448,55 @@ class ScoringStore:
         return out
 
     def apply_ratings(self, ratings: Sequence[RatingFacts]) -> list[bool]:
-        """Keep each dossier's latest rating; returns per item whether it changed the store."""
+        """Keep every rating of each dossier, and its latest; returns per item whether it was new to the store."""
         now = self.clock()
-        return self._keep_latest(
-            ratings, RATING, ["dossier_code"], stored=_rating_facts, row=functools.partial(_rating_row, now=now),
-            contributions=rating_contributions,
-        )
+        given: dict[str, dict[str, RatingFacts]] = defaultdict(dict)  # each dossier's ratings, one per event id
+        for r in ratings:
+            given[r.dossier_code].setdefault(r.event_id, r)
+        new: set[tuple[str, str]] = set()
+        with Session(self.engine) as session, session.begin():
+            codes = sorted(given)
+            latest = {r.dossier_code: r for r in self._locked(session, RATING, [RATING.c.dossier_code], codes)}
+            stored = self._rating_histories(session, codes)
+            cells: Counter[CellKey] = Counter()
+            entries: list[dict[str, object]] = []
+            inserts: list[dict[str, object]] = []
+            updates: list[dict[str, object]] = []
+            for code in codes:
+                history = stored.get(code, [])
+                known = {r.event_id for r in history}
+                fresh = [r for event_id, r in given[code].items() if event_id not in known]
+                if not fresh:
+                    continue
+                grown = [*history, *fresh]
+                cells.subtract(rating_contributions(history))
+                cells.update(rating_contributions(grown))
+                entries += [_rating_row(r, now=now) for r in fresh]
+                new.update((code, r.event_id) for r in fresh)
+                best = max(grown, key=operator.attrgetter("order"))
+                prev = latest.get(code)
+                if prev is None:
+                    inserts.append(_rating_row(best, now=now))
+                elif best.event_id != prev.event_id:
+                    updates.append(_rating_row(best, now=now))
+            self._write_rows(session, RATING_ENTRY, inserts=entries, updates=[], key=["dossier_code", "event_id"])
+            self._write_rows(session, RATING, inserts=inserts, updates=updates, key=["dossier_code"])
+            self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
+        seen: set[tuple[str, str]] = set()
+        out: list[bool] = []
+        for r in ratings:
+            key = (r.dossier_code, r.event_id)
+            out.append(key in new and key not in seen)
+            seen.add(key)
+        return out
+
+    def _rating_histories(self, session: Session, codes: Sequence[str]) -> dict[str, list[RatingFacts]]:
+        """Every stored rating of ``codes`` (read under the lock their latest rating's rows hold)."""
+        out: dict[str, list[RatingFacts]] = defaultdict(list)
+        for part in _chunks(list(codes)):
+            for row in session.execute(select(RATING_ENTRY).where(RATING_ENTRY.c.dossier_code.in_(part))):
+                out[row.dossier_code].append(_rating_facts(row))
+        return out
 
     def apply_tasks(self, tasks: Sequence[TaskFacts]) -> list[bool]:
         """Keep each plan-task occurrence's latest state; returns per item whether it changed the store."""
@@ -530,9 +595,10 @@ class ScoringStore:
     def rebuild(self) -> RebuildResult:
         """Recompute every aggregate from the stored dossiers (their histories), ratings and task states."""
         self.seed_histories()
+        self.seed_rating_entries()
         with Session(self.engine) as session, session.begin():
             if self.dialect == "postgresql":
-                session.execute(text("LOCK TABLE scoring_dossier, scoring_dossier_fact, scoring_rating,"
+                session.execute(text("LOCK TABLE scoring_dossier, scoring_dossier_fact, scoring_rating_entry,"
                                      " scoring_plan_task IN SHARE MODE"))
                 session.execute(text("LOCK TABLE scoring_period_count, scoring_open_count IN EXCLUSIVE MODE"))
             # Delete first: on SQLite this takes the write lock before anything is read. Periods before the
@@ -545,9 +611,11 @@ class ScoringStore:
             session.execute(delete(OPEN_COUNT))
             cells, opens, dossiers = self._recompute_dossiers(session)
             ratings = tasks = 0
-            for row in session.execute(select(RATING)):
-                cells.update(rating_contributions(_rating_facts(row)))
-                ratings += 1
+            stmt = select(RATING_ENTRY).order_by(RATING_ENTRY.c.dossier_code).execution_options(yield_per=2000)
+            for _, rows in itertools.groupby(session.execute(stmt), key=operator.attrgetter("dossier_code")):
+                history = [_rating_facts(row) for row in rows]
+                cells.update(rating_contributions(history))
+                ratings += len(history)
             for row in session.execute(select(TASK)):
                 cells.update(task_contributions(_from_row(TaskFacts, row)))
                 tasks += 1
@@ -590,6 +658,15 @@ class ScoringStore:
         with self.engine.begin() as conn:
             return int(conn.execute(insert(FACT).from_select([*names, "valid_from", "valid_to"], source)).rowcount)
 
+    def seed_rating_entries(self) -> int:
+        """Ratings stored before scoring kept every rating: each dossier's latest becomes its first entry."""
+        names = [c.name for c in RATING_ENTRY.columns]
+        source = select(*(RATING.c[n] for n in names)).where(
+            ~select(RATING_ENTRY.c.dossier_code).where(RATING_ENTRY.c.dossier_code == RATING.c.dossier_code).exists()
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(insert(RATING_ENTRY).from_select(names, source)).rowcount)
+
     @staticmethod
     def _pruned_before(session: Session) -> str | None:
         """The first period key (a year, ``"2026"``) the stored rows still count in full, if the retention ran."""
@@ -604,14 +681,16 @@ class ScoringStore:
         midnight = dt.datetime.combine(boundary, dt.time(0), tzinfo=VN_TZ)
         counted_before = DOSSIER.c.counted.is_(True) & (DOSSIER.c.ended_on < boundary)
         old_dossier = (DOSSIER.c.updated_at < quiet_since) & (DOSSIER.c.counted.is_(False) | counted_before)
-        old_rating = (RATING.c.recorded_at < quiet_since) & (RATING.c.rated_at < midnight)
+        old_rating = (RATING_ENTRY.c.recorded_at < quiet_since) & (RATING_ENTRY.c.rated_at < midnight)
+        old_latest = (RATING.c.recorded_at < quiet_since) & (RATING.c.rated_at < midnight)  # its entries are older
         self._mark_pruned_before(boundary.year, dossiers=(DOSSIER.c.updated_at < quiet_since) & counted_before,
                                  ratings=old_rating)
         deleted = {DOSSIER.name: delete_chunk(self.engine, DOSSIER, old_dossier, limit=retention.chunk)}
         # A dossier's history goes with its row (those of dossiers pruned in an earlier pass too).
         orphan = ~select(DOSSIER.c.dossier_code).where(DOSSIER.c.dossier_code == FACT.c.dossier_code).exists()
         deleted[FACT.name] = delete_chunk(self.engine, FACT, orphan, limit=retention.chunk)
-        deleted[RATING.name] = delete_chunk(self.engine, RATING, old_rating, limit=retention.chunk)
+        deleted[RATING_ENTRY.name] = delete_chunk(self.engine, RATING_ENTRY, old_rating, limit=retention.chunk)
+        deleted[RATING.name] = delete_chunk(self.engine, RATING, old_latest, limit=retention.chunk)
         return deleted
 
     def _mark_pruned_before(self, year: int, *, dossiers: Any, ratings: Any) -> None:
@@ -620,7 +699,8 @@ class ScoringStore:
             known = self._pruned_before(session)
             if known is not None and int(known) >= year:
                 return
-            doomed = [select(DOSSIER.c.dossier_code).where(dossiers), select(RATING.c.dossier_code).where(ratings)]
+            doomed = [select(DOSSIER.c.dossier_code).where(dossiers),
+                      select(RATING_ENTRY.c.dossier_code).where(ratings)]
             if all(session.execute(q.limit(1)).first() is None for q in doomed):
                 return
             upsert = self._insert()(META).values(key=PRUNED_BEFORE, value=str(year))

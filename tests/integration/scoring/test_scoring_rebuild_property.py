@@ -116,7 +116,7 @@ def expected_aggregates(batches) -> tuple[dict, dict]:
     """Independently: pick the winning record of each identity, sum its contributions."""
     states: dict[str, DossierFacts] = {}
     snapshots: dict[str, dict[int, DossierFacts]] = {}
-    ratings: dict[str, RatingFacts] = {}
+    ratings: dict[str, dict[str, RatingFacts]] = {}  # every rating of each dossier, by event id
     tasks: dict[tuple, TaskFacts] = {}
     for batch in batches:
         for kind, rec in batch:
@@ -125,9 +125,7 @@ def expected_aggregates(batches) -> tuple[dict, dict]:
                 if rec.dossier_code not in states or rec.revision > states[rec.dossier_code].revision:
                     states[rec.dossier_code] = rec
             elif kind == "rating":
-                cur = ratings.get(rec.dossier_code)
-                if cur is None or (rec.rated_at, rec.event_id) > (cur.rated_at, cur.event_id):
-                    ratings[rec.dossier_code] = rec
+                ratings.setdefault(rec.dossier_code, {})[rec.event_id] = rec
             else:
                 cur = tasks.get(rec.key)
                 if cur is None or (rec.updated_at, rec.event_id) > (cur.updated_at, cur.event_id):
@@ -141,8 +139,12 @@ def expected_aggregates(batches) -> tuple[dict, dict]:
                 cells.update({k: n for k, n in dossier_contributions(at_end).items() if k[0] == p.key})
         if (k := open_key(f)) is not None:
             opens[k] += 1
-    for r in ratings.values():
-        cells.update(rating_contributions(r))
+    for by_id in ratings.values():
+        for p in PERIODS:  # each period counts the dossier's latest rating made in it
+            made = [r for r in by_id.values() if p.start <= local_date(r.rated_at) <= p.end]
+            if made:
+                latest = max(made, key=lambda r: (r.rated_at, r.event_id))
+                cells.update({k: n for k, n in rating_contributions([latest]).items() if k[0] == p.key})
     for t in tasks.values():
         cells.update(task_contributions(t))
     return {k: n for k, n in cells.items() if n}, {k: n for k, n in opens.items() if n}

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from services.scoring.domain import DossierFacts, RatingFacts
-from services.scoring.store import DOSSIER, FACT, PERIOD_COUNT, RATING, ScoringStore, create_schema
+from services.scoring.store import DOSSIER, FACT, PERIOD_COUNT, RATING, RATING_ENTRY, ScoringStore, create_schema
 from shared.db import make_engine
 from shared.retention import Retention
 
@@ -43,7 +43,8 @@ def ended(code: str, received: dt.date, on: dt.date, timeliness: str = "on_time"
 
 
 def rated(code: str, at: dt.datetime, overall: str = "satisfied") -> RatingFacts:
-    return RatingFacts(dossier_code=code, agency_code="PTP", rated_at=at, event_id=f"{code}-r", overall=overall)
+    return RatingFacts(dossier_code=code, agency_code="PTP", rated_at=at, event_id=f"{code}-r-{at:%Y%m%d}",
+                       overall=overall)
 
 
 def codes(engine: Engine, table) -> list[str]:  # type: ignore[no-untyped-def]
@@ -68,21 +69,22 @@ def test_rows_of_closed_years_go_the_figures_stay_and_a_rebuild_keeps_those_year
 
     deleted = store.prune(RETENTION, now=NOW)
 
-    assert deleted == {DOSSIER.name: 2, FACT.name: 2, RATING.name: 1}
+    assert deleted == {DOSSIER.name: 2, FACT.name: 2, RATING_ENTRY.name: 1, RATING.name: 1}
     assert codes(engine, DOSSIER) == ["H.2026", "H.DEC", "H.OPEN"]  # H.DEC changed 393 days ago; H.OPEN is open
     assert sorted(set(codes(engine, FACT))) == ["H.2026", "H.DEC", "H.OPEN"]  # a history goes with its dossier
-    assert codes(engine, RATING) == ["H.DEC"]  # rated before the boundary, but stored within the 400 days
+    # Rated before the boundary, but stored within the 400 days:
+    assert codes(engine, RATING) == codes(engine, RATING_ENTRY) == ["H.DEC"]
     assert store.aggregates() == figures  # the figures of 2025 are what they were
     spoil(engine, "2026")
     store.rebuild()
     assert store.aggregates() == figures  # 2025 kept as it was, 2026 on recounted from what is stored
-    assert store.prune(RETENTION, now=NOW) == {DOSSIER.name: 0, FACT.name: 0, RATING.name: 0}
+    assert store.prune(RETENTION, now=NOW) == {DOSSIER.name: 0, FACT.name: 0, RATING_ENTRY.name: 0, RATING.name: 0}
 
 
 def test_a_rebuild_before_any_pruning_recounts_every_year(engine: Engine) -> None:
     store = ScoringStore(engine, clock=Clock(NOW))
     store.apply_states([ended("H.2025", D(2025, 5, 2), D(2025, 6, 3))], now=NOW)  # changed now: nothing to prune
-    assert store.prune(RETENTION, now=NOW) == {DOSSIER.name: 0, FACT.name: 0, RATING.name: 0}
+    assert store.prune(RETENTION, now=NOW) == {DOSSIER.name: 0, FACT.name: 0, RATING_ENTRY.name: 0, RATING.name: 0}
     figures = store.aggregates()
     spoil(engine, "2025")
     store.rebuild()

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import delete, update
 
 from services.scoring.alerts import Hysteresis, Observation, evaluate
 from services.scoring.board import Scoreboard
@@ -21,7 +22,7 @@ from services.scoring.domain import (
     dossier_contributions,
     open_key,
 )
-from services.scoring.store import ScoringStore, create_schema
+from services.scoring.store import CONTRIBUTIONS, META, RATING_ENTRY, ScoringStore, create_schema
 from shared.db import is_conflict, is_transient, make_engine
 from shared.outbox import Message
 
@@ -170,7 +171,7 @@ def rating(code: str, overall: str, day: int, event_id: str, **criteria) -> Rati
 
 def test_later_rating_replaces_the_earlier_even_arriving_first(store: ScoringStore) -> None:
     assert store.apply_ratings([rating("D1", "unsatisfied", 5, "b", c1=0)]) == [True]
-    assert store.apply_ratings([rating("D1", "very_satisfied", 3, "a", c1=2)]) == [False]
+    assert store.apply_ratings([rating("D1", "very_satisfied", 3, "a", c1=2)]) == [True]  # kept, counted nowhere
     assert store.apply_ratings([rating("D1", "unsatisfied", 5, "b", c1=0)]) == [False]  # redelivery
     assert store.apply_ratings([rating("D2", "satisfied", 4, "c", c1=2), rating("D3", "satisfied", 4, "d")]) == [
         True, True
@@ -182,10 +183,43 @@ def test_later_rating_replaces_the_earlier_even_arriving_first(store: ScoringSto
     # A later rating moving to another month moves the dossier's rating there.
     store.apply_ratings([RatingFacts(dossier_code="D2", agency_code="PTP", event_id="e",
                                      rated_at=dt.datetime(2026, 10, 30, 2, tzinfo=UTC), overall="unsatisfied")])
-    assert current_figures(store, kind="month").rated == 3  # D2's later rating is dated earlier: ignored
+    assert current_figures(store, kind="month").rated == 3  # D2's later rating is dated earlier: October's
     store.apply_ratings([RatingFacts(dossier_code="D2", agency_code="PTP", event_id="f",
                                      rated_at=dt.datetime(2026, 11, 30, 2, tzinfo=UTC), overall="unsatisfied")])
     assert current_figures(store, kind="month").satisfaction_ratio == 1 / 3
+
+
+def test_a_rating_replaced_next_month_leaves_the_closed_month_as_it_was(store: ScoringStore) -> None:
+    store.apply_ratings([rating("D1", "satisfied", 20, "a"), rating("D2", "satisfied", 21, "b")])
+    november = store.period_counts(["2026-11"])
+    again = RatingFacts(dossier_code="D1", agency_code="PTP", event_id="c",
+                        rated_at=dt.datetime(2026, 12, 2, 2, tzinfo=UTC), overall="unsatisfied")
+    assert store.apply_ratings([again]) == [True]
+    assert store.period_counts(["2026-11"]) == november  # judged as of its last day
+    counts = store.period_counts(["2026-12", "2026-Q4"])
+    assert counts["2026-12"]["PTP"]["rated_unsatisfied"] == 1 and counts["2026-12"]["PTP"]["rated"] == 1
+    assert counts["2026-Q4"]["PTP"]["rated"] == 2 and counts["2026-Q4"]["PTP"]["rated_unsatisfied"] == 1
+
+
+def test_ratings_stored_before_every_rating_was_kept_are_counted_the_same_after_the_upgrade(
+    database_url: str,
+) -> None:
+    """A database of a version that kept each dossier's latest rating alone: at start its latest ratings become
+    their dossiers' first entries, the aggregates are recounted the same, and a later rating adds to them."""
+    engine = make_engine(database_url)
+    create_schema(engine)
+    store = ScoringStore(engine)
+    store.apply_ratings([rating("D1", "satisfied", 20, "a", c1=2), rating("D2", "unsatisfied", 21, "b")])
+    before = store.aggregates()
+    with engine.begin() as conn:  # as the older version left it
+        conn.execute(delete(RATING_ENTRY))
+        conn.execute(update(META).where(META.c.key == CONTRIBUTIONS).values(value="3"))
+    create_schema(engine)
+    assert store.aggregates() == before
+    store.apply_ratings([RatingFacts(dossier_code="D1", agency_code="PTP", event_id="c",
+                                     rated_at=dt.datetime(2026, 12, 2, 2, tzinfo=UTC), overall="unsatisfied")])
+    assert store.period_counts(["2026-11"])["2026-11"]["PTP"]["rated_satisfied"] == 1
+    engine.dispose()
 
 
 def task(task_id: str, state: str, minute: int, *, occurrence: str = "2026-11") -> TaskFacts:

@@ -19,7 +19,6 @@ from services.scoring.domain import (
     compute_figures,
     dossier_contributions,
     is_overdue,
-    latest_ratings,
     natural_key,
     open_key,
     open_mode,
@@ -44,8 +43,11 @@ def counts_for(facts, period: str, *, today: dt.date = TODAY, agency: str = "PTP
     cells: Counter = Counter()
     for f in facts:
         cells.update(dossier_contributions(f))
-    for r in latest_ratings(ratings).values():
-        cells.update(rating_contributions(r))
+    by_dossier: dict[str, list[RatingFacts]] = {}
+    for r in ratings:
+        by_dossier.setdefault(r.dossier_code, []).append(r)
+    for history in by_dossier.values():
+        cells.update(rating_contributions(history))
     for t in tasks:
         cells.update(task_contributions(t))
     out = Counter({fig: n for (p, a, fig), n in cells.items() if p == period and a == agency})
@@ -168,8 +170,24 @@ def test_rating_tie_on_time_is_broken_by_event_id() -> None:
     at = dt.datetime(2026, 11, 3, 2, tzinfo=UTC)
     a = rating("D1", "unsatisfied", at, "evt-a")
     b = rating("D1", "satisfied", at, "evt-b")
-    assert latest_ratings([a, b])["D1"] is b
-    assert latest_ratings([b, a])["D1"] is b
+    for order in ([a, b], [b, a]):
+        cells = rating_contributions(order)
+        assert cells[("2026-11", "PTP", "rated_satisfied")] == 1 and ("2026-11", "PTP", "rated_unsatisfied") not in cells
+
+
+def test_a_rating_replaced_next_month_still_counts_in_the_closed_month() -> None:
+    """A later rating replaces the earlier one in the periods both fall in (the quarter, the year); the month of
+    the earlier one keeps it: a closed month is judged as of its last day."""
+    november = rating("D1", "very_satisfied", dt.datetime(2026, 11, 20, 2, tzinfo=UTC), "a", c1=2)
+    december = rating("D1", "unsatisfied", dt.datetime(2026, 12, 2, 2, tzinfo=UTC), "b", c1=0)
+    for order in ([november, december], [december, november]):
+        cells = rating_contributions(order)
+        assert cells[("2026-11", "PTP", "rated_satisfied")] == 1
+        assert cells[("2026-11", "PTP", "criterion_sum_c1")] == 2
+        assert cells[("2026-12", "PTP", "rated_unsatisfied")] == 1
+        for period in ("2026-Q4", "2026"):
+            assert cells[(period, "PTP", "rated")] == 1 and cells[(period, "PTP", "rated_unsatisfied")] == 1
+            assert (period, "PTP", "rated_satisfied") not in cells
 
 
 def test_event_ids_compare_in_natural_order() -> None:

@@ -67,7 +67,7 @@ def test_rating_just_after_midnight_vietnam_counts_in_the_new_month() -> None:
         dossier_code="D1", agency_code="PTP", rated_at=dt.datetime(2026, 10, 31, 17, 0, tzinfo=UTC),
         event_id="e1", overall="satisfied",
     )
-    cells = rating_contributions(rating)
+    cells = rating_contributions([rating])
     assert cells[("2026-11", "PTP", "rated")] == 1
     assert ("2026-10", "PTP", "rated") not in cells
     assert cells[("2026-Q4", "PTP", "rated")] == 1
