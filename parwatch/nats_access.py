@@ -17,10 +17,12 @@ Every user is an nkey in one account, ``PARWATCH``, with JetStream. Roles:
 * **admin** provisions: ``parwatch streams ensure`` creates and reconciles the
   streams, ``parwatch deadletters replay`` publishes again. Everything in the
   account; used for a deployment step, not by a running service;
-* **operator** reads: stream and consumer information, messages by sequence,
-  ephemeral consumers (``parwatch deadletters list``, ``nats stream info``).
-  It publishes to no stream subject, creates no durable consumer, changes and
-  deletes nothing;
+* **operator** reads: stream and consumer information and messages by
+  sequence (``parwatch deadletters list``, ``nats stream info``). It publishes
+  to no subject but those read requests, creates no consumer (a push
+  consumer's deliver subject could be a service's or ``tthc.alerts``: NATS
+  cannot check it, so none at all), has no direct get (its answer, the stored
+  message, goes to any reply subject), changes and deletes nothing;
 * a **publisher** (one per integrating system, named after its ``source``)
   publishes the three input subjects and receives its acks: nothing else, not
   even a subscription to another inbox.
@@ -153,8 +155,12 @@ def admin_permissions(*, inbox: str) -> dict[str, Any]:
 
 
 def operator_permissions(*, inbox: str) -> dict[str, Any]:
-    """Read-only: information, messages by sequence, ephemeral consumers (the server refuses a durable name on
-    ``$JS.API.CONSUMER.CREATE.<stream>``), flow control of those; no stream subject, no change."""
+    """Read-only: information, and messages by sequence. No consumer: a push consumer delivers where its config
+    says, a service's deliver subject or ``tthc.alerts`` as well as the operator's inbox, and NATS permissions
+    cannot look into that config. No direct get either: the server sends any answer to the request's reply
+    subject, which permissions do not check either, and a direct get answers with the stored message as it is, so
+    a reply subject of ``tthc.alerts`` would copy a publisher's message there; a ``STREAM.MSG.GET`` answer is the
+    API's JSON, never an event."""
     return {
         "publish": {
             "allow": [
@@ -166,10 +172,6 @@ def operator_permissions(*, inbox: str) -> dict[str, Any]:
                 "$JS.API.CONSUMER.LIST.*",
                 "$JS.API.CONSUMER.INFO.*.*",
                 "$JS.API.STREAM.MSG.GET.*",
-                "$JS.API.DIRECT.GET.*",
-                "$JS.API.DIRECT.GET.*.>",
-                "$JS.API.CONSUMER.CREATE.*",
-                "$JS.FC.>",
             ]
         },
         "subscribe": {"allow": [f"{inbox}.>"]},

@@ -237,12 +237,19 @@ async def _jetstream() -> AsyncIterator[Any]:
         await nc.close()
 
 
-async def _read_letters(js: Any, *, read_timeout: float = 10.0) -> list[Letter]:
-    """Every dead letter the stream holds, oldest first, read once through an ordered consumer (a message there
-    that holds no dead letter is skipped)."""
-    from nats.js.api import DeliverPolicy
+#: Messages of the dead-letter stream asked for at once, each by its sequence.
+READ_WINDOW = 64
+
+
+async def _read_letters(js: Any, *, selection: Selection | None = None, newest: int | None = None) -> list[Letter]:
+    """The dead letters the stream holds that match ``selection``, oldest first: every one, or the ``newest``
+    most recent. Each message is read by its sequence (``$JS.API.STREAM.MSG.GET``, answered by the stream's
+    leader), newest first, so ``list`` stops once it has its ``--limit``; no consumer is created, which the
+    operator's read-only credential may not do. A message there that holds no dead letter is skipped, and so is a
+    sequence the stream no longer holds."""
     from nats.js.errors import NotFoundError
 
+    selection = selection or Selection()
     stream = stream_for(DEADLETTER).name
     try:
         info = await js.stream_info(stream)
@@ -250,27 +257,33 @@ async def _read_letters(js: Any, *, read_timeout: float = 10.0) -> list[Letter]:
         return []
     if not info.state.messages:
         return []
-    last = info.state.last_seq
-    letters: list[Letter] = []
-    sub = await js.subscribe(DEADLETTER, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=read_timeout)
-            letter = letter_of(msg.data)
-            if letter is not None:
-                letters.append(letter)
-            if msg.metadata.num_pending == 0 or msg.metadata.sequence.stream >= last:
-                return letters
-    finally:
-        await sub.unsubscribe()
+
+    async def get(seq: int) -> bytes | None:
+        try:
+            return (await js.get_msg(stream, seq)).data or b""
+        except NotFoundError:  # removed since (the stream's limits), or never stored (a gap)
+            return None
+
+    found: list[Letter] = []
+    top = info.state.last_seq
+    while top >= info.state.first_seq and (newest is None or len(found) < newest):
+        seqs = range(top, max(info.state.first_seq, top - READ_WINDOW + 1) - 1, -1)
+        for raw in await asyncio.gather(*(get(seq) for seq in seqs)):
+            letter = letter_of(raw) if raw is not None else None
+            if letter is not None and selection.matches(letter) and (newest is None or len(found) < newest):
+                found.append(letter)
+        top = seqs[-1] - 1
+    found.reverse()
+    return found
 
 
 async def _fetch_letters(limit: int, selection: Selection | None = None) -> list[dict[str, Any]]:
     """The ``limit`` most recent dead letters that match, newest first (as dicts of the contract's fields)."""
-    selection = selection or Selection()
+    if limit <= 0:
+        return []
     async with _jetstream() as js:
-        letters = [d for d in await _read_letters(js) if selection.matches(d)]
-    return [dataclasses.asdict(d) for d in reversed(letters[-limit:] if limit > 0 else [])]
+        letters = await _read_letters(js, selection=selection, newest=limit)
+    return [dataclasses.asdict(d) for d in reversed(letters)]
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -189,21 +189,94 @@ async def test_the_services_http_doors_publish_on_the_input_subjects_with_their_
     assert not tracker.errors and not monitor.errors
 
 
-async def test_the_operator_reads_and_changes_nothing(deployment: Deployment, connect) -> None:
+async def test_the_operator_reads_and_changes_nothing(
+    deployment: Deployment, connect, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator reads information and messages by sequence, and lists the dead letters with `parwatch
+    deadletters list`. It creates no consumer: a push consumer delivers where its config says, onto tthc.alerts
+    (stored in TTHC_ALERTS) or a service's deliver subject as well, so a publisher's message made to look like an
+    alert would become one. It publishes on no subject, and has no direct get, whose answer (the stored message
+    itself) goes to whatever reply subject the request names."""
+    import datetime as dt
+
+    from parwatch.cli import main as parwatch_main
+    from shared.events import (
+        ALERT_FIRING_TYPE,
+        DEADLETTER_TYPE,
+        Alert,
+        DeadLetter,
+        EventRejected,
+        encode,
+        headers_for,
+        new_event,
+        parse_event,
+    )
+
+    now = dt.datetime(2026, 11, 25, 2, tzinfo=dt.UTC)
     admin = await connect("admin")
-    await publish_event(admin.nc.jetstream(), "tthc.dossier.events", dossier_event("H-2", 2, "2026-11-25T09:00:00+07:00"))
+    ajs = admin.nc.jetstream()
+    await publish_event(ajs, "tthc.dossier.events", dossier_event("H-2", 2, "2026-11-25T09:00:00+07:00"))
+    letter = new_event(type=DEADLETTER_TYPE, source="parwatch/dossier_tracker", id="deadletter:TTHC_DOSSIER:1",
+                       data=DeadLetter(stream="TTHC_DOSSIER", stream_seq=1, subject="tthc.dossier.events",
+                                       reason="data.status: the operator's test", received_at=now))
+    await ajs.publish("tthc.deadletter", encode(letter), headers=headers_for(letter))
+    # What a publisher may store: an alert, published on an input subject (the tracker would dead-letter it).
+    forged = new_event(type=ALERT_FIRING_TYPE, source="parwatch/deadline_monitor", data=Alert(
+        alert_key="forged", kind="dossier_overdue", severity="critical", agency_code="PTP", ref="H-2",
+        summary="forged", starts_at=now))
+    pub = await connect(PUBLISHER)
+    await publish_event(pub.nc.jetstream(), "tthc.dossier.events", encode(forged), msg_id="forged")
+
     op = await connect("operator")
     js = op.nc.jetstream(timeout=5)
-    info = await js.stream_info("TTHC_DOSSIER")
-    assert info.state.messages == 1
+    before = {s.name: await js.stream_info(s.name) for s in STREAMS}
+    assert before["TTHC_DOSSIER"].state.messages == 2 and before["TTHC_ALERTS"].state.messages == 0
     assert (await js.get_msg("TTHC_DOSSIER", 1)).subject == "tthc.dossier.events"
-    sub = await js.subscribe("tthc.dossier.events", ordered_consumer=True)  # an ephemeral consumer: reading
-    assert (await sub.next_msg(timeout=5)).subject == "tthc.dossier.events"
-    for subject in ("tthc.dossier.events", "tthc.alerts", "$JS.API.STREAM.DELETE.TTHC_DOSSIER",
-                    "$JS.API.STREAM.UPDATE.TTHC_DOSSIER", "$JS.API.CONSUMER.DURABLE.CREATE.TTHC_DOSSIER.mine",
-                    "$JS.API.CONSUMER.DELETE.TTHC_DOSSIER.dossier_tracker"):
-        await op.nc.publish(subject, b"{}")
+    # `parwatch deadletters list` with the operator's credential, as an operator runs it (its own event loop).
+    monkeypatch.setenv("PARWATCH_NATS_URL", deployment.url)
+    monkeypatch.setenv("PARWATCH_NATS_NKEY_SEED_FILE", str(deployment.seed("operator")))
+    monkeypatch.setenv("PARWATCH_NATS_TLS_CA_FILE", str(deployment.ca))
+    code = await asyncio.to_thread(parwatch_main, ["deadletters", "list"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(out) == 1 and "TTHC_DOSSIER:1" in out[0] and "the operator's test" in out[0], out
+
+    # No consumer of any kind, whatever it would deliver onto.
+    onto_alerts = {"stream_name": "TTHC_DOSSIER", "config": {"deliver_subject": "tthc.alerts", "ack_policy": "none"}}
+    onto_notifier = {"stream_name": "TTHC_DOSSIER", "config": {
+        "deliver_subject": "parwatch.deliver.notifier", "deliver_group": "notifier", "ack_policy": "none"}}
+    ordered = {"stream_name": "TTHC_DEADLETTER", "config": {
+        "deliver_subject": f"{deployment.auth('operator').inbox_prefix}.x", "ack_policy": "none",
+        "flow_control": True, "idle_heartbeat": 5_000_000_000, "mem_storage": True}}
+    for subject, request in (("$JS.API.CONSUMER.CREATE.TTHC_DOSSIER", onto_alerts),
+                             ("$JS.API.CONSUMER.CREATE.TTHC_DOSSIER", onto_notifier),
+                             ("$JS.API.CONSUMER.CREATE.TTHC_DEADLETTER", ordered),
+                             ("$JS.API.CONSUMER.CREATE.TTHC_DOSSIER.mine.tthc.dossier.events", onto_alerts),
+                             ("$JS.API.CONSUMER.DURABLE.CREATE.TTHC_DOSSIER.mine", onto_alerts)):
+        op.errors.clear()
+        await op.nc.publish(subject, json.dumps(request).encode(), reply=f"{deployment.auth('operator').inbox_prefix}.r")
         await op.refused("Publish", subject)
+    # No publish: no stream subject, no service's delivery, ack or inbox, no change, no direct get, whatever the
+    # reply subject.
+    other_inbox = deployment.auth("notifier").inbox_prefix
+    for subject in (*(subject for spec in STREAMS for subject in spec.subjects), "parwatch.deliver.notifier",
+                    "$JS.ACK.TTHC_ALERTS.notifier.1.1.1.0.0", "$JS.FC.x", "_INBOX.x", f"{other_inbox}.x",
+                    "$JS.API.STREAM.DELETE.TTHC_DOSSIER", "$JS.API.STREAM.UPDATE.TTHC_DOSSIER",
+                    "$JS.API.STREAM.PURGE.TTHC_DOSSIER", "$JS.API.STREAM.MSG.DELETE.TTHC_DOSSIER",
+                    "$JS.API.CONSUMER.DELETE.TTHC_DOSSIER.dossier_tracker", "$JS.API.DIRECT.GET.TTHC_DOSSIER",
+                    "$JS.API.DIRECT.GET.TTHC_DOSSIER.tthc.dossier.events"):
+        op.errors.clear()
+        await op.nc.publish(subject, b'{"seq": 2}', reply="tthc.alerts")
+        await op.refused("Publish", subject)
+    # A read answered onto tthc.alerts instead of the operator's inbox (NATS checks no reply subject) stores the
+    # API's JSON there: junk the notifier dead-letters, never the publisher's alert.
+    await op.nc.publish("$JS.API.STREAM.MSG.GET.TTHC_DOSSIER", b'{"seq": 2}', reply="tthc.alerts")
+    await wait_until(lambda: _stream_count(js, "TTHC_ALERTS", at_least=1), timeout=10)
+    with pytest.raises(EventRejected):
+        parse_event((await js.get_msg("TTHC_ALERTS", 1)).data)
+    after = {s.name: await js.stream_info(s.name) for s in STREAMS}
+    for name, info in after.items():
+        assert info.state.messages == before[name].state.messages + (name == "TTHC_ALERTS"), name
+        assert info.state.consumer_count == before[name].state.consumer_count == 0, name
 
 
 async def test_no_credential_or_no_tls_is_refused(deployment: Deployment) -> None:
