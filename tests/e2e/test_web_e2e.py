@@ -33,6 +33,8 @@ from shared.testing import dossier_event, jetstream, publish_event
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 CHROMIUM = Path("/usr/bin/chromium")
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"  # shipped with the tests: vendor/axe-core/README.md
+AXE_TAGS = ["wcag2a", "wcag2aa", "best-practice"]
 PARWATCH = Path(sys.executable).parent / "parwatch"
 OFFICIAL, PASSWORD = "tuphap-lanhdao", "mật khẩu thử nghiệm 146"  # Phòng Tư pháp's head (directory example)
 OTHER = "XA_VINH_TAN"
@@ -398,3 +400,35 @@ def test_pages_have_no_external_urls(site: Site, page: Page) -> None:
         assert not re.search(r"https?://|\b(src|href|action)=\"//", html), path
     assert requested and all(u.startswith(site.scoring + "/") for u in requested), requested
     assert any(u.endswith("/web/style.css") for u in requested)
+
+
+def _axe(page: Page) -> list[str]:
+    """axe-core's violations on the page as loaded, each with its rule id, what it asks and the nodes that fail."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS)
+    return [f"{v['id']} ({v['impact']}): {v['help']}\n" + "\n".join(
+        f"    {' '.join(map(str, n['target']))}: {n['failureSummary']}" for n in v["nodes"])
+        for v in result["violations"]]
+
+
+def test_every_page_passes_axe_cores_accessibility_check(site: Site, browser: Browser) -> None:
+    """Labels, contrast, landmarks and the rest of axe-core's WCAG 2 A/AA rules (and its best practices) on every
+    page, signed in (so with every form) and the sign-in page, on a desk and on a phone."""
+    failures: list[str] = []
+    for viewport in ({"width": 1280, "height": 900}, {"width": 390, "height": 844}):
+        # axe is injected as a script, and the pages' CSP allows no script at all (default-src 'none'): this
+        # context alone bypasses the CSP, to run axe. Every other test keeps it, and fails on a CSP violation.
+        context = browser.new_context(viewport=viewport, locale="vi-VN", bypass_csp=True)
+        page = context.new_page()
+        said = _watched(page)
+        try:
+            page.goto(f"{site.web}/dang-nhap")
+            failures += [f"{viewport['width']}px /dang-nhap: {v}" for v in _axe(page)]
+            sign_in(page, site)
+            for path in (p for p in PAGES if p != "/dang-nhap"):
+                page.goto(f"{site.web}{path}")
+                failures += [f"{viewport['width']}px {path}: {v}" for v in _axe(page)]
+        finally:
+            context.close()
+        assert said == [], said
+    assert failures == [], "\n".join(failures)
