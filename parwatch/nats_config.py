@@ -9,7 +9,8 @@ key and certificate it finds and writes only what is missing or asked for.
       ca/ca.pem, ca/ca-key.pem      the deployment's CA; keep the key offline (it signs a new node's certificate)
       nats/                         for every NATS node, mounted at /etc/nats (--conf-dir)
         nats-cluster.conf           the server config: JetStream, fsync, routes, TLS on client and route ports
-        auth.conf                   the PARWATCH account and its users (public keys and permissions)
+        auth/auth.conf              the PARWATCH account and its users (public keys and permissions), alone in
+                                    its folder: a node mounts the folder (``node_files``)
         ca.pem                      the CA certificate
         <node>/server-cert.pem      each node's certificate (client and route TLS) and key,
         <node>/server-key.pem       mounted as tls/server-*.pem
@@ -93,7 +94,7 @@ def render_server_conf(*, nodes: Sequence[str], layout: ServerLayout = ServerLay
         f"""\
 # A NATS JetStream node of parwatch, as `parwatch nats-config` writes it (parwatch/nats_config.py); the
 # compose cluster's (nats-1, nats-2, nats-3) is deploy/nats/nats-cluster.conf. Next to it in {layout.conf_dir}:
-# auth.conf (the users), tls/ca.pem, tls/server-cert.pem and tls/server-key.pem (this node's certificate).
+# auth/auth.conf (the users), tls/ca.pem, tls/server-cert.pem and tls/server-key.pem (this node's certificate).
 # Each node gets its name from the environment: SERVER_NAME=nats-1 ...
 server_name: $SERVER_NAME
 listen: {layout.listen}:{layout.client_port}
@@ -124,8 +125,9 @@ tls {{
 {tls}}}
 
 # Who may connect and do what: one nkey per service, admin, operator and each publisher, in the
-# account PARWATCH (parwatch/nats_access.py). A user unknown here is refused.
-include ./auth.conf
+# account PARWATCH (parwatch/nats_access.py). A user unknown here is refused. The file is replaced (not
+# rewritten) when the users change: mount its folder, which a reload (SIGHUP) then reads anew.
+include ./auth/auth.conf
 """
     ]
     if len(nodes) > 1:
@@ -489,7 +491,8 @@ def write_deployment(out: Path, request: Request, *, now: dt.datetime | None = N
     _write(creds.folder / "ca.pem", ca_pem, secret=False)
     _write(nats_folder / "nats-cluster.conf", render_server_conf(nodes=request.nodes, layout=request.layout).encode(),
            secret=False)
-    _write(nats_folder / "auth.conf", render_auth_conf(users).encode(), secret=False)
+    _write(nats_folder / "auth" / "auth.conf", render_auth_conf(users).encode(), secret=False)
+    (nats_folder / "auth.conf").unlink(missing_ok=True)  # where an older nats-config wrote it: no stale copy
     values = "# Helm values of the NATS chart: parwatch's users (parwatch nats-config; docs/running.md).\n"
     values += yaml.safe_dump(helm_auth_values(users), sort_keys=False, width=120)
     _write(out / "k8s" / "nats-auth-values.yaml", values.encode(), secret=False)
@@ -515,11 +518,13 @@ def summary(out: Path, written: Written) -> list[str]:
 
 
 def node_files(out: Path, node: str) -> dict[str, Path]:
-    """What a node needs, by its path relative to ``--conf-dir``: the files of ``out`` to put there (compose mounts
-    them one by one; on a host, copy them)."""
+    """What a node needs, by its path relative to ``--conf-dir``: the files of ``out`` to put there (on a host,
+    copy them). compose mounts ``auth/`` as a folder and the others one by one: a run that changes the users
+    replaces ``auth.conf`` by a new file, which a bind mount of the file itself would never show (it keeps the old
+    inode), so a reload would read the old users again."""
     return {
         "nats-cluster.conf": out / "nats" / "nats-cluster.conf",
-        "auth.conf": out / "nats" / "auth.conf",
+        "auth/auth.conf": out / "nats" / "auth" / "auth.conf",
         "tls/ca.pem": out / "nats" / "ca.pem",
         "tls/server-cert.pem": out / "nats" / node / "server-cert.pem",
         "tls/server-key.pem": out / "nats" / node / "server-key.pem",

@@ -39,7 +39,7 @@ def test_the_deployed_cluster_config_is_what_nats_config_writes_for_compose() ->
 
 def test_one_node_is_a_single_server_and_several_a_cluster_with_tls_routes() -> None:
     single = render_server_conf(nodes=("nats-a",))
-    assert "cluster {" not in single and "tls {" in single and "include ./auth.conf" in single
+    assert "cluster {" not in single and "tls {" in single and "include ./auth/auth.conf" in single
     cluster = render_server_conf(nodes=("a", "b", "c", "d"))
     assert re.findall(r"nats-route://(\w+):6222", cluster) == ["a", "b", "c", "d"]
     assert "verify: true" in cluster.split("cluster {", 1)[1]
@@ -59,7 +59,7 @@ def test_secrets_are_private_and_never_in_the_summary(tmp_path: Path) -> None:
     for path in secrets:
         longest = max(path.read_text().splitlines(), key=len)  # the seed, or a line of a PEM key
         assert longest not in text, path
-    auth = (tmp_path / "nats" / "auth.conf").read_text()
+    auth = (tmp_path / "nats" / "auth" / "auth.conf").read_text()
     assert all(p.read_text().strip() not in auth for p in tmp_path.glob("creds/*.nk"))
     assert all(p.read_text().strip() in auth for p in tmp_path.glob("creds/*.pub"))
 
@@ -98,7 +98,7 @@ def test_rotation_keeps_the_old_key_valid_until_finished(tmp_path: Path) -> None
         write_deployment(tmp_path, Request(rotate=("scoring",)), now=NOW)
     after = write_deployment(tmp_path, Request(finish_rotation=("scoring",)), now=NOW)
     assert [u.public_key for u in after.users if u.role == "scoring"] != [old]
-    assert old not in (tmp_path / "nats" / "auth.conf").read_text()
+    assert old not in (tmp_path / "nats" / "auth" / "auth.conf").read_text()
 
 
 def test_a_publisher_is_removed_and_bad_names_refused(tmp_path: Path) -> None:
@@ -190,8 +190,30 @@ def test_compose_gives_each_service_its_own_credential_and_each_node_its_files()
         for rel, src in node_files(Path("OUT"), node).items():
             if rel == "nats-cluster.conf":
                 assert "./nats/nats-cluster.conf:/etc/nats/nats-cluster.conf:ro" in mounts
+            elif rel == "auth/auth.conf":  # by its folder (next test)
+                assert f"/{src.parent.relative_to('OUT')}:/etc/nats/auth:ro" in mounts, node
             else:
                 assert f"/{src.relative_to('OUT')}:/etc/nats/{rel}:ro" in mounts, (node, rel)
+
+
+def test_compose_mounts_the_users_by_their_folder_so_a_reload_reads_a_rotation(tmp_path: Path) -> None:
+    """A run that changes the users replaces auth.conf (a new file, renamed over the old): a bind mount of the file
+    keeps the old inode, and a reload (SIGHUP) would read the old users. compose mounts its folder, where the
+    container sees the new file; nothing else is in that folder, no secret of another node."""
+    write_deployment(tmp_path, Request(), now=NOW)
+    auth = tmp_path / "nats" / "auth" / "auth.conf"
+    first = auth.stat().st_ino
+    write_deployment(tmp_path, Request(rotate=("scoring",)), now=NOW)
+    assert auth.stat().st_ino != first and "scoring (previous key" in auth.read_text()
+    assert [p.name for p in auth.parent.iterdir()] == ["auth.conf"]
+    assert not (tmp_path / "nats" / "auth.conf").exists()
+    services = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text(encoding="utf-8"))["services"]
+    for node in DEFAULT_NODES:
+        targets = {target: source for source, target in
+                   (m.removesuffix(":ro").rsplit(":", 1) for m in services[node]["volumes"])}
+        assert targets["/etc/nats/auth"].endswith("/nats/auth"), node
+        assert not [t for t in targets if t.endswith("auth.conf")], node
+    assert "include ./auth/auth.conf" in (REPO / "deploy" / "nats" / "nats-cluster.conf").read_text(encoding="utf-8")
 
 
 def _chart_route_hosts(values: dict[str, object], *, release: str, namespace: str) -> list[str]:
