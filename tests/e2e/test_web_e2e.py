@@ -191,11 +191,12 @@ def sign_in(page: Page, site: Site) -> None:
     assert "Trưởng phòng - Phòng Tư pháp" in page.inner_text("[data-testid=signed-in]")
 
 
-def _screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
+def _screenshot(page: Page, name: str) -> None:
+    """The whole page (not only its first screen) saved as ``name`` when PARWATCH_WEB_SCREENSHOTS names a folder."""
     folder = os.environ.get("PARWATCH_WEB_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=full_page)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
 
 
 def test_the_overview_shows_the_figures_the_scoring_api_gives(site: Site, page: Page) -> None:
@@ -218,6 +219,8 @@ def test_the_overview_shows_the_figures_the_scoring_api_gives(site: Site, page: 
     for part in district["index"]:
         assert page.inner_text(f"[data-part='{part['part']}']") == fmt.points(part["points"])
     assert page.locator("svg.chart").count() == 3
+    district_rows = page.locator("table.figures tr.district td:first-child")
+    assert district_rows.all_inner_texts() == ["Toàn huyện Tuy Phong"] * 2  # a row starts with a capital
     _screenshot(page, "web-overview.png")
 
 
@@ -239,8 +242,11 @@ def test_an_agency_page_shows_its_dossiers_review_duties_and_alerts(site: Site, 
         assert site.codes["LATE"] in page.inner_text("main")
         duties = page.locator("[data-testid=duties] tr[data-agency=PTP]")
         assert duties.count() > 0
-        assert site.codes["OVERDUE"] in page.inner_text("[data-testid=alerts]")
-        _screenshot(page, "web-agency.png", full_page=False)  # a phone's first screen
+        alert_row = page.locator("[data-testid=alerts] tr", has_text=site.codes["OVERDUE"])
+        assert alert_row.locator("td").nth(2).inner_text() == "Phòng Tư pháp"  # its name, not its code
+        # README's screenshot: the whole page at a desk's width (dossiers, weekly review, duties, alerts)
+        page.set_viewport_size({"width": 1280, "height": 900})
+        _screenshot(page, "web-agency.png")
     finally:
         context.close()
     assert said == [], said

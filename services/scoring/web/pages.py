@@ -103,6 +103,8 @@ class WebPages:
                            index_part=fmt.index_part, groups=fmt.GROUPS, severity_text=fmt.SEVERITY_TEXT,
                            ack_kinds=fmt.ACK_KIND_TEXT, prefix=PREFIX, on_time_target=ON_TIME_TARGET,
                            plan_target=PLAN_TARGET)
+        # a name at the start of a table's row: 'toàn huyện Tuy Phong' (said mid-sentence) -> 'Toàn huyện Tuy Phong'
+        env.filters["first_upper"] = lambda text: text[:1].upper() + text[1:]
         self._env = env
         self._css = (HERE / "static" / "style.css").read_bytes()
 
@@ -262,6 +264,8 @@ class WebPages:
         alerts = await self._peer(problems, self.peers.notifier.get("/alerts", agency=code), "alerts")
         for r in duties:
             r["agency_name"] = self.name(code)
+        for a in alerts:
+            a["agency_name"] = self.name(code)
         return self.render(request, "agency.html.j2", code=code, agency_name=self.name(code),
                            dossiers=_as_dates(dossiers), duties=_as_dates(duties), alerts=ordered_alerts(alerts),
                            problems=problems, **view)
