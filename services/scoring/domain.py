@@ -237,7 +237,7 @@ FLAG_FIGURES = {
     "synced_national": ("synced", "sync_reported"),
 }
 #: Bumped when what a record contributes changes: the aggregates are then rebuilt at start (``ScoringStore``).
-CONTRIBUTIONS_VERSION = "4"
+CONTRIBUTIONS_VERSION = "5"
 
 
 def known_flags(f: DossierFacts) -> list[str]:
@@ -446,6 +446,7 @@ class TaskFacts:
     state: str
     updated_at: dt.datetime
     event_id: str
+    done_on: dt.date | None = None  # the day it was done (None: not done, or a record from before the field)
 
     @classmethod
     def from_event(cls, data: PlanTaskStateChanged, *, event_id: str) -> TaskFacts:
@@ -458,7 +459,16 @@ class TaskFacts:
             state=data.state,
             updated_at=data.updated_at,
             event_id=event_id,
+            done_on=data.done_on,
         )
+
+    def state_at(self, day: dt.date) -> str:
+        """Its state at the end of ``day`` (a day on or after its due day), read from this (its latest) record:
+        done or done late from its done day on, overdue before it (its due day had passed unmet); otherwise the
+        record's state. A done record without a done day stands for every day."""
+        if self.state in ("done", "done_late") and self.done_on is not None and self.done_on > day:
+            return "overdue"
+        return self.state
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -471,10 +481,13 @@ class TaskFacts:
 
 
 def task_contributions(t: TaskFacts, weight: int = 1) -> Counter[CellKey]:
-    """A task occurrence counts in the periods of its due day, by its state."""
+    """A task occurrence counts in the periods of its due day, by its state at each period's last day: a month
+    that closed with the duty not done (its due day in the month) keeps it overdue when it is done late the
+    month after; its quarter and year count it done late."""
     out: Counter[CellKey] = Counter()
-    for key in period_keys(t.due_day):
-        out[(key, t.agency_code, f"task_{t.state}")] += weight
+    for kind in PERIOD_KINDS:
+        period = Period.containing(t.due_day, kind)
+        out[(period.key, t.agency_code, f"task_{t.state_at(period.end)}")] += weight
     return out
 
 

@@ -234,6 +234,7 @@ class PlanTaskRow(SQLModel, table=True):
     state: str = Field(max_length=16)
     updated_at: dt.datetime = Field(sa_type=UtcDateTime)
     event_id: str = Field(max_length=256)
+    done_on: dt.date | None = None
 
 
 class PeriodCountRow(SQLModel, table=True):
@@ -312,6 +313,7 @@ def create_schema(engine: Engine, *, now: dt.datetime | None = None) -> None:
     SQLModel.metadata.create_all(engine, tables=TABLES)
     # field_code, inter_agency, occurred_at: NULL (not known) in rows stored before
     add_missing_columns(engine, DOSSIER)
+    add_missing_columns(engine, TASK)  # done_on: NULL (a done state stands for every day) in rows stored before
     if "recorded_at" in add_missing_columns(engine, RATING):
         # Ratings stored before the column: stored by now at the latest, which is all the retention needs.
         with engine.begin() as conn:

@@ -443,9 +443,11 @@ class Reference:
             out.append(fold(code, events, self.days))
         return out
 
-    def task_state(self, o: Occurrence) -> str:
+    def task_state(self, o: Occurrence, *, at: dt.date | None = None) -> str:
+        """The occurrence's state at the end of ``at`` (a closed period's last day; None: today): done or done late
+        if reported done by then, else overdue once its due day has passed, else open."""
         done = self.done_on.get((o.task_id, o.agency, o.period))
-        if done is not None:
+        if done is not None and done <= (at or self.today):
             return "done" if done <= o.due_day else "done_late"
         return "overdue" if self.today > o.due_day else "open"
 
@@ -495,7 +497,7 @@ class Reference:
                     criteria[DISTRICT][k].append(v)
         for o in self.occurrences:
             if period.holds(o.due_day):
-                counts[o.agency][f"tasks_{self.task_state(o)}"] += 1
+                counts[o.agency][f"tasks_{self.task_state(o, at=end)}"] += 1
         district: Counter[str] = Counter()
         for c in counts.values():
             district.update(c)

@@ -10,10 +10,12 @@ from services.scoring.domain import (
     DossierFacts,
     Period,
     RatingFacts,
+    TaskFacts,
     current_periods,
     dossier_contributions,
     period_keys,
     rating_contributions,
+    task_contributions,
     today_in_vietnam,
 )
 
@@ -85,3 +87,30 @@ def test_dossier_counts_in_the_periods_of_its_receipt_and_end_days() -> None:
     assert cells[("2026-Q4", "PTP", "ended_early")] == 1
     assert cells[("2026", "PTP", "received")] == 1
     assert ("2026-10", "PTP", "received") not in cells
+
+
+def duty(state: str, *, due: dt.date, done_on: dt.date | None = None) -> TaskFacts:
+    return TaskFacts(plan_id="146", task_id="I.1", occurrence="2026-11", agency_code="PTP", due_day=due, state=state,
+                     updated_at=dt.datetime(2026, 12, 5, 2, tzinfo=dt.timezone.utc), event_id="e", done_on=done_on)
+
+
+@pytest.mark.parametrize(
+    ("record", "november", "later"),
+    [
+        # Overdue at November's end, done late in December: November keeps it overdue; the quarter and year count
+        # it done late.
+        (duty("done_late", due=dt.date(2026, 11, 15), done_on=dt.date(2026, 12, 3)), "overdue", "done_late"),
+        # Due on November's last day, done after it: November closed with it not done.
+        (duty("done_late", due=dt.date(2026, 11, 30), done_on=dt.date(2026, 12, 3)), "overdue", "done_late"),
+        (duty("done", due=dt.date(2026, 11, 15), done_on=dt.date(2026, 11, 10)), "done", "done"),
+        (duty("overdue", due=dt.date(2026, 11, 15)), "overdue", "overdue"),
+        (duty("open", due=dt.date(2026, 11, 15)), "open", "open"),
+        (duty("done_late", due=dt.date(2026, 11, 15)), "done_late", "done_late"),  # stored before done_on
+    ],
+)
+def test_a_duty_counts_in_each_period_of_its_due_day_as_it_stood_at_the_period_s_end(
+    record: TaskFacts, november: str, later: str
+) -> None:
+    cells = task_contributions(record)
+    assert cells == {("2026-11", "PTP", f"task_{november}"): 1, ("2026-Q4", "PTP", f"task_{later}"): 1,
+                     ("2026", "PTP", f"task_{later}"): 1}
