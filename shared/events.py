@@ -56,7 +56,8 @@ DOSSIER_CODE_PATTERN = r"^[A-Za-z0-9._/-]+$"
 TEXT_PATTERN = r"^[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]*$"
 #: A plan report's note: free text that may also break lines and hold tabs.
 NOTE_PATTERN = r"^(?:[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]|[\t\n\r])*$"
-PERIOD_PATTERN = r"^\d{4}(-W(0[1-9]|[1-4]\d|5[0-3])|-(0[1-9]|1[0-2]))?$"
+#: ``[0-9]``, not ``\d``: pydantic's regex takes any script's digits for ``\d`` (``٢٠٢٦``, ``２０２６``).
+PERIOD_PATTERN = r"^[0-9]{4}(-W(0[1-9]|[1-4][0-9]|5[0-3])|-(0[1-9]|1[0-2]))?$"
 #: Times lie in [EARLIEST, LATEST): every store and every offset's arithmetic holds them.
 EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)

@@ -146,9 +146,10 @@ def test_rating_and_plan_events() -> None:
                  "reported_at": "2026-11-26T09:00:00+07:00", "period": "2026-11", "note": "x" * 2000},
     }
     assert parse_event(json.dumps(plan)).data.period == "2026-11"
-    plan["data"]["period"] = "2026-13"
-    with pytest.raises(EventRejected, match="data.period"):
-        parse_event(json.dumps(plan))
+    for period in ("2026-13", "٢٠٢٦-11", "２０２６", "2026-W٢٧"):  # another script's digits are not a period
+        plan["data"]["period"] = period
+        with pytest.raises(EventRejected, match="data.period"):
+            parse_event(json.dumps(plan))
     plan["data"]["period"] = "2026-W27"
     plan["data"]["note"] = "x" * 2001
     with pytest.raises(EventRejected, match="data.note"):
