@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,10 @@ PARWATCH = Path(sys.executable).parent / "parwatch"
 OFFICIAL, PASSWORD = "tuphap-lanhdao", "mật khẩu thử nghiệm 146"  # Phòng Tư pháp's head (directory example)
 OTHER = "XA_VINH_TAN"
 WAIT = 60.0
+#: The notifier of this stack reminds of a still-firing dossier alert every REPEAT seconds (the example directory's
+#: route says a day) and sends at any hour (quiet hours would hold a reminder until the next working morning), so
+#: a test sees reminders come.
+REPEAT = 4
 
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
@@ -64,6 +70,7 @@ class Site:
         self.notifier = ready.services["notifier"].metrics.removesuffix("/metrics")
         self.monitor = ready.services["deadline_monitor"].metrics.removesuffix("/metrics")
         self.web = f"{self.scoring}/web"
+        self.nats_url = ready.nats_url
         self.codes = codes
 
     def json(self, url: str, **params: Any) -> Any:
@@ -117,6 +124,16 @@ async def _publish(url: str, events: list[dict[str, Any]]) -> None:
             await publish_event(js, subject, e)
 
 
+def _directory(folder: Path) -> Path:
+    """The shipped example directory, its dossiers' route reminding every REPEAT seconds instead of every day."""
+    text = (Path(__file__).parents[2] / "services" / "notifier" / "directory.example.yaml").read_text("utf-8")
+    route = "    receivers: [officer]\n    repeat_interval: 1d\n"
+    assert text.count(route) == 1, "the example's dossiers route changed: change this copy too"
+    path = folder / "directory.yaml"
+    path.write_text(text.replace(route, f"    receivers: [officer]\n    repeat_interval: {REPEAT}s\n"), "utf-8")
+    return path
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     if sync_playwright is None:
@@ -129,7 +146,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     now = dt.datetime.now(VN_TZ)
     plans = current_plan_copy(tmp / "plans", year=now.year).parent
     env = Stack.environment(tmp / "var") | {"PARWATCH_MONITOR_PLANS_DIR": str(plans),
-                                            "PARWATCH_MONITOR_INCLUDE_SHIPPED_PLANS": "false"}
+                                            "PARWATCH_MONITOR_INCLUDE_SHIPPED_PLANS": "false",
+                                            "PARWATCH_NOTIFIER_DIRECTORY": str(_directory(tmp)),
+                                            "PARWATCH_NOTIFIER_GROUP_WAIT": "1s",
+                                            "PARWATCH_NOTIFIER_GROUP_INTERVAL": "1s",
+                                            "PARWATCH_NOTIFIER_QUIET_HOURS": "false"}
     stack = Stack(data_dir=tmp / "var", log=tmp / "stack.log", env=env)
     stack.start(cwd=tmp)
     try:
@@ -304,6 +325,49 @@ def test_acknowledging_an_alert_on_the_page_shows_who_and_when(site: Site, page:
     assert before.replace(second=0, microsecond=0) <= at <= dt.datetime.now(VN_TZ)
     acked = site.alert_of("PTP", site.codes["OVERDUE"])["acknowledged"]
     assert acked["official"] == OFFICIAL and acked["kind"] == "apology_sent" and acked["via"] == "api"
+
+
+def _notified(site: Site, alert_key: str) -> list[dt.datetime]:
+    """When the notifier's log says a firing notice of ``alert_key`` was sent (first or reminder), to anyone:
+    ``parwatch notifications``, as an operator reads it."""
+    out = subprocess.run([str(PARWATCH), "notifications", "--alert-key", alert_key, "--json", "--limit", "1000"],
+                         env=site.stack.env, check=True, capture_output=True, text=True, timeout=60).stdout
+    return sorted(dt.datetime.fromisoformat(r["sent_at"]) for r in json.loads(out) if r["state"] == "firing")
+
+
+def test_acknowledging_an_alert_on_the_page_stops_its_reminders(site: Site, page: Page) -> None:
+    """Two overdue dossiers of Phòng Tư pháp, each reminded of every REPEAT seconds; one is acknowledged on the
+    alerts page. After that no reminder of it is sent, while the other (the control: without it a notifier that
+    sent no reminders at all would pass) is reminded of again and again."""
+    now = dt.datetime.now(VN_TZ)
+    run = uuid.uuid4().hex[:6].upper()
+    acked, control = f"WEB-{run}-ACKED", f"WEB-{run}-CONTROL"
+    one_day = {"statutory_duration": {"value": 1, "unit": "working_days"}}
+    events = [dossier_event(code, 2, (now - dt.timedelta(days=20)).isoformat(), seq=1, agency="PTP", **one_day)
+              for code in (acked, control)]
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
+        pool.submit(asyncio.run, _publish(site.nats_url, events)).result(timeout=60)
+    alerts = _poll(lambda: (a := site.alert_of("PTP", acked)) and (c := site.alert_of("PTP", control)) and (a, c),
+                   what="the two overdue alerts in the notifier")
+    key, control_key = alerts[0]["alert_key"], alerts[1]["alert_key"]
+    _poll(lambda: len(_notified(site, key)) >= 2 and len(_notified(site, control_key)) >= 2,
+          what="a first notice and a reminder of each")  # reminders do come before the acknowledgement
+
+    sign_in(page, site)
+    page.goto(f"{site.web}/canh-bao?agency=PTP")
+    row = page.locator(f"tr[data-alert='{key}']")
+    row.locator("select[name=kind]").select_option("handling")
+    row.locator("button").click()
+    page.wait_for_url(re.compile(r".*/web/canh-bao\?ok=ack"))
+    acked_at = dt.datetime.now(dt.UTC)
+    assert site.alert_of("PTP", acked)["acknowledged"]["official"] == OFFICIAL
+    # A reminder the notifier had already queued when the acknowledgement came may still go out: allow one
+    # relay pass (1 s) and a dispatch pass (2 s) for it; after that, none.
+    settled = acked_at + dt.timedelta(seconds=3)
+    _poll(lambda: sum(t > settled for t in _notified(site, control_key)) >= 3,
+          what=f"three reminders of the control alert {control} after the acknowledgement", timeout=REPEAT * 3 + 30)
+    late = [t for t in _notified(site, key) if t > settled]
+    assert late == [], f"reminders of the acknowledged alert after it was acknowledged at {acked_at}: {late}"
 
 
 def _occurrence(site: Site, agency: str) -> dict[str, Any]:
