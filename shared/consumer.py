@@ -63,6 +63,7 @@ from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar
 
 from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -223,13 +224,29 @@ class Subscription:
         self.finish_timeout = 30.0  # seconds a stop waits for the batches in hand (unacked after: they come again)
 
     async def arrived(self, msg: Msg) -> None:
-        """A delivery (nats-py's callback): decoded now, handled with whatever else has arrived."""
+        """A delivery (nats-py's callback): decoded now, handled with whatever else has arrived.
+
+        Only this consumer's deliveries are taken: anyone who may publish can aim a reply at the deliver subject
+        (the server answers a request on whatever reply subject it names, and permissions do not look at reply
+        subjects). Such a message has nothing to ack or dead-letter, and taken in it would fail its batch; it is
+        dropped with a warning."""
+        if not self._delivered_here(msg):
+            log.warning("message on the deliver subject that this consumer did not deliver, dropped durable=%s "
+                        "reply=%s", self.durable, safe_text(msg.reply or "-", limit=200))
+            return
         try:
             arrival = _Arrival(msg, parse_event(msg.data, accept=self.types), None)
         except EventRejected as exc:
             arrival = _Arrival(msg, None, exc.reason)
         self.waiting.append(arrival)
         self._arrived.set()
+
+    def _delivered_here(self, msg: Msg) -> bool:
+        try:
+            md = msg.metadata  # parsed from the ack subject (kept on the message)
+        except NotJSMessageError:
+            return False
+        return md.stream == self.stream and md.consumer == self.durable
 
     # -- the consumer ----------------------------------------------------------------------
     def config(self) -> ConsumerConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -400,3 +401,45 @@ async def test_a_second_call_starts_early_only_for_a_full_batch_when_allowed(own
             await publish_event(js, DOSSIER_EVENTS, event(i))
         await wait_until(lambda: running == [1, 5], timeout=5)  # a full batch went while the first is held
         gate.set()
+
+
+async def test_a_plain_message_on_the_deliver_subject_is_dropped_and_the_deliveries_go_on(own_nats_server) -> None:
+    """Anyone allowed to publish can aim a reply at a consumer's deliver subject (the server answers a request to
+    whatever reply subject it names, and permissions do not check reply subjects): such a message is no JetStream
+    delivery of this consumer, has nothing to ack or dead-letter, and is dropped; the deliveries around it are
+    handled and acked as usual."""
+    handled: list[str] = []
+
+    def register(consumers: Consumers) -> None:
+        @consumers.batches(DOSSIER_EVENTS, durable="guarded", accept=DossierEvent)
+        async def handle(received: Sequence[Received[DossierEvent]]) -> list[Outcome]:
+            handled.extend(r.event.id for r in received)
+            return [Outcome.ACCEPTED for _ in received]
+
+    async with jetstream(own_nats_server.url) as js:
+        await publish_event(js, DOSSIER_EVENTS, event(1))
+        # A linger gathers what comes within a second into one batch: the stray messages and e2 together.
+        async with consuming(own_nats_server.url, register, linger=1.0):
+            await wait_until(lambda: handled == ["e1"], timeout=5)
+            nc = await nats.connect(own_nats_server.url)
+            try:
+                valid = json.dumps(event(7)).encode()  # a valid event, but not delivered by the stream
+                await nc.publish("parwatch.deliver.guarded", b'{"stream":"TTHC_DOSSIER","seq":1}')  # a server answer
+                await nc.publish("parwatch.deliver.guarded", valid, reply="tthc.alerts")
+                await nc.publish("parwatch.deliver.guarded", valid,  # another consumer's delivery, forged
+                                 reply="$JS.ACK.TTHC_DOSSIER.other.1.1.1.1700000000000000000.0")
+                await nc.flush()
+            finally:
+                await nc.close()
+            await publish_event(js, DOSSIER_EVENTS, event(2))
+            # Well within ack_wait (30 s): a batch failing on the stray messages would leave e2 until then.
+            await wait_until(lambda: handled == ["e1", "e2"], timeout=5)
+            info = await js.consumer_info("TTHC_DOSSIER", "guarded")
+            await wait_until(lambda: _all_acked(js, 2), timeout=5)
+        assert (await js.stream_info("TTHC_DEADLETTER")).state.messages == 0
+    assert handled == ["e1", "e2"] and info.num_pending == 0
+
+
+async def _all_acked(js: Any, count: int) -> bool:
+    info = await js.consumer_info("TTHC_DOSSIER", "guarded")
+    return info.ack_floor.stream_seq >= count and info.num_ack_pending == 0
