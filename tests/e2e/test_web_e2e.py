@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from parwatch.testing import Ready, Stack
 from services.scoring.web import fmt
 from services.scoring.web.auth import COOKIE
-from services.scoring.web.pages import PREFIX
+from services.scoring.web.pages import PREFIX, SHARES
 from shared.calendar import VN_TZ
 from shared.testing import dossier_event, jetstream, publish_event
 
@@ -220,25 +220,51 @@ def _screenshot(page: Page, name: str) -> None:
         page.screenshot(path=str(Path(folder) / name), full_page=True)
 
 
+def _periods(site: Site) -> dict[str, str | None]:
+    """The page's three columns as /figures periods: the running month (the default), quarter and year."""
+    month = site.json(f"{site.scoring}/figures/PTP")["period"]  # YYYY-MM
+    year, m = month.split("-")
+    return {"month": None, "quarter": f"{year}-Q{(int(m) - 1) // 3 + 1}", "year": year}
+
+
+def _figures(site: Site, agency: str, period: str | None) -> dict[str, Any]:
+    return site.json(f"{site.scoring}/figures/{agency}", **({"period": period} if period else {}))
+
+
 def test_the_overview_shows_the_figures_the_scoring_api_gives(site: Site, page: Page) -> None:
     page.goto(f"{site.web}/")  # reading is open on loopback
     assert page.title().startswith("Tổng quan")
-    year = dt.datetime.now(VN_TZ).year
-    for agency in ("PTP", OTHER, "TUY_PHONG", "XA_CHI_CONG"):
-        for kind, period in (("month", None), ("year", str(year))):
-            api = site.json(f"{site.scoring}/figures/{agency}", **({"period": period} if period else {}))
+    periods = _periods(site)
+    agencies = site.json(f"{site.scoring}/agencies")
+    assert {a["kind"] for a in agencies} >= {"district", "department", "commune"}
+    for agency in (a["code"] for a in agencies if a["kind"] != "unknown"):  # every agency, and the district's
+        figures = {kind: _figures(site, agency, period) for kind, period in periods.items()}
+        for kind in periods:
             cell = page.inner_text(f"[data-agency='{agency}'][data-figure='on_time_{kind}']")
-            assert cell == fmt.pct(api["on_time_ratio"]), (agency, kind, api["on_time_ratio"])
-    ptp = site.json(f"{site.scoring}/figures/PTP")
+            assert cell == fmt.pct(figures[kind]["on_time_ratio"]), (agency, kind, figures[kind]["on_time_ratio"])
+        for key in ("open", "overdue"):  # the running month's
+            assert page.inner_text(f"[data-agency='{agency}'][data-figure='{key}']") == str(figures["month"][key])
+        for key, _ in SHARES:
+            cell = page.inner_text(f"[data-agency='{agency}'][data-figure='{key}']")
+            assert cell == fmt.pct(figures["month"][key]), (agency, key, figures["month"][key])
+    ptp = _figures(site, "PTP", None)
     assert ptp["on_time_ratio"] == pytest.approx(0.5)  # (1 on time + 1 open in time) / (2 ended + 2 open)
-    for key in ("satisfaction_ratio", "online_filing_ratio", "online_payment_ratio", "digitized_ratio",
-                "national_sync_ratio"):
-        assert page.inner_text(f"[data-agency='PTP'][data-figure='{key}']") == fmt.pct(ptp[key])
+    assert (ptp["open"], ptp["overdue"]) == (2, 1)
     assert ptp["online_payment_ratio"] is None and page.inner_text(
         "[data-agency='PTP'][data-figure='online_payment_ratio']") == "—"  # absent, not 0
-    district = site.json(f"{site.scoring}/figures/TUY_PHONG")
+    district = _figures(site, "TUY_PHONG", None)
     for part in district["index"]:
         assert page.inner_text(f"[data-part='{part['part']}']") == fmt.points(part["points"])
+    assert page.inner_text("[data-testid=index-total]") == fmt.points(district["index_points_computed"])
+    # plan completion of the year, one bar row per agency: its name, then its value (or absent)
+    chart = page.locator("[data-testid=plan-completion] svg")
+    names = chart.locator("text.label").all_text_contents()
+    values = chart.locator("text.value").all_text_contents()
+    by_name = {a["name"]: a["code"] for a in agencies if a["kind"] not in ("district", "unknown")}
+    assert sorted(names) == sorted(by_name) and len(values) == len(names)
+    for name, value in zip(names, values, strict=True):
+        expected = _figures(site, by_name[name], periods["year"])["plan_completion_ratio"]
+        assert value == fmt.pct(expected), (name, value, expected)
     assert page.locator("svg.chart").count() == 3
     district_rows = page.locator("table.figures tr.district td:first-child")
     assert district_rows.all_inner_texts() == ["Toàn huyện Tuy Phong"] * 2  # a row starts with a capital
@@ -261,6 +287,7 @@ def test_an_agency_page_shows_its_dossiers_review_duties_and_alerts(site: Site, 
         review = page.locator("[data-testid=review]").first.inner_text()  # this week, by field
         assert "HOTICH" in review
         assert site.codes["LATE"] in page.inner_text("main")
+        _agency_page_equals_the_apis(site, page, "PTP")
         duties = page.locator("[data-testid=duties] tr[data-agency=PTP]")
         assert duties.count() > 0
         alert_row = page.locator("[data-testid=alerts] tr", has_text=site.codes["OVERDUE"])
@@ -271,6 +298,39 @@ def test_an_agency_page_shows_its_dossiers_review_duties_and_alerts(site: Site, 
     finally:
         context.close()
     assert said == [], said
+
+
+def _rows(page: Page, table: Any) -> list[list[str]]:
+    return [[c.strip() for c in row.locator("td").all_inner_texts()] for row in table.locator("tbody tr").all()]
+
+
+def _agency_page_equals_the_apis(site: Site, page: Page, agency: str) -> None:
+    """The agency page's cards against scoring's /figures, its weekly review against scoring's /review (this week
+    and this month, by field), its dossier lists against deadline_monitor's /dossiers/open and scoring's
+    /dossiers/{agency}/late."""
+    periods = _periods(site)
+    figures = {kind: _figures(site, agency, period) for kind, period in periods.items()}
+    for kind in periods:
+        assert page.inner_text(f".cards [data-figure=on_time_{kind}]") == fmt.pct(figures[kind]["on_time_ratio"])
+    for key in ("open", "overdue"):
+        assert page.inner_text(f".cards [data-figure={key}]") == str(figures["month"][key])
+    month = figures["month"]["period"]
+    tables, headings = page.locator("[data-testid=review]"), page.locator("section:has([data-testid=review]) h3")
+    assert tables.count() == 2
+    for i, period in enumerate((None, month)):  # the running week, then the running month
+        review = site.json(f"{site.scoring}/review", **({"period": period} if period else {}))
+        assert headings.nth(i).inner_text() == fmt.period_label(review["period"])
+        expected = [[r["field_code"], *(str(r["figures"][k]) for k in ("ended", "ended_late", "open", "overdue")),
+                     fmt.pct(r["figures"]["late_ratio"])] for r in review["fields"] if r["agency"] == agency]
+        assert expected and _rows(page, tables.nth(i)) == expected, (review["period"], expected)
+    opened = site.json(f"{site.monitor}/dossiers/open", agency=agency)["dossiers"]
+    expected = [[d["dossier_code"], d["procedure_code"], d["field_code"],
+                 fmt.vn_date(dt.date.fromisoformat(d["due_day"]) if d["due_day"] else None), fmt.state_text(d["state"]),
+                 str(d["days_late"]) if d["state"] == "overdue" else ""] for d in opened]
+    assert expected and _rows(page, page.locator("[data-testid=open-dossiers]")) == expected
+    late = site.json(f"{site.scoring}/dossiers/{agency}/late", period=month)["late"]
+    shown = page.locator("[data-testid=late-month] .code").all_inner_texts()
+    assert late and shown == [d["dossier_code"] for d in late]
 
 
 def test_the_plan_form_reports_a_duty_done_and_its_state_changes(site: Site, page: Page) -> None:
