@@ -42,9 +42,9 @@ ON_TIME_TARGET = 0.98
 PLAN_TARGET = 0.95
 FORM_MAX = 16_384  # bytes of a form body
 #: The pages' icon: a tick on the accent colour.
-ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
-        'fill="#0b57d0"/><path d="M8 17l5 5 11-12" fill="none" stroke="#fff" stroke-width="4" '
-        'stroke-linecap="round" stroke-linejoin="round"/></svg>').encode()
+ICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
+        b'fill="#0b57d0"/><path d="M8 17l5 5 11-12" fill="none" stroke="#fff" stroke-width="4" '
+        b'stroke-linecap="round" stroke-linejoin="round"/></svg>')
 PREFIX = "/web"
 
 OK_TEXT = {

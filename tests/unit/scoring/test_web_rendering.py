@@ -455,3 +455,12 @@ def test_the_session_cookie_is_httponly_samesite_lax_and_secure_over_tls(
     assert cookie.startswith(f"{COOKIE}=")
     assert "httponly" in flags and flags["samesite"].lower() == "samesite=lax"
     assert ("secure" in flags) is secure, cookie
+
+
+def test_every_page_names_the_pages_own_icon_and_it_is_served() -> None:
+    """Without an icon named in the head the browser asks /favicon.ico: a 404 in its console."""
+    client = _signed_in_client()
+    assert '<link rel="icon" href="/web/favicon.svg" type="image/svg+xml">' in client.get("/web/canh-bao").text
+    icon = client.get("/web/favicon.svg")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    _svg(icon.text)  # well-formed
