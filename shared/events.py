@@ -241,6 +241,13 @@ class DossierStateChanged(Contract):
     #: its events crossed (told for closed months, quarters and years); not its current state, which a later
     #: revision carries. None on a current state, and in facts of older trackers.
     period_end: dt.date | None = None
+    #: How many times the tracker folded this dossier's history again from its start (a late event that sorts
+    #: before events already folded); 0 until then, and in facts of older trackers.
+    generation: int = Field(default=0, ge=0)
+    #: Set on the facts of a batch that tells the dossier again from this revision on (a history folded again,
+    #: or a batch delivered again): what a consumer holds of the dossier from this revision on, of an earlier
+    #: generation, follows from a history without the late event and is replaced by what this batch tells.
+    rewrites_from: int | None = Field(default=None, ge=1)
 
 
 class PlanTaskStateChanged(Contract):

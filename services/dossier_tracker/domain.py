@@ -102,6 +102,9 @@ class DossierState(NamedTuple):
     online_payment: bool | None
     digitized: bool | None
     synced_national: bool | None
+    #: How many times the dossier's history was folded again from its start (a late event that sorts before
+    #: events already folded): its revisions from then on may repeat numbers told before, with other states.
+    generation: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -307,11 +310,12 @@ class Fold:
     online_payment: bool | None = None
     digitized: bool | None = None
     synced_national: bool | None = None
+    generation: int = 0
 
     @classmethod
-    def of(cls, events: Iterable[RecordedEvent], *, calendar: WorkingCalendar) -> Fold:
+    def of(cls, events: Iterable[RecordedEvent], *, calendar: WorkingCalendar, generation: int = 0) -> Fold:
         """The fold of a whole history, in any order."""
-        fold = cls()
+        fold = cls(generation=generation)
         for e in order_events(events):
             fold._step(e, calendar)
         return fold
@@ -361,13 +365,14 @@ class Fold:
 
     @classmethod
     def month_ends_of(
-        cls, history: Sequence[RecordedEvent], *, calendar: WorkingCalendar, since: dt.datetime
+        cls, history: Sequence[RecordedEvent], *, calendar: WorkingCalendar, since: dt.datetime, generation: int = 0
     ) -> list[MonthEnd]:
         """The month ends a whole ``history`` crosses, from the end of the month of ``since`` on: those a batch
         whose earliest event occurred at ``since`` told when it was first stored (and maybe later batches'), told
         again when it comes a second time (its facts may never have been published)."""
         first = last_day_of_month(local_date(since))
-        return [end for end in cls().extend_across_months(history, calendar=calendar)[1] if end.day >= first]
+        ends = cls(generation=generation).extend_across_months(history, calendar=calendar)[1]
+        return [end for end in ends if end.day >= first]
 
     def _step(self, e: RecordedEvent, calendar: WorkingCalendar) -> None:
         self.count += 1
@@ -441,6 +446,7 @@ class Fold:
             online_payment=self.online_payment,
             digitized=self.digitized,
             synced_national=self.synced_national,
+            generation=self.generation,
         )
 
 

@@ -43,19 +43,23 @@ SOURCE = "parwatch/dossier_tracker"
 
 def state_fact(
     state: DossierState, *, now: dt.datetime, occurred_at: dt.datetime | None = None,
-    period_end: dt.date | None = None,
+    period_end: dt.date | None = None, rewrites_from: int | None = None,
 ) -> CloudEvent[Any]:
-    """The ``vn.parwatch.dossier.state_changed`` event of a dossier's state (id: code and revision).
+    """The ``vn.parwatch.dossier.state_changed`` event of a dossier's state (id: code, revision and, once its
+    history was folded again, generation).
 
     ``occurred_at``, the latest occurrence among the events that led to it, is the fact's event time:
     deadline_monitor holds dossier alerts while it lags far behind now (a backlog being replayed).
     ``period_end``: the state as it stood at the end of that day (a month's last), told for closed periods;
-    a later revision of the same batch is the dossier's current state."""
-    data = DossierStateChanged(**state._asdict(), updated_at=now, occurred_at=occurred_at, period_end=period_end)
+    a later revision of the same batch is the dossier's current state. ``rewrites_from``: the batch tells the
+    dossier again from that revision on (a history folded again)."""
+    data = DossierStateChanged(**state._asdict(), updated_at=now, occurred_at=occurred_at, period_end=period_end,
+                               rewrites_from=rewrites_from)
+    generation = f":g{state.generation}" if state.generation else ""
     return new_event(
         type=DOSSIER_STATE_TYPE,
         source=SOURCE,
-        id=f"{state.dossier_code}:{state.revision}",
+        id=f"{state.dossier_code}:{state.revision}{generation}",
         subject=state.dossier_code,
         data=data,
         time=now,
@@ -96,9 +100,12 @@ class TrackerService:
         events = [RecordedEvent.from_contract(r.event.data, source=r.event.source, event_id=r.event.id) for r in received]
         result = await self.store.run(TrackerStore.apply_batch, events, [r.seq for r in received], now=now)
         times = event_times(events)
+        rewrites = result.rewrites
         facts = [  # a dossier's month ends before its current state: a consumer keeps the highest revision
-            *(state_fact(s, now=now, occurred_at=at, period_end=day) for s, day, at in result.month_ends),
-            *(state_fact(s, now=now, occurred_at=times.get(s.dossier_code)) for s in result.states.values()),
+            *(state_fact(s, now=now, occurred_at=at, period_end=day, rewrites_from=rewrites.get(s.dossier_code))
+              for s, day, at in result.month_ends),
+            *(state_fact(s, now=now, occurred_at=times.get(s.dossier_code), rewrites_from=rewrites.get(s.dossier_code))
+              for s in result.states.values()),
         ]
         await self.publisher.publish_many(facts, subject=DOSSIER_STATE)
         return outcomes(result.duplicate)

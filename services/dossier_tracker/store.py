@@ -37,7 +37,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel
 
-from services.dossier_tracker.domain import FOLD_FIELDS, DossierState, Fold, RecordedEvent
+from services.dossier_tracker.domain import FOLD_FIELDS, DossierState, Fold, RecordedEvent, order_events
 from shared.calendar import WorkingCalendar
 from shared.db import (
     BulkSelect,
@@ -109,6 +109,7 @@ class DossierRow(SQLModel, table=True):
     online_payment: bool | None = None
     digitized: bool | None = None
     synced_national: bool | None = None
+    generation: int | None = None  # NULL only until create_schema sets 0 in rows stored before the column
     updated_at: dt.datetime = Field(sa_type=UtcDateTime)
     # The rest of the dossier's Fold (NULL fold_by_sequence: fold the history again).
     fold_by_sequence: bool | None = None
@@ -146,7 +147,9 @@ TABLES = [DossierEventRow.__table__, DossierRow.__table__, EndedCountRow.__table
 def create_schema(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine, tables=TABLES)
     # Databases from before the fold columns: add them (NULL until the dossier's next event).
-    add_missing_columns(engine, DossierRow.__table__)
+    if "generation" in add_missing_columns(engine, DossierRow.__table__):
+        with engine.begin() as conn:  # no history folded again yet
+            conn.execute(DOSSIERS.update().where(DOSSIERS.c.generation.is_(None)).values(generation=0))
     # Databases from before 64-bit sequences (PostgreSQL).
     widen_to_bigint(engine, DossierEventRow.__table__)
     widen_to_bigint(engine, DossierRow.__table__)
@@ -158,6 +161,10 @@ class BatchResult:
     states: dict[str, DossierState]  # current state of every dossier the batch touched
     #: (state, day, latest occurrence) of a dossier as it stood at the end of a month the batch's events crossed
     month_ends: list[tuple[DossierState, dt.date, dt.datetime]] = field(default_factory=list)
+    #: dossier -> the first revision its facts tell again (its history folded again from a late event, or a batch
+    #: delivered again): what a consumer holds of that dossier from that revision on, of an earlier generation, is
+    #: replaced by what this batch tells
+    rewrites: dict[str, int] = field(default_factory=dict)
 
 
 EVENTS = DossierEventRow.__table__
@@ -255,13 +262,14 @@ class TrackerStore:
                     rows.append((*event, seq, now))
             self._insert_event.execute(conn, rows)
             stored = self._load_rows(conn, touched)
-            states, month_ends = self._fold(conn, fresh, stored, now=now) if fresh else ({}, [])
-            month_ends += self._month_ends_again(conn, events, duplicate, told=month_ends)
+            rewrites: dict[str, int] = {}
+            states, month_ends = self._fold(conn, fresh, stored, now=now, rewrites=rewrites) if fresh else ({}, [])
+            month_ends += self._month_ends_again(conn, events, duplicate, told=month_ends, rewrites=rewrites)
             for code in touched:
                 if code not in states:
                     states[code] = DossierState(*(stored[code][f] for f in DossierState._fields))
         self.statistics.wrote(len(fresh))
-        return BatchResult(duplicate=duplicate, states=states, month_ends=month_ends)
+        return BatchResult(duplicate=duplicate, states=states, month_ends=month_ends, rewrites=rewrites)
 
     def _lock_dossiers(self, conn: Connection, codes: list[str]) -> None:
         """Serialise work on the same dossier across tracker replicas (PostgreSQL).
@@ -289,11 +297,14 @@ class TrackerStore:
         return {key for key in rows if key in wanted}
 
     def _fold(
-        self, conn: Connection, fresh: list[RecordedEvent], stored: dict[str, dict[str, Any]], *, now: dt.datetime
+        self, conn: Connection, fresh: list[RecordedEvent], stored: dict[str, dict[str, Any]], *, now: dt.datetime,
+        rewrites: dict[str, int],
     ) -> tuple[dict[str, DossierState], list[tuple[DossierState, dt.date, dt.datetime]]]:
-        """The touched dossiers' new states, and their states at the end of each month their new events crossed
-        (events that extend the stored history; a late event that sorts before it refolds the whole history,
-        and its month ends are not told: docs/scoring.md, "Month ends", limit 1)."""
+        """The touched dossiers' new states, and their states at the end of each month their new events crossed.
+
+        Events that extend the stored history are folded onto it. A late event that sorts before it folds the
+        whole history again, in a new generation: the month ends from the late event's month on are told again,
+        and ``rewrites`` gets the first revision that changed (docs/scoring.md, "Month ends")."""
         arrived: dict[str, list[RecordedEvent]] = defaultdict(list)
         for event in fresh:
             arrived[event.dossier_code].append(event)
@@ -310,7 +321,14 @@ class TrackerStore:
                 refold.append(code)
         if refold:
             for code, history in self._histories(conn, sorted(refold)).items():
-                folds[code] = Fold.of(history, calendar=self.calendar)
+                generation = (stored[code]["generation"] or 0) + 1
+                folds[code] = Fold.of(history, calendar=self.calendar, generation=generation)
+                late = {(e.source, e.event_id) for e in arrived[code]}
+                ordered = order_events(history)
+                rewrites[code] = next(i for i, e in enumerate(ordered, 1) if (e.source, e.event_id) in late)
+                since = min(e.occurred_at for e in arrived[code])
+                month_ends += [end.told(calendar=self.calendar) for end in Fold.month_ends_of(
+                    history, calendar=self.calendar, since=since, generation=generation)]
         delta: dict[tuple[str, str], int] = defaultdict(int)
         states: dict[str, DossierState] = {}
         rows = []
@@ -336,11 +354,13 @@ class TrackerStore:
 
     def _month_ends_again(
         self, conn: Connection, events: Sequence[RecordedEvent], duplicate: Sequence[bool],
-        *, told: list[tuple[DossierState, dt.date, dt.datetime]],
+        *, told: list[tuple[DossierState, dt.date, dt.datetime]], rewrites: dict[str, int],
     ) -> list[tuple[DossierState, dt.date, dt.datetime]]:
         """The month ends of the dossiers whose events came again (a batch stored, then its facts' publication
         failed or the tracker died: docs/scoring.md, "Month ends"), from their stored histories, but those
-        ``told`` already. Telling one twice is harmless: a fact's id is its dossier and revision."""
+        ``told`` already. Telling one twice is harmless: a fact's id is its dossier, revision and generation.
+        They are told as a rewrite from the earliest event that came again (``rewrites``): if the batch had
+        folded the history again, what a consumer holds of the generation before is replaced."""
         since: dict[str, dt.datetime] = {}
         for event, dup in zip(events, duplicate, strict=True):
             if dup and (event.dossier_code not in since or event.occurred_at < since[event.dossier_code]):
@@ -348,9 +368,14 @@ class TrackerStore:
         if not since:
             return []
         seen = {(state.dossier_code, day) for state, day, _ in told}
+        generations = {code: row["generation"] or 0 for code, row in self._load_rows(conn, sorted(since)).items()}
         out = []
         for code, history in self._histories(conn, sorted(since)).items():
-            for end in Fold.month_ends_of(history, calendar=self.calendar, since=since[code]):
+            ordered = order_events(history)
+            first = min(i for i, e in enumerate(ordered, 1) if e.occurred_at >= since[code])
+            rewrites[code] = min(rewrites.get(code, first), first)
+            for end in Fold.month_ends_of(history, calendar=self.calendar, since=since[code],
+                                          generation=generations.get(code, 0)):
                 if (code, end.day) not in seen:
                     out.append(end.told(calendar=self.calendar))
         return out

@@ -178,6 +178,10 @@ class DossierFacts:
     #: The snapshot's event time: the latest ``occurred_at`` of the events of the batch behind it (dossier_tracker).
     #: None: not known (a fact of an older tracker, or stored before scoring kept it).
     occurred_at: dt.datetime | None = None
+    #: The tracker's generation of the dossier's history (how many times it folded it again from a late event),
+    #: and, on the facts of a batch that told it again, the first revision told (``rewritten``).
+    generation: int | None = 0  # None only in a database column added in place, until create_schema sets 0
+    rewrites_from: int | None = None
 
     @classmethod
     def from_state(cls, state: DossierStateChanged) -> DossierFacts:
@@ -296,6 +300,14 @@ class HistoryEntry:
     @property
     def ever_holds(self) -> bool:
         return self.valid_from < self.valid_to
+
+
+def rewritten(facts: DossierFacts, by: Iterable[DossierFacts]) -> bool:
+    """Whether a later generation told the dossier again from ``facts``'s revision or before it (a history folded
+    again from a late event): ``facts`` follows from a history without that event, and no longer stands."""
+    generation = facts.generation or 0
+    return any(r.rewrites_from is not None and (r.generation or 0) > generation and facts.revision >= r.rewrites_from
+               for r in by)
 
 
 def dossier_history(snapshots: Iterable[DossierFacts]) -> list[HistoryEntry]:

@@ -100,6 +100,7 @@ from services.scoring.domain import (
     open_key,
     open_mode,
     rating_contributions,
+    rewritten,
     supersedes,
     task_contributions,
 )
@@ -311,8 +312,11 @@ Decide = Callable[[dict[str, AlertRecord]], tuple[Evaluation, Sequence[Message]]
 
 def create_schema(engine: Engine, *, now: dt.datetime | None = None) -> None:
     SQLModel.metadata.create_all(engine, tables=TABLES)
-    # field_code, inter_agency, occurred_at: NULL (not known) in rows stored before
-    add_missing_columns(engine, DOSSIER)
+    # field_code, inter_agency, occurred_at: NULL (not known) in rows stored before; generation: 0 there
+    for table in (DOSSIER, FACT):
+        if "generation" in add_missing_columns(engine, table):
+            with engine.begin() as conn:
+                conn.execute(update(table).where(table.c.generation.is_(None)).values(generation=0))
     add_missing_columns(engine, TASK)  # done_on: NULL (a done state stands for every day) in rows stored before
     if "recorded_at" in add_missing_columns(engine, RATING):
         # Ratings stored before the column: stored by now at the latest, which is all the retention needs.
@@ -372,19 +376,19 @@ class ScoringStore:
     def apply_states(self, states: Sequence[DossierFacts], *, now: dt.datetime) -> list[bool]:
         """Keep each dossier's highest revision, and every snapshot in its history; returns per item whether it
         changed the store (the latest state, or the state at the end of some past day)."""
-        best: dict[str, DossierFacts] = {}
         agencies: dict[str, set[str]] = defaultdict(set)  # every agency a dossier's snapshots named
         given: dict[str, dict[int, DossierFacts]] = defaultdict(dict)  # each dossier's snapshots, one per revision
         for f in states:
             agencies[f.dossier_code].add(f.agency_code)
-            given[f.dossier_code].setdefault(f.revision, f)
-            if f.dossier_code not in best or f.revision > best[f.dossier_code].revision:
-                best[f.dossier_code] = f
+            held = given[f.dossier_code].get(f.revision)
+            if held is None or (f.generation or 0) > (held.generation or 0):  # told again in a later generation
+                given[f.dossier_code][f.revision] = f
+        best: dict[str, DossierFacts] = {}
         changed: set[str] = set()
         new_snapshots: set[tuple[str, int]] = set()  # (code, revision) of a snapshot that is a state at some day
         flagged: list[dict[str, object]] = []  # older snapshots that only tell of another agency
         with Session(self.engine) as session, session.begin():
-            codes = sorted(best)
+            codes = sorted(given)
             old = {r.dossier_code: r for r in self._locked(session, DOSSIER, [DOSSIER.c.dossier_code], codes)}
             stored = self._histories(session, codes)
             cells: Counter[CellKey] = Counter()
@@ -393,26 +397,38 @@ class ScoringStore:
             updates: list[dict[str, object]] = []
             fact_inserts: list[dict[str, object]] = []
             fact_updates: list[dict[str, object]] = []
+            fact_deletes: list[tuple[str, int]] = []
             for code in codes:
                 prev_row = old.get(code)
                 history = stored.get(code, [])
                 if not history and prev_row is not None:  # stored before scoring kept histories: its latest
                     history = [HistoryEntry(_from_row(DossierFacts, prev_row), SINCE_EVER, FOREVER)]
                     fact_inserts.append(_fact_row(history[0]))
-                known = {e.facts.revision: e for e in history}
-                fresh = [f for r, f in sorted(given[code].items()) if r not in known]
-                if fresh:
-                    grown = dossier_history([*(e.facts for e in history), *fresh])
+                incoming = given[code]
+                rewrites = [f for f in (*(e.facts for e in history), *incoming.values()) if f.rewrites_from]
+                if rewrites:  # a history folded again: what follows from the one before it no longer stands
+                    incoming = {r: f for r, f in incoming.items() if not rewritten(f, rewrites)}
+                    if not incoming:
+                        continue
+                stored_at = {e.facts.revision: e for e in history}
+                kept = [e for e in history if not rewritten(e.facts, rewrites)]
+                known = {e.facts.revision: e for e in kept}
+                fresh = [f for r, f in sorted(incoming.items()) if r not in known]
+                if fresh or len(kept) < len(history):
+                    grown = dossier_history([*(e.facts for e in kept), *fresh])
                     cells.subtract(history_contributions(history))
                     cells.update(history_contributions(grown))
                     for entry in grown:
-                        was = known.get(entry.facts.revision)
+                        was = stored_at.get(entry.facts.revision)
                         if was is None:
                             fact_inserts.append(_fact_row(entry))
-                            if entry.ever_holds:
-                                new_snapshots.add((code, entry.facts.revision))
                         elif was != entry:
                             fact_updates.append(_fact_row(entry))
+                        if entry.facts.revision not in known and entry.ever_holds:
+                            new_snapshots.add((code, entry.facts.revision))
+                    told = {e.facts.revision for e in grown}
+                    fact_deletes += [(code, r) for r in stored_at if r not in told]
+                best[code] = max(incoming.values(), key=operator.attrgetter("revision"))
                 new = _with_inter_agency(best[code], prev_row, agencies[code])
                 if prev_row is not None and prev_row.revision >= new.revision:
                     if new.inter_agency and not prev_row.inter_agency:
@@ -428,6 +444,9 @@ class ScoringStore:
             self._write_rows(session, DOSSIER, inserts=[], updates=flagged, key=["dossier_code"])
             self._write_rows(session, FACT, inserts=fact_inserts, updates=fact_updates,
                              key=["dossier_code", "revision"])
+            if fact_deletes:
+                cond = and_(FACT.c.dossier_code == bindparam("b_code"), FACT.c.revision == bindparam("b_revision"))
+                session.execute(delete(FACT).where(cond), [{"b_code": c, "b_revision": r} for c, r in fact_deletes])
             self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
             self._bump(session, OPEN_COUNT, opens, key=["agency_code", "due_day", "mode"])
         self.statistics.wrote(len(changed))
@@ -436,7 +455,7 @@ class ScoringStore:
         for f in states:
             first = (f.dossier_code, f.revision) not in seen and given[f.dossier_code][f.revision] is f
             seen.add((f.dossier_code, f.revision))
-            latest = f.dossier_code in changed and best[f.dossier_code] is f
+            latest = f.dossier_code in changed and best.get(f.dossier_code) is f
             out.append(first and (latest or (f.dossier_code, f.revision) in new_snapshots))
         return out
 

@@ -109,7 +109,9 @@ async def test_any_arrival_order_gives_the_same_final_state(own_nats_server, dat
              for e in history],
             calendar=CAL,
         )
-        assert store.get_state(code) == expected
+        # The generation counts the late events that made the store fold the history again: it depends on the
+        # arrival order, the state does not.
+        assert store.get_state(code)._replace(generation=0) == expected
     store.engine.dispose()
 
 
@@ -323,7 +325,9 @@ async def test_two_replicas_sharing_the_consumer_agree(own_nats_server, postgres
              for e in history],
             calendar=CAL,
         )
-        assert store.get_state(code) == expected
+        # The generation counts the late events that made the store fold the history again: it depends on the
+        # arrival order, the state does not.
+        assert store.get_state(code)._replace(generation=0) == expected
     store.engine.dispose()
 
 

@@ -73,3 +73,27 @@ def test_a_batch_within_one_month_or_after_a_stored_one_tells_no_month_end(store
     december = [event(3, 4, "2026-12-01T08:00"), event(4, 9, "2026-12-02T08:00")]
     assert store.apply_batch(december, [3, 4], now=NOW).month_ends == []
     assert store.apply_batch(december, [3, 4], now=NOW).month_ends == []
+
+
+def test_a_late_event_folds_the_history_again_and_tells_its_month_ends_in_a_new_generation(
+    store: TrackerStore,
+) -> None:
+    """A late event that sorts before events already folded: the whole history is folded again, its month ends
+    from the late event's month on are told (the closed month now as it stood with it), in generation 1, and
+    the batch says from which revision it tells the dossier again."""
+    received, returned = event(1, 2, "2026-10-05T09:00"), event(3, 10, "2026-11-03T09:00")
+    store.apply_batch([received], [1], now=NOW)
+    store.apply_batch([returned], [2], now=NOW)
+    late = event(2, 9, "2026-10-20T09:00")  # resolved in October, known only now
+    result = store.apply_batch([late], [3], now=NOW)
+    assert result.rewrites == {"H.M": 2}  # the second event in the history's order is the late one
+    (state, day, _), = result.month_ends
+    assert day == dt.date(2026, 10, 31) and state.generation == 1 and state.revision == 2
+    assert state._replace(generation=0) == derive_state([received, late], calendar=CAL)
+    assert state.ended_on == dt.date(2026, 10, 20)  # October closed with the dossier resolved
+    current = result.states["H.M"]
+    assert current.generation == 1 and current._replace(generation=0) == derive_state(
+        [received, late, returned], calendar=CAL)
+    # Later events extend the refolded history in the same generation; nothing is told again.
+    after = store.apply_batch([event(4, 10, "2026-12-01T09:00")], [4], now=NOW)
+    assert after.rewrites == {} and after.states["H.M"].generation == 1 and after.month_ends == []

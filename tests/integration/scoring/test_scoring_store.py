@@ -222,6 +222,34 @@ def test_ratings_stored_before_every_rating_was_kept_are_counted_the_same_after_
     engine.dispose()
 
 
+def test_a_history_folded_again_replaces_what_followed_from_the_one_before(store: ScoringStore) -> None:
+    """The tracker learns late that a dossier was resolved in October (a late event that sorts before one of
+    November it already folded): it tells October's end again and the current state, in generation 1, from
+    revision 2 on. October, closed, then counts the dossier ended there; the old revision 2 (November's, without
+    the late event) no longer stands, even delivered again after the rewrite; split across batches the rewrite
+    keeps both its facts."""
+    at = dt.datetime(2026, 10, 5, 2, tzinfo=UTC)
+    received = fact("L1", 1, receipt_day=D(2026, 10, 5), due_day=D(2026, 10, 25), occurred_at=at)
+    old_returned = fact("L1", 2, receipt_day=D(2026, 10, 5), due_day=D(2026, 10, 25), ended_on=D(2026, 11, 3),
+                        timeliness="late", occurred_at=at.replace(month=11, day=3))
+    store.apply_states([received], now=NOW)
+    store.apply_states([old_returned], now=NOW)
+    assert store.period_counts(["2026-11"])["2026-11"]["PTP"]["ended_late"] == 1
+    october_end = fact("L1", 2, receipt_day=D(2026, 10, 5), due_day=D(2026, 10, 25), ended_on=D(2026, 10, 20),
+                       timeliness="early", occurred_at=at.replace(day=20), generation=1, rewrites_from=2)
+    current = fact("L1", 3, receipt_day=D(2026, 10, 5), due_day=D(2026, 10, 25), ended_on=D(2026, 10, 20),
+                   timeliness="early", occurred_at=at.replace(month=11, day=3), generation=1, rewrites_from=2)
+    assert store.apply_states([october_end], now=NOW) == [True]
+    assert store.apply_states([current], now=NOW) == [True]
+    assert store.apply_states([old_returned], now=NOW) == [False]  # delivered again after the rewrite
+    counts = store.period_counts(["2026-10", "2026-11"])
+    assert counts["2026-10"]["PTP"]["ended_early"] == 1
+    assert "ended_late" not in counts["2026-11"]["PTP"] and "ended_early" not in counts["2026-11"]["PTP"]
+    before = store.period_counts(["2026-10", "2026-11"])
+    store.rebuild()
+    assert store.period_counts(["2026-10", "2026-11"]) == before
+
+
 def task(task_id: str, state: str, minute: int, *, occurrence: str = "2026-11") -> TaskFacts:
     return TaskFacts(plan_id="146", task_id=task_id, occurrence=occurrence, agency_code="PTP",
                      due_day=D(2026, 11, 15), state=state,
