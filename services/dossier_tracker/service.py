@@ -99,7 +99,7 @@ class TrackerService:
         now = self.clock()
         events = [RecordedEvent.from_contract(r.event.data, source=r.event.source, event_id=r.event.id) for r in received]
         result = await self.store.run(TrackerStore.apply_batch, events, [r.seq for r in received], now=now)
-        times = event_times(events)
+        times = event_times(events) | result.latest  # a dossier told again: the latest of its whole history
         rewrites = result.rewrites
         facts = [  # a dossier's month ends before its current state: a consumer keeps the highest revision
             *(state_fact(s, now=now, occurred_at=at, period_end=day, rewrites_from=rewrites.get(s.dossier_code))

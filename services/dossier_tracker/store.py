@@ -165,6 +165,9 @@ class BatchResult:
     #: delivered again): what a consumer holds of that dossier from that revision on, of an earlier generation, is
     #: replaced by what this batch tells
     rewrites: dict[str, int] = field(default_factory=dict)
+    #: dossier -> the latest occurrence in its whole history, for those told again (``rewrites``): their current
+    #: state's event time, which the batch's own events may not reach (a late event)
+    latest: dict[str, dt.datetime] = field(default_factory=dict)
 
 
 EVENTS = DossierEventRow.__table__
@@ -263,13 +266,17 @@ class TrackerStore:
             self._insert_event.execute(conn, rows)
             stored = self._load_rows(conn, touched)
             rewrites: dict[str, int] = {}
-            states, month_ends = self._fold(conn, fresh, stored, now=now, rewrites=rewrites) if fresh else ({}, [])
-            month_ends += self._month_ends_again(conn, events, duplicate, told=month_ends, rewrites=rewrites)
+            latest: dict[str, dt.datetime] = {}
+            states, month_ends = (self._fold(conn, fresh, stored, now=now, rewrites=rewrites, latest=latest)
+                                  if fresh else ({}, []))
+            month_ends += self._month_ends_again(conn, events, duplicate, told=month_ends, rewrites=rewrites,
+                                                 latest=latest)
             for code in touched:
                 if code not in states:
                     states[code] = DossierState(*(stored[code][f] for f in DossierState._fields))
         self.statistics.wrote(len(fresh))
-        return BatchResult(duplicate=duplicate, states=states, month_ends=month_ends, rewrites=rewrites)
+        return BatchResult(duplicate=duplicate, states=states, month_ends=month_ends, rewrites=rewrites,
+                           latest=latest)
 
     def _lock_dossiers(self, conn: Connection, codes: list[str]) -> None:
         """Serialise work on the same dossier across tracker replicas (PostgreSQL).
@@ -298,7 +305,7 @@ class TrackerStore:
 
     def _fold(
         self, conn: Connection, fresh: list[RecordedEvent], stored: dict[str, dict[str, Any]], *, now: dt.datetime,
-        rewrites: dict[str, int],
+        rewrites: dict[str, int], latest: dict[str, dt.datetime],
     ) -> tuple[dict[str, DossierState], list[tuple[DossierState, dt.date, dt.datetime]]]:
         """The touched dossiers' new states, and their states at the end of each month their new events crossed.
 
@@ -326,6 +333,7 @@ class TrackerStore:
                 late = {(e.source, e.event_id) for e in arrived[code]}
                 ordered = order_events(history)
                 rewrites[code] = next(i for i, e in enumerate(ordered, 1) if (e.source, e.event_id) in late)
+                latest[code] = max(e.occurred_at for e in history)
                 since = min(e.occurred_at for e in arrived[code])
                 month_ends += [end.told(calendar=self.calendar) for end in Fold.month_ends_of(
                     history, calendar=self.calendar, since=since, generation=generation)]
@@ -355,6 +363,7 @@ class TrackerStore:
     def _month_ends_again(
         self, conn: Connection, events: Sequence[RecordedEvent], duplicate: Sequence[bool],
         *, told: list[tuple[DossierState, dt.date, dt.datetime]], rewrites: dict[str, int],
+        latest: dict[str, dt.datetime],
     ) -> list[tuple[DossierState, dt.date, dt.datetime]]:
         """The month ends of the dossiers whose events came again (a batch stored, then its facts' publication
         failed or the tracker died: docs/scoring.md, "Month ends"), from their stored histories, but those
@@ -374,6 +383,7 @@ class TrackerStore:
             ordered = order_events(history)
             first = min(i for i, e in enumerate(ordered, 1) if e.occurred_at >= since[code])
             rewrites[code] = min(rewrites.get(code, first), first)
+            latest[code] = max(e.occurred_at for e in history)
             for end in Fold.month_ends_of(history, calendar=self.calendar, since=since[code],
                                           generation=generations.get(code, 0)):
                 if (code, end.day) not in seen:
