@@ -212,6 +212,19 @@ def _fold_of_row(row: dict[str, Any]) -> Fold | None:
     )
 
 
+def _told_again(
+    code: str, history: Sequence[RecordedEvent], events: Sequence[RecordedEvent], *, rewrites: dict[str, int],
+    latest: dict[str, dt.datetime],
+) -> None:
+    """A dossier whose facts a batch tells again from ``events`` (late ones, or ones delivered again) on: the
+    revision of the first of them in the history's order (the lowest, if the batch tells it again twice), and
+    the latest occurrence of the whole history (its current state's event time)."""
+    keys = {(e.source, e.event_id) for e in events}
+    first = next(i for i, e in enumerate(order_events(history), 1) if (e.source, e.event_id) in keys)
+    rewrites[code] = min(rewrites.get(code, first), first)
+    latest[code] = max(e.occurred_at for e in history)
+
+
 def _upsert(dialect: str):  # type: ignore[no-untyped-def]
     return pg_insert if dialect == "postgresql" else sqlite_insert
 
@@ -269,8 +282,8 @@ class TrackerStore:
             latest: dict[str, dt.datetime] = {}
             states, month_ends = (self._fold(conn, fresh, stored, now=now, rewrites=rewrites, latest=latest)
                                   if fresh else ({}, []))
-            month_ends += self._month_ends_again(conn, events, duplicate, told=month_ends, rewrites=rewrites,
-                                                 latest=latest)
+            month_ends += self._month_ends_again(conn, events, duplicate, told=month_ends, states=states,
+                                                 stored=stored, rewrites=rewrites, latest=latest)
             for code in touched:
                 if code not in states:
                     states[code] = DossierState(*(stored[code][f] for f in DossierState._fields))
@@ -330,10 +343,7 @@ class TrackerStore:
             for code, history in self._histories(conn, sorted(refold)).items():
                 generation = (stored[code]["generation"] or 0) + 1
                 folds[code] = Fold.of(history, calendar=self.calendar, generation=generation)
-                late = {(e.source, e.event_id) for e in arrived[code]}
-                ordered = order_events(history)
-                rewrites[code] = next(i for i, e in enumerate(ordered, 1) if (e.source, e.event_id) in late)
-                latest[code] = max(e.occurred_at for e in history)
+                _told_again(code, history, arrived[code], rewrites=rewrites, latest=latest)
                 since = min(e.occurred_at for e in arrived[code])
                 month_ends += [end.told(calendar=self.calendar) for end in Fold.month_ends_of(
                     history, calendar=self.calendar, since=since, generation=generation)]
@@ -362,30 +372,28 @@ class TrackerStore:
 
     def _month_ends_again(
         self, conn: Connection, events: Sequence[RecordedEvent], duplicate: Sequence[bool],
-        *, told: list[tuple[DossierState, dt.date, dt.datetime]], rewrites: dict[str, int],
-        latest: dict[str, dt.datetime],
+        *, told: list[tuple[DossierState, dt.date, dt.datetime]], states: dict[str, DossierState],
+        stored: dict[str, dict[str, Any]], rewrites: dict[str, int], latest: dict[str, dt.datetime],
     ) -> list[tuple[DossierState, dt.date, dt.datetime]]:
         """The month ends of the dossiers whose events came again (a batch stored, then its facts' publication
         failed or the tracker died: docs/scoring.md, "Month ends"), from their stored histories, but those
         ``told`` already. Telling one twice is harmless: a fact's id is its dossier, revision and generation.
         They are told as a rewrite from the earliest event that came again (``rewrites``): if the batch had
         folded the history again, what a consumer holds of the generation before is replaced."""
-        since: dict[str, dt.datetime] = {}
+        again: dict[str, list[RecordedEvent]] = defaultdict(list)
         for event, dup in zip(events, duplicate, strict=True):
-            if dup and (event.dossier_code not in since or event.occurred_at < since[event.dossier_code]):
-                since[event.dossier_code] = event.occurred_at
-        if not since:
+            if dup:
+                again[event.dossier_code].append(event)
+        if not again:
             return []
         seen = {(state.dossier_code, day) for state, day, _ in told}
-        generations = {code: row["generation"] or 0 for code, row in self._load_rows(conn, sorted(since)).items()}
         out = []
-        for code, history in self._histories(conn, sorted(since)).items():
-            ordered = order_events(history)
-            first = min(i for i, e in enumerate(ordered, 1) if e.occurred_at >= since[code])
-            rewrites[code] = min(rewrites.get(code, first), first)
-            latest[code] = max(e.occurred_at for e in history)
-            for end in Fold.month_ends_of(history, calendar=self.calendar, since=since[code],
-                                          generation=generations.get(code, 0)):
+        for code, history in self._histories(conn, sorted(again)).items():
+            _told_again(code, history, again[code], rewrites=rewrites, latest=latest)
+            # Its generation as this batch leaves it (a fold in this batch may have begun a new one).
+            generation = states[code].generation if code in states else stored[code]["generation"] or 0
+            since = min(e.occurred_at for e in again[code])
+            for end in Fold.month_ends_of(history, calendar=self.calendar, since=since, generation=generation):
                 if (code, end.day) not in seen:
                     out.append(end.told(calendar=self.calendar))
         return out
