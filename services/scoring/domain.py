@@ -492,14 +492,14 @@ class TaskFacts:
         return (self.updated_at, natural_key(self.event_id))
 
 
-def task_contributions(t: TaskFacts, weight: int = 1) -> Counter[CellKey]:
+def task_contributions(t: TaskFacts) -> Counter[CellKey]:
     """A task occurrence counts in the periods of its due day, by its state at each period's last day: a month
     that closed with the duty not done (its due day in the month) keeps it overdue when it is done late the
     month after; its quarter and year count it done late."""
     out: Counter[CellKey] = Counter()
     for kind in PERIOD_KINDS:
         period = Period.containing(t.due_day, kind)
-        out[(period.key, t.agency_code, f"task_{t.state_at(period.end)}")] += weight
+        out[(period.key, t.agency_code, f"task_{t.state_at(period.end)}")] += 1
     return out
 
 

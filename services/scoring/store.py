@@ -113,7 +113,6 @@ from shared.retention import Retention
 CHUNK = 400
 
 Record = TypeVar("Record")
-Latest = TypeVar("Latest", RatingFacts, TaskFacts)  # a record of which the latest wins (``supersedes``)
 
 
 def _columns_of(facts: type, *, key: str | tuple[str, ...], lengths: Mapping[str, int]) -> type[SQLModel]:
@@ -520,46 +519,35 @@ class ScoringStore:
         return out
 
     def apply_tasks(self, tasks: Sequence[TaskFacts]) -> list[bool]:
-        """Keep each plan-task occurrence's latest state; returns per item whether it changed the store."""
-        return self._keep_latest(
-            tasks, TASK, ["plan_id", "task_id", "agency_code", "occurrence"],
-            stored=functools.partial(_from_row, TaskFacts), row=_to_row, contributions=task_contributions,
-        )
-
-    def _keep_latest(
-        self, items: Sequence[Latest], table: Table, key: list[str], *, stored: Callable[[Any], Latest],
-        row: Callable[[Latest], dict[str, object]], contributions: Callable[[Latest], Counter[CellKey]],
-    ) -> list[bool]:
-        """Keep the latest record (``supersedes``) of each ``key`` in ``table``, and the counts it contributes.
-
-        ``stored``: the record of a stored row; ``row``: the row of a record.
-        """
-        key_of = operator.attrgetter(*key)  # of a record or a row: a value, or a tuple for a composite key
-        best: dict[Any, Latest] = {}
-        for item in items:
-            if supersedes(item, best.get(key_of(item))):
-                best[key_of(item)] = item
+        """Keep each plan-task occurrence's latest state (``supersedes``), and the counts it contributes; returns
+        per item whether it changed the store."""
+        key = ["plan_id", "task_id", "agency_code", "occurrence"]
+        key_of = operator.attrgetter(*key)  # of a record or a row
+        best: dict[Any, TaskFacts] = {}
+        for task in tasks:
+            if supersedes(task, best.get(key_of(task))):
+                best[key_of(task)] = task
         changed: set[Any] = set()
         with Session(self.engine) as session, session.begin():
             keys = sorted(best)
-            old = {key_of(r): r for r in self._locked(session, table, [table.c[k] for k in key], keys)}
+            old = {key_of(r): r for r in self._locked(session, TASK, [TASK.c[k] for k in key], keys)}
             cells: Counter[CellKey] = Counter()
             inserts: list[dict[str, object]] = []
             updates: list[dict[str, object]] = []
             for k in keys:
                 new = best[k]
                 prev_row = old.get(k)
-                prev = stored(prev_row) if prev_row is not None else None
+                prev = _from_row(TaskFacts, prev_row) if prev_row is not None else None
                 if not supersedes(new, prev):
                     continue
                 if prev is not None:
-                    cells.subtract(contributions(prev))
-                cells.update(contributions(new))
-                (inserts if prev_row is None else updates).append(row(new))
+                    cells.subtract(task_contributions(prev))
+                cells.update(task_contributions(new))
+                (inserts if prev_row is None else updates).append(_to_row(new))
                 changed.add(k)
-            self._write_rows(session, table, inserts=inserts, updates=updates, key=key)
+            self._write_rows(session, TASK, inserts=inserts, updates=updates, key=key)
             self._bump(session, PERIOD_COUNT, cells, key=["period", "agency_code", "figure"])
-        return [key_of(item) in changed and best[key_of(item)] is item for item in items]
+        return [key_of(task) in changed and best[key_of(task)] is task for task in tasks]
 
     def _locked(self, session: Session, table: Table, key_cols: list, keys: Sequence[object]) -> list:
         """The stored rows of ``keys``, locked for this transaction (PostgreSQL), in key order."""
