@@ -395,7 +395,6 @@ class Summary:
         return (f"{verb} {self.imported} row(s), {self.present} already present, {len(self.rejected)} rejected")
 
 
-Present = Callable[[Sequence[tuple[str, str]]], set[tuple[str, str]]]
 Publish = Callable[[Sequence[CloudEvent[Any]]], Any]  # async: per event, whether the broker already held it
 
 
@@ -433,14 +432,13 @@ def convert_file(path: Path, mapping: Mapping, *, source: str, progress: bool = 
 async def import_rows(
     rows: Sequence[tuple[int, list[CloudEvent[Any]]]],
     *,
-    present: Present,
+    known: set[tuple[str, str]],
     publish: Publish | None,
     progress: bool = False,
 ) -> Summary:
-    """Publish the events not yet present (``publish`` None: a dry run) and count rows by outcome."""
+    """Publish the events not ``known`` to be stored already (``publish`` None: a dry run) and count rows by
+    outcome."""
     summary = Summary()
-    keys = [(e.source, e.id) for _, events in rows for e in events]
-    known = present(keys)
     fresh = [e for _, events in rows for e in events if (e.source, e.id) not in known]
     duplicates: set[tuple[str, str]] = set()
     if publish is not None:
@@ -521,14 +519,10 @@ async def _import(rows: Sequence[tuple[int, list[CloudEvent[Any]]]], *, dry_run:
     from shared.settings import CommonSettings
 
     common = CommonSettings()
-    history = _tracker_history(common.database_url_for("dossier_tracker"))
-    known = history([(e.source, e.id) for _, events in rows for e in events])  # before NATS: said first
-
-    def present(keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        return known
-
+    keys = [(e.source, e.id) for _, events in rows for e in events]
+    known = _stored_already(common.database_url_for("dossier_tracker"), keys)  # before NATS: said first
     if dry_run:
-        return await import_rows(rows, present=present, publish=None, progress=True)
+        return await import_rows(rows, known=known, publish=None, progress=True)
     import nats
     from nats.errors import Error as NatsError
 
@@ -543,7 +537,7 @@ async def _import(rows: Sequence[tuple[int, list[CloudEvent[Any]]]], *, dry_run:
                               "NATS answers (what was published is not sent twice)") from None
     try:
         js = nc.jetstream()
-        return await import_rows(rows, present=present, publish=lambda chunk: _publish(js, chunk), progress=True)
+        return await import_rows(rows, known=known, publish=lambda chunk: _publish(js, chunk), progress=True)
     except (NatsError, TimeoutError) as exc:  # JetStream refused or stopped answering part way
         raise NatsUnreachable(f"JetStream did not store every event ({type(exc).__name__}); run it again once "
                               "NATS answers (what was published is not sent twice)") from None
@@ -559,8 +553,8 @@ class TrackerUnreadable(ConnectionError):
     """The tracker's database does not answer: what is new cannot be told, nothing is published."""
 
 
-def _tracker_history(database_url: str) -> Present:
-    """(source, id) of the events the tracker already stored, among those asked (none if it never ran)."""
+def _stored_already(database_url: str, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """(source, id) of the events the tracker already stored, among ``keys`` (none if it never ran)."""
     from sqlalchemy import inspect, select, tuple_
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -573,15 +567,7 @@ def _tracker_history(database_url: str) -> Present:
     except ArgumentError:
         shown = "PARWATCH_DATABASE_URL (not a database URL)"
 
-    def present(keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        try:
-            return read(keys)
-        except SQLAlchemyError as exc:
-            raise TrackerUnreadable(
-                f"cannot read the tracker's database at {shown} ({type(exc).__name__}); check PARWATCH_DATABASE_URL "
-                "(or PARWATCH_DATA_DIR) and that the database answers") from None
-
-    def read(keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    try:
         engine = make_engine(database_url)
         try:
             if not inspect(engine).has_table(EVENTS.name):
@@ -596,8 +582,10 @@ def _tracker_history(database_url: str) -> Present:
             return found
         finally:
             engine.dispose()
-
-    return present
+    except SQLAlchemyError as exc:
+        raise TrackerUnreadable(
+            f"cannot read the tracker's database at {shown} ({type(exc).__name__}); check PARWATCH_DATABASE_URL "
+            "(or PARWATCH_DATA_DIR) and that the database answers") from None
 
 
 async def _publish(js: Any, events: Sequence[CloudEvent[Any]]) -> list[bool]:

@@ -176,15 +176,15 @@ def test_a_second_import_finds_everything_present(mapping: Mapping, tmp_path: Pa
         stored.update((e.source, e.id) for e in chunk)
         return held
 
-    def present(keys: Any) -> set[tuple[str, str]]:
-        return set(keys) & stored
+    def known() -> set[tuple[str, str]]:
+        return {(e.source, e.id) for _, events in good for e in events} & stored
 
-    first = asyncio.run(import_rows(good, present=present, publish=publish))
-    second = asyncio.run(import_rows(good, present=present, publish=publish))
+    first = asyncio.run(import_rows(good, known=known(), publish=publish))
+    second = asyncio.run(import_rows(good, known=known(), publish=publish))
     assert (first.imported, first.present) == (len(good), 0)
     assert (second.imported, second.present) == (0, len(good))
     assert len(stored) == sum(len(events) for _, events in good)
-    dry = asyncio.run(import_rows(good, present=lambda keys: set(), publish=None))
+    dry = asyncio.run(import_rows(good, known=set(), publish=None))
     assert dry.imported == len(good)
     out = write_rejected(tmp_path / "x.csv", bad)
     with out.open(encoding="utf-8") as f:
@@ -281,7 +281,7 @@ def test_the_publishing_bar_is_cleared_when_publishing_fails(mapping: Mapping, m
         return [False] * len(chunk)
 
     with pytest.raises(TimeoutError):
-        asyncio.run(import_rows(good, present=lambda keys: set(), publish=publish, progress=True))
+        asyncio.run(import_rows(good, known=set(), publish=publish, progress=True))
     drawn = terminal.getvalue()
     assert sent and "publishing:" in drawn
     assert drawn.endswith("\r"), drawn[-120:]  # the refusal that follows starts a clean line
