@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from services.dossier_tracker.domain import DossierState, RecordedEvent
-from services.dossier_tracker.store import TrackerStore
+from services.dossier_tracker.store import BatchResult, TrackerStore
 from shared.calendar import load_calendar
 from shared.consumer import Outcome, Received
 from shared.db import make_engine
@@ -80,6 +80,19 @@ def event_times(events: Sequence[RecordedEvent]) -> dict[str, dt.datetime]:
     return latest
 
 
+def batch_facts(events: Sequence[RecordedEvent], result: BatchResult, *, now: dt.datetime) -> list[CloudEvent[Any]]:
+    """The facts a stored batch publishes: each dossier's month ends, then its current state (a consumer keeps
+    the highest revision), told again from ``result.rewrites`` where the batch told a dossier again."""
+    times = event_times(events) | result.latest  # a dossier told again: the latest of its whole history
+    rewrites = result.rewrites
+    return [
+        *(state_fact(s, now=now, occurred_at=at, period_end=day, rewrites_from=rewrites.get(s.dossier_code))
+          for s, day, at in result.month_ends),
+        *(state_fact(s, now=now, occurred_at=times.get(s.dossier_code), rewrites_from=rewrites.get(s.dossier_code))
+          for s in result.states.values()),
+    ]
+
+
 def outcomes(duplicate: Sequence[bool]) -> list[Outcome]:
     return [Outcome.DUPLICATE if dup else Outcome.ACCEPTED for dup in duplicate]
 
@@ -99,15 +112,7 @@ class TrackerService:
         now = self.clock()
         events = [RecordedEvent.from_contract(r.event.data, source=r.event.source, event_id=r.event.id) for r in received]
         result = await self.store.run(TrackerStore.apply_batch, events, [r.seq for r in received], now=now)
-        times = event_times(events) | result.latest  # a dossier told again: the latest of its whole history
-        rewrites = result.rewrites
-        facts = [  # a dossier's month ends before its current state: a consumer keeps the highest revision
-            *(state_fact(s, now=now, occurred_at=at, period_end=day, rewrites_from=rewrites.get(s.dossier_code))
-              for s, day, at in result.month_ends),
-            *(state_fact(s, now=now, occurred_at=times.get(s.dossier_code), rewrites_from=rewrites.get(s.dossier_code))
-              for s in result.states.values()),
-        ]
-        await self.publisher.publish_many(facts, subject=DOSSIER_STATE)
+        await self.publisher.publish_many(batch_facts(events, result, now=now), subject=DOSSIER_STATE)
         return outcomes(result.duplicate)
 
     async def relay(self, received: Sequence[Received[Any]], *, subject: str) -> list[Outcome]:

@@ -4,7 +4,7 @@ publishes leave scoring's closed months as the events say: each month counts eac
 month's last day, the fold of the events that had occurred by then (``derive_state``).
 
 Both stores share one database (SQLite, and PostgreSQL when available); the facts go from one to the other as
-``TrackerService`` publishes them (``state_fact``), in publication order, each batch's facts perhaps delivered
+``TrackerService`` publishes them (``batch_facts``), in publication order, each batch's facts perhaps delivered
 twice."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete
 
 from services.dossier_tracker.domain import RecordedEvent, derive_state
-from services.dossier_tracker.service import event_times, state_fact
+from services.dossier_tracker.service import batch_facts
 from services.dossier_tracker.store import TABLES as TRACKER_TABLES
 from services.dossier_tracker.store import TrackerStore
 from services.dossier_tracker.store import create_schema as create_tracker_schema
@@ -104,14 +104,7 @@ def test_closed_months_read_the_events_that_occurred_in_them_whatever_their_arri
     published: list[list[DossierFacts]] = []
     for seq, batch in enumerate(batches, 1):
         result = tracker.apply_batch(batch, [seq] * len(batch), now=NOW)
-        times = event_times(batch) | result.latest
-        facts = [  # as TrackerService.record_status_changes publishes them
-            *(state_fact(s, now=NOW, occurred_at=at, period_end=day, rewrites_from=result.rewrites.get(s.dossier_code))
-              for s, day, at in result.month_ends),
-            *(state_fact(s, now=NOW, occurred_at=times[code], rewrites_from=result.rewrites.get(code))
-              for code, s in result.states.items()),
-        ]
-        published.append([DossierFacts.from_state(f.data) for f in facts])
+        published.append([DossierFacts.from_state(f.data) for f in batch_facts(batch, result, now=NOW)])
         scoring.apply_states(published[-1], now=NOW)
     if facts_twice:  # every fact delivered again at the end, the oldest first
         for facts in published:
