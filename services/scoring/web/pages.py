@@ -41,10 +41,6 @@ HERE = Path(__file__).parent
 ON_TIME_TARGET = 0.98
 PLAN_TARGET = 0.95
 FORM_MAX = 16_384  # bytes of a form body
-#: The pages' icon: a tick on the accent colour.
-ICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
-        b'fill="#0b57d0"/><path d="M8 17l5 5 11-12" fill="none" stroke="#fff" stroke-width="4" '
-        b'stroke-linecap="round" stroke-linejoin="round"/></svg>')
 PREFIX = "/web"
 
 OK_TEXT = {
@@ -107,6 +103,7 @@ class WebPages:
         env.filters["first_upper"] = lambda text: text[:1].upper() + text[1:]
         self._env = env
         self._css = (HERE / "static" / "style.css").read_bytes()
+        self._icon = (HERE / "static" / "favicon.svg").read_bytes()  # a tick on the accent colour
 
     def router(self) -> APIRouter:
         r = APIRouter(prefix=PREFIX, tags=["officials' web page"], include_in_schema=False)
@@ -203,7 +200,7 @@ class WebPages:
 
     async def icon(self) -> Response:
         """The pages' icon, named in their head (a browser asks /favicon.ico otherwise, a 404 in its console)."""
-        return Response(ICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+        return Response(self._icon, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     # -- overview -----------------------------------------------------------------------------------
     async def overview(self, request: Request) -> Response:
