@@ -157,15 +157,16 @@ def _answer(stream: BinaryIO, ok: bool, value: object) -> None:
     stream.flush()
 
 
-def serve(source: BinaryIO, sink: BinaryIO) -> None:
-    """The child's loop: build the object, then answer each call, until the end of the input."""
+def build(source: BinaryIO) -> object:
+    """The object the first frame names: ``factory(*args)``."""
     target, args = pickle.loads(_read(source))
     module, _, name = target.partition(":")
     factory = getattr(importlib.import_module(module), name)
-    obj = factory(*args)
-    # What the worker loaded (modules, engine, caches) lives as long as it does: out of the cycle
-    # collector's sight. The tracker's store spent about a sixth of its time collecting otherwise.
-    gc.freeze()
+    return factory(*args)
+
+
+def serve(obj: object, source: BinaryIO, sink: BinaryIO) -> None:
+    """The child's loop: say the object is built, then answer each call, until the end of the input."""
     _answer(sink, True, None)
     while True:
         try:
@@ -195,7 +196,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING,
                         handlers=[one_line_handler("%(asctime)s %(levelname)s worker %(name)s: %(message)s")])
     with contextlib.suppress(BrokenPipeError):
-        serve(sys.stdin.buffer, sink)
+        obj = build(sys.stdin.buffer)
+        # What the worker loaded (modules, engine, caches) lives as long as it does: out of the cycle
+        # collector's sight. The tracker's store spent about a sixth of its time collecting otherwise.
+        gc.freeze()
+        serve(obj, sys.stdin.buffer, sink)
 
 
 if __name__ == "__main__":
