@@ -3,7 +3,10 @@
 One transaction per batch holds the deduplication (the event's (source, id)
 is the history table's primary key), the history insert, the new dossier
 state and the ended-count adjustment, so a crash at any point leaves either
-all of it or none.
+all of it or none. An event whose (source, id) is stored already is a
+duplicate whatever it says: delivered again, its dossier's facts are told
+again; if it names another dossier than the stored one (a source that used
+an id twice), nothing of it is stored or told, and a warning says so.
 
 Each dossier row also keeps its :class:`Fold` (the ``fold_*`` columns): a
 batch whose events for a dossier all sort after the last one applied is
@@ -27,6 +30,7 @@ forgotten after ``dedup``.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +56,8 @@ from shared.db import (
 )
 from shared.retention import Retention
 from shared.rules import OpenFacts
+
+log = logging.getLogger(__name__)
 
 # SQLite caps bound parameters; keep IN lists well under it.
 CHUNK = 400
@@ -246,7 +252,8 @@ class TrackerStore:
         )
         self._upsert_dossier = BulkStatement(upsert, DOSSIER_COLUMNS, engine.dialect)
         self._insert_event = BulkStatement(EVENTS.insert(), EVENT_COLUMNS, engine.dialect)
-        self._select_keys = BulkSelect([EVENTS.c.source, EVENTS.c.event_id], EVENTS.c.event_id, engine.dialect)
+        self._select_keys = BulkSelect([EVENTS.c.source, EVENTS.c.event_id, EVENTS.c.dossier_code], EVENTS.c.event_id,
+                                       engine.dialect)
         self._select_rows = BulkSelect(list(DOSSIERS.columns), DOSSIERS.c.dossier_code, engine.dialect)
         self._select_history = BulkSelect(
             [EVENTS.c[f] for f in RecordedEvent._fields], EVENTS.c.dossier_code, engine.dialect
@@ -267,25 +274,30 @@ class TrackerStore:
             self._lock_dossiers(conn, touched)
             seen = self._existing_keys(conn, keys)
             duplicate: list[bool] = []
+            again: list[bool] = []  # delivered again: a duplicate of its own dossier's stored event
             fresh: list[RecordedEvent] = []
             rows: list[tuple[object, ...]] = []
             for key, event, seq in zip(keys, events, stream_seqs, strict=True):
-                dup = key in seen
-                duplicate.append(dup)
-                if not dup:
-                    seen.add(key)
+                stored_under = seen.get(key)
+                duplicate.append(stored_under is not None)
+                again.append(stored_under == event.dossier_code)
+                if stored_under is None:
+                    seen[key] = event.dossier_code
                     fresh.append(event)
                     rows.append((*event, seq, now))
+                elif stored_under != event.dossier_code:
+                    log.warning("event id already used by its source for another dossier: a duplicate,"
+                                " nothing of it stored seq=%s", seq)
             self._insert_event.execute(conn, rows)
             stored = self._load_rows(conn, touched)
             rewrites: dict[str, int] = {}
             latest: dict[str, dt.datetime] = {}
             states, month_ends = (self._fold(conn, fresh, stored, now=now, rewrites=rewrites, latest=latest)
                                   if fresh else ({}, []))
-            month_ends += self._month_ends_again(conn, events, duplicate, told=month_ends, states=states,
+            month_ends += self._month_ends_again(conn, events, again, told=month_ends, states=states,
                                                  stored=stored, rewrites=rewrites, latest=latest)
             for code in touched:
-                if code not in states:
+                if code not in states and code in stored:  # not stored: its only event's id was another's
                     states[code] = DossierState(*(stored[code][f] for f in DossierState._fields))
         self.statistics.wrote(len(fresh))
         return BatchResult(duplicate=duplicate, states=states, month_ends=month_ends, rewrites=rewrites,
@@ -309,12 +321,13 @@ class TrackerStore:
             {"codes": codes},
         )
 
-    def _existing_keys(self, conn: Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    def _existing_keys(self, conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The keys already stored, each with the dossier its event was stored under."""
         # Looked up by the key's first column (a row-value IN list is not an
         # index lookup on SQLite), the source matched here.
         wanted = set(keys)
         rows = self._select_keys.fetch(conn, [event_id for _, event_id in wanted])
-        return {key for key in rows if key in wanted}
+        return {(source, event_id): code for source, event_id, code in rows if (source, event_id) in wanted}
 
     def _fold(
         self, conn: Connection, fresh: list[RecordedEvent], stored: dict[str, dict[str, Any]], *, now: dt.datetime,
@@ -371,7 +384,7 @@ class TrackerStore:
         return states, month_ends
 
     def _month_ends_again(
-        self, conn: Connection, events: Sequence[RecordedEvent], duplicate: Sequence[bool],
+        self, conn: Connection, events: Sequence[RecordedEvent], delivered_again: Sequence[bool],
         *, told: list[tuple[DossierState, dt.date, dt.datetime]], states: dict[str, DossierState],
         stored: dict[str, dict[str, Any]], rewrites: dict[str, int], latest: dict[str, dt.datetime],
     ) -> list[tuple[DossierState, dt.date, dt.datetime]]:
@@ -381,8 +394,8 @@ class TrackerStore:
         They are told as a rewrite from the earliest event that came again (``rewrites``): if the batch had
         folded the history again, what a consumer holds of the generation before is replaced."""
         again: dict[str, list[RecordedEvent]] = defaultdict(list)
-        for event, dup in zip(events, duplicate, strict=True):
-            if dup:
+        for event, repeated in zip(events, delivered_again, strict=True):
+            if repeated:
                 again[event.dossier_code].append(event)
         if not again:
             return []

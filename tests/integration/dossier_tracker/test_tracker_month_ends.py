@@ -1,5 +1,5 @@
 """The tracker's store tells a dossier's state at the end of each month a batch of its events crosses (for closed
-periods), on SQLite and PostgreSQL."""
+periods), and tells again what a batch delivered again tells, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -49,6 +49,30 @@ def test_a_batch_across_a_month_s_last_midnight_tells_the_state_at_that_midnight
     again = store.apply_batch(batch, [1, 2, 3], now=NOW)
     assert again.duplicate == [True, True, True]
     assert again.month_ends == result.month_ends and again.states["H.M"] == result.states["H.M"]
+
+
+def test_an_id_its_source_used_before_for_another_dossier_is_a_duplicate_that_stores_and_tells_nothing(
+    store: TrackerStore,
+) -> None:
+    first = event(1, 2, "2026-11-27T10:00")
+    stored = store.apply_batch([first], [1], now=NOW).states["H.M"]
+    # The same (source, id), naming a dossier never stored: a duplicate; no state for it, nothing told.
+    unknown = first._replace(dossier_code="H.OTHER", status=4)
+    result = store.apply_batch([unknown], [2], now=NOW)
+    assert result.duplicate == [True]
+    assert (result.states, result.month_ends, result.rewrites) == ({}, [], {})
+    # Naming another stored dossier: a duplicate; that dossier's own state is told as it stands, unchanged.
+    other = first._replace(dossier_code="H.OTHER", event_id="H.OTHER-1")
+    other_state = store.apply_batch([other], [3], now=NOW).states["H.OTHER"]
+    result = store.apply_batch([unknown._replace(occurred_at=first.occurred_at - dt.timedelta(days=40))], [4],
+                               now=NOW)
+    assert result.duplicate == [True]
+    assert (result.states, result.month_ends, result.rewrites) == ({"H.OTHER": other_state}, [], {})
+    # Twice in one batch, new: the first is stored, the second is its duplicate.
+    twice = event(2, 4, "2026-11-30T09:00")
+    result = store.apply_batch([twice, twice._replace(dossier_code="H.NEW")], [5, 6], now=NOW)
+    assert result.duplicate == [False, True]
+    assert set(result.states) == {"H.M"} and result.states["H.M"].revision == stored.revision + 1
 
 
 def test_a_batch_delivered_again_with_new_events_tells_each_month_end_once(store: TrackerStore) -> None:
