@@ -1,5 +1,5 @@
 """The tracker's store tells a dossier's state at the end of each month a batch of its events crosses (for closed
-periods), and tells again what a batch delivered again tells, on SQLite and PostgreSQL."""
+periods), and what it tells again when events come again, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
