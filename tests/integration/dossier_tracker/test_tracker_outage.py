@@ -55,9 +55,19 @@ class Proxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._cut)
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _close(self) -> None:
+        """Every connection cut and its handler ended: none is left pending for the collector to close later, on a
+        closed loop (an unraisable RuntimeError in whichever test runs then)."""
+        self._server.close()
+        self._cut()
+        handlers = asyncio.all_tasks() - {asyncio.current_task()}
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
 
     def refuse(self) -> None:
         self.refusing = True
