@@ -78,10 +78,16 @@ async def test_duplicates_are_not_counted_twice(own_nats_server, database_url: s
         # (source, id) dedup can catch it.
         await publish_event(js, DOSSIER_EVENTS, events[2], msg_id="another-broker-id")
         await publish_event(js, DOSSIER_EVENTS, events[0], msg_id="and-another")
-        await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="duplicate") == 2)
+        # The source's id again, for another dossier: a duplicate too, neither stored nor dead-lettered.
+        await publish_event(js, DOSSIER_EVENTS, lifecycle("H2")[0] | {"id": events[0]["id"]}, msg_id="reused")
+        await wait_until(lambda: value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="duplicate") == 3)
         assert value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="accepted") == 3
+        assert value(svc, "parwatch_events_total", stream="TTHC_DOSSIER", result="rejected") == 0
         assert value(svc, "parwatch_dossiers_ended_total", agency="PTP", timeliness="early") == 1
         assert value(svc, "parwatch_dossiers_ended_total", agency="PTP", timeliness="on_time") == 0
+    store = TrackerStore(make_engine(database_url), calendar=CAL)
+    assert store.get_state("H2") is None
+    store.engine.dispose()
 
 
 async def test_any_arrival_order_gives_the_same_final_state(own_nats_server, database_url: str) -> None:
