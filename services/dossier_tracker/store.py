@@ -6,7 +6,9 @@ state and the ended-count adjustment, so a crash at any point leaves either
 all of it or none. An event whose (source, id) is stored already is a
 duplicate whatever it says: delivered again, its dossier's facts are told
 again; if it names another dossier than the stored one (a source that used
-an id twice), nothing of it is stored or told, and a warning says so.
+an id twice), nothing of it is stored or told, and a warning says so (the
+dossier it names, if stored, has its unchanged state told again, as any
+touched dossier: harmless to readers, who keep the highest revision).
 
 Each dossier row also keeps its :class:`Fold` (the ``fold_*`` columns): a
 batch whose events for a dossier all sort after the last one applied is
